@@ -1,0 +1,3 @@
+from nachtwacht.cli.main import main
+
+main()

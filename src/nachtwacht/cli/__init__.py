@@ -1,0 +1,1 @@
+"""The `nachtwacht` command: a Typer root that mounts each domain's commands."""

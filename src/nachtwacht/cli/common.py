@@ -1,0 +1,53 @@
+"""What every command shares: `--config`, loading it, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from nachtwacht.config import ConfigError, Settings, load_config
+from nachtwacht.config.loader import resolve_config_path
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $NACHTWACHT_CONFIG or ./nachtwacht.yaml).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class CliState:
+    config: str | None = None
+
+
+state = CliState()
+
+
+def config_path(option: str | None) -> str:
+    return str(resolve_config_path(option or state.config))
+
+
+def settings(option: str | None) -> Settings:
+    """Load the config or exit 2 with `file:line: key: message` lines, touching nothing."""
+    try:
+        return load_config(option or state.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

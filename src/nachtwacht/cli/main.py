@@ -1,0 +1,126 @@
+"""The `nachtwacht` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nachtwacht import __version__
+from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
+from nachtwacht.config import starter
+from nachtwacht.probes import cli as probes_cli
+
+app = typer.Typer(
+    help="Nachtwacht: monitoring and emergency response for small operations teams.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(probes_cli.probes_app, name="probes")
+app.command("status")(probes_cli.status)
+app.command("check")(probes_cli.check)
+
+
+@app.callback()
+def root(
+    config: ConfigOption = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    state.config = config
+
+
+@app.command()
+def init(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path(
+        "nachtwacht.yaml"
+    ),
+    preset: Annotated[str, typer.Option(help="`host` (this machine) or `frappe`.")] = "host",
+    site: Annotated[str | None, typer.Option(help="Frappe site name (preset frappe).")] = None,
+    bench_path: Annotated[
+        Path | None, typer.Option("--bench-path", help="Frappe bench directory (preset frappe).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config that monitors this host and the services it finds."""
+    if output.exists() and not force:
+        fail(f"{output} exists; use --force to overwrite it", 1)
+    if preset == "frappe":
+        if not site or bench_path is None:
+            fail("--preset frappe needs --site SITE and --bench-path PATH", 2)
+        text = starter.frappe_config(site, bench_path)
+    elif preset == "host":
+        text = starter.host_config()
+    else:
+        fail(f"unknown preset '{preset}'; use host or frappe", 2)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}; check it with `nachtwacht config validate -c {output}`")
+
+
+@config_app.command("validate")
+def validate(config: ConfigOption = None) -> None:
+    """Check a config file; print file:line: key: problem for each mistake (exit 2)."""
+    cfg = settings(config)
+    typer.echo(
+        f"{config_path(config)}: ok ({len(cfg.probes)} probes, "
+        f"{len(cfg.component_names())} components, store {cfg.store.url.split('://')[0]})"
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default from config).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the web server and the engine in one process."""
+    import uvicorn
+
+    from nachtwacht.store.db import Store, StoreError
+    from nachtwacht.web.app import create_app
+
+    cfg = settings(config)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    store = Store(cfg.store.url)
+    try:
+        store.migrate()
+    except StoreError as exc:
+        fail(f"cannot open the store: {exc}", 2)
+    listen_host = host or cfg.server.host
+    listen_port = port or cfg.server.port
+    typer.echo(
+        f"nachtwacht {__version__}: {len(cfg.probes)} probes, store {store.describe()}, "
+        f"http://{listen_host}:{listen_port}/"
+    )
+    uvicorn.run(
+        create_app(cfg, store),
+        host=listen_host,
+        port=listen_port,
+        log_level=log_level,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        access_log=False,
+    )
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,155 @@
+"""The schema of nachtwacht.yaml. Every key but `probes` has a default."""
+
+from __future__ import annotations
+
+
+from datetime import date, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nachtwacht.durations import Duration
+from nachtwacht.probes.base import ProbeConfig
+from nachtwacht.probes.registry import config_union
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusinessHours(Strict):
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+    holidays: list[date] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _order(self) -> BusinessHours:
+        if self.end <= self.start:
+            raise ValueError("business_hours.end must be after business_hours.start")
+        return self
+
+
+class StoreSettings(Strict):
+    url: str = "sqlite:///data/nachtwacht.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        allowed = ("sqlite:///", "postgresql+psycopg://", "mysql+pymysql://")
+        if not value.startswith(allowed):
+            raise ValueError(
+                "store url must start with sqlite:///, postgresql+psycopg:// or mysql+pymysql://"
+            )
+        return value
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class EngineSettings(Strict):
+    max_concurrency: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval: Duration = 1.0
+    startup_spread: Duration = 25.0
+
+
+class RetentionSettings(Strict):
+    raw: Duration = 2 * 86400.0
+    minute: Duration = 14 * 86400.0
+    hour: Duration = 400 * 86400.0
+    state_changes: Duration = 400 * 86400.0
+
+
+class Component(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class Settings(Strict):
+    site: str = "nachtwacht"
+    timezone: str = "Europe/Amsterdam"
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    components: list[Component] = Field(default_factory=list)
+    probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone '{value}'; use an IANA name such as Europe/Amsterdam"
+            ) from None
+        return value
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _components_as_mapping(cls, value: Any) -> Any:
+        # `components: {db: "MariaDB"}` is the short form of a list of {name, description}.
+        if isinstance(value, dict):
+            return [{"name": k, "description": v or ""} for k, v in value.items()]
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        names: dict[str, int] = {}
+        for index, probe in enumerate(self.probes):
+            if probe.name in names:
+                raise ValueError(
+                    f"probes[{index}].name: '{probe.name}' is already used by probes[{names[probe.name]}]"
+                )
+            names[probe.name] = index
+        for index, probe in enumerate(self.probes):
+            for dep in probe.depends_on:
+                if dep not in names:
+                    raise ValueError(
+                        f"probes[{index}].depends_on: no probe is named '{dep}'"
+                    )
+                if dep == probe.name:
+                    raise ValueError(f"probes[{index}].depends_on: a probe cannot depend on itself")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def component_names(self) -> list[str]:
+        seen = [c.name for c in self.components]
+        for probe in self.probes:
+            if probe.component not in seen:
+                seen.append(probe.component)
+        return seen
+
+
+def settings_model() -> type[Settings]:
+    """Settings with `probes` typed as the discriminated union of every registered kind."""
+    union = config_union()
+    return _build(union)
+
+
+_cache: dict[int, type[Settings]] = {}
+
+
+def _build(union: Any) -> type[Settings]:
+    key = id(union)
+    if key not in _cache:
+        from pydantic import create_model
+
+        _cache[key] = create_model(  # type: ignore[call-overload]
+            "NachtwachtConfig",
+            __base__=Settings,
+            probes=(list[union], Field(default_factory=list)),
+        )
+    return _cache[key]
+
+

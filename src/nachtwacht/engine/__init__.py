@@ -1,0 +1,1 @@
+"""The engine: modules with a `tick(now)`, each isolated so one failure never stops the rest."""

@@ -1,0 +1,1 @@
+"""Probes: one module per kind under `kinds/`, the registry, the scheduler, results and rollups."""

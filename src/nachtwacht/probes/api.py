@@ -1,0 +1,136 @@
+"""/api/v1 routes for probes: thin wrappers over probes.service and probes.report."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from nachtwacht.clock import iso
+from nachtwacht.engine.runtime import Runtime
+from nachtwacht.probes import report, service
+from nachtwacht.web.errors import ApiError
+
+router = APIRouter(prefix="/api/v1", tags=["probes"])
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _probe(rt: Runtime, name: str) -> dict[str, Any]:
+    with rt.store.connect() as conn:
+        probe = service.probe_by_name(conn, name)
+    if probe is None:
+        raise ApiError(404, f"no probe named '{name}'", "name")
+    return probe
+
+
+def _public(p: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in p.items() if k != "id"}
+    for key in ("since", "last_check", "first_failure"):
+        out[key] = iso(p.get(key))
+    return out
+
+
+@router.get("/status")
+async def get_status(request: Request) -> dict[str, Any]:
+    rt = _runtime(request)
+
+    def work() -> dict[str, Any]:
+        with rt.store.connect() as conn:
+            return report.status_report(conn, rt.clock.now(), rt.settings.site)
+
+    return await asyncio.to_thread(work)
+
+
+@router.get("/probes")
+async def list_probes(request: Request) -> list[dict[str, Any]]:
+    rt = _runtime(request)
+
+    def work() -> list[dict[str, Any]]:
+        with rt.store.connect() as conn:
+            return [_public(p) for p in service.probe_overview(conn)]
+
+    return await asyncio.to_thread(work)
+
+
+@router.get("/probes/{name}")
+async def get_probe(request: Request, name: str) -> dict[str, Any]:
+    return _public(await asyncio.to_thread(_probe, _runtime(request), name))
+
+
+@router.get("/probes/{name}/results")
+async def get_results(
+    request: Request,
+    name: str,
+    since: float | None = Query(None, description="epoch seconds"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> list[dict[str, Any]]:
+    rt = _runtime(request)
+
+    def work() -> list[dict[str, Any]]:
+        probe = _probe(rt, name)
+        with rt.store.connect() as conn:
+            rows = service.recent_results(conn, probe["id"], since, limit)
+        return [{**r, "time": iso(r["ts"])} for r in rows]
+
+    return await asyncio.to_thread(work)
+
+
+@router.get("/probes/{name}/history")
+async def get_history(
+    request: Request, name: str, limit: int = Query(100, ge=1, le=10_000)
+) -> list[dict[str, Any]]:
+    rt = _runtime(request)
+
+    def work() -> list[dict[str, Any]]:
+        probe = _probe(rt, name)
+        with rt.store.connect() as conn:
+            rows = service.state_history(conn, probe["id"], limit)
+        return [{k: v for k, v in r.items() if k != "probe_id"} | {"time": iso(r["ts"])} for r in rows]
+
+    return await asyncio.to_thread(work)
+
+
+@router.get("/probes/{name}/rollups")
+async def get_rollups(
+    request: Request,
+    name: str,
+    resolution: Literal["minute", "hour"] = "minute",
+    since: float | None = Query(None, description="epoch seconds; default 24 hours ago"),
+    until: float | None = Query(None, description="epoch seconds; default now"),
+) -> list[dict[str, Any]]:
+    rt = _runtime(request)
+    now = rt.clock.now()
+    start = since if since is not None else now - 86400
+    end = until if until is not None else now
+    if end < start:
+        raise ApiError(422, "until must not be before since", "until")
+
+    def work() -> list[dict[str, Any]]:
+        probe = _probe(rt, name)
+        with rt.store.connect() as conn:
+            return service.rollups(conn, probe["id"], resolution, start, end)
+
+    return await asyncio.to_thread(work)
+
+
+@router.post("/probes/{name}/check")
+async def check_now(request: Request, name: str) -> dict[str, Any]:
+    rt = _runtime(request)
+    probe = rt.scheduler.by_name.get(name)
+    if probe is None:
+        raise ApiError(404, f"no enabled probe named '{name}'", "name")
+    await rt.scheduler.run_now([name])
+    st = probe.state
+    return {
+        "name": name,
+        "state": st.state.value,
+        "status": st.last_status.label if st.last_status is not None else None,
+        "value": st.last_value,
+        "latency_ms": st.last_latency_ms,
+        "message": st.last_message,
+        "checked_at": iso(st.last_check),
+    }

@@ -1,0 +1,141 @@
+"""The shape every probe kind shares: its config base class and its runtime base class."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nachtwacht.durations import Duration
+from nachtwacht.probes.results import CheckResult, Status
+
+if TYPE_CHECKING:
+    from nachtwacht.probes.context import ProbeContext
+
+Severity = Literal[1, 2, 3]
+
+
+class ProbeConfig(BaseModel):
+    """Keys every probe has. Each kind subclasses this with `kind: Literal[...]` and its own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+    kind: str
+    description: str = ""
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    retries: int = Field(default=1, ge=0, le=100)
+    retry_interval: Duration | None = None
+    component: str = "default"
+    depends_on: list[str] = Field(default_factory=list)
+    severity: Severity = 2
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _timing(self) -> ProbeConfig:
+        if self.interval < 1:
+            raise ValueError("interval must be at least 1s")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0s")
+        return self
+
+    @property
+    def effective_retry_interval(self) -> float:
+        return self.retry_interval if self.retry_interval is not None else self.interval
+
+
+class ThresholdConfig(ProbeConfig):
+    """A probe that judges a number: `warn`/`critical` limits compared with `op`.
+
+    `op: ">"` (the default) means higher is worse; `op: "<"` means lower is worse.
+    """
+
+    warn: float | None = None
+    critical: float | None = None
+    op: Literal[">", ">=", "<", "<="] = ">"
+
+    def judge(self, value: float) -> Status:
+        if self.critical is not None and _breaches(value, self.op, self.critical):
+            return Status.CRITICAL
+        if self.warn is not None and _breaches(value, self.op, self.warn):
+            return Status.WARNING
+        return Status.OK
+
+    def describe(self, status: Status) -> str:
+        """` (> 10)` naming the limit a status breached, or `""` when ok."""
+        limit = self.critical if status is Status.CRITICAL else self.warn
+        return f" ({self.op} {limit:g})" if limit is not None and status is not Status.OK else ""
+
+    @property
+    def has_thresholds(self) -> bool:
+        return self.warn is not None or self.critical is not None
+
+
+def _breaches(value: float, op: str, limit: float) -> bool:
+    if op == ">":
+        return value > limit
+    if op == ">=":
+        return value >= limit
+    if op == "<":
+        return value < limit
+    return value <= limit
+
+
+class Probe:
+    """A configured probe at run time. Kinds override `check`; `run` adds the safety net."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type[ProbeConfig]]
+
+    def __init__(self, config: Any, ctx: ProbeContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def check(self) -> CheckResult:
+        raise NotImplementedError  # every kind defines it; Probe itself is never instantiated
+
+    async def run(self) -> CheckResult:
+        """One check that never raises and never hangs past `timeout`."""
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(self.check(), self.config.timeout)
+        except TimeoutError:
+            elapsed = (time.perf_counter() - started) * 1000
+            return CheckResult(
+                Status.CRITICAL, f"timed out after {self.config.timeout:g}s", None, elapsed
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a probe's failure is a result, never an engine crash
+            elapsed = (time.perf_counter() - started) * 1000
+            return CheckResult(Status.CRITICAL, describe_exception(exc), None, elapsed)
+        if result.latency_ms is None:
+            result.latency_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    async def close(self) -> None:
+        """Release connections and files held between checks."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:500]
+
+
+def os_reason(exc: OSError) -> str:
+    """`Connection refused` rather than `Connect call failed ('127.0.0.1', 1)`."""
+    code = exc.errno
+    if code is None and exc.args and isinstance(exc.args[0], int):
+        code = exc.args[0]
+    if code is not None and code in errno.errorcode:
+        return os.strerror(code)
+    return exc.strerror or str(exc) or exc.__class__.__name__

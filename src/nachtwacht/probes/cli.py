@@ -1,0 +1,158 @@
+"""`nachtwacht status`, `check` and `probes list`: thin commands over probes.service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.clock import SystemClock, iso
+from nachtwacht.probes import registry, report
+from nachtwacht.probes.context import ProbeContext
+from nachtwacht.probes.results import CheckResult
+from nachtwacht.store.db import Store, StoreError
+
+probes_app = typer.Typer(help="List configured probes.", no_args_is_help=True)
+
+STATE_MARK = {
+    "ok": "OK  ",
+    "new": "NEW ",
+    "pending": "PEND",
+    "warning": "WARN",
+    "unknown": "UNKN",
+    "critical": "CRIT",
+    "degraded": "WARN",
+}
+
+
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every component and probe with its state; exit 0 ok, 1 degraded, 2 critical or no store."""
+    cfg = settings(config)
+    store = Store(cfg.store.url)
+    clock = SystemClock()
+    try:
+        store.migrate()
+        with store.connect() as conn:
+            data = report.status_report(conn, clock.now(), cfg.site)
+    except StoreError as exc:
+        if as_json:
+            print_json({"site": cfg.site, "overall": "critical", "level": 2, "error": str(exc)})
+        fail(f"cannot read the store: {exc}", 2)
+    finally:
+        store.dispose()
+    if as_json:
+        print_json(data)
+    else:
+        _print_status(data)
+    raise typer.Exit(data["level"])
+
+
+def _print_status(data: dict) -> None:
+    typer.echo(f"{data['site']}: {data['overall'].upper()}  ({data['generated_at']})")
+    if not data["components"]:
+        typer.echo("  no probes have run yet (is `nachtwacht serve` running?)")
+    for comp in data["components"]:
+        typer.echo(f"\n[{STATE_MARK.get(comp['state'], comp['state'])}] {comp['name']}")
+        for p in comp["probes"]:
+            age = "never" if p["age_seconds"] is None else f"{_age(p['age_seconds'])} ago"
+            typer.echo(
+                f"  {STATE_MARK.get(p['state'], p['state'])}  {p['name']:<28} {p['kind']:<9} "
+                f"{age:<10} {p['message'] or ''}"
+            )
+    bad = [m for m in data["engine"] if not m["healthy"]]
+    for m in bad:
+        typer.echo(f"\nengine module {m['module']} degraded: {m['last_error']}")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def check(
+    names: Annotated[list[str] | None, typer.Argument(help="Probes to run (default: all).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run probes once, now, and print the results; no server needed."""
+    cfg = settings(config)
+    wanted = [p for p in cfg.probes if p.enabled]
+    if names:
+        known = {p.name for p in cfg.probes}
+        missing = [n for n in names if n not in known]
+        if missing:
+            fail(f"no probe named {', '.join(missing)}; see `nachtwacht probes list`", 2)
+        wanted = [p for p in cfg.probes if p.name in names]
+    results = asyncio.run(_run_checks(wanted, cfg))
+    rows = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            "component": p.component,
+            "status": r.status.label,
+            "value": r.value,
+            "latency_ms": None if r.latency_ms is None else round(r.latency_ms, 2),
+            "message": r.message,
+        }
+        for p, r in zip(wanted, results, strict=True)
+    ]
+    if as_json:
+        print_json(rows)
+    else:
+        for row in rows:
+            typer.echo(
+                f"{STATE_MARK[row['status']]}  {row['name']:<28} {row['kind']:<9} {row['message']}"
+            )
+    worst = max((report.SEVERITY[r["status"]] for r in rows), default=0)
+    raise typer.Exit(worst)
+
+
+async def _run_checks(configs: list, cfg) -> list[CheckResult]:  # noqa: ANN001
+    store = Store(cfg.store.url)
+    ctx = ProbeContext(clock=SystemClock(), store=store)
+    probes = [registry.build(p, ctx) for p in configs]
+    try:
+        return list(await asyncio.gather(*(p.run() for p in probes)))
+    finally:
+        for p in probes:
+            await p.close()
+        await ctx.close()
+        store.dispose()
+
+
+@probes_app.command("list")
+def list_probes(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The probes in the config, with kind, component, interval and dependencies."""
+    cfg = settings(config)
+    rows = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            "component": p.component,
+            "interval": p.interval,
+            "timeout": p.timeout,
+            "retries": p.retries,
+            "severity": p.severity,
+            "depends_on": p.depends_on,
+            "enabled": p.enabled,
+        }
+        for p in cfg.probes
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        deps = f" depends on {', '.join(r['depends_on'])}" if r["depends_on"] else ""
+        off = "" if r["enabled"] else " (disabled)"
+        typer.echo(
+            f"{r['name']:<28} {r['kind']:<9} {r['component']:<14} every {r['interval']:g}s "
+            f"S{r['severity']}{deps}{off}"
+        )
+
+
+__all__ = ["check", "iso", "list_probes", "probes_app", "status"]

@@ -1,0 +1,1 @@
+"""One module per probe kind. Each defines `Config` (pydantic) and `ProbeImpl` (async check)."""

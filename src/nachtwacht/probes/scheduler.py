@@ -1,0 +1,184 @@
+"""The probe scheduler: every probe on its interval, with jitter, under bounded concurrency.
+
+A heap of due times keeps the cost per check constant whatever the number of probes. Checks
+keep their cadence (next due = previous due + interval) so that lag never accumulates, and a
+probe is never run twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from nachtwacht.clock import Clock
+from nachtwacht.probes import registry
+from nachtwacht.probes.base import Probe, ProbeConfig
+from nachtwacht.probes.context import ProbeContext
+from nachtwacht.probes.results import CheckResult, State
+from nachtwacht.probes.service import ResultRow
+from nachtwacht.probes.state import ProbeState, Transition, apply
+from nachtwacht.probes.writer import ResultWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    probe_id: int
+    config: ProbeConfig
+    probe: Probe
+    state: ProbeState
+    due: float = 0.0
+    running: bool = False
+    checks: int = 0
+
+
+@dataclass
+class SchedulerStats:
+    checks: int = 0
+    lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+
+
+Listener = Callable[[Runtime, CheckResult, Transition | None], None]
+
+
+class Scheduler:
+    name = "scheduler"
+
+    def __init__(
+        self,
+        configs: Sequence[ProbeConfig],
+        ids: dict[str, int],
+        states: dict[int, ProbeState],
+        ctx: ProbeContext,
+        writer: ResultWriter,
+        clock: Clock,
+        max_concurrency: int = 1000,
+        startup_spread: float = 25.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.ctx = ctx
+        self.writer = writer
+        self.stats = SchedulerStats()
+        self.listeners: list[Listener] = []
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._heap: list[tuple[float, int]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        rng = rng or random.Random()
+        now = clock.now()
+        self.runtimes: dict[int, Runtime] = {}
+        self.by_name: dict[str, Runtime] = {}
+        for cfg in configs:
+            if not cfg.enabled:
+                continue
+            pid = ids[cfg.name]
+            state = states.get(pid) or ProbeState(since=now)
+            # spread the first checks so a restart does not fire every probe at once, yet
+            # every probe runs within `startup_spread` of start
+            first = now + rng.uniform(0, min(cfg.interval, startup_spread))
+            rt = Runtime(pid, cfg, registry.build(cfg, ctx), state, due=first)
+            self.runtimes[pid] = rt
+            self.by_name[cfg.name] = rt
+            heapq.heappush(self._heap, (first, pid))
+
+    # -- one step, usable from tests with a fake clock -------------------------------------
+
+    def launch_due(self) -> float:
+        """Start every check that is due; return seconds until the next one is due."""
+        now = self.clock.now()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, pid = heapq.heappop(heap)
+            rt = self.runtimes.get(pid)
+            if rt is None or rt.due != due:
+                continue  # stale entry (the probe was rescheduled or removed)
+            rt.running = True
+            task = asyncio.get_running_loop().create_task(self._run(rt, due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return (heap[0][0] - now) if heap else 1.0
+
+    async def run_due(self) -> None:
+        """Run every due check to completion (tests drive the scheduler with this)."""
+        self.launch_due()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def run_now(self, names: Sequence[str] | None = None) -> None:
+        """Check the named probes (or all) immediately, outside their schedule."""
+        wanted = [self.by_name[n] for n in names] if names else list(self.runtimes.values())
+        now = self.clock.now()
+        for rt in wanted:
+            rt.due = now
+            heapq.heappush(self._heap, (now, rt.probe_id))
+        await self.run_due()
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            wait = self.launch_due()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.005, min(wait, 0.5)))
+            except TimeoutError:
+                pass
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.drain()
+        for rt in self.runtimes.values():
+            try:
+                await rt.probe.close()
+            except Exception:  # closing is best effort
+                log.exception("closing probe %s", rt.config.name)
+
+    # -- one check ---------------------------------------------------------------------------
+
+    async def _run(self, rt: Runtime, due: float) -> None:
+        start = self.clock.now()
+        try:
+            async with self._sem:
+                result = await rt.probe.run()
+        finally:
+            rt.running = False
+        now = self.clock.now()
+        lag_ms = max(0.0, (start - due) * 1000)
+        self.stats.checks += 1
+        self.stats.lags_ms.append(lag_ms)
+        rt.checks += 1
+        transition = apply(rt.state, result, now, rt.config.retries)
+        row = ResultRow(
+            rt.probe_id,
+            now,
+            int(result.status),
+            result.value,
+            result.latency_ms,
+            lag_ms,
+            result.message,
+        )
+        self.writer.add(row, rt.state, transition)
+        for listener in self.listeners:
+            try:
+                listener(rt, result, transition)
+            except Exception:
+                log.exception("result listener failed")
+        cfg = rt.config
+        step = cfg.effective_retry_interval if rt.state.state is State.PENDING else cfg.interval
+        following = due + step
+        if following <= now:  # the check overran its slot: skip ahead, never pile up
+            following = now + step if step < cfg.interval else due + step * (
+                int((now - due) // step) + 1
+            )
+        rt.due = following
+        heapq.heappush(self._heap, (following, rt.probe_id))

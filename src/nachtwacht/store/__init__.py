@@ -1,0 +1,1 @@
+"""The store: engine factory for SQLite / PostgreSQL / MariaDB, tables and migrations."""

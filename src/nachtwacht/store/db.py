@@ -1,0 +1,110 @@
+"""Engine factory and the `Store` handle every domain service receives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from nachtwacht.store import tables as t
+
+
+class StoreError(Exception):
+    """The store cannot be reached or used; the message says which and why."""
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets `nachtwacht status` read while the engine writes; NORMAL is durable
+            # across a process kill (only an OS crash can lose the last commits).
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = 10
+    elif parsed.get_backend_name() == "mysql":
+        connect_args["connect_timeout"] = 10
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, connect_args=connect_args)
+
+
+class Store:
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.describe()}: {_reason(exc)}") from exc
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.describe()}: {_reason(exc)}") from exc
+
+    def migrate(self) -> None:
+        from nachtwacht.store.migrate import upgrade
+
+        try:
+            upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.describe()}: {_reason(exc)}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- small key/value for watermarks and offsets ---------------------------------------
+
+    def get_meta(self, conn: Connection, key: str) -> Any:
+        row = conn.execute(select(t.engine_meta.c.value).where(t.engine_meta.c.key == key)).first()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, conn: Connection, key: str, value: Any, now: float) -> None:
+        payload = json.dumps(value)
+        changed = conn.execute(
+            update(t.engine_meta)
+            .where(t.engine_meta.c.key == key)
+            .values(value=payload, updated_at=now)
+        ).rowcount
+        if not changed:
+            conn.execute(t.engine_meta.insert().values(key=key, value=payload, updated_at=now))
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

@@ -1,0 +1,1 @@
+"""The FastAPI app: API under /api/v1, /healthz, /metrics and the heartbeat ping URLs."""

@@ -1,0 +1,84 @@
+"""The FastAPI app factory. `serve` runs it with uvicorn; the engine lives in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from nachtwacht import __version__
+from nachtwacht.clock import Clock
+from nachtwacht.config.schema import Settings
+from nachtwacht.engine.runtime import Runtime
+from nachtwacht.probes.api import router as probes_router
+from nachtwacht.store.db import Store
+from nachtwacht.web import errors
+from nachtwacht.web.metrics import registry_for
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    start_engine: bool = True,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.build(settings, store, clock)
+        app.state.runtime = runtime
+        app.state.store = runtime.store
+        app.state.clock = runtime.clock
+        app.state.heartbeat_tokens = {
+            p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token")
+        }
+        app.state.metrics = registry_for(runtime)
+        if start_engine:
+            runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            if store is None:
+                runtime.store.dispose()
+
+    app = FastAPI(
+        title="Nachtwacht",
+        version=__version__,
+        description="Monitoring and emergency response for small operations teams.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(probes_router)
+    _mount_ping(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        modules = runtime.engine.health() if start_engine else []
+        ok = all(m["healthy"] for m in modules)
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "modules": modules,
+            "probes": len(runtime.scheduler.runtimes),
+            "unwritten_results": runtime.writer.pending,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _mount_ping(app: FastAPI) -> None:
+    try:
+        from nachtwacht.web.ping import router as ping_router
+    except ImportError:  # the ping router is optional until the heartbeat kind ships
+        return
+    app.include_router(ping_router)

@@ -1,0 +1,42 @@
+"""API errors are JSON with a message and the field they concern."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from nachtwacht.store.db import StoreError
+
+
+class ApiError(HTTPException):
+    def __init__(self, status_code: int, detail: str, field: str | None = None) -> None:
+        super().__init__(status_code, detail)
+        self.field = field
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "field": exc.field}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return JSONResponse(
+            {
+                "detail": first["msg"],
+                "field": field or None,
+                "errors": [
+                    {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
+                    for e in errors
+                ],
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StoreError)
+    async def _store_down(_request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "field": None}, status_code=503)
