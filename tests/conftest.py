@@ -18,8 +18,12 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_ADMIN = os.environ.get("NACHTWACHT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-MARIADB_ADMIN = os.environ.get("NACHTWACHT_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+PG_ADMIN = os.environ.get(
+    "NACHTWACHT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN = os.environ.get(
+    "NACHTWACHT_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
 REDIS_URL = os.environ.get("NACHTWACHT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 

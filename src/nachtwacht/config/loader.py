@@ -106,7 +106,12 @@ def _problems(
         elif error["type"] == "missing":
             message = "is required"
         problems.append(
-            Problem(filename, node.start_mark.line + 1 if node is not None else None, _key(path), message)
+            Problem(
+                filename,
+                node.start_mark.line + 1 if node is not None else None,
+                _key(path),
+                message,
+            )
         )
     return problems
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from datetime import date, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -105,16 +104,15 @@ class Settings(Strict):
         names: dict[str, int] = {}
         for index, probe in enumerate(self.probes):
             if probe.name in names:
+                other = names[probe.name]
                 raise ValueError(
-                    f"probes[{index}].name: '{probe.name}' is already used by probes[{names[probe.name]}]"
+                    f"probes[{index}].name: '{probe.name}' is already used by probes[{other}]"
                 )
             names[probe.name] = index
         for index, probe in enumerate(self.probes):
             for dep in probe.depends_on:
                 if dep not in names:
-                    raise ValueError(
-                        f"probes[{index}].depends_on: no probe is named '{dep}'"
-                    )
+                    raise ValueError(f"probes[{index}].depends_on: no probe is named '{dep}'")
                 if dep == probe.name:
                     raise ValueError(f"probes[{index}].depends_on: a probe cannot depend on itself")
         return self
@@ -151,5 +149,3 @@ def _build(union: Any) -> type[Settings]:
             probes=(list[union], Field(default_factory=list)),
         )
     return _cache[key]
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -97,11 +98,13 @@ class Engine:
         while not self.stop.is_set():
             ok = await self.tick_once(module.name)
             # back off on repeated errors, but keep retrying: a failing module recovers alone
-            delay = module.interval if ok else min(60.0, module.interval * (2 ** min(module.health.consecutive_errors, 6)))
-            try:
+            delay = (
+                module.interval
+                if ok
+                else min(60.0, module.interval * (2 ** min(module.health.consecutive_errors, 6)))
+            )
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     def start(self, extra: list[Awaitable[None]] | None = None) -> None:
         for module in self.modules.values():
@@ -133,7 +136,9 @@ class Engine:
                     "consecutive_errors": h.consecutive_errors,
                 }
                 changed = conn.execute(
-                    update(t.module_health).where(t.module_health.c.module == h.name).values(**values)
+                    update(t.module_health)
+                    .where(t.module_health.c.module == h.name)
+                    .values(**values)
                 ).rowcount
                 if not changed:
                     conn.execute(t.module_health.insert().values(module=h.name, **values))

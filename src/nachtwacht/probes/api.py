@@ -89,7 +89,9 @@ async def get_history(
         probe = _probe(rt, name)
         with rt.store.connect() as conn:
             rows = service.state_history(conn, probe["id"], limit)
-        return [{k: v for k, v in r.items() if k != "probe_id"} | {"time": iso(r["ts"])} for r in rows]
+        return [
+            {k: v for k, v in r.items() if k != "probe_id"} | {"time": iso(r["ts"])} for r in rows
+        ]
 
     return await asyncio.to_thread(work)
 

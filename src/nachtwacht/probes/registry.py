@@ -36,7 +36,9 @@ def kinds() -> dict[str, tuple[type[ProbeConfig], type[Probe]]]:
 def config_union() -> Any:
     """The pydantic type of one entry of `probes:`, discriminated by `kind`."""
     classes = tuple(cfg for cfg, _ in kinds().values())
-    return Annotated[classes[0] if len(classes) == 1 else _union(classes), Field(discriminator="kind")]
+    return Annotated[
+        classes[0] if len(classes) == 1 else _union(classes), Field(discriminator="kind")
+    ]
 
 
 def _union(classes: tuple[type, ...]) -> Any:

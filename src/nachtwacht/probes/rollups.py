@@ -76,9 +76,20 @@ def roll_minutes(store: Store, now: float) -> int:
         conn.execute(
             insert(t.rollup_minute).from_select(
                 [
-                    m.probe_id, m.bucket, m.hour, m.n, m.n_ok, m.n_warning, m.n_critical,
-                    m.n_unknown, m.latency_sum, m.latency_min, m.latency_max, m.value_sum,
-                    m.value_min, m.value_max,
+                    m.probe_id,
+                    m.bucket,
+                    m.hour,
+                    m.n,
+                    m.n_ok,
+                    m.n_warning,
+                    m.n_critical,
+                    m.n_unknown,
+                    m.latency_sum,
+                    m.latency_min,
+                    m.latency_max,
+                    m.value_sum,
+                    m.value_min,
+                    m.value_max,
                 ],
                 source,
             )
@@ -128,8 +139,18 @@ def roll_hours(store: Store, now: float) -> int:
         conn.execute(
             insert(t.rollup_hour).from_select(
                 [
-                    h.probe_id, h.bucket, h.n, h.n_ok, h.n_warning, h.n_critical, h.n_unknown,
-                    h.latency_sum, h.latency_min, h.latency_max, h.value_sum, h.value_min,
+                    h.probe_id,
+                    h.bucket,
+                    h.n,
+                    h.n_ok,
+                    h.n_warning,
+                    h.n_critical,
+                    h.n_unknown,
+                    h.latency_sum,
+                    h.latency_min,
+                    h.latency_max,
+                    h.value_sum,
+                    h.value_min,
                     h.value_max,
                 ],
                 source,
@@ -143,11 +164,8 @@ def apply_retention(store: Store, now: float, keep: RetentionSettings) -> dict[s
     deleted: dict[str, int] = {}
     with store.begin() as conn:
         rolled = store.get_meta(conn, MINUTE_KEY)
-        raw_cut = int((now - keep.raw) // 60)
-        if rolled is not None:
-            raw_cut = min(raw_cut, rolled)
-        else:
-            raw_cut = -1
+        # nothing rolled up yet means nothing raw may go
+        raw_cut = min(int((now - keep.raw) // 60), rolled) if rolled is not None else -1
         deleted["results"] = conn.execute(
             delete(t.results).where(t.results.c.minute < raw_cut)
         ).rowcount

@@ -259,7 +259,9 @@ def rollups(
     for row in rows:
         item = {k: v for k, v in row.items() if k not in ("probe_id", "hour")}
         item["ts"] = row["bucket"] * size
-        item["latency_avg"] = row["latency_sum"] / row["n"] if row["latency_sum"] is not None and row["n"] else None
+        item["latency_avg"] = (
+            row["latency_sum"] / row["n"] if row["latency_sum"] is not None and row["n"] else None
+        )
         item["availability"] = row["n_ok"] / row["n"] if row["n"] else None
         out.append(item)
     return out

@@ -58,7 +58,7 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
-        modules = runtime.engine.health() if start_engine else []
+        modules = runtime.engine.health()
         ok = all(m["healthy"] for m in modules)
         body: dict[str, Any] = {
             "status": "ok" if ok else "degraded",

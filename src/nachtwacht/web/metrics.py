@@ -37,7 +37,9 @@ class ProbeCollector(Collector):
             "nachtwacht_probe_value", "The number the last check measured", labels=labels
         )
         last = GaugeMetricFamily(
-            "nachtwacht_probe_last_check_timestamp_seconds", "When the probe last ran", labels=labels
+            "nachtwacht_probe_last_check_timestamp_seconds",
+            "When the probe last ran",
+            labels=labels,
         )
         checks = CounterMetricFamily(
             "nachtwacht_probe_checks", "Checks run since the process started", labels=labels
@@ -59,7 +61,9 @@ class ProbeCollector(Collector):
                 last.add_metric(lv, st.last_check)
         yield from (status, up, state, latency, value, last, checks)
         healthy = GaugeMetricFamily(
-            "nachtwacht_engine_module_healthy", "1 when the engine module is healthy", labels=["module"]
+            "nachtwacht_engine_module_healthy",
+            "1 when the engine module is healthy",
+            labels=["module"],
         )
         for item in self.runtime.engine.health():
             healthy.add_metric([str(item["module"])], 1.0 if item["healthy"] else 0.0)

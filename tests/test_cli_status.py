@@ -1,0 +1,97 @@
+"""`nachtwacht status` reads the store directly and its exit code tells the verdict."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from nachtwacht.cli.main import app
+from nachtwacht.clock import FakeClock, SystemClock
+from nachtwacht.config.loader import load_config
+from nachtwacht.engine.runtime import Runtime
+from tests.conftest import free_port
+
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, probes: str) -> Path:
+    path = tmp_path / "nachtwacht.yaml"
+    path.write_text(f"site: cli-site\nprobes:\n{probes}", encoding="utf-8")
+    return path
+
+
+def _tcp(name: str, port: int, component: str, retries: int = 0) -> str:
+    return (
+        f"  - name: {name}\n    kind: tcp\n    host: 127.0.0.1\n    port: {port}\n"
+        f"    component: {component}\n    retries: {retries}\n"
+    )
+
+
+async def _run_all(config: Path) -> None:
+    settings = load_config(config)
+    rt = Runtime.build(settings, clock=FakeClock(SystemClock().now()))
+    await rt.scheduler.run_now()
+    await rt.stop()
+    rt.store.dispose()
+
+
+async def test_status_exits_0_when_all_is_well(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        cfg = _write(tmp_path, _tcp("web", sock.getsockname()[1], "web"))
+        await _run_all(cfg)
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "cli-site: OK" in result.output
+    assert "web" in result.output
+
+
+async def test_status_exits_1_when_degraded_and_2_when_critical(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, _tcp("db", free_port(), "database", retries=3))
+    await _run_all(cfg)
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert result.exit_code == 1, result.output  # pending is degraded, not yet critical
+    assert "PEND" in result.output
+
+    cfg = _write(tmp_path, _tcp("db", free_port(), "database", retries=0))
+    await _run_all(cfg)
+    result = runner.invoke(app, ["status", "--json", "--config", str(cfg)])
+    assert result.exit_code == 2
+    data = json.loads(result.output)
+    assert data["overall"] == "critical"
+    probe = data["components"][0]["probes"][0]
+    assert probe["state"] == "critical" and "Connection refused" in probe["message"]
+
+
+def test_status_exits_2_with_one_line_when_the_store_is_unreachable(tmp_path: Path) -> None:
+    cfg = tmp_path / "nachtwacht.yaml"
+    cfg.write_text(
+        f"store:\n  url: postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x\nprobes: []\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read the store")
+    assert "Traceback" not in result.output
+
+
+def test_check_runs_named_probes_without_a_server(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    result = runner.invoke(app, ["check", "db", "--json", "--config", str(cfg)])
+    assert result.exit_code == 2
+    rows = json.loads(result.output)
+    assert rows[0]["name"] == "db" and rows[0]["status"] == "critical"
+    result = runner.invoke(app, ["check", "nope", "--config", str(cfg)])
+    assert result.exit_code == 2 and "no probe named nope" in result.output
+
+
+def test_probes_list(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, _tcp("db", 5432, "database"))
+    result = runner.invoke(app, ["--config", str(cfg), "probes", "list", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)[0]["component"] == "database"
