@@ -1,0 +1,121 @@
+"""`nachtwacht serve` as a real process: it serves, checks, survives kill -9, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+BIN = Path(sys.executable).parent / "nachtwacht"
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        yield sock.getsockname()[1]
+
+
+def _start(config: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN), "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=config.parent,
+    )
+
+
+def _wait_for(url: str, predicate, deadline: float = 20.0) -> dict:  # noqa: ANN001
+    """Poll until the server reports what we wait for (bounded; not a timing assertion)."""
+    end = time.monotonic() + deadline
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            last = httpx.get(url, timeout=2).json()
+            if predicate(last):
+                return last  # type: ignore[return-value]
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never satisfied the condition; last answer: {last}")
+
+
+def test_serve_checks_probes_and_resumes_after_kill_9(tmp_path: Path, listening_port: int) -> None:
+    down_port = free_port()
+    config = tmp_path / "nachtwacht.yaml"
+    config.write_text(
+        f"""site: serve-test
+engine:
+  startup_spread: 0.2s
+  flush_interval: 0.2s
+probes:
+  - name: up
+    kind: tcp
+    host: 127.0.0.1
+    port: {listening_port}
+    interval: 1s
+  - name: down
+    kind: tcp
+    host: 127.0.0.1
+    port: {down_port}
+    interval: 1s
+    retries: 0
+""",
+        encoding="utf-8",
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(config, port)
+    try:
+        status = _wait_for(
+            f"{base}/api/v1/status",
+            lambda s: (
+                {p["name"]: p["state"] for c in s["components"] for p in c["probes"]}
+                == {"up": "ok", "down": "critical"}
+            ),
+        )
+        assert status["overall"] == "critical"
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'nachtwacht_probe_up{component="default",kind="tcp",probe="up"} 1.0' in metrics
+        history = httpx.get(f"{base}/api/v1/probes/down/history").json()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert [h["to_state"] for h in history] == ["critical"]
+
+    # the store is readable while nothing serves it
+    cli = subprocess.run(
+        [str(BIN), "status", "--json", "--config", str(config)], capture_output=True, timeout=30
+    )
+    assert cli.returncode == 2
+    assert json.loads(cli.stdout)["overall"] == "critical"
+
+    proc = _start(config, port)
+    try:
+        _wait_for(
+            f"{base}/api/v1/probes/down",
+            lambda p: p["last_check"] is not None and p["last_check"] > history[0]["time"],
+        )
+        _wait_for(f"{base}/healthz", lambda h: h["status"] == "ok")
+        after = httpx.get(f"{base}/api/v1/probes/down/history").json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+        log = proc.stderr.read().decode() if proc.stderr else ""
+    # uvicorn re-raises the signal after a graceful shutdown
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log
+    # still critical after the restart: the outage is not announced a second time
+    assert [h["to_state"] for h in after] == ["critical"]
+    assert os.path.exists(tmp_path / "data" / "nachtwacht.db")
