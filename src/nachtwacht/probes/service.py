@@ -176,7 +176,9 @@ def write_batch(
 # -- reads for status, API and metrics ---------------------------------------------------
 
 
-def probe_overview(conn: Connection, include_disabled: bool = False) -> list[dict[str, Any]]:
+def probe_overview(
+    conn: Connection, include_disabled: bool = False, name: str | None = None
+) -> list[dict[str, Any]]:
     query = (
         select(
             t.probes.c.id,
@@ -200,6 +202,8 @@ def probe_overview(conn: Connection, include_disabled: bool = False) -> list[dic
     )
     if not include_disabled:
         query = query.where(t.probes.c.enabled.is_(True))
+    if name is not None:
+        query = query.where(t.probes.c.name == name)
     out = []
     for row in conn.execute(query).mappings():
         item = dict(row)
@@ -213,7 +217,8 @@ def probe_overview(conn: Connection, include_disabled: bool = False) -> list[dic
 
 
 def probe_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
-    return next((p for p in probe_overview(conn, True) if p["name"] == name), None)
+    found = probe_overview(conn, include_disabled=True, name=name)
+    return found[0] if found else None
 
 
 def recent_results(

@@ -176,23 +176,29 @@ class ProbeImpl(Probe):
 
     async def check(self) -> CheckResult:
         cfg = self.config
-        program = self._argv[0]
         try:
             done = await run_process(self._argv, env=self._env, cwd=cfg.cwd)
-        except FileNotFoundError as exc:
-            if cfg.cwd is not None and exc.filename == cfg.cwd:
-                return CheckResult.critical(f"working directory not found: {cfg.cwd}")
-            return CheckResult.critical(f"command not found: {program}")
-        except PermissionError as exc:
-            if cfg.cwd is not None and exc.filename == cfg.cwd:
-                return CheckResult.critical(f"working directory not accessible: {cfg.cwd}")
-            return CheckResult.critical(f"command not executable: {program}")
-        except NotADirectoryError:
-            return CheckResult.critical(f"working directory is not a directory: {cfg.cwd}")
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            return CheckResult.critical(self._start_failure(exc))
         line = first_line(done.stdout) or first_line(done.stderr)
         if cfg.value_from == "exit":
             return self._judge_exit(done.returncode, line)
         return self._judge_stdout(done, line)
+
+    def _start_failure(self, exc: OSError) -> str:
+        """Why the program did not start. asyncio's loop names a bad cwd in the error and
+        uvloop does not, so look at the cwd ourselves (only on this failure path)."""
+        cwd = self.config.cwd
+        if cwd is not None:
+            if not os.path.exists(cwd):
+                return f"working directory not found: {cwd}"
+            if not os.path.isdir(cwd):
+                return f"working directory is not a directory: {cwd}"
+            if not os.access(cwd, os.X_OK):
+                return f"working directory not accessible: {cwd}"
+        if isinstance(exc, PermissionError):
+            return f"command not executable: {self._argv[0]}"
+        return f"command not found: {self._argv[0]}"
 
     def _judge_exit(self, code: int, line: str) -> CheckResult:
         status = _EXIT_STATUS.get(code, Status.UNKNOWN)
