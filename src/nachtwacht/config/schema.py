@@ -28,7 +28,8 @@ class BusinessHours(Strict):
     @model_validator(mode="after")
     def _order(self) -> BusinessHours:
         if self.end <= self.start:
-            raise ValueError("business_hours.end must be after business_hours.start")
+            # the loader points "end ..." at the `end` key
+            raise ValueError(f"end must be after start ({self.start:%H:%M})")
         return self
 
 
@@ -101,20 +102,34 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
+        # One "probes[i].key: message" line per mistake; the loader splits them into problems.
+        problems: list[str] = []
         names: dict[str, int] = {}
         for index, probe in enumerate(self.probes):
             if probe.name in names:
-                other = names[probe.name]
-                raise ValueError(
-                    f"probes[{index}].name: '{probe.name}' is already used by probes[{other}]"
+                problems.append(
+                    f"probes[{index}].name: '{probe.name}' is already used by "
+                    f"probes[{names[probe.name]}]"
                 )
-            names[probe.name] = index
+            else:
+                names[probe.name] = index
+        tokens: dict[str, int] = {}
         for index, probe in enumerate(self.probes):
+            token = getattr(probe, "token", None)
+            if probe.kind == "heartbeat" and token is not None:
+                if token in tokens:
+                    raise ValueError(
+                        f"probes[{index}].token: already used by probes[{tokens[token]}]; "
+                        "each heartbeat needs its own token"
+                    )
+                tokens[token] = index
             for dep in probe.depends_on:
-                if dep not in names:
-                    raise ValueError(f"probes[{index}].depends_on: no probe is named '{dep}'")
                 if dep == probe.name:
-                    raise ValueError(f"probes[{index}].depends_on: a probe cannot depend on itself")
+                    problems.append(f"probes[{index}].depends_on: a probe cannot depend on itself")
+                elif dep not in names:
+                    problems.append(f"probes[{index}].depends_on: no probe is named '{dep}'")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property

@@ -20,7 +20,7 @@ Severity = Literal[1, 2, 3]
 
 
 class ProbeConfig(BaseModel):
-    """Keys every probe has. Each kind subclasses this with `kind: Literal[...]` and its own keys."""
+    """Keys every probe has; each kind subclasses it with `kind: Literal[...]` and its keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,7 +69,9 @@ class ThresholdConfig(ProbeConfig):
     def describe(self, status: Status) -> str:
         """` (> 10)` naming the limit a status breached, or `""` when ok."""
         limit = self.critical if status is Status.CRITICAL else self.warn
-        return f" ({self.op} {limit:g})" if limit is not None and status is not Status.OK else ""
+        if limit is None or status is Status.OK:
+            return ""
+        return f" ({self.op} {format_number(limit)})"
 
     @property
     def has_thresholds(self) -> bool:
@@ -139,3 +141,10 @@ def os_reason(exc: OSError) -> str:
     if code is not None and code in errno.errorcode:
         return os.strerror(code)
     return exc.strerror or str(exc) or exc.__class__.__name__
+
+
+def format_number(value: float) -> str:
+    """`1073741824`, not `1.07374e+09`; `0.25` stays `0.25`."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if abs(value) < 1e6 else f"{value:,.2f}"

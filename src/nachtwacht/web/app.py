@@ -18,6 +18,7 @@ from nachtwacht.probes.api import router as probes_router
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
 from nachtwacht.web.metrics import registry_for
+from nachtwacht.web.ping import router as ping_router
 
 
 def create_app(
@@ -53,7 +54,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(probes_router)
-    _mount_ping(app)
+    app.include_router(ping_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
@@ -74,11 +75,3 @@ def create_app(
         return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _mount_ping(app: FastAPI) -> None:
-    try:
-        from nachtwacht.web.ping import router as ping_router
-    except ImportError:  # the ping router is optional until the heartbeat kind ships
-        return
-    app.include_router(ping_router)
