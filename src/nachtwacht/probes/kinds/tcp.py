@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
 import socket
 import time
 from typing import Literal
@@ -12,6 +15,8 @@ from pydantic import Field
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
 class Config(ProbeConfig):
@@ -30,23 +35,36 @@ class ProbeImpl(Probe):
         started = time.perf_counter()
         try:
             _reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
+        except socket.gaierror as exc:
+            return CheckResult.critical(f"DNS lookup failed for {cfg.host}: {os_reason(exc)}")
         except OSError as exc:
-            reason = os_reason(exc)
-            if isinstance(exc, socket.gaierror):
-                return CheckResult.critical(f"DNS lookup failed for {cfg.host}: {reason}")
-            return CheckResult.critical(f"cannot connect to {cfg.host}:{cfg.port}: {reason}")
+            return CheckResult.critical(
+                f"cannot connect to {cfg.host}:{cfg.port}: {connect_reason(exc)}"
+            )
         latency_ms = (time.perf_counter() - started) * 1000
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
-        status = Status.OK
+        status, note = Status.OK, ""
         seconds = latency_ms / 1000
         if cfg.latency_critical is not None and seconds > cfg.latency_critical:
-            status = Status.CRITICAL
+            status, note = Status.CRITICAL, f" (slower than {cfg.latency_critical:g}s)"
         elif cfg.latency_warn is not None and seconds > cfg.latency_warn:
-            status = Status.WARNING
-        return CheckResult(
-            status, f"connected to {cfg.host}:{cfg.port} in {latency_ms:.1f} ms", latency_ms, latency_ms
-        )
+            status, note = Status.WARNING, f" (slower than {cfg.latency_warn:g}s)"
+        message = f"connected to {cfg.host}:{cfg.port} in {latency_ms:.1f} ms{note}"
+        return CheckResult(status, message, latency_ms, latency_ms)
+
+
+def connect_reason(exc: OSError) -> str:
+    """Why a connect failed, in words, also when every address of the host failed alike.
+
+    On Python 3.11 a host with several addresses (`localhost`: ::1 and 127.0.0.1) that all
+    refuse raises `OSError("Multiple exceptions: [Errno 111] ..., [Errno 111] ...")` with no
+    errno; the operator wants `Connection refused`.
+    """
+    text = str(exc)
+    if exc.errno is None and text.startswith("Multiple exceptions: "):
+        codes = set(_ERRNO.findall(text))
+        if len(codes) == 1:
+            return os.strerror(int(codes.pop()))
+    return os_reason(exc)
