@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,7 +62,11 @@ def init(
     else:
         fail(f"unknown preset '{preset}'; use host or frappe", 2)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    # the file may hold database passwords: readable by its owner only
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(output, 0o600)
     typer.echo(f"wrote {output}; check it with `nachtwacht config validate -c {output}`")
 
 

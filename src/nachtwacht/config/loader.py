@@ -69,12 +69,42 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
         raise ConfigError(
             [Problem(filename, 1, "", "the file must be a mapping of keys such as probes:")]
         )
+    # A section left empty (`probes:` with every entry commented out) means its default.
+    data = {key: value for key, value in data.items() if value is not None}
+    # PyYAML keeps the last of two equal keys without a word; a silently ignored probe setting
+    # is the kind of mistake this loader exists to catch.
+    problems = _duplicate_keys(node, filename)
     model = settings_model()
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, node, filename, model)) from None
+        problems += _problems(exc, node, filename, model)
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return _resolve_paths(settings, Path(filename))
+
+
+def _duplicate_keys(node: yaml.Node | None, filename: str, path: str = "") -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            child = f"{path}.{key}" if path else key
+            if key in seen and isinstance(key_node, yaml.ScalarNode):
+                problems.append(
+                    Problem(
+                        filename, line, child, f"duplicate key; already set on line {seen[key]}"
+                    )
+                )
+            else:
+                seen[key] = line
+            problems += _duplicate_keys(value_node, filename, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, filename, f"{path}[{index}]")
+    return problems
 
 
 def _resolve_paths(settings: Settings, file: Path) -> Settings:
@@ -97,31 +127,57 @@ def _problems(
         loc = list(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if not loc and ": " in message and message.split(": ", 1)[0].startswith("probes["):
-            # model-level checks (duplicate names, depends_on) name their own key
-            key_text, message = message.split(": ", 1)
-            loc = _parse_key(key_text)
-        node, path, model_at = _walk(root, loc, model)
+            # model-level checks (duplicate names, depends_on) name their own key, one per line
+            for line_text in message.splitlines():
+                key_text, text = line_text.split(": ", 1)
+                problems.append(_problem(root, _parse_key(key_text), text, filename, model))
+            continue
+        if error["type"] == "union_tag_invalid":
+            loc.append("kind")
+            message = _unknown_kind(error.get("ctx", {}).get("tag", ""))
+        elif error["type"] == "union_tag_not_found":
+            loc.append("kind")
+            message = f"is required; one of: {', '.join(sorted(_kind_names()))}"
+        elif error["type"] == "value_error":
+            # `interval must be at least 1s` from a model validator: point at `interval`
+            _, _, _, at_model = _walk(root, loc, model)
+            first, _, rest = message.partition(" ")
+            field = first.strip("`'")
+            if at_model is not None and rest and field in at_model.model_fields:
+                loc.append(field)
+                message = rest
+        node, path, container, _ = _walk(root, loc, model)
         if error["type"] == "extra_forbidden":
-            message = _unknown_key(path[-1] if path else "", model_at)
+            message = _unknown_key(path[-1] if path else "", container)
         elif error["type"] == "missing":
             message = "is required"
-        problems.append(
-            Problem(
-                filename,
-                node.start_mark.line + 1 if node is not None else None,
-                _key(path),
-                message,
+        elif error["type"] == "literal_error" and error.get("input") == "":
+            # `op: >` is YAML's folded-text marker, so the value arrives empty
+            message += (
+                '; quote it (op: ">"): unquoted, YAML reads > and | as the start of a text block'
             )
-        )
+        problems.append(Problem(filename, _line(node), _key(path), message))
     return problems
+
+
+def _problem(
+    root: yaml.Node | None, loc: list[Any], message: str, filename: str, model: type[BaseModel]
+) -> Problem:
+    node, path, _, _ = _walk(root, loc, model)
+    return Problem(filename, _line(node), _key(path), message)
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
 
 
 def _walk(
     root: yaml.Node | None, loc: list[Any], model: type[BaseModel] | None
-) -> tuple[yaml.Node | None, list[Any], type[BaseModel] | None]:
+) -> tuple[yaml.Node | None, list[Any], type[BaseModel] | None, type[BaseModel] | None]:
     """Follow a pydantic error location through the YAML nodes, skipping union tags.
 
-    Returns the deepest node found, the key path, and the model holding the last key.
+    Returns the deepest node found, the key path, the model holding the last key, and the
+    model of the value at the end of the path (None when not a model).
     """
     node, path, deepest = root, [], root
     parent_model: type[BaseModel] | None = model
@@ -140,7 +196,7 @@ def _walk(
                     continue  # the discriminator tag pydantic adds to the location
                 path.append(part)
                 container = parent_model
-                break
+                return deepest, path, container, None
             path.append(part)
             deepest = found[0]
             node = found[1]
@@ -152,13 +208,13 @@ def _walk(
                 node = node.value[part]
                 deepest = node
             else:
-                break
+                return deepest, path, container, None
         else:
             path.append(part)
             if node is not None:
                 deepest = node
-            break
-    return deepest, path, container
+            return deepest, path, container, None
+    return deepest, path, container, parent_model
 
 
 def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
@@ -176,6 +232,19 @@ def _kind_model(kind: str) -> type[BaseModel] | None:
 
     entry = kinds().get(kind)
     return entry[0] if entry else None
+
+
+def _kind_names() -> list[str]:
+    from nachtwacht.probes.registry import kinds
+
+    return list(kinds())
+
+
+def _unknown_kind(tag: Any) -> str:
+    allowed = sorted(_kind_names())
+    message = f"unknown kind '{tag}'; allowed kinds: {', '.join(allowed)}"
+    close = difflib.get_close_matches(str(tag), allowed, n=1)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
 
 
 def _unknown_key(name: Any, model: type[BaseModel] | None) -> str:

@@ -118,11 +118,12 @@ class Settings(Strict):
             token = getattr(probe, "token", None)
             if probe.kind == "heartbeat" and token is not None:
                 if token in tokens:
-                    raise ValueError(
+                    problems.append(
                         f"probes[{index}].token: already used by probes[{tokens[token]}]; "
                         "each heartbeat needs its own token"
                     )
-                tokens[token] = index
+                else:
+                    tokens[token] = index
             for dep in probe.depends_on:
                 if dep == probe.name:
                     problems.append(f"probes[{index}].depends_on: a probe cannot depend on itself")
