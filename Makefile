@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint format lock bench clean
+.PHONY: run test install system-deps lint format lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
@@ -16,11 +16,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages some tests use as real peers (Alertmanager); needs root, else those tests skip
+system-deps:
+	@bash scripts/install-debian-packages.sh || echo "make: could not install Debian packages (not root?); the tests that need them will skip"
+
 run: install
 	@test -f nachtwacht.yaml || $(BIN)/nachtwacht init --output nachtwacht.yaml
 	$(BIN)/nachtwacht serve --config nachtwacht.yaml
 
-test: install
+test: install system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest -q

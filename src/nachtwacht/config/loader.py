@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ def _resolve_paths(settings: Settings, file: Path) -> Settings:
     return settings
 
 
+# "probes[2].depends_on: ..." — a model-level check naming its own key
+_KEYED = re.compile(r"^[a-z_]+(\[\d+\]|\.[A-Za-z0-9_-]+)*: ")
+
+
 def _problems(
     exc: ValidationError, root: yaml.Node | None, filename: str, model: type[BaseModel]
 ) -> list[Problem]:
@@ -126,7 +131,7 @@ def _problems(
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        if not loc and ": " in message and message.split(": ", 1)[0].startswith("probes["):
+        if not loc and _KEYED.match(message):
             # model-level checks (duplicate names, depends_on) name their own key, one per line
             for line_text in message.splitlines():
                 key_text, text = line_text.split(": ", 1)

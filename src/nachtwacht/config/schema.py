@@ -8,7 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nachtwacht.alerts.models import Window
 from nachtwacht.durations import Duration
+from nachtwacht.incidents.policy import IncidentSettings
+from nachtwacht.notify.models import NotifySettings
+from nachtwacht.oncall.models import PeopleSettings
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.registry import config_union
 
@@ -79,6 +83,10 @@ class Settings(Strict):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     components: list[Component] = Field(default_factory=list)
+    people: PeopleSettings = Field(default_factory=PeopleSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    maintenance: list[Window] = Field(default_factory=list)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -129,9 +137,35 @@ class Settings(Strict):
                     problems.append(f"probes[{index}].depends_on: a probe cannot depend on itself")
                 elif dep not in names:
                     problems.append(f"probes[{index}].depends_on: no probe is named '{dep}'")
+        problems.extend(self._target_problems())
+        for index, window in enumerate(self.maintenance):
+            for name in window.probes:
+                if name not in names:
+                    problems.append(f"maintenance[{index}].probes: no probe is named '{name}'")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _target_problems(self) -> list[str]:
+        """Escalation targets must name contacts, rotations, channels that exist."""
+        known = {
+            "contact": {c.id for c in self.people.contacts},
+            "oncall": {r.name for r in self.people.rotations},
+            "external": {e.id for e in self.people.external}
+            | {e.kind for e in self.people.external},
+            "channel": set(self.notify.channels),
+        }
+        problems = []
+        for name, policy in self.incidents.policies.items():
+            for i, step in enumerate(policy.steps):
+                for target in step.notify:
+                    kind, _, ref = target.partition(":")
+                    if ref and kind in known and ref not in known[kind]:
+                        problems.append(
+                            f"incidents.policies.{name}.steps[{i}].notify: '{target}': "
+                            f"no {kind} named '{ref}'"
+                        )
+        return problems
 
     @property
     def zone(self) -> ZoneInfo:

@@ -34,6 +34,8 @@ class ProbeConfig(BaseModel):
     component: str = "default"
     depends_on: list[str] = Field(default_factory=list)
     severity: Severity = 2
+    # which confirmed state raises an alert: critical only (default), warning too, or never
+    alert_on: Literal["critical", "warning", "never"] = "critical"
     enabled: bool = True
 
     @model_validator(mode="after")

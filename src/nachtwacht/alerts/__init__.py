@@ -1,0 +1,1 @@
+"""Alerts: from probe state and external sources, deduplicated, grouped, muted, inhibited."""

@@ -1,0 +1,1 @@
+"""Incidents: lifecycle, severity, the SLA clock, escalation and the timeline."""

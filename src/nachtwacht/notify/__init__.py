@@ -1,0 +1,1 @@
+"""Notifications: channels (one module each), templates and the persistent outbox."""

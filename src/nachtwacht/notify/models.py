@@ -1,0 +1,75 @@
+"""Config models for notification channels and outbox behaviour."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from nachtwacht.durations import Duration
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmailChannel(Strict):
+    """SMTP; delivers to each contact's `email`."""
+
+    kind: Literal["email"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    ssl: bool = False  # implicit TLS (port 465)
+    username: str | None = None
+    password: str | None = None
+    sender: str = "nachtwacht@localhost"
+    timeout: Duration = 15.0
+
+
+class WebhookChannel(Strict):
+    """A generic JSON POST with the whole message; one per channel, not per contact."""
+
+    kind: Literal["webhook"]
+    url: HttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+
+
+class ChatChannel(Strict):
+    """Slack- or Mattermost-compatible (`{"text": ...}`) or Microsoft Teams incoming webhook."""
+
+    kind: Literal["slack", "mattermost", "teams"]
+    url: HttpUrl
+    timeout: Duration = 10.0
+
+
+class SmsChannel(Strict):
+    """An HTTP SMS gateway; delivers to each contact's `phone`.
+
+    `body` is a Jinja2 template rendered with `to` and `text`, sent as JSON unless
+    `content_type` says otherwise.
+    """
+
+    kind: Literal["sms"]
+    url: HttpUrl
+    method: Literal["POST", "GET"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
+    content_type: str = "application/json"
+    max_length: int = Field(default=480, ge=70)
+    timeout: Duration = 10.0
+
+
+Channel = Annotated[
+    EmailChannel | WebhookChannel | ChatChannel | SmsChannel, Field(discriminator="kind")
+]
+
+
+class NotifySettings(Strict):
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    # per destination (contact and channel): at most this many messages per minute; the rest wait
+    rate_limit_per_minute: int = Field(default=4, ge=1)
+    max_attempts: int = Field(default=10, ge=1)
+    retry_backoff: Duration = 5.0  # first retry after this; doubles each attempt, up to 10 min
+    templates_dir: str | None = None  # overrides of the built-in Jinja2 templates
