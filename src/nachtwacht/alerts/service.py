@@ -1,0 +1,214 @@
+"""The alert pipeline: dedup → maintenance/silence → inhibit → group into incidents → page.
+
+A signal says "this fingerprint is firing" or "has recovered". Firing signals open at most one
+alert per fingerprint; alerts of one component join one open incident; a muted alert (in
+maintenance, silenced, or inhibited by a failing dependency) is recorded but does not page.
+The first escalation step runs in the same transaction that opens the incident, so the page is
+in the outbox the moment the failure is confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from nachtwacht.alerts.maintenance import mute_reason
+from nachtwacht.config.schema import Settings
+from nachtwacht.incidents import escalation
+from nachtwacht.incidents import service as incidents
+from nachtwacht.store import tables as t
+
+
+@dataclass
+class Signal:
+    fingerprint: str
+    source: str  # probe | api | alertmanager
+    title: str
+    component: str
+    severity: int
+    firing: bool
+    started_at: float  # the first failing observation
+    detected_at: float  # when the failure was confirmed
+    message: str = ""
+    probe_id: int | None = None
+    probe_name: str | None = None
+    state: str | None = None  # critical | warning, for probe alerts
+    inhibited_by: str | None = None  # a failing dependency, computed by the caller
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    alert_id: int | None
+    incident_id: int | None
+    action: str  # opened | deduplicated | resolved | ignored
+    muted_by: str | None = None
+    queued: int = 0
+
+
+def open_alert(conn: Connection, fingerprint: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(t.alerts).where(
+                t.alerts.c.fingerprint == fingerprint, t.alerts.c.status == "firing"
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+def process(conn: Connection, settings: Settings, signal: Signal, now: float) -> Outcome:
+    return (
+        _fire(conn, settings, signal, now)
+        if signal.firing
+        else _resolve(conn, settings, signal, now)
+    )
+
+
+def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outcome:
+    existing = open_alert(conn, sig.fingerprint)
+    if existing is not None:
+        conn.execute(
+            update(t.alerts)
+            .where(t.alerts.c.id == existing["id"])
+            .values(last_seen=now, message=sig.message or existing["message"], state=sig.state)
+        )
+        return Outcome(
+            existing["id"], existing["incident_id"], "deduplicated", existing["muted_by"]
+        )
+
+    muted_by = None
+    if sig.inhibited_by:
+        muted_by = f"inhibited:{sig.inhibited_by}"
+    else:
+        muted_by = mute_reason(
+            conn,
+            settings,
+            now,
+            probe=sig.probe_name,
+            component=sig.component,
+            fingerprint=sig.fingerprint,
+        )
+
+    incident = None
+    if sig.inhibited_by:
+        # the dependent's alert joins the outage of what it depends on, when there is one
+        cause = open_alert(conn, f"probe:{sig.inhibited_by}")
+        if cause is not None and cause["incident_id"] is not None:
+            incident = incidents.get_incident(conn, cause["incident_id"])
+    if incident is None:
+        incident = incidents.open_for_component(conn, sig.component)
+
+    alert_id = conn.execute(
+        t.alerts.insert().values(
+            fingerprint=sig.fingerprint,
+            source=sig.source,
+            probe_id=sig.probe_id,
+            title=sig.title[:300],
+            component=sig.component,
+            severity=sig.severity,
+            status="firing",
+            state=sig.state,
+            message=sig.message,
+            labels_json=json.dumps(sig.labels) if sig.labels else None,
+            started_at=sig.started_at,
+            fired_at=sig.detected_at,
+            last_seen=now,
+            muted_by=muted_by,
+        )
+    ).inserted_primary_key[0]
+
+    if incident is None:
+        incident_id = incidents.open_incident(
+            conn,
+            settings,
+            title=f"{sig.component}: {sig.title}",
+            severity=sig.severity,
+            now=now,
+            component=sig.component,
+            origin="alert",
+            started_at=sig.started_at,
+            detected_at=sig.detected_at,
+            impact=sig.message or None,
+            muted=muted_by is not None,
+        )
+    else:
+        incident_id = incident["id"]
+        if muted_by is None and incident["muted"]:
+            # a live failure joined an outage that was muted: it pages now
+            conn.execute(
+                update(t.incidents).where(t.incidents.c.id == incident_id).values(muted=False)
+            )
+        if sig.severity < incident["severity"]:
+            incidents.set_severity(
+                conn, settings, incident_id, sig.severity, "nachtwacht", now, f"{sig.title} joined"
+            )
+    conn.execute(update(t.alerts).where(t.alerts.c.id == alert_id).values(incident_id=incident_id))
+    note = f"alert: {sig.title}" + (f" — {sig.message}" if sig.message else "")
+    if muted_by:
+        note += f" (not paging: {muted_by})"
+    incidents.add_event(
+        conn,
+        incident_id,
+        now,
+        "alert",
+        sig.source,
+        note,
+        {
+            "alert_id": alert_id,
+            "fingerprint": sig.fingerprint,
+            "muted_by": muted_by,
+            "started_at": sig.started_at,
+            "detected_at": sig.detected_at,
+        },
+    )
+    queued = escalation.advance(conn, settings, incident_id, now)
+    return Outcome(alert_id, incident_id, "opened", muted_by, queued)
+
+
+def _resolve(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outcome:
+    existing = open_alert(conn, sig.fingerprint)
+    if existing is None:
+        return Outcome(None, None, "ignored")
+    conn.execute(
+        update(t.alerts)
+        .where(t.alerts.c.id == existing["id"], t.alerts.c.status == "firing")
+        .values(status="resolved", resolved_at=now, last_seen=now)
+    )
+    incident_id = existing["incident_id"]
+    queued = 0
+    if incident_id is not None:
+        incidents.add_event(
+            conn,
+            incident_id,
+            now,
+            "alert",
+            sig.source,
+            f"recovered: {existing['title']}" + (f" — {sig.message}" if sig.message else ""),
+            {"alert_id": existing["id"], "fingerprint": sig.fingerprint},
+        )
+        still_firing = conn.execute(
+            select(t.alerts.c.id).where(
+                t.alerts.c.incident_id == incident_id, t.alerts.c.status == "firing"
+            )
+        ).first()
+        inc = incidents.get_incident(conn, incident_id)
+        if (
+            still_firing is None
+            and inc is not None
+            and inc["status"]
+            in (
+                "investigating",
+                "mitigating",
+                "monitoring",
+            )
+        ):
+            queued = escalation.resolve(
+                conn, settings, incident_id, "nachtwacht", now, "every alert has recovered"
+            )
+    return Outcome(existing["id"], incident_id, "resolved", queued=queued)

@@ -1,0 +1,307 @@
+"""/api/v1/incidents and the acknowledge links: thin wrappers over the incident services."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from nachtwacht.engine.runtime import Runtime
+from nachtwacht.incidents import escalation, service, views
+from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.web.errors import ApiError
+
+router = APIRouter(tags=["incidents"])
+T = TypeVar("T")
+
+
+def _rt(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def _write(request: Request, work: Callable[..., T]) -> T:
+    """Run `work(conn, runtime, now)` in one transaction; wake the outbox afterwards."""
+    rt = _rt(request)
+
+    def run() -> T:
+        with rt.store.begin() as conn:
+            return work(conn, rt, rt.clock.now())
+
+    try:
+        result = await asyncio.to_thread(run)
+    except service.IncidentError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    rt.wake_outbox()
+    return result
+
+
+class Declare(BaseModel):
+    title: str = Field(min_length=3, max_length=300)
+    severity: Literal[1, 2, 3]
+    component: str | None = None
+    impact: str | None = None
+    commander: str | None = None
+    actor: str = "api"
+
+
+class Actor(BaseModel):
+    actor: str = "api"
+
+
+class Update(BaseModel):
+    message: str = Field(min_length=1)
+    status: Literal["investigating", "mitigating", "monitoring", "resolved"] | None = None
+    actor: str = "api"
+
+
+class SeverityChange(BaseModel):
+    severity: Literal[1, 2, 3]
+    reason: str = ""
+    actor: str = "api"
+
+
+class Assign(BaseModel):
+    contact: str
+    role: Literal["commander", "responder"] = "responder"
+    actor: str = "api"
+
+
+class Escalate(BaseModel):
+    reason: str = Field(min_length=3)
+    actor: str = "api"
+
+
+class Note(BaseModel):
+    text: str = Field(min_length=1)
+    actor: str = "api"
+
+
+class Resolve(BaseModel):
+    message: str = ""
+    actor: str = "api"
+
+
+def _contact(rt: Runtime, contact: str) -> None:
+    if rt.settings.people.contacts and rt.settings.people.contact(contact) is None:
+        raise service.IncidentError(f"no contact '{contact}'", "contact", 422)
+
+
+@router.get("/api/v1/incidents")
+async def list_incidents(
+    request: Request,
+    status: Literal[
+        "open", "all", "investigating", "mitigating", "monitoring", "resolved", "closed"
+    ] = "open",
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    rt = _rt(request)
+    wanted = OPEN_STATUSES if status == "open" else (None if status == "all" else (status,))
+
+    def work() -> list[dict[str, Any]]:
+        with rt.store.connect() as conn:
+            rows = service.list_incidents(conn, wanted, limit)
+        now = rt.clock.now()
+        return [views.summary(r, now) for r in rows]
+
+    return await asyncio.to_thread(work)
+
+
+@router.post("/api/v1/incidents", status_code=201)
+async def declare(request: Request, body: Declare) -> dict[str, Any]:
+    def work(conn, rt: Runtime, now: float) -> dict[str, Any]:  # noqa: ANN001
+        if body.commander:
+            _contact(rt, body.commander)
+        incident_id = service.open_incident(
+            conn,
+            rt.settings,
+            title=body.title,
+            severity=body.severity,
+            now=now,
+            component=body.component,
+            origin="declared",
+            impact=body.impact,
+            actor=body.actor,
+            commander=body.commander,
+        )
+        escalation.advance(conn, rt.settings, incident_id, now)
+        return views.detail(conn, rt.settings, incident_id, now)
+
+    return await _write(request, work)
+
+
+@router.get("/api/v1/incidents/{incident_id}")
+async def show(request: Request, incident_id: int) -> dict[str, Any]:
+    rt = _rt(request)
+
+    def work() -> dict[str, Any]:
+        with rt.store.connect() as conn:
+            return views.detail(conn, rt.settings, incident_id, rt.clock.now())
+
+    try:
+        return await asyncio.to_thread(work)
+    except service.IncidentError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+
+
+def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    def work(conn, rt: Runtime, now: float) -> dict[str, Any]:  # noqa: ANN001
+        fn(conn, rt, now)
+        return views.detail(conn, rt.settings, incident_id, now)
+
+    return work
+
+
+@router.post("/api/v1/incidents/{incident_id}/ack")
+async def ack(request: Request, incident_id: int, body: Actor | None = None) -> dict[str, Any]:
+    actor = body.actor if body else "api"
+    return await _write(
+        request,
+        _action(incident_id, lambda c, rt, now: service.acknowledge(c, incident_id, actor, now)),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/updates")
+async def update(request: Request, incident_id: int, body: Update) -> dict[str, Any]:
+    return await _write(
+        request,
+        _action(
+            incident_id,
+            lambda c, rt, now: escalation.post_update(
+                c, rt.settings, incident_id, body.actor, now, body.message, body.status
+            ),
+        ),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/severity")
+async def severity(request: Request, incident_id: int, body: SeverityChange) -> dict[str, Any]:
+    return await _write(
+        request,
+        _action(
+            incident_id,
+            lambda c, rt, now: service.set_severity(
+                c, rt.settings, incident_id, body.severity, body.actor, now, body.reason
+            ),
+        ),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/assign")
+async def assign(request: Request, incident_id: int, body: Assign) -> dict[str, Any]:
+    def fn(c, rt: Runtime, now: float) -> None:  # noqa: ANN001
+        service.require(c, incident_id)
+        _contact(rt, body.contact)
+        service.assign(c, incident_id, body.contact, body.role, body.actor, now)
+
+    return await _write(request, _action(incident_id, fn))
+
+
+@router.post("/api/v1/incidents/{incident_id}/escalate")
+async def escalate(request: Request, incident_id: int, body: Escalate) -> dict[str, Any]:
+    return await _write(
+        request,
+        _action(
+            incident_id,
+            lambda c, rt, now: escalation.escalate_now(
+                c, rt.settings, incident_id, body.actor, now, body.reason
+            ),
+        ),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/notes")
+async def note(request: Request, incident_id: int, body: Note) -> dict[str, Any]:
+    return await _write(
+        request,
+        _action(
+            incident_id,
+            lambda c, rt, now: service.add_note(c, incident_id, body.actor, now, body.text),
+        ),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/resolve")
+async def resolve(
+    request: Request, incident_id: int, body: Resolve | None = None
+) -> dict[str, Any]:
+    body = body or Resolve()
+    return await _write(
+        request,
+        _action(
+            incident_id,
+            lambda c, rt, now: escalation.resolve(
+                c, rt.settings, incident_id, body.actor, now, body.message
+            ),
+        ),
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/close")
+async def close(request: Request, incident_id: int, body: Actor | None = None) -> dict[str, Any]:
+    actor = body.actor if body else "api"
+    return await _write(
+        request,
+        _action(
+            incident_id, lambda c, rt, now: service.set_status(c, incident_id, "closed", actor, now)
+        ),
+    )
+
+
+# -- acknowledge links from notifications ---------------------------------------------------
+# GET only shows the incident and a button: mail scanners and link previews fetch GET links,
+# and must not acknowledge a page on the responder's behalf.
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+        f"<title>{html.escape(title)}</title>"
+        "<body style='font-family:system-ui;max-width:32rem;margin:2rem auto;padding:0 1rem'>"
+        f"{body}</body>",
+        status_code=status,
+    )
+
+
+@router.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def ack_page(request: Request, token: str) -> HTMLResponse:
+    rt = _rt(request)
+
+    def work() -> dict[str, Any] | None:
+        with rt.store.connect() as conn:
+            return service.by_ack_token(conn, token)
+
+    inc = await asyncio.to_thread(work)
+    if inc is None:
+        return _page("Unknown link", "<h1>Unknown or expired link</h1>", 404)
+    title = html.escape(inc["title"])
+    if inc["acknowledged_at"] is not None:
+        return _page("Acknowledged", f"<h1>#{inc['id']} already acknowledged</h1><p>{title}</p>")
+    return _page(
+        "Acknowledge",
+        f"<h1>S{inc['severity']} incident #{inc['id']}</h1><p>{title}</p>"
+        f"<form method=post><label>Your name <input name=actor required></label> "
+        "<button style='font-size:1.4rem;padding:.6rem 1.2rem'>Acknowledge</button></form>",
+    )
+
+
+@router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def ack_link(request: Request, token: str, actor: str = Form("link")) -> HTMLResponse:
+    def work(conn, rt: Runtime, now: float) -> dict[str, Any] | None:  # noqa: ANN001
+        inc = service.by_ack_token(conn, token)
+        if inc is None:
+            return None
+        if inc["status"] in OPEN_STATUSES:
+            service.acknowledge(conn, inc["id"], f"{actor} (link)", now)
+        return inc
+
+    inc = await _write(request, work)
+    if inc is None:
+        return _page("Unknown link", "<h1>Unknown or expired link</h1>", 404)
+    return _page(
+        "Acknowledged", f"<h1>#{inc['id']} acknowledged</h1><p>Thank you, {html.escape(actor)}.</p>"
+    )

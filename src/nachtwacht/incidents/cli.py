@@ -1,0 +1,344 @@
+"""`nachtwacht incident ...`: the incident doors of the CLI, working straight on the store.
+
+Notifications these commands cause are queued in the outbox; a running `nachtwacht serve`
+sends them within a second.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy import Connection
+
+from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.clock import SystemClock
+from nachtwacht.config.schema import Settings
+from nachtwacht.incidents import escalation, service, views
+from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.store.db import Store, StoreError
+
+incident_app = typer.Typer(help="Declare, follow and resolve incidents.", no_args_is_help=True)
+T = TypeVar("T")
+
+ActorOption = Annotated[
+    str | None, typer.Option("--actor", help="Who is doing this (default: $USER).")
+]
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except OSError:
+        return "cli"
+
+
+@contextmanager
+def _store(cfg: Settings) -> Iterator[Store]:
+    store = Store(cfg.store.url)
+    try:
+        store.migrate()
+        yield store
+    except StoreError as exc:
+        fail(f"cannot use the store: {exc}", 2)
+    finally:
+        store.dispose()
+
+
+def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -> T:
+    cfg = settings(config)
+    with _store(cfg) as store:
+        try:
+            with store.begin() as conn:
+                return work(conn, cfg, SystemClock().now())
+        except service.IncidentError as exc:
+            fail(str(exc), 1)
+
+
+def _print_detail(data: dict[str, Any], cfg: Settings) -> None:
+    typer.echo(f"#{data['id']} S{data['severity']} {data['status'].upper()}  {data['title']}")
+    typer.echo(f"  component {data['component'] or '-'} · commander {data['commander'] or '-'}")
+    typer.echo(
+        f"  detected {_local(data['detected_at'], cfg)} · respond by "
+        f"{_local(data['response_due_at'], cfg)} ({data['response_target']})"
+    )
+    if data.get("acknowledged_at"):
+        typer.echo(
+            f"  acknowledged {_local(data['acknowledged_at'], cfg)} by {data['acknowledged_by']}"
+        )
+    if data.get("breached_at"):
+        typer.echo(f"  response target BREACHED at {_local(data['breached_at'], cfg)}")
+    for event in data.get("timeline", []):
+        typer.echo(
+            f"  {_local(event['time'], cfg)}  {event['kind']:<20} {event['actor']:<12} "
+            f"{event['message']}"
+        )
+
+
+def _local(value: str | None, cfg: Settings) -> str:
+    if not value:
+        return "-"
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(cfg.zone)
+    return dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _show(conn: Connection, cfg: Settings, incident_id: int, now: float, as_json: bool) -> None:
+    data = views.detail(conn, cfg, incident_id, now)
+    if as_json:
+        print_json(data)
+    else:
+        _print_detail(data, cfg)
+
+
+@incident_app.command("declare")
+def declare(
+    title: Annotated[str, typer.Option("--title", help="What is wrong, in one line.")],
+    severity: Annotated[int, typer.Option("--severity", "-s", min=1, max=3, help="1, 2 or 3.")],
+    component: Annotated[str | None, typer.Option(help="The affected component.")] = None,
+    impact: Annotated[str | None, typer.Option(help="The business impact.")] = None,
+    commander: Annotated[str | None, typer.Option(help="Contact id of the commander.")] = None,
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Declare an incident by hand; paging starts as the escalation policy says."""
+
+    def work(conn: Connection, cfg: Settings, now: float) -> None:
+        if commander and cfg.people.contacts and cfg.people.contact(commander) is None:
+            fail(f"no contact '{commander}'; see `nachtwacht oncall`", 2)
+        incident_id = service.open_incident(
+            conn,
+            cfg,
+            title=title,
+            severity=severity,
+            now=now,
+            component=component,
+            origin="declared",
+            impact=impact,
+            actor=_actor(actor),
+            commander=commander,
+        )
+        escalation.advance(conn, cfg, incident_id, now)
+        _show(conn, cfg, incident_id, now, as_json)
+
+    _run(config, work)
+
+
+@incident_app.command("list")
+def list_incidents(
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved and closed.")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open incidents (or all with --all), newest first."""
+
+    def work(conn: Connection, cfg: Settings, now: float) -> None:
+        rows = service.list_incidents(conn, None if all_ else OPEN_STATUSES)
+        data = [views.summary(r, now) for r in rows]
+        if as_json:
+            print_json(data)
+            return
+        if not data:
+            typer.echo("no open incidents")
+        for d in data:
+            ack = (
+                "acked"
+                if d["acknowledged_at"]
+                else ("OVERDUE" if d["response_overdue"] else "unacked")
+            )
+            typer.echo(
+                f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
+                f"{_local(d['detected_at'], cfg)}  {d['title']}"
+            )
+
+    _run(config, work)
+
+
+@incident_app.command("show")
+def show(
+    incident_id: Annotated[int, typer.Argument(help="Incident number.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An incident with its roles, alerts and whole timeline."""
+    _run(config, lambda conn, cfg, now: _show(conn, cfg, incident_id, now, as_json))
+
+
+def _simple(
+    incident_id: int,
+    config: str | None,
+    as_json: bool,
+    fn: Callable[[Connection, Settings, float], Any],
+) -> None:
+    def work(conn: Connection, cfg: Settings, now: float) -> None:
+        fn(conn, cfg, now)
+        _show(conn, cfg, incident_id, now, as_json)
+
+    _run(config, work)
+
+
+@incident_app.command("ack")
+def ack(
+    incident_id: int,
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Acknowledge: stops the repeating pages."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: service.acknowledge(conn, incident_id, _actor(actor), now),
+    )
+
+
+@incident_app.command("update")
+def update(
+    incident_id: int,
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="Progress, for everyone notified.")
+    ],
+    status: Annotated[
+        str | None, typer.Option(help="investigating, mitigating, monitoring or resolved.")
+    ] = None,
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Post a status update (sent to everyone notified so far; resets the update clock)."""
+    if status is not None and status not in (
+        "investigating",
+        "mitigating",
+        "monitoring",
+        "resolved",
+    ):
+        fail("--status must be investigating, mitigating, monitoring or resolved", 2)
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: escalation.post_update(
+            conn, cfg, incident_id, _actor(actor), now, message, status
+        ),
+    )
+
+
+@incident_app.command("severity")
+def severity(
+    incident_id: int,
+    level: Annotated[int, typer.Argument(min=1, max=3, help="1, 2 or 3.")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change the severity (recorded on the timeline; the response target follows)."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: service.set_severity(
+            conn, cfg, incident_id, level, _actor(actor), now, reason
+        ),
+    )
+
+
+@incident_app.command("assign")
+def assign(
+    incident_id: int,
+    contact: Annotated[str, typer.Argument(help="Contact id.")],
+    role: Annotated[str, typer.Option(help="commander or responder.")] = "responder",
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a contact the incident commander or a responder."""
+    if role not in ("commander", "responder"):
+        fail("--role must be commander or responder", 2)
+
+    def fn(conn: Connection, cfg: Settings, now: float) -> None:
+        service.require(conn, incident_id)
+        if cfg.people.contacts and cfg.people.contact(contact) is None:
+            fail(f"no contact '{contact}'; see `nachtwacht oncall`", 2)
+        service.assign(conn, incident_id, contact, role, _actor(actor), now)
+
+    _simple(incident_id, config, as_json, fn)
+
+
+@incident_app.command("escalate")
+def escalate(
+    incident_id: int,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="e.g. restart failed 3 times.")],
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fire the next escalation step now (restart failed, corruption, data loss, > 30 min)."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: escalation.escalate_now(
+            conn, cfg, incident_id, _actor(actor), now, reason
+        ),
+    )
+
+
+@incident_app.command("note")
+def note(
+    incident_id: int,
+    text: Annotated[str, typer.Argument(help="What happened or was done.")],
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a note to the timeline."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: service.add_note(conn, incident_id, _actor(actor), now, text),
+    )
+
+
+@incident_app.command("resolve")
+def resolve(
+    incident_id: int,
+    message: Annotated[str, typer.Option("--message", "-m", help="How it was resolved.")] = "",
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve (a resolved notice goes to everyone who was paged)."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: escalation.resolve(
+            conn, cfg, incident_id, _actor(actor), now, message
+        ),
+    )
+
+
+@incident_app.command("close")
+def close(
+    incident_id: int,
+    actor: ActorOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a resolved incident (after the review)."""
+    _simple(
+        incident_id,
+        config,
+        as_json,
+        lambda conn, cfg, now: service.set_status(conn, incident_id, "closed", _actor(actor), now),
+    )

@@ -1,0 +1,399 @@
+"""Escalation on the protocol's clock, counted from detection while the incident is unresolved.
+
+`advance` does whatever is due for one incident: escalation steps by elapsed time, repeated
+pages of a repeating step until acknowledged (then its backups), a breach of the response
+target (recorded, and the next step fired at once), and a reminder when a status update is
+overdue. Each action is claimed with a conditional UPDATE on the incident's counters, so two
+processes on one database never send the same page twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, or_, select, update
+
+from nachtwacht.config.schema import Settings
+from nachtwacht.incidents import notifications, service
+from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.incidents.policy import EscalationPolicy, EscalationStep
+from nachtwacht.oncall.models import Contact
+from nachtwacht.oncall.service import external_contacts
+from nachtwacht.store import tables as t
+
+
+def due_incidents(conn: Connection, now: float) -> list[int]:
+    i = t.incidents.c
+    rows = conn.execute(
+        select(i.id).where(
+            i.status.in_(OPEN_STATUSES),
+            or_(
+                i.next_step_at <= now,
+                i.next_page_at <= now,
+                (
+                    i.acknowledged_at.is_(None)
+                    & i.breached_at.is_(None)
+                    & (i.response_due_at <= now)
+                ),
+                i.update_due_at <= now,
+            ),
+        )
+    ).scalars()
+    return list(rows)
+
+
+def _policy(settings: Settings, incident: dict[str, Any]) -> EscalationPolicy:
+    return (
+        settings.incidents.policies.get(incident["policy"])
+        or settings.incidents.policy_for(incident["severity"])[1]
+    )
+
+
+def _claim(conn: Connection, incident_id: int, now: float, where: list, values: dict) -> bool:
+    result = conn.execute(
+        update(t.incidents)
+        .where(t.incidents.c.id == incident_id, *where)
+        .values(updated_at=now, **values)
+    )
+    return result.rowcount == 1
+
+
+def advance(conn: Connection, settings: Settings, incident_id: int, now: float) -> int:
+    """Do what is due for one incident; return the number of messages queued."""
+    inc = service.get_incident(conn, incident_id)
+    if inc is None or inc["status"] not in OPEN_STATUSES:
+        return 0
+    queued = 0
+    policy = _policy(settings, inc)
+    overdue = (
+        inc["acknowledged_at"] is None
+        and inc["breached_at"] is None
+        and inc["response_due_at"] <= now
+    )
+    if overdue and _claim(
+        conn, incident_id, now, [t.incidents.c.breached_at.is_(None)], {"breached_at": now}
+    ):
+        service.add_event(
+            conn,
+            incident_id,
+            now,
+            "breach",
+            "nachtwacht",
+            f"response target missed: not acknowledged by "
+            f"{_clock(settings, inc['response_due_at'])}",
+            {"response_due_at": inc["response_due_at"]},
+        )
+        if not inc["muted"]:
+            queued += _fire_next(conn, settings, incident_id, now, "response target missed")
+        inc = service.require(conn, incident_id)
+    if inc["muted"]:
+        return queued  # maintenance or silence: recorded, not paged
+    elapsed = now - inc["detected_at"]
+    while inc["next_step"] < len(policy.steps) and policy.steps[inc["next_step"]].after <= elapsed:
+        fired = _fire_step(conn, settings, inc, inc["next_step"], policy, now, "")
+        queued += fired or 0
+        inc = service.require(conn, incident_id)
+        if fired is None:
+            break  # another process took it
+    if (
+        inc["next_page_at"] is not None
+        and inc["next_page_at"] <= now
+        and inc["acknowledged_at"] is None
+    ):
+        queued += _repeat_page(conn, settings, inc, policy, now)
+        inc = service.require(conn, incident_id)
+    if inc["update_due_at"] is not None and inc["update_due_at"] <= now:
+        queued += _remind(conn, settings, inc, now)
+    return queued
+
+
+def _fire_next(conn: Connection, settings: Settings, incident_id: int, now: float, why: str) -> int:
+    inc = service.require(conn, incident_id)
+    policy = _policy(settings, inc)
+    if inc["next_step"] >= len(policy.steps):
+        service.add_event(
+            conn, incident_id, now, "escalated", "nachtwacht", f"{why}; no further escalation steps"
+        )
+        return 0
+    return _fire_step(conn, settings, inc, inc["next_step"], policy, now, why) or 0
+
+
+def _fire_step(
+    conn: Connection,
+    settings: Settings,
+    inc: dict[str, Any],
+    index: int,
+    policy: EscalationPolicy,
+    now: float,
+    why: str,
+) -> int | None:
+    step = policy.steps[index]
+    following = policy.steps[index + 1] if index + 1 < len(policy.steps) else None
+    values: dict[str, Any] = {
+        "next_step": index + 1,
+        "next_step_at": inc["detected_at"] + following.after if following else None,
+    }
+    repeating = step.repeat is not None and inc["acknowledged_at"] is None
+    if repeating:
+        values.update(pages_sent=1, next_page_at=now + step.repeat)
+    if index == 0 or step.notify:
+        values["paged"] = True
+    if not _claim(conn, inc["id"], now, [t.incidents.c.next_step == index], values):
+        return None
+    contacts, channels = notifications.contacts_for(conn, settings, step.notify, now)
+    label = step.description or f"escalation step {index + 1}"
+    service.add_event(
+        conn,
+        inc["id"],
+        now,
+        "escalated",
+        "nachtwacht",
+        f"{label}" + (f" ({why})" if why else "") + f": {', '.join(step.notify) or 'no targets'}",
+        {"step": index, "after": step.after, "targets": step.notify, "reason": why or None},
+    )
+    fresh = service.require(conn, inc["id"])
+    extra = {"step": step, "step_index": index}
+    if step.action == "external_support":
+        extra["external"] = external_contacts(settings, None)
+        _note_external(conn, settings, fresh, now)
+    if step.action == "customer_communication":
+        service.add_event(
+            conn,
+            inc["id"],
+            now,
+            "customer_communication",
+            "nachtwacht",
+            "4 hours unresolved: communicate with customers and stakeholders "
+            "(customer notice drafted) and consider activating disaster recovery",
+        )
+    kind = "emergency_alert" if index == 0 else "emergency_notification"
+    queued = notifications.queue(
+        conn,
+        settings,
+        fresh,
+        kind=kind,
+        key=f"inc{inc['id']}:step{index}",
+        contacts=contacts,
+        now=now,
+        channels=channels,
+        extra=extra,
+    )
+    if step.action == "customer_communication":
+        queued += notifications.queue(
+            conn,
+            settings,
+            fresh,
+            kind="customer_notice",
+            key=f"inc{inc['id']}:customer-notice",
+            contacts=contacts,
+            now=now,
+            channels=channels,
+            extra=extra,
+        )
+    return queued
+
+
+def _note_external(conn: Connection, settings: Settings, inc: dict[str, Any], now: float) -> None:
+    lines = []
+    for ext in external_contacts(settings, None):
+        parts = [ext.provider]
+        if ext.emergency_number:
+            parts.append(f"emergency {ext.emergency_number}")
+        if ext.portal:
+            parts.append(ext.portal)
+        if ext.account_id:
+            parts.append(f"account {ext.account_id}")
+        if ext.contract_id:
+            parts.append(f"contract {ext.contract_id}")
+        lines.append(" · ".join(parts))
+    service.add_event(
+        conn,
+        inc["id"],
+        now,
+        "external_support",
+        "nachtwacht",
+        "engage external support: " + ("; ".join(lines) or "no external contacts configured"),
+        {"external": [e.model_dump() for e in external_contacts(settings, None)]},
+    )
+
+
+def _repeat_page(
+    conn: Connection, settings: Settings, inc: dict[str, Any], policy: EscalationPolicy, now: float
+) -> int:
+    # the repeating step is the last fired step that repeats
+    step: EscalationStep | None = None
+    for s in policy.steps[: inc["next_step"]]:
+        if s.repeat is not None:
+            step = s
+    if step is None:
+        conn.execute(
+            update(t.incidents).where(t.incidents.c.id == inc["id"]).values(next_page_at=None)
+        )
+        return 0
+    number = inc["pages_sent"] + 1
+    claimed = _claim(
+        conn,
+        inc["id"],
+        now,
+        [t.incidents.c.pages_sent == inc["pages_sent"], t.incidents.c.acknowledged_at.is_(None)],
+        {"pages_sent": number, "next_page_at": now + step.repeat},
+    )
+    if not claimed:
+        return 0
+    contacts, channels = notifications.contacts_for(conn, settings, step.notify, now)
+    backups: list[Contact] = []
+    if step.backup_after is not None and number > step.backup_after:
+        people = settings.people
+        for c in contacts:
+            backup = people.contact(c.backup) if c.backup else None
+            if backup is not None and backup not in contacts and backup not in backups:
+                backups.append(backup)
+    service.add_event(
+        conn,
+        inc["id"],
+        now,
+        "escalated",
+        "nachtwacht",
+        f"page {number}: not acknowledged yet"
+        + (f"; paging backup {', '.join(b.name for b in backups)}" if backups else ""),
+        {"page": number, "backups": [b.id for b in backups]},
+    )
+    return notifications.queue(
+        conn,
+        settings,
+        inc,
+        kind="emergency_alert",
+        key=f"inc{inc['id']}:page{number}",
+        contacts=contacts + backups,
+        now=now,
+        channels=channels,
+        extra={"repeat": number},
+    )
+
+
+def _remind(conn: Connection, settings: Settings, inc: dict[str, Any], now: float) -> int:
+    cadence = settings.incidents.update_every[inc["severity"]]
+    due = inc["update_due_at"]
+    if not _claim(
+        conn,
+        inc["id"],
+        now,
+        [t.incidents.c.update_due_at == due],
+        {"update_due_at": now + cadence},
+    ):
+        return 0
+    service.add_event(
+        conn,
+        inc["id"],
+        now,
+        "update_overdue",
+        "nachtwacht",
+        f"status update overdue (due {_clock(settings, due)}); reminding the commander",
+        {"due": due},
+    )
+    commander = settings.people.contact(inc["commander"]) if inc["commander"] else None
+    contacts = (
+        [commander] if commander else notifications.contacts_for(conn, settings, ["oncall"], now)[0]
+    )
+    return notifications.queue(
+        conn,
+        settings,
+        inc,
+        kind="reminder",
+        key=f"inc{inc['id']}:reminder:{int(due)}",
+        contacts=contacts,
+        now=now,
+        extra={"update_was_due": due},
+    )
+
+
+# -- actions by people (CLI and API call these) -----------------------------------------------
+
+
+def escalate_now(
+    conn: Connection, settings: Settings, incident_id: int, actor: str, now: float, reason: str
+) -> int:
+    """Fire the next escalation step at once (restart failed 3 times, corruption, ...)."""
+    inc = service.require(conn, incident_id)
+    if inc["status"] not in OPEN_STATUSES:
+        raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    service.add_event(conn, incident_id, now, "note", actor, f"manual escalation: {reason}")
+    return _fire_next(conn, settings, incident_id, now, f"escalated by {actor}: {reason}")
+
+
+def post_update(
+    conn: Connection,
+    settings: Settings,
+    incident_id: int,
+    actor: str,
+    now: float,
+    message: str,
+    status: str | None = None,
+) -> int:
+    """A status update: recorded, the next one scheduled, and sent to everyone notified so far."""
+    inc = service.require(conn, incident_id)
+    if status is not None and status != inc["status"]:
+        if status == "resolved":
+            return resolve(conn, settings, incident_id, actor, now, message)
+        inc = service.set_status(conn, incident_id, status, actor, now)
+    if inc["status"] not in OPEN_STATUSES:
+        raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    cadence = settings.incidents.update_every[inc["severity"]]
+    conn.execute(
+        update(t.incidents)
+        .where(t.incidents.c.id == incident_id)
+        .values(update_due_at=now + cadence, updated_at=now)
+    )
+    service.add_event(conn, incident_id, now, "update", actor, message, {"status": inc["status"]})
+    fresh = service.require(conn, incident_id)
+    count = conn.execute(
+        select(t.incident_events.c.id).where(
+            t.incident_events.c.incident_id == incident_id, t.incident_events.c.kind == "update"
+        )
+    ).all()
+    return notifications.queue(
+        conn,
+        settings,
+        fresh,
+        kind="status_update",
+        key=f"inc{incident_id}:update{len(count)}",
+        contacts=notifications.notified_so_far(conn, settings, incident_id),
+        now=now,
+        extra={"progress": message, "next_update_at": now + cadence},
+        actor=actor,
+    )
+
+
+def resolve(
+    conn: Connection,
+    settings: Settings,
+    incident_id: int,
+    actor: str,
+    now: float,
+    message: str = "",
+) -> int:
+    """Resolve; an incident that paged sends its resolved notice, even during maintenance."""
+    inc = service.require(conn, incident_id)
+    if inc["status"] not in OPEN_STATUSES:
+        raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    service.set_status(conn, incident_id, "resolved", actor, now, message)
+    if not inc["paged"]:
+        return 0
+    fresh = service.require(conn, incident_id)
+    return notifications.queue(
+        conn,
+        settings,
+        fresh,
+        kind="resolved",
+        key=f"inc{incident_id}:resolved:{int(now)}",
+        contacts=notifications.notified_so_far(conn, settings, incident_id),
+        now=now,
+        extra={"resolution": message},
+        actor=actor,
+    )
+
+
+def _clock(settings: Settings, ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts, settings.zone).strftime("%H:%M %Z")

@@ -1,0 +1,34 @@
+"""Incident states, event kinds and roles, shared by service, API and CLI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+STATUSES = ("investigating", "mitigating", "monitoring", "resolved", "closed")
+OPEN_STATUSES = ("investigating", "mitigating", "monitoring")
+Status = Literal["investigating", "mitigating", "monitoring", "resolved", "closed"]
+Role = Literal["commander", "responder"]
+
+# every kind of timeline entry
+EVENT_KINDS = (
+    "detected",  # opened from an alert
+    "declared",  # opened by hand
+    "alert",  # an alert joined, resolved, or was muted
+    "notification_queued",
+    "notification_sent",
+    "notification_failed",
+    "acknowledged",
+    "status",
+    "severity",
+    "assigned",
+    "escalated",
+    "breach",
+    "update",  # a status update was posted
+    "update_overdue",
+    "note",
+    "resolved",
+    "closed",
+    "reopened",
+    "external_support",
+    "customer_communication",
+)

@@ -1,0 +1,333 @@
+"""Incident lifecycle and timeline: plain functions taking a Connection and `now`.
+
+Every change writes a timeline event in the same transaction, so the timeline is the record
+the post-incident review reads: detection, notifications, acknowledgement, status updates,
+severity changes, escalation steps, notes and resolution, each with its time and actor.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from nachtwacht.config.schema import Settings
+from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
+from nachtwacht.incidents.sla import BusinessCalendar, response_due
+from nachtwacht.store import tables as t
+
+
+class IncidentError(Exception):
+    """A request that cannot be done to this incident; `field` names the culprit."""
+
+    def __init__(self, message: str, field: str | None = None, status_code: int = 409) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status_code = status_code
+
+
+def calendar(settings: Settings) -> BusinessCalendar:
+    return BusinessCalendar(settings.business_hours, settings.zone)
+
+
+def add_event(
+    conn: Connection,
+    incident_id: int,
+    ts: float,
+    kind: str,
+    actor: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        t.incident_events.insert().values(
+            incident_id=incident_id,
+            ts=ts,
+            kind=kind,
+            actor=actor,
+            message=message,
+            data_json=json.dumps(data, default=str) if data else None,
+        )
+    )
+
+
+def open_incident(
+    conn: Connection,
+    settings: Settings,
+    *,
+    title: str,
+    severity: int,
+    now: float,
+    component: str | None = None,
+    origin: str = "alert",
+    started_at: float | None = None,
+    detected_at: float | None = None,
+    impact: str | None = None,
+    actor: str = "nachtwacht",
+    muted: bool = False,
+    commander: str | None = None,
+) -> int:
+    if severity not in (1, 2, 3):
+        raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+    detected = detected_at if detected_at is not None else now
+    policy_name, _policy = settings.incidents.policy_for(severity)
+    due = response_due(severity, detected, calendar(settings))
+    incident_id = conn.execute(
+        t.incidents.insert().values(
+            title=title[:300],
+            severity=severity,
+            status="investigating",
+            component=component,
+            origin=origin,
+            commander=commander,
+            impact=impact,
+            started_at=started_at if started_at is not None else detected,
+            detected_at=detected,
+            response_due_at=due,
+            policy=policy_name,
+            next_step=0,
+            next_step_at=detected,
+            pages_sent=0,
+            update_due_at=detected + settings.incidents.update_every[severity],
+            paged=False,
+            muted=muted,
+            ack_token=secrets.token_urlsafe(24),
+            created_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key[0]
+    kind = "declared" if origin == "declared" else "detected"
+    add_event(
+        conn,
+        incident_id,
+        now,
+        kind,
+        actor,
+        f"S{severity} incident {'declared' if kind == 'declared' else 'opened'}: {title}",
+        {"severity": severity, "response_due_at": due, "policy": policy_name, "muted": muted},
+    )
+    if commander:
+        assign(conn, incident_id, commander, "commander", actor, now)
+    return int(incident_id)
+
+
+def get_incident(conn: Connection, incident_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(t.incidents).where(t.incidents.c.id == incident_id)).mappings().first()
+    )
+    return dict(row) if row is not None else None
+
+
+def require(conn: Connection, incident_id: int) -> dict[str, Any]:
+    inc = get_incident(conn, incident_id)
+    if inc is None:
+        raise IncidentError(f"no incident {incident_id}", "id", 404)
+    return inc
+
+
+def by_ack_token(conn: Connection, token: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(t.incidents).where(t.incidents.c.ack_token == token)).mappings().first()
+    )
+    return dict(row) if row is not None else None
+
+
+def list_incidents(
+    conn: Connection, statuses: tuple[str, ...] | None = OPEN_STATUSES, limit: int = 100
+) -> list[dict[str, Any]]:
+    query = select(t.incidents).order_by(t.incidents.c.id.desc()).limit(limit)
+    if statuses:
+        query = query.where(t.incidents.c.status.in_(statuses))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def open_for_component(conn: Connection, component: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(t.incidents)
+            .where(
+                t.incidents.c.component == component,
+                t.incidents.c.origin == "alert",
+                t.incidents.c.status.in_(OPEN_STATUSES),
+            )
+            .order_by(t.incidents.c.id.desc())
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+def timeline(conn: Connection, incident_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(t.incident_events)
+        .where(t.incident_events.c.incident_id == incident_id)
+        .order_by(t.incident_events.c.ts, t.incident_events.c.id)
+    ).mappings()
+    out = []
+    for r in rows:
+        item = dict(r)
+        raw = item.pop("data_json")
+        item["data"] = json.loads(raw) if raw else None
+        out.append(item)
+    return out
+
+
+def roles(conn: Connection, incident_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(t.incident_roles)
+        .where(t.incident_roles.c.incident_id == incident_id)
+        .order_by(t.incident_roles.c.added_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def alerts_of(conn: Connection, incident_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(t.alerts).where(t.alerts.c.incident_id == incident_id).order_by(t.alerts.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def _touch(conn: Connection, incident_id: int, now: float, **values: Any) -> None:
+    conn.execute(
+        update(t.incidents).where(t.incidents.c.id == incident_id).values(updated_at=now, **values)
+    )
+
+
+def acknowledge(conn: Connection, incident_id: int, actor: str, now: float) -> bool:
+    """Stop the repeating pages; False when it was already acknowledged."""
+    inc = require(conn, incident_id)
+    if inc["acknowledged_at"] is not None:
+        return False
+    if inc["status"] not in OPEN_STATUSES:
+        raise IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    _touch(conn, incident_id, now, acknowledged_at=now, acknowledged_by=actor, next_page_at=None)
+    waited = now - inc["detected_at"]
+    add_event(
+        conn,
+        incident_id,
+        now,
+        "acknowledged",
+        actor,
+        f"acknowledged by {actor} after {_minutes(waited)}",
+        {"response_seconds": round(waited, 1), "within_target": now <= inc["response_due_at"]},
+    )
+    return True
+
+
+def set_status(
+    conn: Connection, incident_id: int, status: str, actor: str, now: float, message: str = ""
+) -> dict[str, Any]:
+    inc = require(conn, incident_id)
+    if status not in STATUSES:
+        raise IncidentError(f"status must be one of {', '.join(STATUSES)}", "status", 422)
+    old = inc["status"]
+    if old == status:
+        return inc
+    if old == "closed":
+        raise IncidentError(f"incident {incident_id} is closed", "status")
+    if status == "closed" and old != "resolved":
+        raise IncidentError("resolve an incident before closing it", "status")
+    values: dict[str, Any] = {"status": status}
+    if status == "mitigating" and inc["mitigated_at"] is None:
+        values["mitigated_at"] = now
+    if status == "monitoring" and inc["mitigated_at"] is None:
+        values["mitigated_at"] = now
+    if status == "resolved":
+        values.update(resolved_at=now, next_step_at=None, next_page_at=None, update_due_at=None)
+    if status == "closed":
+        values["closed_at"] = now
+    kind = "status"
+    if status == "resolved":
+        kind = "resolved"
+    elif status == "closed":
+        kind = "closed"
+    elif old == "resolved":
+        kind = "reopened"
+        values.update(resolved_at=None)
+    _touch(conn, incident_id, now, **values)
+    text = f"status {old} → {status}" + (f": {message}" if message else "")
+    add_event(conn, incident_id, now, kind, actor, text, {"from": old, "to": status})
+    return require(conn, incident_id)
+
+
+def set_severity(
+    conn: Connection,
+    settings: Settings,
+    incident_id: int,
+    severity: int,
+    actor: str,
+    now: float,
+    reason: str = "",
+) -> dict[str, Any]:
+    if severity not in (1, 2, 3):
+        raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+    inc = require(conn, incident_id)
+    if inc["severity"] == severity:
+        return inc
+    due = response_due(severity, inc["detected_at"], calendar(settings))
+    values: dict[str, Any] = {"severity": severity, "response_due_at": due}
+    if inc["update_due_at"] is not None:
+        values["update_due_at"] = now + settings.incidents.update_every[severity]
+    _touch(conn, incident_id, now, **values)
+    add_event(
+        conn,
+        incident_id,
+        now,
+        "severity",
+        actor,
+        f"severity S{inc['severity']} → S{severity}" + (f": {reason}" if reason else ""),
+        {"from": inc["severity"], "to": severity, "response_due_at": due},
+    )
+    return require(conn, incident_id)
+
+
+def assign(
+    conn: Connection, incident_id: int, contact: str, role: str, actor: str, now: float
+) -> None:
+    if role not in ("commander", "responder"):
+        raise IncidentError("role must be commander or responder", "role", 422)
+    if role == "commander":
+        conn.execute(
+            update(t.incident_roles)
+            .where(t.incident_roles.c.incident_id == incident_id, t.incident_roles.c.role == role)
+            .values(role="responder")
+        )
+        _touch(conn, incident_id, now, commander=contact)
+    existing = conn.execute(
+        select(t.incident_roles.c.role).where(
+            t.incident_roles.c.incident_id == incident_id, t.incident_roles.c.contact == contact
+        )
+    ).first()
+    if existing is None:
+        conn.execute(
+            t.incident_roles.insert().values(
+                incident_id=incident_id, contact=contact, role=role, added_at=now
+            )
+        )
+    else:
+        conn.execute(
+            update(t.incident_roles)
+            .where(
+                t.incident_roles.c.incident_id == incident_id,
+                t.incident_roles.c.contact == contact,
+            )
+            .values(role=role)
+        )
+    add_event(conn, incident_id, now, "assigned", actor, f"{contact} is {role}")
+
+
+def add_note(conn: Connection, incident_id: int, actor: str, now: float, text: str) -> None:
+    require(conn, incident_id)
+    add_event(conn, incident_id, now, "note", actor, text)
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,67 @@
+"""The persistent outbox: every notification is a row before anything is sent.
+
+`enqueue` runs inside the caller's transaction, so a notification exists if and only if the
+change that caused it was committed. The sender (notify/sender.py) claims rows with a
+conditional update, sends, and marks them; the idempotency key makes a retry after `kill -9`
+recognisable to the receiver (webhook header, email Message-ID).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from nachtwacht.store import tables as t
+
+
+@dataclass
+class OutboundMessage:
+    idempotency_key: str
+    kind: str  # page | notification | update | reminder | resolved | customer_notice | test ...
+    channel: str  # a channel name from notify.channels
+    subject: str
+    body: str
+    incident_id: int | None = None
+    contact: str | None = None  # None for broadcast channels (chat, webhook)
+    address: str | None = None  # email address or phone number for per-contact channels
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def enqueue(conn: Connection, messages: list[OutboundMessage], now: float) -> list[int]:
+    """Insert messages not already in the outbox; return the new row ids."""
+    if not messages:
+        return []
+    keys = [m.idempotency_key for m in messages]
+    existing = set(
+        conn.execute(
+            select(t.outbox.c.idempotency_key).where(t.outbox.c.idempotency_key.in_(keys))
+        ).scalars()
+    )
+    ids: list[int] = []
+    for m in messages:
+        if m.idempotency_key in existing:
+            continue
+        existing.add(m.idempotency_key)
+        ids.append(
+            conn.execute(
+                t.outbox.insert().values(
+                    idempotency_key=m.idempotency_key[:200],
+                    incident_id=m.incident_id,
+                    kind=m.kind,
+                    channel=m.channel,
+                    contact=m.contact,
+                    address=m.address,
+                    subject=m.subject[:300],
+                    body=m.body,
+                    payload_json=json.dumps(m.payload, default=str),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            ).inserted_primary_key[0]
+        )
+    return ids

@@ -1,0 +1,84 @@
+"""A site with people, a rotation, external support and channels, for incident tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from nachtwacht.alerts.service import Signal
+from nachtwacht.config.loader import parse_config
+from nachtwacht.config.schema import Settings
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
+
+AMS = ZoneInfo("Europe/Amsterdam")
+
+SITE = """
+site: vereniging
+people:
+  contacts:
+    - {id: olga, name: Olga Oncall, roles: [oncall_engineer], email: olga@example.org,
+       phone: "+31600000001", backup: bert}
+    - {id: bert, name: Bert Backup, roles: [devops], email: bert@example.org}
+    - {id: tina, name: Tina Techlead, roles: [technical_lead], email: tina@example.org}
+    - {id: mark, name: Mark Manager, roles: [management, operations_manager],
+       email: mark@example.org}
+    - {id: eve, name: Eve Exec, roles: [executives], email: eve@example.org}
+  external:
+    - {id: hoster, kind: hosting, provider: Hostco, emergency_number: "+31201234567",
+       portal: "https://support.hostco.example", account_id: AC-42}
+    - {id: dbsupport, kind: database, provider: MariaDB Support, contract_id: C-7}
+notify:
+  channels:
+    mail: {kind: email, host: 127.0.0.1, port: 2525, starttls: false}
+    chat: {kind: slack, url: "http://127.0.0.1:9/hook"}
+probes:
+  - {name: db, kind: tcp, host: 127.0.0.1, port: 3306, component: database, severity: 1}
+  - {name: app, kind: tcp, host: 127.0.0.1, port: 8000, component: web, severity: 2,
+     depends_on: [db]}
+  - {name: db-replica, kind: tcp, host: 127.0.0.1, port: 3307, component: database, severity: 2}
+"""
+
+
+def site(store: Store, extra: str = "") -> Settings:
+    return parse_config(f"store:\n  url: {store.url}\n" + SITE + extra, "site.yaml")
+
+
+def local(*args: int) -> float:
+    return datetime(*args, tzinfo=AMS).timestamp()
+
+
+def probe_signal(
+    name: str, component: str, severity: int, at: float, firing: bool = True, **kw: object
+) -> Signal:
+    return Signal(
+        fingerprint=f"probe:{name}",
+        source="probe",
+        title=name,
+        component=component,
+        severity=severity,
+        firing=firing,
+        started_at=at - 60,
+        detected_at=at,
+        message="cannot connect: Connection refused" if firing else "ok",
+        probe_name=name,
+        state="critical" if firing else "ok",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def outbox(store: Store) -> list[dict]:
+    with store.connect() as conn:
+        return [dict(r) for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id)).mappings()]
+
+
+def events(store: Store, incident_id: int) -> list[tuple[str, str]]:
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(t.incident_events.c.kind, t.incident_events.c.message)
+            .where(t.incident_events.c.incident_id == incident_id)
+            .order_by(t.incident_events.c.id)
+        ).all()
+    return [(r.kind, r.message) for r in rows]
