@@ -13,6 +13,7 @@ from nachtwacht import __version__
 from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
 from nachtwacht.config import starter
 from nachtwacht.incidents.cli import incident_app
+from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(probes_cli.probes_app, name="probes")
 app.add_typer(incident_app, name="incident")
+app.command("oncall")(oncall_cli.oncall)
+app.add_typer(oncall_cli.override_app, name="override")
 app.command("status")(probes_cli.status)
 app.command("check")(probes_cli.check)
 

@@ -6,8 +6,9 @@ import asyncio
 import html
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -290,7 +291,11 @@ async def ack_page(request: Request, token: str) -> HTMLResponse:
 
 
 @router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
-async def ack_link(request: Request, token: str, actor: str = Form("link")) -> HTMLResponse:
+async def ack_link(request: Request, token: str) -> HTMLResponse:
+    # a plain urlencoded form: parsed here rather than pulling in python-multipart
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    actor = (form.get("actor") or ["link"])[0].strip()[:60] or "link"
+
     def work(conn, rt: Runtime, now: float) -> dict[str, Any] | None:  # noqa: ANN001
         inc = service.by_ack_token(conn, token)
         if inc is None:

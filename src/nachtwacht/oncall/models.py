@@ -87,7 +87,11 @@ class Rotation(Strict):
     @model_validator(mode="after")
     def _handoff_shape(self) -> Rotation:
         day = r"(mon|tue|wed|thu|fri|sat|sun) "
-        pattern = rf"{day}([01]\d|2[0-3]):[0-5]\d" if self.type == "weekly" else r"([01]\d|2[0-3]):[0-5]\d"
+        pattern = (
+            rf"{day}([01]\d|2[0-3]):[0-5]\d"
+            if self.type == "weekly"
+            else r"([01]\d|2[0-3]):[0-5]\d"
+        )
         if not re.fullmatch(pattern, self.handoff):
             example = "mon 09:00" if self.type == "weekly" else "09:00"
             raise ValueError(f"handoff '{self.handoff}' must look like '{example}' for {self.type}")

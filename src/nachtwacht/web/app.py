@@ -15,6 +15,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents.api import router as incidents_router
+from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
@@ -56,6 +57,7 @@ def create_app(
     errors.install(app)
     app.include_router(probes_router)
     app.include_router(incidents_router)
+    app.include_router(oncall_router)
     app.include_router(ping_router)
 
     @app.get("/healthz", tags=["health"])
