@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
-from nachtwacht.oncall import api, cli, service
+from nachtwacht.oncall import api, service
 from nachtwacht.oncall.service import OncallError
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -416,14 +416,8 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
+    from nachtwacht.cli.main import app
 
-    @app.callback()
-    def root() -> None:  # keeps `oncall` a subcommand, as under the real root
-        pass
-
-    app.command("oncall")(cli.oncall)
-    app.add_typer(cli.override_app, name="override")
     return app
 
 
@@ -488,14 +482,14 @@ def test_cli_oncall_answers_from_config_when_the_store_is_down(tmp_path: Path) -
 
 def test_cli_override_add_list_delete(config_file: Path) -> None:
     add = run(
-        "override", "add", "primary", "dave", "--from", "2090-01-01 09:00",
+        "oncall", "override", "add", "primary", "dave", "--from", "2090-01-01 09:00",
         "--until", "2090-01-02 09:00", "--actor", "olga", "-c", str(config_file),
     )  # fmt: skip
     assert add.exit_code == 0, add.output
     assert "Dave Dekker on call in primary from Sun 2090-01-01 09:00 CET" in add.output
     override_id = int(add.output.split("#")[1].split(":")[0])
 
-    listed = run("override", "list", "primary", "--json", "-c", str(config_file))
+    listed = run("oncall", "override", "list", "primary", "--json", "-c", str(config_file))
     # (the config's Christmas override is listed too until it ends in real time)
     rows = [r for r in json.loads(listed.output) if r["source"] == "store"]
     assert [(r["id"], r["contact"], r["created_by"]) for r in rows] == [
@@ -504,17 +498,25 @@ def test_cli_override_add_list_delete(config_file: Path) -> None:
     at = run("oncall", "-c", str(config_file), "--at", "2090-01-01 12:00", "--json")
     assert json.loads(at.output)["rotations"][0]["override"]["id"] == override_id
 
-    deleted = run("override", "delete", str(override_id), "-c", str(config_file))
+    deleted = run("oncall", "override", "delete", str(override_id), "-c", str(config_file))
     assert deleted.exit_code == 0 and f"deleted override #{override_id}" in deleted.output
-    again = run("override", "delete", str(override_id), "-c", str(config_file))
+    again = run("oncall", "override", "delete", str(override_id), "-c", str(config_file))
     assert again.exit_code == 1 and f"no override with id {override_id}" in again.output
-    listed = run("override", "list", "--json", "-c", str(config_file))
+    listed = run("oncall", "override", "list", "--json", "-c", str(config_file))
     assert [r for r in json.loads(listed.output) if r["source"] == "store"] == []
 
 
 def test_cli_override_add_with_unknown_contact_fails_in_one_line(config_file: Path) -> None:
     result = run(
-        "override", "add", "primary", "zoe", "--until", "2090-01-02 09:00", "-c", str(config_file)
+        "oncall",
+        "override",
+        "add",
+        "primary",
+        "zoe",
+        "--until",
+        "2090-01-02 09:00",
+        "-c",
+        str(config_file),
     )
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: no contact 'zoe'")

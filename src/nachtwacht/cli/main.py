@@ -26,8 +26,13 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(probes_cli.probes_app, name="probes")
 app.add_typer(incident_app, name="incident")
-app.command("oncall")(oncall_cli.oncall)
-app.add_typer(oncall_cli.override_app, name="override")
+oncall_app = typer.Typer(
+    help="Who is on call now and next; `oncall override` manages overrides.",
+    invoke_without_command=True,
+)
+oncall_app.callback()(oncall_cli.oncall)
+oncall_app.add_typer(oncall_cli.override_app, name="override")
+app.add_typer(oncall_app, name="oncall")
 app.command("status")(probes_cli.status)
 app.command("check")(probes_cli.check)
 

@@ -81,6 +81,7 @@ def _reach(person: dict[str, Any] | None) -> str:
 
 
 def oncall(
+    ctx: typer.Context,
     config: ConfigOption = None,
     at: Annotated[
         str | None, typer.Option("--at", help=f"Ask about another moment; {TIME_HELP}")
@@ -88,6 +89,8 @@ def oncall(
     as_json: JsonOption = False,
 ) -> None:
     """Who is on call now (or --at a moment) and next, the protocol roles and external support."""
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = settings(config)
     now = _time(at, cfg, "--at") if at else SystemClock().now()
     warning = None
