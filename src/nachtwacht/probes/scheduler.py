@@ -61,8 +61,10 @@ class Scheduler:
         max_concurrency: int = 1000,
         startup_spread: float = 25.0,
         rng: random.Random | None = None,
+        batch_window: float = 0.025,
     ) -> None:
         self.clock = clock
+        self.batch_window = batch_window
         self.ctx = ctx
         self.writer = writer
         self.stats = SchedulerStats()
@@ -70,7 +72,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._heap: list[tuple[float, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         rng = rng or random.Random()
         now = clock.now()
         self.runtimes: dict[int, Runtime] = {}
@@ -90,19 +92,23 @@ class Scheduler:
 
     # -- one step, usable from tests with a fake clock -------------------------------------
 
-    def launch_due(self) -> float:
-        """Start every check that is due; return seconds until the next one is due."""
+    def launch_due(self, horizon: float = 0.0) -> float:
+        """Start every check due by now (+ `horizon`); return seconds until the next one is due."""
         now = self.clock.now()
+        limit = now + horizon
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        runtimes = self.runtimes
+        tasks = self._tasks
+        create_task = asyncio.get_running_loop().create_task
+        while heap and heap[0][0] <= limit:
             due, pid = heapq.heappop(heap)
-            rt = self.runtimes.get(pid)
+            rt = runtimes.get(pid)
             if rt is None or rt.due != due:
                 continue  # stale entry (the probe was rescheduled or removed)
             rt.running = True
-            task = asyncio.get_running_loop().create_task(self._run(rt, due))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = create_task(self._run(rt, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         return (heap[0][0] - now) if heap else 1.0
 
     async def run_due(self) -> None:
@@ -121,13 +127,27 @@ class Scheduler:
         await self.run_due()
 
     async def loop(self, stop: asyncio.Event) -> None:
+        # Checks start in batches: a wake-up also starts every check due within the next
+        # `batch_window` (25 ms), so at 333 checks/s the loop wakes ~40 times a second rather
+        # than once per check, and requests go out (and answers come back) together. Measured
+        # on a 2-core VM, an idle-to-busy wake-up costs 60-140 us of CPU, more than the rest of
+        # an HTTP check; batching cut the engine's CPU per check by about half (see
+        # docs/performance.md). No check starts late for it, at most `batch_window` early.
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            wait = self.launch_due()
-            self._wake.clear()
+            wait = self.launch_due(self.batch_window)
+            # a plain future and timer handle: cheaper than wait_for(), which makes a task
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(max(0.005, min(wait, 0.5)), _wake_up, waiter)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.005, min(wait, 0.5)))
-            except TimeoutError:
-                pass
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+
+    def wake(self) -> None:
+        """Re-examine the schedule now (after probes were added or rescheduled from outside)."""
+        _wake_up(self._waiter)
 
     async def drain(self) -> None:
         if self._tasks:
@@ -182,3 +202,8 @@ class Scheduler:
             )
         rt.due = following
         heapq.heappush(self._heap, (following, rt.probe_id))
+
+
+def _wake_up(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
