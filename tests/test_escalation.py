@@ -187,12 +187,25 @@ def test_maintenance_records_but_does_not_page(store: Store) -> None:
     out = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT)
     assert out.muted_by == "maintenance:db-upgrade"
     assert outbox(store) == []
-    _tick(store, settings, NIGHT + 3600)
+    _tick(store, settings, NIGHT + 1800)
     assert outbox(store) == []
-    _fire(
-        store, settings, probe_signal("db", "database", 1, NIGHT + 1800, firing=False), NIGHT + 1800
-    )
+    recovered = probe_signal("db", "database", 1, NIGHT + 2400, firing=False)
+    _fire(store, settings, recovered, NIGHT + 2400)
     assert outbox(store) == []  # it never paged, so no resolved notice either
+
+
+def test_paging_starts_when_the_window_ends_and_the_failure_goes_on(store: Store) -> None:
+    settings = site(
+        store,
+        "maintenance:\n  - {name: db-upgrade, start: 2026-12-02T02:00:00, "
+        "end: 2026-12-02T04:00:00, components: [database]}\n",
+    )
+    inc_id = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT).incident_id
+    _tick(store, settings, NIGHT + 1800)
+    assert outbox(store) == []
+    _tick(store, settings, local(2026, 12, 2, 4, 0, 5))
+    assert "olga" in _recipients(outbox(store), "emergency_alert")
+    assert any("paging resumed" in m for k, m in events(store, inc_id) if k == "note")
 
 
 def test_an_incident_that_paged_still_sends_its_resolved_notice_in_maintenance(

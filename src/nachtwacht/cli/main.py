@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nachtwacht import __version__
+from nachtwacht.alerts.cli import maintenance_app, silence_app
 from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
 from nachtwacht.config import starter
 from nachtwacht.incidents.cli import incident_app
@@ -26,6 +27,8 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(probes_cli.probes_app, name="probes")
 app.add_typer(incident_app, name="incident")
+app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(silence_app, name="silence")
 oncall_app = typer.Typer(
     help="Who is on call now and next; `oncall override` manages overrides.",
     invoke_without_command=True,

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
+from nachtwacht.alerts.maintenance import mute_reason
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import notifications, service
 from nachtwacht.incidents.models import OPEN_STATUSES
@@ -86,8 +87,8 @@ def advance(conn: Connection, settings: Settings, incident_id: int, now: float) 
         if not inc["muted"]:
             queued += _fire_next(conn, settings, incident_id, now, "response target missed")
         inc = service.require(conn, incident_id)
-    if inc["muted"]:
-        return queued  # maintenance or silence: recorded, not paged
+    if _muted_now(conn, settings, inc, now):
+        return queued  # maintenance, silence or inhibition: recorded, not paged
     elapsed = now - inc["detected_at"]
     while inc["next_step"] < len(policy.steps) and policy.steps[inc["next_step"]].after <= elapsed:
         fired = _fire_step(conn, settings, inc, inc["next_step"], policy, now, "")
@@ -105,6 +106,63 @@ def advance(conn: Connection, settings: Settings, incident_id: int, now: float) 
     if inc["update_due_at"] is not None and inc["update_due_at"] <= now:
         queued += _remind(conn, settings, inc, now)
     return queued
+
+
+def _muted_now(conn: Connection, settings: Settings, inc: dict[str, Any], now: float) -> bool:
+    """Is paging for this incident muted right now? Re-evaluated on every tick.
+
+    An alert-born incident is muted while every firing alert is muted: its maintenance window
+    or silence still applies, or the dependency that inhibits it is still failing. When that
+    stops being so, paging resumes from where the clock is (and the other way round).
+    """
+    if inc["origin"] != "alert":
+        return bool(inc["muted"])
+    firing = (
+        conn.execute(
+            select(t.alerts).where(
+                t.alerts.c.incident_id == inc["id"], t.alerts.c.status == "firing"
+            )
+        )
+        .mappings()
+        .all()
+    )
+    if not firing:
+        return bool(inc["muted"])
+    reasons = [_alert_muted_by(conn, settings, dict(a), now) for a in firing]
+    muted = all(reasons)
+    if muted != bool(inc["muted"]):
+        conn.execute(update(t.incidents).where(t.incidents.c.id == inc["id"]).values(muted=muted))
+        text = (
+            f"paging muted: {', '.join(sorted({r for r in reasons if r}))}"
+            if muted
+            else "paging resumed: a firing alert is no longer muted"
+        )
+        service.add_event(conn, inc["id"], now, "note", "nachtwacht", text)
+    return muted
+
+
+def _alert_muted_by(
+    conn: Connection, settings: Settings, alert: dict[str, Any], now: float
+) -> str | None:
+    reason = alert["muted_by"] or ""
+    if reason.startswith("inhibited:"):
+        cause = conn.execute(
+            select(t.alerts.c.id).where(
+                t.alerts.c.fingerprint == f"probe:{reason.partition(':')[2]}",
+                t.alerts.c.status == "firing",
+            )
+        ).first()
+        if cause is not None:
+            return reason
+    probe = alert["fingerprint"].partition(":")[2] if alert["source"] == "probe" else None
+    return mute_reason(
+        conn,
+        settings,
+        now,
+        probe=probe,
+        component=alert["component"],
+        fingerprint=alert["fingerprint"],
+    )
 
 
 def _fire_next(conn: Connection, settings: Settings, incident_id: int, now: float, why: str) -> int:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nachtwacht import __version__
+from nachtwacht.alerts.api import router as alerts_router
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
@@ -57,6 +58,7 @@ def create_app(
     errors.install(app)
     app.include_router(probes_router)
     app.include_router(incidents_router)
+    app.include_router(alerts_router)
     app.include_router(oncall_router)
     app.include_router(ping_router)
 

@@ -1,0 +1,271 @@
+"""/api/v1 doors for external alerts, maintenance windows and silences (thin wrappers).
+
+External alerts go through the same pipeline as probe alerts (`alerts.service.process`), all
+signals of one request in one transaction, so an Alertmanager notification is taken whole or
+not at all (a 5xx makes Alertmanager retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, select
+
+from nachtwacht.alerts import service, windows
+from nachtwacht.alerts.external import (
+    AlertmanagerWebhook,
+    GenericAlert,
+    signal_from_generic,
+    signals_from_alertmanager,
+)
+from nachtwacht.clock import iso
+from nachtwacht.store import tables as t
+from nachtwacht.web.errors import ApiError
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+T = TypeVar("T")
+
+TimeValue = str | float | None
+
+
+def _rt(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _wake(request: Request) -> None:
+    # pages go out at once instead of at the outbox's next poll (when the runtime offers it)
+    wake = getattr(_rt(request), "wake_outbox", None)
+    if callable(wake):
+        wake()
+
+
+async def _write(request: Request, work: Callable[[Connection, Any, float], T]) -> T:
+    """Run `work(conn, runtime, now)` in one transaction off the event loop."""
+    rt = _rt(request)
+
+    def run() -> T:
+        now = rt.clock.now()
+        with rt.store.begin() as conn:
+            return work(conn, rt, now)
+
+    try:
+        return await asyncio.to_thread(run)
+    except windows.WindowError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+
+
+async def _read(request: Request, work: Callable[[Connection, Any, float], T]) -> T:
+    rt = _rt(request)
+
+    def run() -> T:
+        with rt.store.connect() as conn:
+            return work(conn, rt, rt.clock.now())
+
+    return await asyncio.to_thread(run)
+
+
+def _outcome(signal: service.Signal, outcome: service.Outcome) -> dict[str, Any]:
+    return {
+        "alert_id": outcome.alert_id,
+        "incident_id": outcome.incident_id,
+        "action": outcome.action,
+        "muted_by": outcome.muted_by,
+        "fingerprint": signal.fingerprint,
+    }
+
+
+async def _process(request: Request, make: Callable[[float], list[service.Signal]]) -> dict:
+    def work(conn: Connection, rt: Any, now: float) -> list[dict[str, Any]]:
+        signals = make(now)
+        return [_outcome(s, service.process(conn, rt.settings, s, now)) for s in signals]
+
+    results = await _write(request, work)
+    if any(r["action"] in ("opened", "resolved") for r in results):
+        _wake(request)
+    return {"alerts": results}
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+@router.post("/alerts")
+async def post_alert(request: Request, body: GenericAlert) -> dict[str, Any]:
+    """Raise (or resolve, with "status": "resolved") one alert from any system."""
+    return await _process(request, lambda now: [signal_from_generic(body, now)])
+
+
+@router.post("/alerts/alertmanager")
+async def post_alertmanager(request: Request, body: AlertmanagerWebhook) -> dict[str, Any]:
+    """Prometheus Alertmanager's webhook_config receiver (payload version 4)."""
+    return await _process(request, lambda now: signals_from_alertmanager(body, now))
+
+
+def alert_view(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "labels_json"}
+    out["labels"] = json.loads(row["labels_json"]) if row["labels_json"] else {}
+    for key in ("started_at", "fired_at", "resolved_at", "last_seen"):
+        out[key] = iso(row[key])
+    return out
+
+
+@router.get("/alerts")
+async def list_alerts(
+    request: Request,
+    status: Literal["firing", "resolved", "all"] = "firing",
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    def work(conn: Connection, _rt: Any, _now: float) -> list[dict[str, Any]]:
+        a = t.alerts.c
+        query = select(t.alerts).order_by(a.fired_at.desc(), a.id.desc()).limit(limit)
+        if status != "all":
+            query = query.where(a.status == status)
+        return [alert_view(dict(r)) for r in conn.execute(query).mappings()]
+
+    return await _read(request, work)
+
+
+# ---------------------------------------------------------------------------- maintenance
+
+
+class MaintenanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    starts_at: TimeValue = None
+    ends_at: TimeValue = None
+    duration: TimeValue = None
+    components: list[str] = Field(default_factory=list)
+    probes: list[str] = Field(default_factory=list)
+    comment: str = ""
+    created_by: str = Field("api", min_length=1, max_length=120)
+
+
+@router.get("/maintenance")
+async def list_maintenance(
+    request: Request, all: bool = Query(False, description="Include ended and past windows.")
+) -> list[dict[str, Any]]:
+    def work(conn: Connection, rt: Any, now: float) -> list[dict[str, Any]]:
+        return windows.list_windows(conn, rt.settings, now, include_past=all)
+
+    return await _read(request, work)
+
+
+@router.post("/maintenance", status_code=201)
+async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, Any]:
+    """A one-off window: muted paging for the components/probes (none: the whole site)."""
+
+    def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
+        start, end = windows.span(
+            now, rt.settings.zone, start=body.starts_at, end=body.ends_at, duration=body.duration
+        )
+        window_id = windows.add_window(
+            conn,
+            rt.settings,
+            name=body.name,
+            starts_at=start,
+            ends_at=end,
+            now=now,
+            created_by=body.created_by,
+            components=body.components,
+            probes=body.probes,
+            comment=body.comment,
+        )
+        row = windows.get_window(conn, window_id)
+        assert row is not None
+        return windows.store_window_view(row, now)
+
+    return await _write(request, work)
+
+
+@router.post("/maintenance/{window_id}/end")
+async def end_maintenance(request: Request, window_id: int) -> dict[str, Any]:
+    def work(conn: Connection, _rt: Any, now: float) -> dict[str, Any]:
+        return windows.store_window_view(windows.end_window(conn, window_id, now), now)
+
+    return await _write(request, work)
+
+
+# ---------------------------------------------------------------------------- silences
+
+
+class SilenceIn(BaseModel):
+    """Exactly one of matcher, probe, component, fingerprint or all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matcher: str | None = None
+    probe: str | None = None
+    component: str | None = None
+    fingerprint: str | None = None
+    all: bool = False
+    starts_at: TimeValue = None
+    ends_at: TimeValue = None
+    duration: TimeValue = None
+    comment: str = ""
+    created_by: str = Field("api", min_length=1, max_length=120)
+
+    def to_matcher(self) -> str:
+        given = [
+            m
+            for m in (
+                self.matcher,
+                f"probe:{self.probe}" if self.probe is not None else None,
+                f"component:{self.component}" if self.component is not None else None,
+                f"fingerprint:{self.fingerprint}" if self.fingerprint is not None else None,
+                "all" if self.all else None,
+            )
+            if m is not None
+        ]
+        if len(given) != 1:
+            raise windows.WindowError(
+                "matcher: give exactly one of matcher, probe, component, fingerprint or all",
+                "matcher",
+            )
+        return given[0]
+
+
+@router.get("/silences")
+async def list_silences(
+    request: Request, all: bool = Query(False, description="Include expired silences.")
+) -> list[dict[str, Any]]:
+    def work(conn: Connection, _rt: Any, now: float) -> list[dict[str, Any]]:
+        return windows.list_silences(conn, now, include_past=all)
+
+    return await _read(request, work)
+
+
+@router.post("/silences", status_code=201)
+async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
+    def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
+        matcher = body.to_matcher()
+        start, end = windows.span(
+            now, rt.settings.zone, start=body.starts_at, end=body.ends_at, duration=body.duration
+        )
+        silence_id = windows.add_silence(
+            conn,
+            rt.settings,
+            matcher=matcher,
+            starts_at=start,
+            ends_at=end,
+            now=now,
+            created_by=body.created_by,
+            comment=body.comment,
+        )
+        row = windows.get_silence(conn, silence_id)
+        assert row is not None
+        return windows.silence_view(row, now)
+
+    return await _write(request, work)
+
+
+@router.post("/silences/{silence_id}/expire")
+async def expire_silence(request: Request, silence_id: int) -> dict[str, Any]:
+    def work(conn: Connection, _rt: Any, now: float) -> dict[str, Any]:
+        return windows.silence_view(windows.expire_silence(conn, silence_id, now), now)
+
+    return await _write(request, work)
