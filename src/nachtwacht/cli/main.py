@@ -14,6 +14,7 @@ from nachtwacht.alerts.cli import maintenance_app, silence_app
 from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
 from nachtwacht.config import starter
 from nachtwacht.incidents.cli import incident_app
+from nachtwacht.notify.cli import notify_app
 from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
 
@@ -29,6 +30,7 @@ app.add_typer(probes_cli.probes_app, name="probes")
 app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(silence_app, name="silence")
+app.add_typer(notify_app, name="notify")
 oncall_app = typer.Typer(
     help="Who is on call now and next; `oncall override` manages overrides.",
     invoke_without_command=True,

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
+from nachtwacht.engine.alerting import Alerting
 from nachtwacht.engine.core import Engine
+from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import rollups, service
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.scheduler import Scheduler
@@ -28,7 +30,10 @@ class Runtime:
     writer: ResultWriter
     scheduler: Scheduler
     engine: Engine
+    alerting: Alerting
+    sender: OutboxSender
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(
@@ -59,12 +64,16 @@ class Runtime:
             startup_spread=settings.engine.startup_spread,
         )
         engine = Engine(store, clock)
-        runtime = cls(settings, store, clock, ctx, writer, scheduler, engine)
+        sender = OutboxSender(store, settings, clock, engine.instance)
+        alerting = Alerting(settings, store, clock, sender)
+        scheduler.listeners.append(alerting.listener(scheduler))
+        runtime = cls(settings, store, clock, ctx, writer, scheduler, engine, alerting, sender)
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
         engine.add("retention", 600.0, runtime._retention)
         engine.add("health", 15.0, runtime._persist_health)
+        engine.add("escalation", 5.0, alerting.escalate)
         return runtime
 
     async def _check_scheduler(self, now: float) -> None:
@@ -90,8 +99,16 @@ class Runtime:
     async def _persist_health(self, now: float) -> None:
         await asyncio.to_thread(self.engine.persist_health, now)
 
+    def wake_outbox(self) -> None:
+        """New rows are in the outbox: send them now rather than at the next poll."""
+        self.sender.wake()
+
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self.scheduler.loop(self.engine.stop))
+        self._tasks = [
+            asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
+            asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
+        ]
         self.engine.start()
 
     async def stop(self) -> None:
@@ -100,6 +117,13 @@ class Runtime:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self.scheduler.close()
         await self.engine.shutdown()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.alerting.drain()
+        except Exception:
+            log.exception("alert signals left unprocessed at shutdown")
+        await self.sender.close()
         try:
             await asyncio.to_thread(self.writer.flush_sync)
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())

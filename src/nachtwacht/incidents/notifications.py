@@ -57,6 +57,10 @@ def queue(
     actor: str = "nachtwacht",
 ) -> int:
     context = context_for(conn, settings, incident) | (extra or {})
+    if channels is not None:
+        # `channel:X` targets choose the broadcast channels; contacts still get their own
+        personal = [n for n, c in settings.notify.channels.items() if c.kind in ("email", "sms")]
+        channels = [*personal, *channels]
     messages = compose(
         settings,
         kind=kind,
@@ -65,6 +69,7 @@ def queue(
         contacts=contacts,
         context=context,
         channels=channels,
+        now=now,
     )
     ids = enqueue(conn, messages, now)
     if ids:

@@ -16,6 +16,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents.api import router as incidents_router
+from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
 from nachtwacht.store.db import Store
@@ -59,6 +60,7 @@ def create_app(
     app.include_router(probes_router)
     app.include_router(incidents_router)
     app.include_router(alerts_router)
+    app.include_router(notify_router)
     app.include_router(oncall_router)
     app.include_router(ping_router)
 

@@ -1,0 +1,48 @@
+"""/api/v1 routes for notifications: send a test message, list the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from nachtwacht.notify.sender import STATUSES, NotifyTestError, list_outbox, send_test
+from nachtwacht.web.errors import ApiError
+
+router = APIRouter(prefix="/api/v1", tags=["notify"])
+
+
+class NotifyTestBody(BaseModel):
+    contact: str = Field(description="A contact id from people.contacts")
+    wait: float = Field(default=10.0, ge=0, le=60, description="Seconds to keep retrying")
+
+
+@router.post("/notify/test")
+async def notify_test(request: Request, body: NotifyTestBody) -> dict[str, Any]:
+    """Send a test message to one contact on every channel that reaches them."""
+    rt = request.app.state.runtime
+    try:
+        results = await send_test(rt.settings, rt.store, rt.clock, body.contact, body.wait)
+    except NotifyTestError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return {
+        "contact": body.contact,
+        "ok": all(r["status"] == "sent" for r in results),
+        "channels": results,
+    }
+
+
+@router.get("/outbox")
+async def get_outbox(
+    request: Request,
+    status: str | None = Query(None, description="pending | sending | sent | dead"),
+    incident: int | None = Query(None, description="only rows of this incident"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> list[dict[str, Any]]:
+    """The newest outbox rows, with attempts, next attempt and last error."""
+    if status is not None and status not in STATUSES:
+        raise ApiError(422, f"status must be one of {', '.join(STATUSES)}", "status")
+    rt = request.app.state.runtime
+    return await asyncio.to_thread(list_outbox, rt.store, status, limit, incident)

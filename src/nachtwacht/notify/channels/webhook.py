@@ -1,0 +1,34 @@
+"""A generic JSON webhook: the whole message, with the structured payload, in one POST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from nachtwacht.notify.channels import base_headers, request
+from nachtwacht.notify.models import WebhookChannel
+
+
+def body(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": message["key"],
+        "kind": message["kind"],
+        "subject": message["subject"],
+        "body": message["body"],
+        "payload": message.get("payload") or {},
+    }
+
+
+async def send(cfg: WebhookChannel, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+    # the configured headers (auth tokens) first; ours last, so the key cannot be overridden
+    headers = {**cfg.headers, **base_headers(message)}
+    await request(
+        http,
+        "POST",
+        str(cfg.url),
+        timeout=float(cfg.timeout),
+        what=f"webhook {message['channel']}",
+        json=body(message),
+        headers=headers,
+    )

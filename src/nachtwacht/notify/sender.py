@@ -1,0 +1,560 @@
+"""The outbox sender: claims due rows, delivers them, and records the outcome.
+
+Guarantees (docs/notifications.md has the long form):
+
+- A row is claimed with a conditional UPDATE (`WHERE id = ? AND <still due>`), so two senders
+  on one store never both own it; the claim is a lease (`claimed_until`). A sender killed
+  mid-send leaves its rows in `sending`; any sender takes them again once the lease passes.
+  That is at-least-once: the receiver dedupes by the idempotency key.
+- At most `concurrency` rows are in flight per sender, so a `kill -9` can repeat at most that
+  many deliveries. `close()` waits for the in-flight sends and records them: after a clean
+  stop nothing is sent twice.
+- Failures retry after `retry_backoff * 2**(attempts-1)` (at most 10 minutes); a permanent
+  error or `max_attempts` failures make the row `dead`. Each outcome of a row that belongs to
+  an incident goes on its timeline in the same transaction as the row's new status.
+- Per destination (channel and address; the channel alone for broadcast channels) at most
+  `rate_limit_per_minute` deliveries start in any rolling minute; the rest wait (their
+  `next_attempt_at` moves), none is dropped. A sent row's `next_attempt_at` is the time it was
+  sent, so the limiter reads recent sends through the (status, next_attempt_at) index.
+
+New work is picked up at once through `wake()`; the 1 s loop timer only serves retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, func, or_, select, update
+
+from nachtwacht.clock import Clock, iso
+from nachtwacht.config.schema import Settings
+from nachtwacht.incidents.service import add_event
+from nachtwacht.notify import channels
+from nachtwacht.notify.channels import DeliveryError
+from nachtwacht.notify.compose import BROADCAST, compose, label
+from nachtwacht.notify.outbox import enqueue
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "sending", "sent", "dead")
+MAX_BACKOFF = 600.0
+WINDOW = 60.0  # the rate limit's rolling window
+o = t.outbox.c
+
+
+def backoff(settings: Settings, attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th failed attempt."""
+    base = float(settings.notify.retry_backoff)
+    return min(MAX_BACKOFF, base * 2 ** max(0, attempts - 1))
+
+
+def _due(now: float) -> Any:
+    """Rows a sender may claim: due pending rows, and rows whose sender's lease ran out."""
+    return or_(
+        and_(o.status == "pending", o.next_attempt_at <= now),
+        and_(o.status == "sending", o.claimed_until < now),
+    )
+
+
+@dataclass
+class Plan:
+    chosen: dict[int, str] = field(default_factory=dict)  # row id → channel
+    deferred: dict[int, float] = field(default_factory=dict)  # row id → new next_attempt_at
+    more: bool = False  # due rows were left for lack of capacity
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        instance: str | None = None,
+        *,
+        concurrency: int = 8,
+        lease: float | None = None,
+        batch: int = 200,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.concurrency = max(1, concurrency)
+        self.lease = lease
+        self.batch = batch
+        self._http = http
+        self._own_http = http is None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one claim at a time, and none once closing
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._closing = False
+        self._more = False  # the last claim left due rows behind for lack of capacity
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.last_error: str | None = None
+        self.sent = 0
+        self.failed = 0
+
+    # -- waking --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New rows were committed: send them now. Safe to call from any thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- one round -----------------------------------------------------------------------
+
+    async def tick(
+        self, now: float, *, wait: bool = True, only: Collection[int] | None = None
+    ) -> int:
+        """Claim due rows (up to the free concurrency) and start sending them.
+
+        With `wait` (the default) return once they are sent and marked; the loop passes
+        `wait=False` so one slow receiver does not hold back the next page. `only` restricts
+        the round to those row ids. Returns the number of rows claimed.
+        """
+        async with self._lock:
+            if self._closing:
+                return 0
+            capacity = self.concurrency - len(self._inflight)
+            if capacity <= 0:
+                self._more = True
+                return 0
+            busy = list(self._inflight)
+            rows, more = await asyncio.to_thread(self._claim, now, capacity, busy, only)
+            self._more = more
+            tasks = [self._start(row) for row in rows]
+        if wait and tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    def _lease_for(self, channel: str) -> float:
+        if self.lease is not None:
+            return self.lease
+        cfg = self.settings.notify.channels.get(channel)
+        timeout = float(getattr(cfg, "timeout", 10.0))
+        # an SMTP session is several round trips, each with the timeout; keep a wide margin
+        return max(60.0, 4 * timeout + 10)
+
+    def _claim(
+        self, now: float, capacity: int, busy: list[int], only: Collection[int] | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        plan = self._plan(now, capacity, busy, only)
+        return self._take(now, plan), plan.more
+
+    def _plan(
+        self, now: float, capacity: int, busy: list[int], only: Collection[int] | None = None
+    ) -> Plan:
+        """Read the due rows and decide, by the rate limits, which to claim and which to defer."""
+        query = (
+            select(o.id, o.channel, o.address, o.status)
+            .where(_due(now))
+            .order_by(o.next_attempt_at, o.id)
+            .limit(self.batch)
+        )
+        if only is not None:
+            query = query.where(o.id.in_(list(only)))
+        if busy:
+            query = query.where(o.id.not_in(busy))
+        plan = Plan()
+        with self.store.connect() as conn:
+            candidates = conn.execute(query).all()
+            if not candidates:
+                return plan
+            names = sorted({c.channel for c in candidates})
+            recent = conn.execute(
+                select(o.channel, o.address, o.next_attempt_at).where(
+                    o.status.in_(("sent", "sending")),
+                    o.next_attempt_at > now - WINDOW,
+                    o.channel.in_(names),
+                )
+            ).all()
+        limit = self.settings.notify.rate_limit_per_minute
+        window: dict[tuple[str, str | None], list[float]] = defaultdict(list)
+        for r in recent:
+            window[self._destination(r.channel, r.address)].append(r.next_attempt_at)
+        for c in candidates:
+            dest = self._destination(c.channel, c.address)
+            times = sorted(x for x in window[dest] if x > now - WINDOW)
+            if len(times) >= limit:
+                if c.status == "pending":
+                    # the next slot opens when the limit-th most recent send leaves the window
+                    plan.deferred[c.id] = times[-limit] + WINDOW
+                continue
+            if len(plan.chosen) >= capacity:
+                plan.more = True
+                continue
+            plan.chosen[c.id] = c.channel
+            window[dest].append(now)
+        return plan
+
+    def _take(self, now: float, plan: Plan) -> list[dict[str, Any]]:
+        """Claim the chosen rows with a conditional update each; return the rows we got."""
+        if not plan.chosen and not plan.deferred:
+            return []
+        claimed: list[int] = []
+        with self.store.begin() as conn:
+            # in id order, so two senders on PostgreSQL/MariaDB lock rows in the same order
+            for row_id, until in sorted(plan.deferred.items()):
+                conn.execute(
+                    update(t.outbox)
+                    .where(o.id == row_id, o.status == "pending", o.next_attempt_at <= now)
+                    .values(next_attempt_at=until)
+                )
+            for row_id, channel in sorted(plan.chosen.items()):
+                got = conn.execute(
+                    update(t.outbox)
+                    .where(o.id == row_id, _due(now))
+                    .values(
+                        status="sending",
+                        claimed_by=self.instance,
+                        claimed_until=now + self._lease_for(channel),
+                        attempts=o.attempts + 1,
+                        next_attempt_at=now,
+                    )
+                ).rowcount
+                if got == 1:
+                    claimed.append(row_id)
+            rows = []
+            if claimed:
+                query = select(t.outbox).where(o.id.in_(claimed)).order_by(o.id)
+                rows = [dict(r) for r in conn.execute(query).mappings()]
+        if plan.deferred:
+            log.info("rate limit: %d notifications deferred", len(plan.deferred))
+        return rows
+
+    @staticmethod
+    def _destination(channel: str, address: str | None) -> tuple[str, str | None]:
+        return (channel, address)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _start(self, row: dict[str, Any]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._deliver(row), name=f"outbox-{row['id']}")
+        self._inflight[row["id"]] = task
+
+        def done(_task: asyncio.Task[None], row_id: int = row["id"]) -> None:
+            self._inflight.pop(row_id, None)
+            if self._more:
+                self._wake.set()
+
+        task.add_done_callback(done)
+        return task
+
+    def client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
+
+    def _message(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        contact = self.settings.people.contact(row["contact"]) if row["contact"] else None
+        return {
+            "id": row["id"],
+            "key": row["idempotency_key"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "contact": row["contact"],
+            "contact_name": contact.name if contact else None,
+            "address": row["address"],
+            "subject": row["subject"],
+            "body": row["body"],
+            "payload": json.loads(row["payload_json"]) if row["payload_json"] else {},
+            "incident_id": row["incident_id"],
+            "attempt": row["attempts"],
+            "now": now,
+        }
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        error: DeliveryError | None = None
+        cfg = self.settings.notify.channels.get(row["channel"])
+        budget = self._lease_for(row["channel"]) * 0.8  # finish (or give up) inside the lease
+        try:
+            if cfg is None:
+                raise DeliveryError(
+                    f"channel '{row['channel']}' is not in the config any more", permanent=True
+                )
+            async with asyncio.timeout(budget):
+                await channels.send(cfg, self._message(row, self.clock.now()), self.client())
+        except DeliveryError as exc:
+            error = exc
+        except TimeoutError:
+            error = DeliveryError(f"{row['channel']}: gave up after {budget:g}s")
+        except Exception as exc:  # a bug in a channel must not stop the others
+            log.exception("channel %s failed unexpectedly", row["channel"])
+            error = DeliveryError(f"{exc.__class__.__name__}: {exc}")
+        try:
+            await asyncio.to_thread(self._finish, row, error, self.clock.now())
+        except StoreError as exc:
+            # the row stays `sending`; it is retried when its lease runs out (at-least-once)
+            self.last_error = str(exc)
+            log.error("could not record outbox row %s: %s", row["id"], exc)
+
+    def _finish(self, row: dict[str, Any], error: DeliveryError | None, now: float) -> None:
+        attempts = row["attempts"]
+        max_attempts = self.settings.notify.max_attempts
+        mine = and_(
+            o.id == row["id"],
+            o.status == "sending",
+            o.claimed_by == self.instance,
+            o.attempts == attempts,
+        )
+        what = label(row["kind"])
+        broadcast = row["contact"] is None
+        who = row["contact"] or row["channel"]
+        data: dict[str, Any] = {
+            "outbox_id": row["id"],
+            "key": row["idempotency_key"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "contact": row["contact"],
+            "address": row["address"],
+            "attempt": attempts,
+        }
+        with self.store.begin() as conn:
+            if error is None:
+                values: dict[str, Any] = {
+                    "status": "sent",
+                    "sent_at": now,
+                    "next_attempt_at": now,
+                    "claimed_until": None,
+                    "last_error": None,
+                }
+                kind = "notification_sent"
+                text = (
+                    f"{what} posted to {row['channel']}"
+                    if broadcast
+                    else f"{what} sent to {who} by {row['channel']}"
+                )
+            else:
+                dead = error.permanent or attempts >= max_attempts
+                delay = backoff(self.settings, attempts)
+                if error.retry_after is not None:
+                    delay = min(MAX_BACKOFF, max(delay, error.retry_after))
+                values = {
+                    "status": "dead" if dead else "pending",
+                    "claimed_until": None,
+                    "last_error": str(error)[:2000],
+                }
+                if not dead:
+                    values["next_attempt_at"] = now + delay
+                kind = "notification_failed"
+                target = f"to {row['channel']}" if broadcast else f"to {who} by {row['channel']}"
+                text = f"{what} {target} failed (attempt {attempts} of {max_attempts}): {error}"
+                if dead:
+                    reason = "permanent error" if error.permanent else "too many attempts"
+                    text += f"; gave up ({reason})"
+                else:
+                    text += f"; retrying at {self._local(now + delay)}"
+                data.update(
+                    error=str(error),
+                    permanent=error.permanent,
+                    gave_up=dead,
+                    next_attempt_at=None if dead else iso(now + delay),
+                )
+            changed = conn.execute(update(t.outbox).where(mine).values(**values)).rowcount
+            if changed != 1:
+                # our lease ran out and another sender took the row: its outcome counts
+                log.warning("outbox row %s was taken over before it was recorded", row["id"])
+                return
+            if row["incident_id"] is not None:
+                add_event(conn, row["incident_id"], now, kind, "nachtwacht", text, data)
+        if error is None:
+            self.sent += 1
+        else:
+            self.failed += 1
+            log.warning("%s", text)
+
+    def _local(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.settings.zone).strftime("%H:%M:%S")
+
+    # -- running -------------------------------------------------------------------------
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        """Tick, then wait for `wake()`, `stop`, or 1 s (for retries and deferred rows)."""
+        self._loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set() and not self._closing:
+                self._wake.clear()
+                try:
+                    await self.tick(self.clock.now(), wait=False)
+                    self.last_error = None
+                except Exception as exc:  # the store is down: keep trying, say so
+                    self.last_error = f"{exc.__class__.__name__}: {exc}"
+                    log.error("outbox sender: %s", self.last_error)
+                waking = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {waking, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    waking.cancel()
+        finally:
+            stopping.cancel()
+
+    async def close(self) -> None:
+        """Stop claiming, wait for the sends in flight and record them, release the client."""
+        async with self._lock:
+            self._closing = True
+        self._wake.set()
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+        if self._http is not None and self._own_http:
+            await self._http.aclose()
+            self._http = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def deliver(self, ids: Collection[int], timeout: float) -> list[dict[str, Any]]:
+        """Send just these rows until each is sent or dead, or `timeout` seconds pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wanted = list(ids)
+        while True:
+            await self.tick(self.clock.now(), only=wanted)
+            rows = await asyncio.to_thread(rows_by_id, self.store, wanted)
+            left = deadline - loop.time()
+            if left <= 0 or all(r["status"] in ("sent", "dead") for r in rows):
+                return rows
+            await asyncio.sleep(min(0.2, left))
+
+
+# -- queries and the test message, shared by the CLI and the API ---------------------------
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "payload_json"}
+    out["payload"] = json.loads(row["payload_json"]) if row.get("payload_json") else {}
+    for key in ("next_attempt_at", "claimed_until", "created_at", "sent_at"):
+        out[key] = iso(row.get(key))
+    return out
+
+
+def rows_by_id(store: Store, ids: Collection[int]) -> list[dict[str, Any]]:
+    with store.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(t.outbox).where(o.id.in_(list(ids))).order_by(o.id)
+            ).mappings()
+        ]
+
+
+def list_outbox(
+    store: Store, status: str | None = None, limit: int = 100, incident_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest outbox rows, optionally of one status or one incident."""
+    query = select(t.outbox).order_by(o.id.desc()).limit(limit)
+    if status:
+        query = query.where(o.status == status)
+    if incident_id is not None:
+        query = query.where(o.incident_id == incident_id)
+    with store.connect() as conn:
+        return [public_row(dict(r)) for r in conn.execute(query).mappings()]
+
+
+class NotifyTestError(Exception):
+    def __init__(self, message: str, field: str = "contact", status_code: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status_code = status_code
+
+
+async def send_test(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    contact_id: str,
+    wait: float = 30.0,
+    sender: OutboxSender | None = None,
+) -> list[dict[str, Any]]:
+    """Queue a `test` message to one contact on every channel that reaches them and send it.
+
+    Returns one row per channel: channel, kind, address, status (sent | dead | pending),
+    attempts, error. A row still pending after `wait` seconds is given up (made `dead`): a
+    test answers now or not at all, it must not arrive an hour later.
+    """
+    contact = settings.people.contact(contact_id)
+    if contact is None:
+        known = ", ".join(c.id for c in settings.people.contacts) or "none configured"
+        raise NotifyTestError(f"no contact '{contact_id}' (contacts: {known})", status_code=404)
+    now = clock.now()
+    key = f"test:{contact.id}:{int(now)}:{secrets.token_hex(4)}"
+    messages = compose(settings, kind="test", key=key, incident=None, contacts=[contact], now=now)
+    if not messages:
+        raise NotifyTestError(
+            f"no channel reaches '{contact.id}': give them an email or phone, "
+            "or configure a webhook or chat channel"
+        )
+
+    def queue() -> list[int]:
+        with store.begin() as conn:
+            return enqueue(conn, messages, now)
+
+    ids = await asyncio.to_thread(queue)
+    own = sender is None
+    runner = sender or OutboxSender(
+        store,
+        settings,
+        clock,
+        f"{socket.gethostname()}:{os.getpid()}:test",
+        concurrency=max(1, len(ids)),
+    )
+    try:
+        rows = await runner.deliver(ids, wait)
+    finally:
+        if own:
+            await runner.close()
+    if any(r["status"] == "pending" for r in rows):
+        rows = await asyncio.to_thread(_give_up, store, ids)
+    kinds = {name: cfg.kind for name, cfg in settings.notify.channels.items()}
+    return [
+        {
+            "channel": r["channel"],
+            "kind": kinds.get(r["channel"], "?"),
+            "address": r["address"]
+            or ("(channel)" if kinds.get(r["channel"]) in BROADCAST else None),
+            "status": r["status"],
+            "attempts": r["attempts"],
+            "error": r["last_error"],
+        }
+        for r in rows
+    ]
+
+
+def _give_up(store: Store, ids: list[int]) -> list[dict[str, Any]]:
+    with store.begin() as conn:
+        conn.execute(
+            update(t.outbox)
+            .where(o.id.in_(ids), o.status == "pending")
+            .values(
+                status="dead",
+                last_error=func.coalesce(
+                    o.last_error,
+                    "not sent within the wait (a retry or the rate limit was due later)",
+                ),
+            )
+        )
+    return rows_by_id(store, ids)
