@@ -95,3 +95,18 @@ def test_probes_list(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", str(cfg), "probes", "list", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.output)[0]["component"] == "database"
+
+
+def test_status_lists_open_incidents(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    result = runner.invoke(
+        app,
+        ["incident", "declare", "--severity", "1", "--title", "Database corrupt", "-c", str(cfg)],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert "open incidents" in result.output and "S1" in result.output
+    assert "Database corrupt" in result.output
+    data = json.loads(runner.invoke(app, ["status", "--json", "-c", str(cfg)]).output)
+    assert data["incidents"][0]["title"] == "Database corrupt"
+    assert data["incidents"][0]["acknowledged"] is False

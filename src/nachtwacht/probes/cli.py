@@ -61,6 +61,13 @@ def _print_status(data: dict) -> None:
                 f"  {STATE_MARK.get(p['state'], p['state'])}  {p['name']:<28} {p['kind']:<9} "
                 f"{age:<10} {p['message'] or ''}"
             )
+    if data.get("incidents"):
+        typer.echo("\nopen incidents")
+        for inc in data["incidents"]:
+            ack = "acknowledged" if inc["acknowledged"] else f"respond by {inc['response_due_at']}"
+            typer.echo(
+                f"  #{inc['id']} S{inc['severity']} {inc['status']:<13} {inc['title']}  ({ack})"
+            )
     bad = [m for m in data["engine"] if not m["healthy"]]
     for m in bad:
         typer.echo(f"\nengine module {m['module']} degraded: {m['last_error']}")

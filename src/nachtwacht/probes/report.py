@@ -50,6 +50,22 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         }
         for row in conn.execute(select(t.module_health).order_by(t.module_health.c.module))
     ]
+    open_incidents = [
+        {
+            "id": row.id,
+            "severity": row.severity,
+            "status": row.status,
+            "title": row.title,
+            "detected_at": iso(row.detected_at),
+            "acknowledged": row.acknowledged_at is not None,
+            "response_due_at": iso(row.response_due_at),
+        }
+        for row in conn.execute(
+            select(t.incidents)
+            .where(t.incidents.c.status.in_(("investigating", "mitigating", "monitoring")))
+            .order_by(t.incidents.c.severity, t.incidents.c.id)
+        )
+    ]
     level = max((SEVERITY.get(p["state"] or "new", 1) for p in probes), default=0)
     if any(not m["healthy"] for m in modules):
         level = max(level, 1)
@@ -59,5 +75,6 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         "overall": OVERALL[level],
         "level": level,
         "components": list(components.values()),
+        "incidents": open_incidents,
         "engine": modules,
     }
