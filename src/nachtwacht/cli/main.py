@@ -20,7 +20,7 @@ from nachtwacht.probes import cli as probes_cli
 
 app = typer.Typer(
     help="Nachtwacht: monitoring and emergency response for small operations teams.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -44,11 +44,15 @@ app.command("check")(probes_cli.check)
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     config: ConfigOption = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
 ) -> None:
     if version:
         typer.echo(__version__)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit(0)
     state.config = config
 
@@ -143,4 +147,19 @@ def _has_uvloop() -> bool:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a usage error is one line (`error: ...`) and exit 2, not a framed box."""
+    # typer vendors click; its UsageError is BadParameter's base class
+    usage_error = typer.BadParameter.__mro__[1]
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        typer.echo(f"error: {where}{exc.format_message()}", err=True)  # type: ignore[attr-defined]
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -197,8 +197,8 @@ class Scheduler:
         step = cfg.effective_retry_interval if rt.state.state is State.PENDING else cfg.interval
         following = due + step
         if following <= now:  # the check overran its slot: skip ahead, never pile up
-            following = now + step if step < cfg.interval else due + step * (
-                int((now - due) // step) + 1
+            following = (
+                now + step if step < cfg.interval else due + step * (int((now - due) // step) + 1)
             )
         rt.due = following
         heapq.heappush(self._heap, (following, rt.probe_id))
