@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,6 +44,10 @@ def create_app(
         app.state.metrics = registry_for(runtime)
         if start_engine:
             runtime.start()
+            # the objects of start-up live forever: keep them out of full collections, whose
+            # pauses were the only outliers in alert latency (bench/alert_latency.py)
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
