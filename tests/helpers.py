@@ -30,3 +30,12 @@ class TcpTarget:
 
 def settings_for(yaml_text: str, store_url: str) -> Settings:
     return parse_config(f"store:\n  url: {store_url}\n" + yaml_text, "test.yaml")
+
+
+def admin_token(store, now: float = 1_800_000_000.0, role: str = "admin") -> str:  # noqa: ANN001
+    """An API token for tests that drive the protected API (`Authorization: Bearer ...`)."""
+    from nachtwacht.auth import service
+
+    store.migrate()
+    with store.begin() as conn:
+        return service.create_token(conn, f"test-{role}", role, now, actor="tests")["token"]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nachtwacht.alerts import service
-from nachtwacht.alerts.api import router
+from nachtwacht.alerts.api import ingest_router, router
 from nachtwacht.alerts.external import from_generic, generic_fingerprint
 from nachtwacht.clock import Clock, FakeClock
 from nachtwacht.config.schema import Settings
@@ -58,6 +58,7 @@ def alerts_app(settings: Settings, store: Store, clock: Clock) -> tuple[FastAPI,
     app = FastAPI()
     errors.install(app)
     app.include_router(router)
+    app.include_router(ingest_router)
     runtime = AlertsRuntime(settings, store, clock)
     app.state.runtime = runtime
     return app, runtime

@@ -13,7 +13,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.conftest import free_port
-from tests.helpers import settings_for
+from tests.helpers import admin_token, settings_for
 
 
 @pytest.fixture
@@ -47,8 +47,20 @@ probes:
         store.url,
     )
     app = create_app(settings, store, clock, start_engine=False)
-    with TestClient(app) as c:
+    token = admin_token(store, clock.now())
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
+
+
+def test_the_api_refuses_anonymous_requests(store: Store, clock: FakeClock) -> None:
+    settings = settings_for("probes: []\n", store.url)
+    with TestClient(create_app(settings, store, clock, start_engine=False)) as anonymous:
+        for path in ("/api/v1/status", "/api/v1/probes", "/metrics", "/api/v1/incidents"):
+            response = anonymous.get(path)
+            assert response.status_code == 401, path
+            assert response.json() == {"detail": "login required", "field": None}
+        assert anonymous.post("/api/v1/incidents", json={}).status_code == 401
+        assert anonymous.get("/healthz").status_code in (200, 503)  # public
 
 
 def test_check_now_then_status_reports_components(client: TestClient) -> None:

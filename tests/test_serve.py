@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent / "nachtwacht"
+HEADERS: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -28,10 +29,10 @@ def listening_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _start(config: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(config: Path, port: int, out: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(BIN), "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
+        stdout=out.open("wb") if out else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=config.parent,
     )
@@ -43,7 +44,7 @@ def _wait_for(url: str, predicate, deadline: float = 20.0) -> dict:  # noqa: ANN
     last: object = None
     while time.monotonic() < end:
         try:
-            last = httpx.get(url, timeout=2).json()
+            last = httpx.get(url, timeout=2, headers=HEADERS).json()
             if predicate(last):
                 return last  # type: ignore[return-value]
         except httpx.HTTPError as exc:
@@ -77,7 +78,18 @@ probes:
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start(config, port)
+    made = subprocess.run(
+        [str(BIN), "token", "create", "tests", "--role", "viewer", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert made.returncode == 0, made.stderr
+    token = next(w for w in made.stdout.split() if w.startswith("nwt_"))
+    auth = {"Authorization": f"Bearer {token}"}
+    HEADERS.update(auth)
+    first_out = tmp_path / "first.out"
+    proc = _start(config, port, first_out)
     try:
         status = _wait_for(
             f"{base}/api/v1/status",
@@ -87,9 +99,9 @@ probes:
             ),
         )
         assert status["overall"] == "critical"
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers=auth).text
         assert 'nachtwacht_probe_up{component="default",kind="tcp",probe="up"} 1.0' in metrics
-        history = httpx.get(f"{base}/api/v1/probes/down/history").json()
+        history = httpx.get(f"{base}/api/v1/probes/down/history", headers=auth).json()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -102,20 +114,24 @@ probes:
     assert cli.returncode == 2
     assert json.loads(cli.stdout)["overall"] == "critical"
 
-    proc = _start(config, port)
+    second_out = tmp_path / "second.out"
+    proc = _start(config, port, second_out)
     try:
         _wait_for(
             f"{base}/api/v1/probes/down",
             lambda p: p["last_check"] is not None and p["last_check"] > history[0]["time"],
         )
         _wait_for(f"{base}/healthz", lambda h: h["status"] == "ok")
-        after = httpx.get(f"{base}/api/v1/probes/down/history").json()
+        after = httpx.get(f"{base}/api/v1/probes/down/history", headers=auth).json()
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(15)
         log = proc.stderr.read().decode() if proc.stderr else ""
     # uvicorn re-raises the signal after a graceful shutdown
     assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log
+    # the first start created an admin and showed its one-time password; the second did not
+    assert "one-time password" in first_out.read_text()
+    assert "one-time password" not in second_out.read_text()
     # still critical after the restart: the outage is not announced a second time
     assert [h["to_state"] for h in after] == ["critical"]
     assert os.path.exists(tmp_path / "data" / "nachtwacht.db")

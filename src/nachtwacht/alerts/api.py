@@ -93,13 +93,17 @@ async def _process(request: Request, make: Callable[[float], list[service.Signal
 # ---------------------------------------------------------------------------- alerts
 
 
-@router.post("/alerts")
+# ingestion: mounted on its own, behind per-source ingest keys instead of user logins
+ingest_router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+
+@ingest_router.post("/alerts")
 async def post_alert(request: Request, body: GenericAlert) -> dict[str, Any]:
     """Raise (or resolve, with "status": "resolved") one alert from any system."""
     return await _process(request, lambda now: [signal_from_generic(body, now)])
 
 
-@router.post("/alerts/alertmanager")
+@ingest_router.post("/alerts/alertmanager")
 async def post_alertmanager(request: Request, body: AlertmanagerWebhook) -> dict[str, Any]:
     """Prometheus Alertmanager's webhook_config receiver (payload version 4)."""
     return await _process(request, lambda now: signals_from_alertmanager(body, now))

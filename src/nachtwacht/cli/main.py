@@ -11,6 +11,7 @@ import typer
 
 from nachtwacht import __version__
 from nachtwacht.alerts.cli import maintenance_app, silence_app
+from nachtwacht.auth import cli as auth_cli
 from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
 from nachtwacht.config import starter
 from nachtwacht.incidents.cli import incident_app
@@ -31,6 +32,10 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(silence_app, name="silence")
 app.add_typer(notify_app, name="notify")
+app.add_typer(auth_cli.user_app, name="user")
+app.add_typer(auth_cli.token_app, name="token")
+app.add_typer(auth_cli.ingest_key_app, name="ingest-key")
+app.command("audit")(auth_cli.audit)
 oncall_app = typer.Typer(
     help="Who is on call now and next; `oncall override` manages overrides.",
     invoke_without_command=True,
@@ -109,6 +114,8 @@ def serve(
     """Run the web server and the engine in one process."""
     import uvicorn
 
+    from nachtwacht.auth.service import ensure_admin
+    from nachtwacht.clock import SystemClock
     from nachtwacht.store.db import Store, StoreError
     from nachtwacht.web.app import create_app
 
@@ -120,8 +127,16 @@ def serve(
     store = Store(cfg.store.url)
     try:
         store.migrate()
+        with store.begin() as conn:
+            first_password = ensure_admin(conn, SystemClock().now())
     except StoreError as exc:
         fail(f"cannot open the store: {exc}", 2)
+    if first_password:
+        typer.echo(
+            "first start: created user 'admin' with the one-time password\n"
+            f"    {first_password}\n"
+            "log in and change it (`nachtwacht user passwd admin`); it is not shown again"
+        )
     listen_host = host or cfg.server.host
     listen_port = port or cfg.server.port
     typer.echo(

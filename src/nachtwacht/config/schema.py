@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nachtwacht.alerts.models import Window
+from nachtwacht.auth.models import AuthSettings
 from nachtwacht.durations import Duration
 from nachtwacht.incidents.policy import IncidentSettings
 from nachtwacht.notify.models import NotifySettings
@@ -54,6 +55,9 @@ class StoreSettings(Strict):
 class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # set the Secure flag on session cookies even when the request arrives over plain HTTP
+    # (behind a TLS-terminating proxy)
+    secure_cookies: bool = False
 
 
 class EngineSettings(Strict):
@@ -87,6 +91,7 @@ class Settings(Strict):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     maintenance: list[Window] = Field(default_factory=list)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
 
     @field_validator("timezone")

@@ -268,7 +268,11 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-@router.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
+# public: the token in the link is the credential (only those paged have it)
+ack_router = APIRouter(tags=["incidents"])
+
+
+@ack_router.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def ack_page(request: Request, token: str) -> HTMLResponse:
     rt = _rt(request)
 
@@ -290,7 +294,7 @@ async def ack_page(request: Request, token: str) -> HTMLResponse:
     )
 
 
-@router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
+@ack_router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def ack_link(request: Request, token: str) -> HTMLResponse:
     # a plain urlencoded form: parsed here rather than pulling in python-multipart
     form = parse_qs((await request.body()).decode("utf-8", "replace"))

@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nachtwacht import __version__
+from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
+from nachtwacht.auth.api import router as auth_router
+from nachtwacht.auth.deps import AuditChanges, access, ingest_key, require
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.incidents.api import ack_router
 from nachtwacht.incidents.api import router as incidents_router
 from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
@@ -60,14 +64,29 @@ def create_app(
         version=__version__,
         description="Monitoring and emergency response for small operations teams.",
         lifespan=lifespan,
+        # the schema is served below, behind a login; the docs UI would load from a CDN
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
-    app.include_router(probes_router)
-    app.include_router(incidents_router)
-    app.include_router(alerts_router)
-    app.include_router(notify_router)
-    app.include_router(oncall_router)
+    app.add_middleware(AuditChanges)
+    app.include_router(auth_router)
+    # public: /healthz, heartbeat pings and acknowledge links (capability URLs with secret
+    # tokens); ingestion takes per-source keys; everything else needs a login or API token
+    protected = [Depends(access)]
+    app.include_router(probes_router, dependencies=protected)
+    app.include_router(incidents_router, dependencies=protected)
+    app.include_router(alerts_router, dependencies=protected)
+    app.include_router(notify_router, dependencies=protected)
+    app.include_router(oncall_router, dependencies=protected)
+    app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
     app.include_router(ping_router)
+    app.include_router(ack_router)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
@@ -84,7 +103,7 @@ def create_app(
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"])
-    async def metrics(request: Request) -> Response:
+    async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:
         return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app

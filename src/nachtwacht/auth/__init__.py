@@ -1,0 +1,1 @@
+"""Access control: users and roles, logins and sessions, API tokens, ingest keys, audit log."""

@@ -1,0 +1,456 @@
+"""Login, logout, users, sessions, API tokens, ingest keys and the audit log (thin router).
+
+Every change and every login attempt is audited by the service functions, with the client's
+address. Admin-only routes use `require("admin")`; a user may also see and end their own
+sessions and change their own password (with the current one).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from nachtwacht.auth import service
+from nachtwacht.auth.deps import (
+    SESSION_COOKIE,
+    check_csrf,
+    clear_session_cookie,
+    client_ip,
+    optional_principal,
+    require,
+    run_in_store,
+    safe_next,
+    set_session_cookie,
+    settings_of,
+)
+from nachtwacht.auth.models import (
+    IngestKeyIn,
+    LoginIn,
+    PasswordIn,
+    Principal,
+    TokenIn,
+    UserIn,
+)
+from nachtwacht.clock import iso
+from nachtwacht.web.errors import ApiError
+
+router = APIRouter(tags=["auth"])
+
+signed_in = require("viewer")
+# ids are 32-bit on every backend; a bigger number is a 422, not a driver overflow
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+admin = require("admin")
+
+_LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": LoginIn.model_json_schema()},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string"},
+                        "password": {"type": "string"},
+                        "next": {"type": "string", "description": "where to go after login"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+async def _read_login(request: Request) -> tuple[LoginIn, bool, str]:
+    """The credentials, whether they came from an HTML form, and the form's `next`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if ctype == "application/x-www-form-urlencoded":
+        fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        data: Any = {k: fields.get(k, "") for k in ("username", "password")}
+        is_form, nxt = True, fields.get("next", "")
+    elif ctype in ("application/json", ""):
+        try:
+            data = json.loads(raw or b"null")
+        except ValueError:
+            raise ApiError(422, "the body is not valid JSON") from None
+        is_form, nxt = False, ""
+    else:
+        raise ApiError(
+            415, "send the login as application/json or application/x-www-form-urlencoded"
+        )
+    try:
+        return LoginIn.model_validate(data), is_form, nxt
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise ApiError(422, first["msg"], field) from None
+
+
+@router.post(
+    "/login",
+    openapi_extra=_LOGIN_BODY,
+    responses={
+        401: {"description": "wrong username or password"},
+        429: {"description": "too many failures: account locked or address throttled"},
+    },
+)
+async def login(request: Request) -> Response:
+    """Log in with username and password: sets the `nw_session` cookie.
+
+    Returns {user, role, csrf_token, expires_at}; the CSRF token goes in the `X-CSRF-Token`
+    header (or a `csrf_token` form field) of every later request that changes something. An
+    HTML form post (Accept: text/html) is answered with a redirect instead: to `next` on
+    success, to `/login?error=wrong|locked|throttled&next=...` on failure.
+    """
+    body, is_form, nxt = await _read_login(request)
+    settings = settings_of(request)
+    ip = client_ip(request)
+    previous = request.cookies.get(SESSION_COOKIE)
+
+    def work(conn: Connection, now: float) -> service.LoginOutcome:
+        return service.login(
+            conn,
+            body.username,
+            body.password,
+            now,
+            ip=ip,
+            user_agent=_user_agent(request),
+            settings=settings,
+            replaces=previous,
+        )
+
+    outcome = await run_in_store(request, work)
+    html = is_form and "text/html" in request.headers.get("accept", "")
+    if not outcome.ok:
+        headers = {}
+        if outcome.retry_after is not None and outcome.status_code == 429:
+            headers["Retry-After"] = str(int(outcome.retry_after + 0.999))
+        if html:
+            # a code the login page turns into words, never free text from the URL
+            query = urlencode({"error": outcome.reason, "next": safe_next(nxt)})
+            return RedirectResponse(f"/login?{query}", status_code=303, headers=headers)
+        return JSONResponse(
+            {"detail": outcome.message, "field": None},
+            status_code=outcome.status_code,
+            headers=headers,
+        )
+    response: Response
+    if html:
+        response = RedirectResponse(safe_next(nxt), status_code=303)
+    else:
+        response = JSONResponse(
+            {
+                "user": outcome.username,
+                "role": outcome.role,
+                "csrf_token": outcome.csrf_token,
+                "expires_at": iso(outcome.expires_at),
+            }
+        )
+    set_session_cookie(response, request, outcome.token or "")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """End this browser's session and clear its cookie (needs the CSRF token when logged in)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = await optional_principal(request)
+    ended = False
+    if principal is not None and principal.kind == "user" and cookie:
+        # a forged logout is a nuisance, but "CSRF on every form" has no exceptions
+        await check_csrf(request, principal)
+        ip = client_ip(request)
+        ended = await run_in_store(
+            request, lambda conn, now: service.end_session(conn, cookie, now, ip=ip)
+        )
+    response: Response
+    if "text/html" in request.headers.get("accept", ""):
+        response = RedirectResponse("/login", status_code=303)
+    else:
+        response = JSONResponse({"logged_out": ended})
+    clear_session_cookie(response, request)
+    return response
+
+
+@router.get("/api/v1/me")
+async def me(principal: Principal = Depends(signed_in)) -> dict[str, Any]:
+    """Who this request is: kind (user|token), name, role, session id and CSRF token."""
+    return principal.as_dict()
+
+
+# ---------------------------------------------------------------------------- users
+
+
+@router.get("/api/v1/users", dependencies=[Depends(admin)])
+async def list_users(request: Request) -> list[dict[str, Any]]:
+    return await run_in_store(request, lambda conn, now: service.list_users(conn, now))
+
+
+@router.post("/api/v1/users", status_code=201)
+async def add_user(
+    request: Request, body: UserIn, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    settings, ip = settings_of(request), client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.add_user(
+            conn,
+            body.username,
+            body.password,
+            body.role,
+            now,
+            actor=principal.name,
+            ip=ip,
+            settings=settings,
+        ),
+    )
+
+
+def _is_self(principal: Principal, name: str) -> bool:
+    return principal.kind == "user" and principal.name == name.strip().lower()
+
+
+@router.get("/api/v1/users/{name}")
+async def get_user(
+    request: Request, name: str, principal: Principal = Depends(signed_in)
+) -> dict[str, Any]:
+    """One user (admins: anyone; others: themselves)."""
+    if not (principal.allows("admin") or _is_self(principal, name)):
+        raise ApiError(403, f"this needs the admin role; {principal.name} may only see itself")
+    return await run_in_store(request, lambda conn, now: service.get_user(conn, name, now))
+
+
+@router.post("/api/v1/users/{name}/password")
+async def set_password(
+    request: Request, name: str, body: PasswordIn, principal: Principal = Depends(signed_in)
+) -> dict[str, Any]:
+    """Set a password. Admins set anyone's; users set their own with `current_password`.
+
+    Ends the user's other sessions (all of them when an admin sets someone else's).
+    """
+    is_self = _is_self(principal, name)
+    if not (is_self or principal.allows("admin")):
+        raise ApiError(403, "this needs the admin role, or must be your own password")
+    settings, ip = settings_of(request), client_ip(request)
+
+    ended = await run_in_store(
+        request,
+        lambda conn, now: service.set_password(
+            conn,
+            name,
+            body.password,
+            now,
+            actor=principal.name,
+            ip=ip,
+            settings=settings,
+            keep_session=principal.session_id if is_self else None,
+            current_password=(body.current_password or "") if is_self else None,
+        ),
+    )
+    return {"user": name.strip().lower(), "password_changed": True, "sessions_revoked": ended}
+
+
+@router.post("/api/v1/users/{name}/disable")
+async def disable_user(
+    request: Request, name: str, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """Disable a user: they cannot log in, and their sessions end at once."""
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.set_disabled(conn, name, True, now, actor=principal.name, ip=ip),
+    )
+
+
+@router.post("/api/v1/users/{name}/enable")
+async def enable_user(
+    request: Request, name: str, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """Enable a user again; also lifts a lockout after wrong passwords."""
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.set_disabled(conn, name, False, now, actor=principal.name, ip=ip),
+    )
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+@router.get("/api/v1/sessions")
+async def list_sessions(
+    request: Request,
+    user: str | None = Query(None, description="Admins: only this user's sessions."),
+    all: bool = Query(False, description="Admins: every user's sessions."),
+    ended: bool = Query(False, description="Include revoked and expired sessions."),
+    principal: Principal = Depends(signed_in),
+) -> list[dict[str, Any]]:
+    """Active sessions: your own; admins may ask for ?user=NAME or ?all=true."""
+    if user is not None or all:
+        if not principal.allows("admin"):
+            raise ApiError(403, "this needs the admin role; without it you see your own sessions")
+        who = user
+    elif principal.kind == "user":
+        who = principal.name
+    else:
+        return []  # an API token has no sessions of its own
+
+    def work(conn: Connection, now: float) -> list[dict[str, Any]]:
+        rows = service.list_sessions(conn, now, who, include_ended=ended)
+        for row in rows:
+            row["current"] = row["id"] == principal.session_id
+        return rows
+
+    return await run_in_store(request, work)
+
+
+@router.delete("/api/v1/sessions/{session_id}")
+async def revoke_session(
+    request: Request, session_id: RowId, principal: Principal = Depends(signed_in)
+) -> dict[str, Any]:
+    """End one session: your own, or (admins) anyone's."""
+    owner = None if principal.allows("admin") else principal.name
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.revoke_session(
+            conn, session_id, now, actor=principal.name, ip=ip, owner=owner
+        ),
+    )
+
+
+@router.post("/api/v1/users/{name}/sessions/revoke-all")
+async def revoke_all_sessions(
+    request: Request, name: str, principal: Principal = Depends(signed_in)
+) -> dict[str, Any]:
+    """End every session of a user (yours: every one but this one)."""
+    is_self = _is_self(principal, name)
+    if not (is_self or principal.allows("admin")):
+        raise ApiError(403, "this needs the admin role, or must be your own sessions")
+    ip = client_ip(request)
+    keep = principal.session_id if is_self else None
+    ended = await run_in_store(
+        request,
+        lambda conn, now: service.revoke_all_sessions(
+            conn, name, now, actor=principal.name, ip=ip, keep_session=keep
+        ),
+    )
+    return {"user": name.strip().lower(), "sessions_revoked": ended}
+
+
+# ---------------------------------------------------------------------------- API tokens
+
+
+@router.get("/api/v1/tokens", dependencies=[Depends(admin)])
+async def list_tokens(
+    request: Request, revoked: bool = Query(False, description="Include revoked tokens.")
+) -> list[dict[str, Any]]:
+    """API tokens without their secrets."""
+    return await run_in_store(
+        request, lambda conn, _now: service.list_tokens(conn, include_revoked=revoked)
+    )
+
+
+@router.post("/api/v1/tokens", status_code=201)
+async def create_token(
+    request: Request, body: TokenIn, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """A new API token with a role; `token` in the answer is shown this once only."""
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.create_token(
+            conn, body.name, body.role, now, actor=principal.name, ip=ip
+        ),
+    )
+
+
+@router.delete("/api/v1/tokens/{token_id}")
+async def revoke_token(
+    request: Request, token_id: RowId, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.revoke_token(conn, token_id, now, actor=principal.name, ip=ip),
+    )
+
+
+# ---------------------------------------------------------------------------- ingest keys
+
+
+@router.get("/api/v1/ingest-keys", dependencies=[Depends(admin)])
+async def list_ingest_keys(
+    request: Request, revoked: bool = Query(False, description="Include revoked keys.")
+) -> list[dict[str, Any]]:
+    """Ingest keys without their secrets."""
+    return await run_in_store(
+        request, lambda conn, _now: service.list_ingest_keys(conn, include_revoked=revoked)
+    )
+
+
+@router.post("/api/v1/ingest-keys", status_code=201)
+async def create_ingest_key(
+    request: Request, body: IngestKeyIn, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """A new key for one source (alerts, errors or all); `key` is shown this once only."""
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.create_ingest_key(
+            conn, body.name, body.scope, now, actor=principal.name, ip=ip
+        ),
+    )
+
+
+@router.delete("/api/v1/ingest-keys/{key_id}")
+async def revoke_ingest_key(
+    request: Request, key_id: RowId, principal: Principal = Depends(admin)
+) -> dict[str, Any]:
+    ip = client_ip(request)
+    return await run_in_store(
+        request,
+        lambda conn, now: service.revoke_ingest_key(conn, key_id, now, actor=principal.name, ip=ip),
+    )
+
+
+# ---------------------------------------------------------------------------- audit log
+
+
+@router.get("/api/v1/audit", dependencies=[Depends(admin)], response_model=None)
+async def audit(
+    request: Request,
+    since: str | None = Query(None, description="Epoch seconds or ISO 8601."),
+    limit: int = Query(1000, ge=1, le=100_000),
+    action: str | None = Query(None, description="e.g. login.failed, or login. for all logins"),
+    format: Literal["json", "jsonl", "csv"] = Query("json"),
+) -> Any:
+    """The audit log, newest first: JSON, JSON lines or CSV (as a download)."""
+    try:
+        start = service.parse_since(since)
+    except service.AuthError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    rows = await run_in_store(
+        request, lambda conn, _now: service.audit_log(conn, start, limit, action=action)
+    )
+    if format == "json":
+        return rows
+    if format == "jsonl":
+        return PlainTextResponse(service.export_jsonl(rows), media_type="application/x-ndjson")
+    return PlainTextResponse(
+        service.export_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="nachtwacht-audit.csv"'},
+    )

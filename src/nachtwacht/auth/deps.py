@@ -1,0 +1,325 @@
+"""FastAPI dependencies: who is asking, may they, and did the request come from our own pages.
+
+A request is authenticated by `Authorization: Bearer <API token>` or by the session cookie
+`nw_session`. Cookie sessions must also prove, on every request that changes something, that
+the request came from a Nachtwacht page: the `X-CSRF-Token` header or the `csrf_token` form
+field must equal the session's CSRF token (a page on another site can make the browser send
+the cookie, but cannot read the token). Token requests are exempt: a browser never adds an
+`Authorization` header on its own.
+
+Mount with `app.include_router(router, dependencies=[Depends(access)])`: GET/HEAD need a
+viewer, every other method a responder. Handlers needing more use `Depends(require("admin"))`.
+
+What the dependencies need from the app: `app.state.runtime` with `store`, `clock` and
+`settings` (the `auth:` section is optional: defaults apply without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote
+
+from fastapi import Query, Request, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy import Connection
+
+from nachtwacht.auth import service
+from nachtwacht.auth.models import AuthSettings, Principal
+from nachtwacht.store.db import StoreError
+from nachtwacht.web.errors import ApiError
+
+SESSION_COOKIE = "nw_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOGIN_REQUIRED = "login required"
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+# -- what the app provides -------------------------------------------------------------------
+
+
+def auth_settings(settings: Any) -> AuthSettings:
+    """The `auth:` section of the settings, or the defaults when there is none."""
+    value = getattr(settings, "auth", None)
+    return value if isinstance(value, AuthSettings) else service.DEFAULTS
+
+
+def settings_of(request: Request) -> AuthSettings:
+    return auth_settings(getattr(request.app.state.runtime, "settings", None))
+
+
+def client_ip(request: Request) -> str | None:
+    # uvicorn puts the proxy's X-Forwarded-For here when the proxy is trusted
+    # (--forwarded-allow-ips, 127.0.0.1 by default), so this is the real client behind nginx
+    return request.client.host if request.client else None
+
+
+def cookie_secure(request: Request) -> bool:
+    """Secure on https, and always when `server.secure_cookies` is set (TLS ended by a proxy
+    that uvicorn does not trust, so the request looks like plain http)."""
+    if request.url.scheme == "https":
+        return True
+    server = getattr(getattr(request.app.state.runtime, "settings", None), "server", None)
+    return bool(getattr(server, "secure_cookies", False))
+
+
+async def run_in_store(request: Request, work: Callable[[Connection, float], T]) -> T:
+    """Run `work(conn, now)` in one transaction off the event loop; AuthError becomes JSON."""
+    rt = request.app.state.runtime
+
+    def run() -> T:
+        now = rt.clock.now()
+        with rt.store.begin() as conn:
+            return work(conn, now)
+
+    try:
+        return await asyncio.to_thread(run)
+    except service.AuthError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.field) from None
+
+
+# -- who is asking ---------------------------------------------------------------------------
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The principal of this request, or None when it carries no credentials at all.
+
+    A bearer token that is wrong is an error (401), not an anonymous request: a script with a
+    revoked token should hear so, not get a "login required" that hides why.
+    """
+    if hasattr(request.state, "principal"):
+        return request.state.principal
+    token = bearer(request)
+    settings = settings_of(request)
+    principal: Principal | None = None
+    if token is not None:
+        if token.startswith(service.INGEST_PREFIX):
+            raise ApiError(401, "an ingest key only works on the ingestion endpoints")
+        principal = await run_in_store(
+            request, lambda conn, now: service.resolve_token(conn, token, now)
+        )
+        if principal is None:
+            raise ApiError(401, "unknown or revoked API token")
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            principal = await run_in_store(
+                request, lambda conn, now: service.resolve_session(conn, cookie, now, settings)
+            )
+    request.state.principal = principal
+    return principal
+
+
+async def current_principal(request: Request) -> Principal:
+    principal = await optional_principal(request)
+    if principal is None:
+        raise ApiError(401, LOGIN_REQUIRED)
+    return principal
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The principal an earlier dependency resolved (for handlers naming the actor)."""
+    return getattr(request.state, "principal", None)
+
+
+def actor(request: Request) -> str:
+    principal = principal_of(request)
+    return principal.name if principal is not None else "anonymous"
+
+
+# -- may they --------------------------------------------------------------------------------
+
+
+async def check_csrf(request: Request, principal: Principal) -> None:
+    """Refuse a changing request of a cookie session that does not carry its CSRF token."""
+    if request.method in SAFE_METHODS or principal.kind != "user":
+        return
+    expected = principal.csrf_token or ""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and _is_form(request):
+        # FastAPI/Starlette keep the body, so the endpoint can still read it afterwards
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        sent = (fields.get(CSRF_FIELD) or [None])[0]
+    if not sent or not expected or not secrets.compare_digest(sent, expected):
+        raise ApiError(
+            403,
+            f"missing or wrong CSRF token: send the {CSRF_HEADER} header or the "
+            f"{CSRF_FIELD} form field of this session",
+            CSRF_FIELD,
+        )
+
+
+def _is_form(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return ctype == "application/x-www-form-urlencoded"
+
+
+def _refuse_role(principal: Principal, need: str) -> ApiError:
+    return ApiError(
+        403, f"this needs the {need} role; {principal.name} has the {principal.role} role"
+    )
+
+
+async def authorize(request: Request, need: str) -> Principal:
+    principal = await current_principal(request)
+    if not principal.allows(need):
+        raise _refuse_role(principal, need)
+    await check_csrf(request, principal)
+    return principal
+
+
+def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: a principal with at least `role` (viewer < responder < admin)."""
+
+    async def dependency(request: Request) -> Principal:
+        return await authorize(request, role)
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+async def access(request: Request) -> Principal:
+    """Router-level rule: reading needs a viewer, changing anything a responder."""
+    return await authorize(request, "viewer" if request.method in SAFE_METHODS else "responder")
+
+
+# -- ingestion -------------------------------------------------------------------------------
+
+
+def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A dependency for ingestion endpoints: a valid, unrevoked ingest key allowed `scope`.
+
+    The key comes as `Authorization: Bearer <key>` (Alertmanager: http_config.authorization)
+    or as `?key=` for senders that can only set a URL. Returns {id, name, scope}.
+    """
+
+    async def dependency(
+        request: Request,
+        key: str | None = Query(
+            None, description="The ingest key, when the sender cannot set an Authorization header."
+        ),
+    ) -> dict[str, Any]:
+        given = bearer(request) or key
+        row = await run_in_store(
+            request, lambda conn, now: service.resolve_ingest_key(conn, given, scope, now)
+        )
+        request.state.ingest_key = row
+        return row
+
+    dependency.__name__ = f"ingest_key_{scope}"
+    return dependency
+
+
+# -- for pages -------------------------------------------------------------------------------
+
+
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (not a script, not the API): redirect it to /login."""
+    if request.method not in ("GET", "HEAD") or request.url.path.startswith("/api/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to return to after login; anything else (another site) becomes '/'."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(safe_next(target), safe='/')}", status_code=303)
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings_of(request).session_max),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=cookie_secure(request),
+    )
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=cookie_secure(request)
+    )
+
+
+# -- auditing the other routers' changes -----------------------------------------------------
+
+# these routes audit themselves, with more detail than a method and a path
+SELF_AUDITED = (
+    "/login",
+    "/logout",
+    "/api/v1/users",
+    "/api/v1/sessions",
+    "/api/v1/tokens",
+    "/api/v1/ingest-keys",
+)
+
+
+class AuditChanges:
+    """ASGI middleware: one audit entry per successful change made by a principal.
+
+    A change is any method but GET/HEAD/OPTIONS answered below 400 on a route that resolved a
+    principal (`access`/`require`); entries read `api.POST /api/v1/incidents/3/ack` with the
+    status. Ingestion (keys, not principals) and refused requests are not audited here: refused
+    logins are audited by the login itself, and refused changes changed nothing.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
+        path = scope.get("path", "")
+        if method in SAFE_METHODS or path.startswith(SELF_AUDITED):
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def watch(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        principal = (scope.get("state") or {}).get("principal")
+        if principal is None or not status or status[0] >= 400:
+            return
+        client = scope.get("client")
+        ip = client[0] if client else None
+        runtime = scope["app"].state.runtime
+
+        def write() -> None:
+            now = runtime.clock.now()
+            with runtime.store.begin() as conn:
+                service.audit(
+                    conn, principal.name, f"api.{method}", path, {"status": status[0]}, ip, now
+                )
+
+        try:
+            await asyncio.to_thread(write)
+        except StoreError as exc:  # the change itself is done and answered; say what is missing
+            log.warning(
+                "audit entry for %s %s by %s not written: %s", method, path, principal.name, exc
+            )

@@ -1,0 +1,119 @@
+"""Access control: roles, the `auth:` settings and the API's request bodies.
+
+The tables (users, sessions, api_tokens, ingest_keys, audit_log) live with every other table in
+`nachtwacht.store.tables`, so one Alembic metadata sees them all; they are re-exported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nachtwacht.durations import Duration
+from nachtwacht.store.tables import api_tokens, audit_log, ingest_keys, sessions, users
+
+__all__ = [
+    "ROLES",
+    "SCOPES",
+    "AuthSettings",
+    "Principal",
+    "Role",
+    "Scope",
+    "api_tokens",
+    "audit_log",
+    "ingest_keys",
+    "role_allows",
+    "sessions",
+    "users",
+]
+
+Role = Literal["viewer", "responder", "admin"]
+Scope = Literal["alerts", "errors", "all"]
+# Ordered: each role may do everything the roles before it may.
+ROLES: tuple[Role, ...] = ("viewer", "responder", "admin")
+SCOPES: tuple[Scope, ...] = ("alerts", "errors", "all")
+
+
+def role_allows(have: str, need: str) -> bool:
+    """Whether a principal with role `have` may do what needs role `need`."""
+    if have not in ROLES or need not in ROLES:
+        return False
+    return ROLES.index(have) >= ROLES.index(need)  # type: ignore[arg-type]
+
+
+class AuthSettings(BaseModel):
+    """`auth:` in nachtwacht.yaml. Every key has a default that suits one small team."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # consecutive wrong passwords for one user before the account is locked
+    lockout_after: int = Field(default=5, ge=1, le=100)
+    lockout_for: Duration = 15 * 60.0
+    # wrong passwords from one address (any usernames) per `ip_window` before it must wait
+    ip_max_failures: int = Field(default=10, ge=1, le=10_000)
+    ip_window: Duration = 60.0
+    # a session ends after `session_idle` without a request, and at the latest `session_max`
+    # after login: a responder's phone stays logged in through a night, not for ever
+    session_idle: Duration = 24 * 3600.0
+    session_max: Duration = 7 * 86400.0
+    min_password_length: int = Field(default=10, ge=8, le=128)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a logged-in user (cookie session) or an API token."""
+
+    kind: Literal["user", "token"]
+    name: str  # the username, or "token:<name>" for an API token
+    role: Role
+    id: int  # the user's id or the token's id
+    session_id: int | None = None
+    csrf_token: str | None = None
+
+    def allows(self, need: str) -> bool:
+        return role_allows(self.role, need)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "role": self.role,
+            "session_id": self.session_id,
+            "csrf_token": self.csrf_token,
+        }
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserIn(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    role: Role = "viewer"
+
+
+class PasswordIn(Strict):
+    password: str = Field(min_length=1, max_length=1024)
+    # needed when users change their own password: a stolen session cannot take the account
+    current_password: str | None = Field(default=None, max_length=1024)
+
+
+class TokenIn(Strict):
+    name: str = Field(min_length=1, max_length=120)
+    role: Role = "viewer"
+
+
+class IngestKeyIn(Strict):
+    name: str = Field(min_length=1, max_length=120)
+    scope: Scope = "all"
