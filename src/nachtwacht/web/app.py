@@ -5,17 +5,26 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.staticfiles import StaticFiles
 
 from nachtwacht import __version__
 from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
 from nachtwacht.auth.api import router as auth_router
-from nachtwacht.auth.deps import AuditChanges, access, ingest_key, require
+from nachtwacht.auth.deps import (
+    AuditChanges,
+    access,
+    ingest_key,
+    login_redirect,
+    require,
+    wants_html,
+)
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
@@ -25,7 +34,8 @@ from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
 from nachtwacht.store.db import Store
-from nachtwacht.web import errors
+from nachtwacht.web import errors, pages
+from nachtwacht.web.errors import ApiError
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
 
@@ -70,7 +80,18 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    json_error = app.exception_handlers[ApiError]
+
+    async def login_first(request: Request, exc: Exception) -> Response:
+        # a browser opening a page without a session goes to the login form, and back after
+        if isinstance(exc, ApiError) and exc.status_code == 401 and wants_html(request):
+            return login_redirect(request)
+        return await json_error(request, exc)
+
+    app.add_exception_handler(ApiError, login_first)
     app.add_middleware(AuditChanges)
+    # public: stylesheets and scripts, vendored so the dashboard works without the internet
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(auth_router)
     # public: /healthz, heartbeat pings and acknowledge links (capability URLs with secret
     # tokens); ingestion takes per-source keys; everything else needs a login or API token
@@ -83,6 +104,8 @@ def create_app(
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
     app.include_router(ping_router)
     app.include_router(ack_router)
+    # the dashboard: /login is public, every other page uses `access` like the API
+    app.include_router(pages.router)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:
