@@ -2,8 +2,10 @@
 # Debian packages the test suite uses as real peers (needs root; skipped when present).
 #   prometheus-alertmanager: a real Alertmanager sending webhooks to Nachtwacht
 #   redis-tools: redis-cli, used by the Frappe preset's job-queue probe
+#   chromium: /usr/bin/chromium, driven by Playwright in the browser tests (Playwright never
+#     downloads a browser of its own here; see docs/decisions/0009)
 set -euo pipefail
-want=(prometheus-alertmanager redis-tools)
+want=(prometheus-alertmanager redis-tools chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -14,5 +16,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq || true
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# apt's progress (hundreds of "Setting up" lines for chromium) goes to a log shown on failure only
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "install-debian-packages: installing ${missing[*]}" >&2
+apt-get update -qq >"$log" 2>&1 || true
+if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi

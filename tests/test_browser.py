@@ -1,0 +1,158 @@
+"""The dashboard in Debian's Chromium, driven by Playwright, against a real `nachtwacht serve`.
+
+Every wait is Playwright's auto-waiting `expect` (bounded by EXPECT_TIMEOUT_MS); nothing sleeps.
+Each step leaves a screenshot in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are fixtures
+    PASSWORD,
+    LiveServer,
+    Screenshots,
+    browser_fixture,
+    context_fixture,
+    live_server_fixture,
+    need_browser,
+    page_fixture,
+    shot_fixture,
+)
+
+need_browser(module_level=True)
+from playwright.sync_api import Page, expect  # noqa: E402 - only once we know it is there
+
+
+def _log_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    page.goto("/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.locator("form:has(input[name=password]) [type=submit]").click()
+
+
+def test_login_page_shows_a_form_with_username_and_password(page: Page, shot: Screenshots) -> None:
+    response = page.goto("/login")
+    assert response is not None and response.status == 200
+    expect(page.locator("input[name=username]")).to_be_visible()
+    expect(page.locator("input[name=password]")).to_have_attribute("type", "password")
+    shot(page, "login-form")
+
+
+def test_anonymous_visit_to_overview_is_sent_to_login(page: Page, shot: Screenshots) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    expect(page.locator("input[name=password]")).to_be_visible()
+    shot(page, "redirected-to-login")
+
+
+def _no_reload_marker(page: Page) -> None:
+    """Mark this document: a navigation or reload would replace it and lose the mark."""
+    page.evaluate("window.__nachtwachtNoReload = true")
+
+
+def _still_same_document(page: Page) -> bool:
+    return page.evaluate("window.__nachtwachtNoReload === true")
+
+
+def test_probe_turns_critical_live_and_responder_acknowledges_from_incident_page(
+    page: Page, live_server: LiveServer, shot: Screenshots
+) -> None:
+    _log_in(page, "alice")
+    expect(page).to_have_url(f"{live_server.url}/")
+    cell = page.locator('#status-grid [data-probe="db-port"]')
+    # up first: the probe checks every second against a socket the test holds open
+    expect(cell).to_have_attribute("data-state", "ok")
+    expect(page.locator('#status-grid [data-probe="web-port"]')).to_have_attribute(
+        "data-state", "ok"
+    )
+    shot(page, "overview-all-ok")
+    _no_reload_marker(page)
+
+    live_server.stop_target("db-port")
+    # the grid polls every 5 s; the probe fails within a second of the socket closing
+    expect(cell).to_have_attribute("data-state", "critical")
+    assert _still_same_document(page), "the overview was reloaded instead of updating itself"
+    expect(page.locator('#status-grid [data-probe="web-port"]')).to_have_attribute(
+        "data-state", "ok"
+    )
+    shot(page, "overview-db-critical")
+
+    incident = page.locator("#incidents [data-incident]").filter(has_text="db").first
+    expect(incident).to_be_visible()
+    shot(page, "overview-open-incident")
+    incident.locator("a").first.click()
+    expect(page).to_have_url(re.compile(r"/incidents/\d+$"))
+    incident_id = int(page.url.rsplit("/", 1)[1])
+    ack = page.locator("#ack-button")
+    expect(ack).to_be_visible()
+    shot(page, "incident-before-ack")
+
+    ack.click()
+    expect(page).to_have_url(re.compile(rf"/incidents/{incident_id}(#timeline)?$"))
+    expect(page.locator('#timeline [data-kind="acknowledged"]')).to_contain_text("alice")
+    expect(page.locator("#acknowledged")).to_contain_text("alice")
+    expect(page.locator("#ack-button")).to_have_count(0)
+    shot(page, "incident-acknowledged")
+    with live_server.api("viewer") as api:
+        stored = api.get(f"/api/v1/incidents/{incident_id}").json()
+    assert stored["acknowledged_by"] == "alice"
+
+
+def test_viewer_sees_no_ack_button_and_cannot_acknowledge(
+    page: Page, live_server: LiveServer, shot: Screenshots
+) -> None:
+    with live_server.api("admin") as api:
+        made = api.post(
+            "/api/v1/incidents",
+            json={"title": "Checkout is slow", "severity": 3, "component": "web"},
+        )
+        assert made.status_code == 201, made.text
+    incident_id = made.json()["id"]
+
+    _log_in(page, "vera")
+    expect(page).to_have_url(f"{live_server.url}/")
+    page.goto(f"/incidents/{incident_id}")
+    expect(page.locator("body")).to_contain_text("Checkout is slow")
+    expect(page.locator("#ack-button")).to_have_count(0)
+    shot(page, "viewer-incident-page")
+
+    # no button is not enough: the server must refuse the viewer's own session, with a valid
+    # CSRF token, through the page's form route and through the API
+    csrf = page.request.get("/api/v1/me").json()["csrf_token"]
+    form_post = page.request.post(
+        f"/incidents/{incident_id}/ack", form={"csrf_token": csrf}, max_redirects=0
+    )
+    assert form_post.status == 403, form_post.text()
+    assert "responder" in form_post.text()
+    api_post = page.request.post(
+        f"/api/v1/incidents/{incident_id}/ack", headers={"X-CSRF-Token": csrf}, data={}
+    )
+    assert api_post.status == 403, api_post.text()
+    assert "responder" in api_post.json()["detail"]
+    with live_server.api("viewer") as api:
+        assert api.get(f"/api/v1/incidents/{incident_id}").json()["acknowledged_by"] is None
+
+
+def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(
+    page: Page, live_server: LiveServer, shot: Screenshots
+) -> None:
+    for attempt in range(1, 6):
+        _log_in(page, "lockme", "not the password")
+        # the fifth wrong password is the one that locks the account
+        reason = "locked" if attempt == 5 else "wrong"
+        expect(page).to_have_url(re.compile(rf"/login\?(.*&)?error={reason}"))
+        expect(page.locator("body")).to_contain_text(re.compile(reason, re.I))
+        if attempt == 1:
+            shot(page, "wrong-password")
+    shot(page, "fifth-wrong-password")
+
+    _log_in(page, "lockme", PASSWORD)
+    expect(page).to_have_url(re.compile(r"/login\?.*error=locked"))
+    expect(page.locator("body")).to_contain_text(re.compile(r"locked", re.I))
+    shot(page, "locked-with-right-password")
+    # no session was opened: the overview still sends this browser to the login page
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    with live_server.api("admin") as api:
+        assert api.get("/api/v1/users/lockme").json()["locked"] is True
