@@ -148,3 +148,25 @@ async def test_removed_probe_is_disabled_but_keeps_its_history(
         rows = {r.name: r.enabled for r in conn.execute(select(t.probes))}
     assert rows == {"db-port": True, "app-port": False}
     await rt2.stop()
+
+
+async def test_rollups_module_keeps_the_dashboard_uptime_cache_warm(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from nachtwacht.probes.uptime import WINDOWS, watermarks
+
+    target = TcpTarget(free_port())
+    await target.start()
+    rt = await _build(sqlite_store, clock, _config(target.port))
+    await rt.scheduler.run_now()
+    rt.writer.flush_sync()
+    clock.advance(3 * 3600)
+    await rt._rollups(clock.now())
+    with sqlite_store.connect() as conn:
+        hour_mark, _ = watermarks(conn)
+    assert hour_mark is not None
+    for label, seconds in WINDOWS.items():
+        key = (int((clock.now() - seconds) // 3600), hour_mark)
+        assert rt.uptime_cache.get(f"hours:{label}", key) is not None, label
+    await rt.stop()
+    await target.stop()

@@ -56,6 +56,7 @@ def create_app(
             p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token")
         }
         app.state.metrics = registry_for(runtime)
+        app.state.uptime_cache = runtime.uptime_cache  # kept warm by the rollups module
         if start_engine:
             runtime.start()
             # the objects of start-up live forever: keep them out of full collections, whose
