@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, select
 
@@ -24,10 +24,16 @@ from nachtwacht.alerts.external import (
     signals_from_alertmanager,
 )
 from nachtwacht.clock import iso
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+# row ids are 32-bit in every store (MariaDB INT); a larger one is a 422 naming the parameter,
+# not an integer overflow in the driver
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 T = TypeVar("T")
 
 TimeValue = str | float | None
@@ -120,15 +126,18 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("/alerts")
 async def list_alerts(
     request: Request,
+    response: Response,
     status: Literal["firing", "resolved", "all"] = "firing",
-    limit: int = Query(100, ge=1, le=1000),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, _rt: Any, _now: float) -> list[dict[str, Any]]:
         a = t.alerts.c
-        query = select(t.alerts).order_by(a.fired_at.desc(), a.id.desc()).limit(limit)
+        query = select(t.alerts).order_by(a.fired_at.desc(), a.id.desc())
         if status != "all":
             query = query.where(a.status == status)
-        return [alert_view(dict(r)) for r in conn.execute(query).mappings()]
+        set_headers(request, response, pg, paging.count(conn, query))
+        rows = conn.execute(paging.window(query, pg.limit, pg.offset)).mappings()
+        return [alert_view(dict(r)) for r in rows]
 
     return await _read(request, work)
 
@@ -151,10 +160,17 @@ class MaintenanceIn(BaseModel):
 
 @router.get("/maintenance")
 async def list_maintenance(
-    request: Request, all: bool = Query(False, description="Include ended and past windows.")
+    request: Request,
+    response: Response,
+    all: bool = Query(False, description="Include ended and past windows."),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, rt: Any, now: float) -> list[dict[str, Any]]:
-        return windows.list_windows(conn, rt.settings, now, include_past=all)
+        # config windows and store windows are merged and ordered by state (active first) in
+        # Python, so this one list pages after the merge; there are few windows of either kind
+        rows = windows.list_windows(conn, rt.settings, now, include_past=all)
+        set_headers(request, response, pg, len(rows))
+        return rows[pg.offset : pg.offset + pg.limit]
 
     return await _read(request, work)
 
@@ -187,7 +203,7 @@ async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, An
 
 
 @router.post("/maintenance/{window_id}/end")
-async def end_maintenance(request: Request, window_id: int) -> dict[str, Any]:
+async def end_maintenance(request: Request, window_id: RowId) -> dict[str, Any]:
     def work(conn: Connection, _rt: Any, now: float) -> dict[str, Any]:
         return windows.store_window_view(windows.end_window(conn, window_id, now), now)
 
@@ -235,10 +251,14 @@ class SilenceIn(BaseModel):
 
 @router.get("/silences")
 async def list_silences(
-    request: Request, all: bool = Query(False, description="Include expired silences.")
+    request: Request,
+    response: Response,
+    all: bool = Query(False, description="Include expired silences."),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, _rt: Any, now: float) -> list[dict[str, Any]]:
-        return windows.list_silences(conn, now, include_past=all)
+        set_headers(request, response, pg, windows.count_silences(conn, now, all))
+        return windows.list_silences(conn, now, all, pg.limit, pg.offset)
 
     return await _read(request, work)
 
@@ -268,7 +288,7 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
 
 
 @router.post("/silences/{silence_id}/expire")
-async def expire_silence(request: Request, silence_id: int) -> dict[str, Any]:
+async def expire_silence(request: Request, silence_id: RowId) -> dict[str, Any]:
     def work(conn: Connection, _rt: Any, now: float) -> dict[str, Any]:
         return windows.silence_view(windows.expire_silence(conn, silence_id, now), now)
 

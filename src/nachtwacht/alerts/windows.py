@@ -8,20 +8,25 @@ Muting itself is decided in `alerts.maintenance.mute_reason`.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.alerts.maintenance import DAYS, occurrence
 from nachtwacht.alerts.models import RECURRING, Window
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.durations import format_duration, parse_duration
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
 MATCHER_KINDS = ("probe", "component", "fingerprint")
+# 9999-01-01T00:00:00Z: the latest time datetime can still show in any timezone; later (or
+# negative, or NaN) epoch seconds would crash the formatting and the views with a server error
+MAX_TIME = 253370764800.0
 
 
 class WindowError(ValueError):
@@ -41,7 +46,7 @@ def parse_time(value: str | float | datetime, zone: ZoneInfo, field: str) -> flo
     if isinstance(value, bool):
         raise WindowError(f"{field}: a time such as '2025-06-01 02:00' is expected", field)
     if isinstance(value, int | float):
-        return float(value)
+        return _in_range(float(value), field)
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -54,7 +59,13 @@ def parse_time(value: str | float | datetime, zone: ZoneInfo, field: str) -> flo
             ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
-    return value.timestamp()
+    return _in_range(value.timestamp(), field)
+
+
+def _in_range(ts: float, field: str) -> float:
+    if not (math.isfinite(ts) and 0 <= ts <= MAX_TIME):
+        raise WindowError(f"{field}: the time is out of range (1970-01-01 to 9998-12-31)", field)
+    return ts
 
 
 def span(
@@ -86,7 +97,7 @@ def span(
             raise WindowError(f"{duration_field}: {exc}", duration_field) from None
         if seconds <= 0:
             raise WindowError(f"{duration_field}: must be longer than 0s", duration_field)
-        ends_at = starts_at + seconds
+        ends_at = _in_range(starts_at + seconds, duration_field)
     else:
         assert end is not None
         ends_at = parse_time(end, zone, end_field)
@@ -394,12 +405,27 @@ def silence_view(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def list_silences(conn: Connection, now: float, include_past: bool = False) -> list[dict[str, Any]]:
+def _silences_query(now: float, include_past: bool) -> Select:
     s = t.silences.c
     query = select(t.silences).order_by(s.starts_at, s.id)
     if not include_past:
         query = query.where(s.ends_at > now, s.expired_early_at.is_(None))
+    return query
+
+
+def list_silences(
+    conn: Connection,
+    now: float,
+    include_past: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    query = paging.window(_silences_query(now, include_past), limit, offset)
     return [silence_view(dict(r), now) for r in conn.execute(query).mappings()]
+
+
+def count_silences(conn: Connection, now: float, include_past: bool = False) -> int:
+    return paging.count(conn, _silences_query(now, include_past))
 
 
 __all__ = [
@@ -408,6 +434,7 @@ __all__ = [
     "add_window",
     "end_window",
     "expire_silence",
+    "count_silences",
     "list_silences",
     "list_windows",
     "next_occurrence",

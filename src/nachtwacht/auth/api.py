@@ -39,6 +39,7 @@ from nachtwacht.auth.models import (
 )
 from nachtwacht.clock import iso
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, pager, set_headers
 
 router = APIRouter(tags=["auth"])
 
@@ -194,8 +195,14 @@ async def me(principal: Principal = Depends(signed_in)) -> dict[str, Any]:
 
 
 @router.get("/api/v1/users", dependencies=[Depends(admin)])
-async def list_users(request: Request) -> list[dict[str, Any]]:
-    return await run_in_store(request, lambda conn, now: service.list_users(conn, now))
+async def list_users(
+    request: Request, response: Response, pg: Page = Depends(page)
+) -> list[dict[str, Any]]:
+    def work(conn: Connection, now: float) -> list[dict[str, Any]]:
+        set_headers(request, response, pg, service.count_users(conn))
+        return service.list_users(conn, now, pg.limit, pg.offset)
+
+    return await run_in_store(request, work)
 
 
 @router.post("/api/v1/users", status_code=201)
@@ -355,12 +362,18 @@ async def revoke_all_sessions(
 
 @router.get("/api/v1/tokens", dependencies=[Depends(admin)])
 async def list_tokens(
-    request: Request, revoked: bool = Query(False, description="Include revoked tokens.")
+    request: Request,
+    response: Response,
+    revoked: bool = Query(False, description="Include revoked tokens."),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     """API tokens without their secrets."""
-    return await run_in_store(
-        request, lambda conn, _now: service.list_tokens(conn, include_revoked=revoked)
-    )
+
+    def work(conn: Connection, _now: float) -> list[dict[str, Any]]:
+        set_headers(request, response, pg, service.count_tokens(conn, include_revoked=revoked))
+        return service.list_tokens(conn, include_revoked=revoked, limit=pg.limit, offset=pg.offset)
+
+    return await run_in_store(request, work)
 
 
 @router.post("/api/v1/tokens", status_code=201)
@@ -432,25 +445,35 @@ async def revoke_ingest_key(
 @router.get("/api/v1/audit", dependencies=[Depends(admin)], response_model=None)
 async def audit(
     request: Request,
+    response: Response,
     since: str | None = Query(None, description="Epoch seconds or ISO 8601."),
-    limit: int = Query(1000, ge=1, le=100_000),
     action: str | None = Query(None, description="e.g. login.failed, or login. for all logins"),
     format: Literal["json", "jsonl", "csv"] = Query("json"),
+    # exports take bigger pages than other lists (up to 100,000 rows) so one file holds a month
+    pg: Page = Depends(pager(default=1000, maximum=100_000)),
 ) -> Any:
     """The audit log, newest first: JSON, JSON lines or CSV (as a download)."""
     try:
         start = service.parse_since(since)
     except service.AuthError as exc:
         raise ApiError(exc.status_code, str(exc), exc.field) from None
-    rows = await run_in_store(
-        request, lambda conn, _now: service.audit_log(conn, start, limit, action=action)
-    )
+
+    def work(conn: Connection, _now: float) -> tuple[list[dict[str, Any]], int]:
+        rows = service.audit_log(conn, start, pg.limit, action=action, offset=pg.offset)
+        return rows, service.count_audit(conn, start, action=action)
+
+    rows, total = await run_in_store(request, work)
+    out: Response
     if format == "json":
+        set_headers(request, response, pg, total)
         return rows
     if format == "jsonl":
-        return PlainTextResponse(service.export_jsonl(rows), media_type="application/x-ndjson")
-    return PlainTextResponse(
-        service.export_csv(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="nachtwacht-audit.csv"'},
-    )
+        out = PlainTextResponse(service.export_jsonl(rows), media_type="application/x-ndjson")
+    else:
+        out = PlainTextResponse(
+            service.export_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="nachtwacht-audit.csv"'},
+        )
+    set_headers(request, out, pg, total)
+    return out

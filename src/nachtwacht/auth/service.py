@@ -27,11 +27,12 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nachtwacht.auth.models import ROLES, SCOPES, AuthSettings, Principal, Role
 from nachtwacht.clock import iso
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
 HASHER = PasswordHasher()  # RFC 9106 low-memory profile: argon2id, 64 MiB, t=3, p=4
@@ -158,17 +159,9 @@ def audit(
     )
 
 
-def audit_log(
-    conn: Connection,
-    since: float | None = None,
-    limit: int = 1000,
-    *,
-    action: str | None = None,
-    actor: str | None = None,
-) -> list[dict[str, Any]]:
-    """Entries at or after `since`, newest first; `action` may end in `.` to match a family."""
+def _audit_query(since: float | None, action: str | None, actor: str | None) -> Select:
     a = t.audit_log.c
-    query = select(t.audit_log).order_by(a.ts.desc(), a.id.desc()).limit(max(1, limit))
+    query = select(t.audit_log).order_by(a.ts.desc(), a.id.desc())
     if since is not None:
         query = query.where(a.ts >= since)
     if action:
@@ -178,6 +171,30 @@ def audit_log(
         )
     if actor:
         query = query.where(a.actor == actor)
+    return query
+
+
+def count_audit(
+    conn: Connection,
+    since: float | None = None,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+) -> int:
+    return paging.count(conn, _audit_query(since, action, actor))
+
+
+def audit_log(
+    conn: Connection,
+    since: float | None = None,
+    limit: int = 1000,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Entries at or after `since`, newest first; `action` may end in `.` to match a family."""
+    query = paging.window(_audit_query(since, action, actor), max(1, limit), offset)
     return [
         {
             "id": r["id"],
@@ -306,10 +323,17 @@ def get_user(conn: Connection, username: str, now: float) -> dict[str, Any]:
     return _user_view(row, now, _active_sessions(conn, now).get(row["id"], 0))
 
 
-def list_users(conn: Connection, now: float) -> list[dict[str, Any]]:
+def list_users(
+    conn: Connection, now: float, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
     counts = _active_sessions(conn, now)
-    rows = conn.execute(select(t.users).order_by(t.users.c.username)).mappings()
+    query = paging.window(select(t.users).order_by(t.users.c.username), limit, offset)
+    rows = conn.execute(query).mappings()
     return [_user_view(dict(r), now, counts.get(r["id"], 0)) for r in rows]
+
+
+def count_users(conn: Connection) -> int:
+    return paging.count(conn, select(t.users))
 
 
 def _active_sessions(conn: Connection, now: float) -> dict[int, int]:
@@ -779,12 +803,23 @@ def create_token(
     return {**_secret_view(dict(row), "role"), "token": token}
 
 
-def list_tokens(conn: Connection, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+def _tokens_query(include_revoked: bool) -> Select:
     c = t.api_tokens.c
     query = select(t.api_tokens).order_by(c.id)
     if not include_revoked:
         query = query.where(c.revoked_at.is_(None))
+    return query
+
+
+def list_tokens(
+    conn: Connection, *, include_revoked: bool = False, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    query = paging.window(_tokens_query(include_revoked), limit, offset)
     return [_secret_view(dict(r), "role") for r in conn.execute(query).mappings()]
+
+
+def count_tokens(conn: Connection, *, include_revoked: bool = False) -> int:
+    return paging.count(conn, _tokens_query(include_revoked))
 
 
 def revoke_token(

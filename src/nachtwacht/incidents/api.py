@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from nachtwacht.auth.deps import actor
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.incidents import escalation, service, views
+from nachtwacht.incidents import escalation, notifications, service, views
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(tags=["incidents"])
+
+# row ids are 32-bit in every store (MariaDB INT); a larger one is a 422 naming the parameter,
+# not an integer overflow in the driver
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 T = TypeVar("T")
 
 
@@ -95,17 +101,19 @@ def _contact(rt: Runtime, contact: str) -> None:
 @router.get("/api/v1/incidents")
 async def list_incidents(
     request: Request,
+    response: Response,
     status: Literal[
         "open", "all", "investigating", "mitigating", "monitoring", "resolved", "closed"
     ] = "open",
-    limit: int = Query(100, ge=1, le=1000),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     rt = _rt(request)
     wanted = OPEN_STATUSES if status == "open" else (None if status == "all" else (status,))
 
     def work() -> list[dict[str, Any]]:
         with rt.store.connect() as conn:
-            rows = service.list_incidents(conn, wanted, limit)
+            rows = service.list_incidents(conn, wanted, pg.limit, pg.offset)
+            set_headers(request, response, pg, service.count_incidents(conn, wanted))
         now = rt.clock.now()
         return [views.summary(r, now) for r in rows]
 
@@ -136,7 +144,7 @@ async def declare(request: Request, body: Declare) -> dict[str, Any]:
 
 
 @router.get("/api/v1/incidents/{incident_id}")
-async def show(request: Request, incident_id: int) -> dict[str, Any]:
+async def show(request: Request, incident_id: RowId) -> dict[str, Any]:
     rt = _rt(request)
 
     def work() -> dict[str, Any]:
@@ -158,7 +166,7 @@ def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str,
 
 
 @router.post("/api/v1/incidents/{incident_id}/ack")
-async def ack(request: Request, incident_id: int, body: Actor | None = None) -> dict[str, Any]:
+async def ack(request: Request, incident_id: RowId, body: Actor | None = None) -> dict[str, Any]:
     actor = body.actor if body else "api"
     return await _write(
         request,
@@ -167,7 +175,7 @@ async def ack(request: Request, incident_id: int, body: Actor | None = None) -> 
 
 
 @router.post("/api/v1/incidents/{incident_id}/updates")
-async def update(request: Request, incident_id: int, body: Update) -> dict[str, Any]:
+async def update(request: Request, incident_id: RowId, body: Update) -> dict[str, Any]:
     return await _write(
         request,
         _action(
@@ -180,7 +188,7 @@ async def update(request: Request, incident_id: int, body: Update) -> dict[str, 
 
 
 @router.post("/api/v1/incidents/{incident_id}/severity")
-async def severity(request: Request, incident_id: int, body: SeverityChange) -> dict[str, Any]:
+async def severity(request: Request, incident_id: RowId, body: SeverityChange) -> dict[str, Any]:
     return await _write(
         request,
         _action(
@@ -193,7 +201,7 @@ async def severity(request: Request, incident_id: int, body: SeverityChange) -> 
 
 
 @router.post("/api/v1/incidents/{incident_id}/assign")
-async def assign(request: Request, incident_id: int, body: Assign) -> dict[str, Any]:
+async def assign(request: Request, incident_id: RowId, body: Assign) -> dict[str, Any]:
     def fn(c, rt: Runtime, now: float) -> None:  # noqa: ANN001
         service.require(c, incident_id)
         _contact(rt, body.contact)
@@ -203,7 +211,7 @@ async def assign(request: Request, incident_id: int, body: Assign) -> dict[str, 
 
 
 @router.post("/api/v1/incidents/{incident_id}/escalate")
-async def escalate(request: Request, incident_id: int, body: Escalate) -> dict[str, Any]:
+async def escalate(request: Request, incident_id: RowId, body: Escalate) -> dict[str, Any]:
     return await _write(
         request,
         _action(
@@ -216,7 +224,7 @@ async def escalate(request: Request, incident_id: int, body: Escalate) -> dict[s
 
 
 @router.post("/api/v1/incidents/{incident_id}/notes")
-async def note(request: Request, incident_id: int, body: Note) -> dict[str, Any]:
+async def note(request: Request, incident_id: RowId, body: Note) -> dict[str, Any]:
     return await _write(
         request,
         _action(
@@ -228,7 +236,7 @@ async def note(request: Request, incident_id: int, body: Note) -> dict[str, Any]
 
 @router.post("/api/v1/incidents/{incident_id}/resolve")
 async def resolve(
-    request: Request, incident_id: int, body: Resolve | None = None
+    request: Request, incident_id: RowId, body: Resolve | None = None
 ) -> dict[str, Any]:
     body = body or Resolve()
     return await _write(
@@ -243,12 +251,43 @@ async def resolve(
 
 
 @router.post("/api/v1/incidents/{incident_id}/close")
-async def close(request: Request, incident_id: int, body: Actor | None = None) -> dict[str, Any]:
+async def close(request: Request, incident_id: RowId, body: Actor | None = None) -> dict[str, Any]:
     actor = body.actor if body else "api"
     return await _write(
         request,
         _action(
             incident_id, lambda c, rt, now: service.set_status(c, incident_id, "closed", actor, now)
+        ),
+    )
+
+
+class CustomMessage(BaseModel):
+    kind: Literal["status_update", "emergency_notification", "customer_notice"]
+    subject: str = Field(min_length=1, max_length=notifications.MAX_SUBJECT)
+    body: str = Field(min_length=1, max_length=notifications.MAX_BODY)
+    to: str = Field(
+        "notified",
+        max_length=200,
+        description="'notified' (everyone notified so far), 'role:NAME' or 'contact:ID'",
+    )
+
+
+@router.post("/api/v1/incidents/{incident_id}/messages", status_code=201)
+async def send_message(request: Request, incident_id: RowId, body: CustomMessage) -> dict[str, Any]:
+    """Send an edited status update, notification or customer notice through the outbox."""
+    who = actor(request)
+    return await _write(
+        request,
+        lambda c, rt, now: notifications.send_custom(
+            c,
+            rt.settings,
+            incident_id,
+            kind=body.kind,
+            subject=body.subject,
+            body=body.body,
+            to=body.to,
+            actor=who,
+            now=now,
         ),
     )
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.service import add_event, timeline
-from nachtwacht.notify.compose import compose
-from nachtwacht.notify.outbox import enqueue
+from nachtwacht.incidents.service import IncidentError, add_event, require, timeline
+from nachtwacht.notify.compose import PAGING, compose, fit
+from nachtwacht.notify.outbox import OutboundMessage, enqueue
+from nachtwacht.notify.templates import TemplateError
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import resolve_target
 from nachtwacht.store import tables as t
@@ -96,3 +99,110 @@ def notified_so_far(conn: Connection, settings: Settings, incident_id: int) -> l
     ).scalars()
     people = {c.id: c for c in settings.people.contacts}
     return [people[i] for i in ids if i in people]
+
+
+# the messages a responder may edit on the incident page (or through the API) and send
+EDITABLE_KINDS = ("status_update", "emergency_notification", "customer_notice")
+MAX_SUBJECT = 300
+MAX_BODY = 20_000
+
+
+def recipients(
+    conn: Connection, settings: Settings, incident_id: int, to: str, now: float
+) -> tuple[list[Contact], str]:
+    """`notified` | `role:X` | `contact:Y` as contacts, and the words the timeline uses."""
+    kind, _, ref = to.partition(":")
+    if to == "notified":
+        return notified_so_far(conn, settings, incident_id), "everyone notified so far"
+    if kind == "contact" and ref:
+        found = settings.people.contact(ref)
+        if found is None:
+            raise IncidentError(f"no contact '{ref}'", "to", 422)
+        return [found], found.name
+    if kind == "role" and ref:
+        people = resolve_target(conn, settings, to, now)
+        if not people:
+            raise IncidentError(f"no contact has the role '{ref}'", "to", 422)
+        return people, f"role {ref}"
+    raise IncidentError("to must be 'notified', 'role:NAME' or 'contact:ID'", "to", 422)
+
+
+def send_custom(
+    conn: Connection,
+    settings: Settings,
+    incident_id: int,
+    *,
+    kind: str,
+    subject: str,
+    body: str,
+    to: str,
+    actor: str,
+    now: float,
+) -> dict[str, Any]:
+    """Queue a responder's edited message through the outbox, and say so on the timeline.
+
+    The messages are composed as the template would be (channels, addresses, payloads), then
+    carry the edited subject and body. Each send has its own idempotency key: sending the same
+    text twice on purpose sends it twice.
+    """
+    incident = require(conn, incident_id)
+    if kind not in EDITABLE_KINDS:
+        raise IncidentError(f"kind must be one of {', '.join(EDITABLE_KINDS)}", "kind", 422)
+    subject, body = subject.strip(), body.strip()
+    if not subject or len(subject) > MAX_SUBJECT:
+        raise IncidentError(f"subject must be 1 to {MAX_SUBJECT} characters", "subject", 422)
+    if not body or len(body) > MAX_BODY:
+        raise IncidentError(f"body must be 1 to {MAX_BODY} characters", "body", 422)
+    contacts, words = recipients(conn, settings, incident_id, to, now)
+    key = f"custom:{incident_id}:{kind}:{uuid.uuid4().hex}"
+    try:
+        composed = compose(
+            settings,
+            kind=kind,
+            key=key,
+            incident=incident,
+            contacts=contacts,
+            context=context_for(conn, settings, incident),
+            now=now,
+        )
+    except TemplateError as exc:
+        raise IncidentError(str(exc), "kind", 422) from None
+    messages = [_edited(settings, m, subject, body, contacts) for m in composed]
+    ids = enqueue(conn, messages, now)
+    if not ids:
+        raise IncidentError(f"no notification channel reaches {words}", "to", 422)
+    routes = sorted({m.channel for m in messages})
+    add_event(
+        conn,
+        incident_id,
+        now,
+        "notification_queued",
+        actor,
+        f"{kind} edited and sent to {words} via {', '.join(routes)}",
+        {
+            "kind": kind,
+            "key": key,
+            "to": to,
+            "edited": True,
+            "subject": subject,
+            "outbox_ids": ids,
+            "contacts": [c.id for c in contacts],
+        },
+    )
+    return {"kind": kind, "to": to, "key": key, "queued": len(ids), "outbox_ids": ids}
+
+
+def _edited(
+    settings: Settings, m: OutboundMessage, subject: str, body: str, contacts: list[Contact]
+) -> OutboundMessage:
+    cfg = settings.notify.channels[m.channel]
+    text = body
+    if cfg.kind == "sms":
+        # a text message has no subject line: both go in, cut to the channel's length
+        text = fit(f"{subject}: {body}", None, cfg.max_length)  # type: ignore[union-attr]
+    elif m.contact is None:
+        # broadcast channels mention the people concerned, as the composed message did
+        mentions = " ".join(p.chat for p in contacts if p.chat)
+        if mentions:
+            text = f"{body}\n\n{'Paging' if m.kind in PAGING else 'cc'}: {mentions}"
+    return dataclasses.replace(m, subject=subject, body=text)

@@ -11,11 +11,12 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
 
@@ -134,13 +135,25 @@ def by_ack_token(conn: Connection, token: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def list_incidents(
-    conn: Connection, statuses: tuple[str, ...] | None = OPEN_STATUSES, limit: int = 100
-) -> list[dict[str, Any]]:
-    query = select(t.incidents).order_by(t.incidents.c.id.desc()).limit(limit)
+def _incidents_query(statuses: tuple[str, ...] | None) -> Select:
+    query = select(t.incidents).order_by(t.incidents.c.id.desc())
     if statuses:
         query = query.where(t.incidents.c.status.in_(statuses))
+    return query
+
+
+def list_incidents(
+    conn: Connection,
+    statuses: tuple[str, ...] | None = OPEN_STATUSES,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    query = paging.window(_incidents_query(statuses), limit, offset)
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def count_incidents(conn: Connection, statuses: tuple[str, ...] | None = OPEN_STATUSES) -> int:
+    return paging.count(conn, _incidents_query(statuses))
 
 
 def open_for_component(conn: Connection, component: str) -> dict[str, Any] | None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from nachtwacht.notify.sender import STATUSES, NotifyTestError, list_outbox, send_test
+from nachtwacht.notify.sender import (
+    STATUSES,
+    NotifyTestError,
+    count_outbox,
+    list_outbox,
+    send_test,
+)
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(prefix="/api/v1", tags=["notify"])
 
@@ -37,12 +44,21 @@ async def notify_test(request: Request, body: NotifyTestBody) -> dict[str, Any]:
 @router.get("/outbox")
 async def get_outbox(
     request: Request,
+    response: Response,
     status: str | None = Query(None, description="pending | sending | sent | dead"),
-    incident: int | None = Query(None, description="only rows of this incident"),
-    limit: int = Query(100, ge=1, le=10_000),
+    incident: int | None = Query(
+        None, ge=1, le=2**31 - 1, description="only rows of this incident"
+    ),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     """The newest outbox rows, with attempts, next attempt and last error."""
     if status is not None and status not in STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(STATUSES)}", "status")
     rt = request.app.state.runtime
-    return await asyncio.to_thread(list_outbox, rt.store, status, limit, incident)
+
+    def work() -> list[dict[str, Any]]:
+        rows = list_outbox(rt.store, status, pg.limit, incident, pg.offset)
+        set_headers(request, response, pg, count_outbox(rt.store, status, incident))
+        return rows
+
+    return await asyncio.to_thread(work)

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.schema import Settings
@@ -45,6 +45,7 @@ from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.compose import BROADCAST, compose, label
 from nachtwacht.notify.outbox import enqueue
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
@@ -478,17 +479,31 @@ def rows_by_id(store: Store, ids: Collection[int]) -> list[dict[str, Any]]:
         ]
 
 
-def list_outbox(
-    store: Store, status: str | None = None, limit: int = 100, incident_id: int | None = None
-) -> list[dict[str, Any]]:
-    """The newest outbox rows, optionally of one status or one incident."""
-    query = select(t.outbox).order_by(o.id.desc()).limit(limit)
+def _outbox_query(status: str | None, incident_id: int | None) -> Select:
+    query = select(t.outbox).order_by(o.id.desc())
     if status:
         query = query.where(o.status == status)
     if incident_id is not None:
         query = query.where(o.incident_id == incident_id)
+    return query
+
+
+def list_outbox(
+    store: Store,
+    status: str | None = None,
+    limit: int | None = 100,
+    incident_id: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """The newest outbox rows, optionally of one status or one incident."""
+    query = paging.window(_outbox_query(status, incident_id), limit, offset)
     with store.connect() as conn:
         return [public_row(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def count_outbox(store: Store, status: str | None = None, incident_id: int | None = None) -> int:
+    with store.connect() as conn:
+        return paging.count(conn, _outbox_query(status, incident_id))
 
 
 class NotifyTestError(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
@@ -16,6 +16,10 @@ from nachtwacht.oncall import service
 from nachtwacht.web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["oncall"])
+
+# row ids are 32-bit in every store (MariaDB INT); a larger one is a 422 naming the parameter,
+# not an integer overflow in the driver
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 T = TypeVar("T")
 TIME_DOC = "ISO 8601, 'YYYY-MM-DD HH:MM' in the site timezone, or epoch seconds"
 
@@ -125,7 +129,7 @@ async def add_override(request: Request, body: NewOverride) -> dict[str, Any]:
 
 
 @router.delete("/oncall/overrides/{override_id}")
-async def delete_override(request: Request, override_id: int) -> dict[str, Any]:
+async def delete_override(request: Request, override_id: RowId) -> dict[str, Any]:
     row = await _db(
         request, lambda conn, _rt, _now: service.delete_override(conn, override_id), write=True
     )

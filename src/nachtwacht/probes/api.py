@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from nachtwacht.clock import iso
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.probes import report, service
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(prefix="/api/v1", tags=["probes"])
+# bounds for epoch-second query parameters: finite, 1970 up to 9999-01-01 (the latest time every
+# timezone can show); beyond them bucket numbers overflow the store's 64-bit integers
+EPOCH: dict[str, Any] = {"ge": 0, "le": 253370764800, "allow_inf_nan": False}
 
 
 def _runtime(request: Request) -> Runtime:
@@ -46,12 +50,16 @@ async def get_status(request: Request) -> dict[str, Any]:
 
 
 @router.get("/probes")
-async def list_probes(request: Request) -> list[dict[str, Any]]:
+async def list_probes(
+    request: Request, response: Response, pg: Page = Depends(page)
+) -> list[dict[str, Any]]:
     rt = _runtime(request)
 
     def work() -> list[dict[str, Any]]:
         with rt.store.connect() as conn:
-            return [_public(p) for p in service.probe_overview(conn)]
+            rows = service.probe_overview(conn, limit=pg.limit, offset=pg.offset)
+            set_headers(request, response, pg, service.count_probes(conn))
+        return [_public(p) for p in rows]
 
     return await asyncio.to_thread(work)
 
@@ -65,15 +73,17 @@ async def get_probe(request: Request, name: str) -> dict[str, Any]:
 async def get_results(
     request: Request,
     name: str,
-    since: float | None = Query(None, description="epoch seconds"),
-    limit: int = Query(100, ge=1, le=10_000),
+    response: Response,
+    since: float | None = Query(None, description="epoch seconds", **EPOCH),
+    pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     rt = _runtime(request)
 
     def work() -> list[dict[str, Any]]:
         probe = _probe(rt, name)
         with rt.store.connect() as conn:
-            rows = service.recent_results(conn, probe["id"], since, limit)
+            rows = service.recent_results(conn, probe["id"], since, pg.limit, pg.offset)
+            set_headers(request, response, pg, service.count_results(conn, probe["id"], since))
         return [{**r, "time": iso(r["ts"])} for r in rows]
 
     return await asyncio.to_thread(work)
@@ -81,14 +91,15 @@ async def get_results(
 
 @router.get("/probes/{name}/history")
 async def get_history(
-    request: Request, name: str, limit: int = Query(100, ge=1, le=10_000)
+    request: Request, response: Response, name: str, pg: Page = Depends(page)
 ) -> list[dict[str, Any]]:
     rt = _runtime(request)
 
     def work() -> list[dict[str, Any]]:
         probe = _probe(rt, name)
         with rt.store.connect() as conn:
-            rows = service.state_history(conn, probe["id"], limit)
+            rows = service.state_history(conn, probe["id"], pg.limit, pg.offset)
+            set_headers(request, response, pg, service.count_history(conn, probe["id"]))
         return [
             {k: v for k, v in r.items() if k != "probe_id"} | {"time": iso(r["ts"])} for r in rows
         ]
@@ -101,8 +112,8 @@ async def get_rollups(
     request: Request,
     name: str,
     resolution: Literal["minute", "hour"] = "minute",
-    since: float | None = Query(None, description="epoch seconds; default 24 hours ago"),
-    until: float | None = Query(None, description="epoch seconds; default now"),
+    since: float | None = Query(None, description="epoch seconds; default 24 hours ago", **EPOCH),
+    until: float | None = Query(None, description="epoch seconds; default now", **EPOCH),
 ) -> list[dict[str, Any]]:
     rt = _runtime(request)
     now = rt.clock.now()

@@ -10,11 +10,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Select, bindparam, select, update
 
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState, Transition
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
 
@@ -176,9 +177,7 @@ def write_batch(
 # -- reads for status, API and metrics ---------------------------------------------------
 
 
-def probe_overview(
-    conn: Connection, include_disabled: bool = False, name: str | None = None
-) -> list[dict[str, Any]]:
+def _overview_query(include_disabled: bool, name: str | None) -> Select:
     query = (
         select(
             t.probes.c.id,
@@ -204,6 +203,21 @@ def probe_overview(
         query = query.where(t.probes.c.enabled.is_(True))
     if name is not None:
         query = query.where(t.probes.c.name == name)
+    return query
+
+
+def count_probes(conn: Connection, include_disabled: bool = False) -> int:
+    return paging.count(conn, _overview_query(include_disabled, None))
+
+
+def probe_overview(
+    conn: Connection,
+    include_disabled: bool = False,
+    name: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    query = paging.window(_overview_query(include_disabled, name), limit, offset)
     out = []
     for row in conn.execute(query).mappings():
         item = dict(row)
@@ -221,9 +235,7 @@ def probe_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def recent_results(
-    conn: Connection, probe_id: int, since: float | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+def _results_query(probe_id: int, since: float | None) -> Select:
     query = select(
         t.results.c.ts,
         t.results.c.status,
@@ -233,18 +245,42 @@ def recent_results(
     ).where(t.results.c.probe_id == probe_id)
     if since is not None:
         query = query.where(t.results.c.ts >= since)
-    rows = conn.execute(query.order_by(t.results.c.ts.desc()).limit(limit)).mappings()
+    # id breaks ties so that pages never overlap
+    return query.order_by(t.results.c.ts.desc(), t.results.c.id.desc())
+
+
+def recent_results(
+    conn: Connection,
+    probe_id: int,
+    since: float | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    rows = conn.execute(paging.window(_results_query(probe_id, since), limit, offset)).mappings()
     return [dict(r) for r in rows]
 
 
-def state_history(conn: Connection, probe_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    rows = conn.execute(
+def count_results(conn: Connection, probe_id: int, since: float | None = None) -> int:
+    return paging.count(conn, _results_query(probe_id, since))
+
+
+def _history_query(probe_id: int) -> Select:
+    return (
         select(t.state_changes)
         .where(t.state_changes.c.probe_id == probe_id)
         .order_by(t.state_changes.c.ts.desc(), t.state_changes.c.id.desc())
-        .limit(limit)
-    ).mappings()
+    )
+
+
+def state_history(
+    conn: Connection, probe_id: int, limit: int | None = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    rows = conn.execute(paging.window(_history_query(probe_id), limit, offset)).mappings()
     return [dict(r) for r in rows]
+
+
+def count_history(conn: Connection, probe_id: int) -> int:
+    return paging.count(conn, _history_query(probe_id))
 
 
 def rollups(

@@ -41,7 +41,12 @@ from nachtwacht.auth.models import Principal
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
-from nachtwacht.incidents.notifications import context_for
+from nachtwacht.incidents.notifications import (
+    EDITABLE_KINDS,
+    context_for,
+    notified_so_far,
+    send_custom,
+)
 from nachtwacht.incidents.sla import describe_target
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.templates import TemplateError, render
@@ -611,11 +616,17 @@ def escalation_plan(settings: Any, inc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def previews(conn: Connection, settings: Any, inc: dict[str, Any], now: float) -> list[dict]:
+def previews(
+    conn: Connection,
+    settings: Any,
+    inc: dict[str, Any],
+    now: float,
+    kinds: tuple[str, ...] = PREVIEW_KINDS,
+) -> list[dict]:
     """The notification templates rendered as the outbox would render them now."""
     extra = context_for(conn, settings, inc)
     out = []
-    for kind in PREVIEW_KINDS:
+    for kind in kinds:
         try:
             ctx = base_context(settings, kind, inc, [], now, extra)
             subject, body = render(kind, ctx, settings.notify.templates_dir)
@@ -649,6 +660,10 @@ def incident_data(incident_id: int) -> Build:
             "timeline": incidents.timeline(conn, incident_id),
             "plan": escalation_plan(settings, inc),
             "previews": previews(conn, settings, inc, now),
+            # the messages a responder can edit and send: prefilled from their templates
+            "drafts": previews(conn, settings, inc, now, EDITABLE_KINDS),
+            "notified": [c.name for c in notified_so_far(conn, settings, incident_id)],
+            "recipient_roles": sorted({r for c in people.contacts for r in c.roles}),
             "contacts": people.contacts,
             "external": people.external,
             "update_statuses": UPDATE_STATUSES,
@@ -788,6 +803,27 @@ async def incident_close(request: Request, incident_id: RowId) -> Response:
         incident_id,
         lambda conn, rt, now, form: incidents.set_status(conn, incident_id, "closed", who, now),
     )
+
+
+@protected.post("/incidents/{incident_id}/messages")
+async def incident_message(request: Request, incident_id: RowId) -> Response:
+    """Send an edited template (same service as POST /api/v1/incidents/{id}/messages)."""
+    who = actor(request)
+
+    def work(conn: Connection, rt: Any, now: float, form: dict[str, str]) -> None:
+        send_custom(
+            conn,
+            rt.settings,
+            incident_id,
+            kind=form.get("kind", ""),
+            subject=_need(form, "subject", "The subject"),
+            body=_need(form, "body", "The message"),
+            to=form.get("to", "notified"),
+            actor=who,
+            now=now,
+        )
+
+    return await _incident_action(request, incident_id, work)
 
 
 # ---------------------------------------------------------------------------- on call
