@@ -382,3 +382,21 @@ def test_every_example_in_configuration_md_is_valid() -> None:
     assert len(blocks) >= 4
     for block in blocks:
         parse_config(block, "configuration.md")
+
+
+def test_a_relative_sqlite_path_in_a_sql_probe_is_relative_to_the_config_file(
+    tmp_path: Path,
+) -> None:
+    from nachtwacht.config.loader import load_config
+
+    cfg = tmp_path / "conf" / "nachtwacht.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        "probes:\n  - {name: app-db, kind: sql, url: 'sqlite:///data/app.db'}\n"
+        "  - {name: mem, kind: sql, url: 'sqlite:///:memory:'}\n",
+        encoding="utf-8",
+    )
+    settings = load_config(cfg)
+    assert settings.probes[0].url == f"sqlite:///{(cfg.parent / 'data' / 'app.db').as_posix()}"
+    assert settings.probes[1].url == "sqlite:///:memory:"
+    assert settings.store.url == f"sqlite:///{(cfg.parent / 'data' / 'nachtwacht.db').as_posix()}"

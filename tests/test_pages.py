@@ -445,3 +445,18 @@ def test_uptime_is_ok_checks_over_all_checks_per_window(store: Store) -> None:
     with store.connect() as conn:
         moved = uptime.uptime(conn, NOW + 60, [a], cache=cache)
     assert moved[a]["24h"] == pytest.approx((90 + 0 + 10) / (100 + 1000 + 10))
+
+
+def test_a_form_posted_after_the_session_expired_goes_back_to_login(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    settings = settings_for("probes: []\n", sqlite_store.url)
+    app = create_app(settings, sqlite_store, clock, start_engine=False)
+    with TestClient(app, follow_redirects=False) as anonymous:
+        response = anonymous.post(
+            "/incidents/1/ack",
+            data={"csrf_token": "stale"},
+            headers={"referer": "http://testserver/incidents/1"},
+        )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/incidents/1"

@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -229,9 +229,14 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 def wants_html(request: Request) -> bool:
     """A browser navigating to a page (not a script, not the API): redirect it to /login."""
-    if request.method not in ("GET", "HEAD") or request.url.path.startswith("/api/"):
+    if request.url.path.startswith("/api/"):
         return False
-    return "text/html" in request.headers.get("accept", "")
+    if request.method in ("GET", "HEAD"):
+        return "text/html" in request.headers.get("accept", "")
+    # a page's form posted after the session expired: back to the login page, not bare JSON
+    return request.method == "POST" and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    )
 
 
 def safe_next(value: str | None) -> str:
@@ -243,6 +248,11 @@ def safe_next(value: str | None) -> str:
 
 def login_redirect(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method not in ("GET", "HEAD"):
+        # after logging in again, go back to the page the form was on, not to its POST target
+        referer = urlsplit(request.headers.get("referer", ""))
+        same_site = not referer.netloc or referer.netloc == request.url.netloc
+        target = referer.path if same_site and referer.path.startswith("/") else "/"
     return RedirectResponse(f"/login?next={quote(safe_next(target), safe='/')}", status_code=303)
 
 

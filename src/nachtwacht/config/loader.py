@@ -128,15 +128,27 @@ def _duplicate_keys(node: yaml.Node | None, filename: str, path: str = "") -> li
 
 
 def _resolve_paths(settings: Settings, file: Path) -> Settings:
-    """A relative SQLite path is relative to the config file, so `status` works from any cwd."""
-    url = settings.store.url
+    """Relative SQLite paths (the store's, and `sql` probes') are relative to the config file,
+    so `status` and `serve` mean the same files from any working directory."""
+    base = file.parent.resolve()
+    store = settings.store.model_copy(update={"url": _absolute_sqlite(settings.store.url, base)})
+    probes = [
+        p.model_copy(update={"url": _absolute_sqlite(p.url, base)})
+        if p.kind == "sql" and isinstance(getattr(p, "url", None), str)
+        else p
+        for p in settings.probes
+    ]
+    return settings.model_copy(update={"store": store, "probes": probes})
+
+
+def _absolute_sqlite(url: str, base: Path) -> str:
     prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
     rest = url[len(prefix) :]
-    if url.startswith(prefix) and rest and not rest.startswith("/") and rest != ":memory:":
-        absolute = (file.parent.resolve() / rest).as_posix()
-        store = settings.store.model_copy(update={"url": prefix + absolute})
-        return settings.model_copy(update={"store": store})
-    return settings
+    if not rest or rest.startswith("/") or rest.startswith(":memory:"):
+        return url
+    return prefix + (base / rest).as_posix()
 
 
 # "probes[2].depends_on: ..." — a model-level check naming its own key
