@@ -27,7 +27,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, Select, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, Table, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nachtwacht.auth.models import ROLES, SCOPES, AuthSettings, Principal, Role
@@ -782,33 +782,65 @@ def _secret_view(row: dict[str, Any], extra: str) -> dict[str, Any]:
     }
 
 
+def _create_secret(
+    conn: Connection,
+    table: Table,
+    kind: str,
+    name: str,
+    hash_column: str,
+    attribute: tuple[str, str],
+    prefix: str,
+    now: float,
+    actor: str,
+    ip: str | None,
+) -> tuple[dict[str, Any], str]:
+    """Insert a token-like row holding only the secret's hash; return the row and the secret.
+
+    API tokens and ingest keys share this: shown once, stored as sha256, audited on creation.
+    """
+    secret = new_secret(prefix)
+    field, value = attribute
+    result = conn.execute(
+        insert(table).values(
+            name=name,
+            created_by=actor[:120],
+            created_at=now,
+            **{hash_column: secret_hash(secret), field: value},
+        )
+    )
+    row_id = int(result.inserted_primary_key[0])
+    audit(conn, actor, f"{kind}.create", f"{kind}:{row_id}", {"name": name, field: value}, ip, now)
+    row = conn.execute(select(table).where(table.c.id == row_id)).mappings().one()
+    return _secret_view(dict(row), field), secret
+
+
+def _active(table: Table, include_revoked: bool) -> Select:
+    query = select(table).order_by(table.c.id)
+    return query if include_revoked else query.where(table.c.revoked_at.is_(None))
+
+
 def create_token(
     conn: Connection, name: str, role: str, now: float, *, actor: str, ip: str | None = None
 ) -> dict[str, Any]:
     """A new API token; the result's `token` is the only time the plaintext exists."""
     name, role = _name(name), check_role(role)
-    token = new_secret(TOKEN_PREFIX)
-    result = conn.execute(
-        insert(t.api_tokens).values(
-            name=name,
-            token_hash=secret_hash(token),
-            role=role,
-            created_by=actor[:120],
-            created_at=now,
-        )
+    view, token = _create_secret(
+        conn,
+        t.api_tokens,
+        "token",
+        name,
+        "token_hash",
+        ("role", role),
+        TOKEN_PREFIX,
+        now,
+        actor,
+        ip,
     )
-    token_id = int(result.inserted_primary_key[0])
-    audit(conn, actor, "token.create", f"token:{token_id}", {"name": name, "role": role}, ip, now)
-    row = conn.execute(select(t.api_tokens).where(t.api_tokens.c.id == token_id)).mappings().one()
-    return {**_secret_view(dict(row), "role"), "token": token}
+    return {**view, "token": token}
 
 
 def _tokens_query(include_revoked: bool) -> Select:
-    c = t.api_tokens.c
-    query = select(t.api_tokens).order_by(c.id)
-    if not include_revoked:
-        query = query.where(c.revoked_at.is_(None))
-    return query
+    return _active(t.api_tokens, include_revoked)
 
 
 def list_tokens(
@@ -847,28 +879,15 @@ def create_ingest_key(
     name = _name(name)
     if scope not in SCOPES:
         raise AuthError(f"unknown scope '{scope}'; use {', '.join(SCOPES)}", field="scope")
-    key = new_secret(INGEST_PREFIX)
-    result = conn.execute(
-        insert(t.ingest_keys).values(
-            name=name,
-            key_hash=secret_hash(key),
-            scope=scope,
-            created_by=actor[:120],
-            created_at=now,
-        )
-    )
-    key_id = int(result.inserted_primary_key[0])
-    detail = {"name": name, "scope": scope}
-    audit(conn, actor, "ingest_key.create", f"ingest_key:{key_id}", detail, ip, now)
-    row = conn.execute(select(t.ingest_keys).where(t.ingest_keys.c.id == key_id)).mappings().one()
-    return {**_secret_view(dict(row), "scope"), "key": key}
+    view, key = _create_secret(
+        conn, t.ingest_keys, "ingest_key", name, "key_hash", ("scope", scope), INGEST_PREFIX,
+        now, actor, ip,
+    )  # fmt: skip
+    return {**view, "key": key}
 
 
 def list_ingest_keys(conn: Connection, *, include_revoked: bool = False) -> list[dict[str, Any]]:
-    c = t.ingest_keys.c
-    query = select(t.ingest_keys).order_by(c.id)
-    if not include_revoked:
-        query = query.where(c.revoked_at.is_(None))
+    query = _active(t.ingest_keys, include_revoked)
     return [_secret_view(dict(r), "scope") for r in conn.execute(query).mappings()]
 
 
