@@ -11,13 +11,21 @@ import typer
 
 from nachtwacht import __version__
 from nachtwacht.alerts.cli import maintenance_app, silence_app
+from nachtwacht.analytics import cli as analytics_cli
 from nachtwacht.auth import cli as auth_cli
+from nachtwacht.backup import cli as backup_cli
+from nachtwacht.checklist import cli as checklist_cli
 from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
 from nachtwacht.config import starter
+from nachtwacht.errors import cli as errors_cli
+from nachtwacht.evidence import cli as evidence_cli
 from nachtwacht.incidents.cli import incident_app
 from nachtwacht.notify.cli import notify_app
 from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
+from nachtwacht.reviews import cli as reviews_cli
+from nachtwacht.runbooks import cli as runbooks_cli
+from nachtwacht.watchdog import cli as watchdog_cli
 
 app = typer.Typer(
     help="Nachtwacht: monitoring and emergency response for small operations teams.",
@@ -45,6 +53,27 @@ oncall_app.add_typer(oncall_cli.override_app, name="override")
 app.add_typer(oncall_app, name="oncall")
 app.command("status")(probes_cli.status)
 app.command("check")(probes_cli.check)
+app.add_typer(errors_cli.errors_app, name="errors")
+app.add_typer(errors_cli.project_app, name="project")
+app.add_typer(analytics_cli.analytics_app, name="analytics")
+app.add_typer(analytics_cli.baseline_app, name="baseline")
+app.add_typer(analytics_cli.flags_app, name="flags")
+app.add_typer(analytics_cli.cache_app, name="cache")
+app.add_typer(runbooks_cli.runbook_app, name="runbook")
+app.add_typer(evidence_cli.evidence_app, name="evidence")
+app.add_typer(reviews_cli.report_app, name="report")
+app.add_typer(reviews_cli.followup_app, name="followup")
+app.add_typer(reviews_cli.postmortem_app, name="postmortem")
+app.add_typer(backup_cli.backup_app, name="backup")
+app.add_typer(backup_cli.store_app, name="store")
+# single commands: each package's cli.py defines a function named for the command
+for _module, _name in (
+    (checklist_cli, "verify"),
+    (backup_cli, "export"),
+    (watchdog_cli, "doctor"),
+):
+    if hasattr(_module, _name):
+        app.command(_name)(getattr(_module, _name))
 
 
 @app.callback()

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nachtwacht.alerts.models import Window
+from nachtwacht.analytics.models import AnalyticsSettings
 from nachtwacht.auth.models import AuthSettings
+from nachtwacht.backup.models import BackupSettings
 from nachtwacht.durations import Duration
+from nachtwacht.errors.models import ErrorSettings
+from nachtwacht.evidence.models import EvidenceSettings
 from nachtwacht.incidents.policy import IncidentSettings
 from nachtwacht.notify.models import NotifySettings
 from nachtwacht.oncall.models import PeopleSettings
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.registry import config_union
+from nachtwacht.reviews.models import ReviewSettings
+from nachtwacht.runbooks.models import RunbookSettings
+from nachtwacht.spool.models import SpoolSettings
+from nachtwacht.watchdog.models import WatchdogSettings
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -92,6 +102,14 @@ class Settings(Strict):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     maintenance: list[Window] = Field(default_factory=list)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    errors: ErrorSettings = Field(default_factory=ErrorSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    reviews: ReviewSettings = Field(default_factory=ReviewSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -171,6 +189,24 @@ class Settings(Strict):
                             f"no {kind} named '{ref}'"
                         )
         return problems
+
+    @property
+    def data_dir(self) -> Path:
+        """Where Nachtwacht keeps files: beside the SQLite file, else ./data."""
+        url = self.store.url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url.removeprefix("sqlite:///")).parent
+        return Path("data")
+
+    @property
+    def spool_dir(self) -> Path:
+        if self.spool.dir is not None:
+            return self.spool.dir
+        if self.store.url.startswith("sqlite:///"):
+            return self.data_dir / "spool"
+        # one spool per store: its cursor lives in that store
+        digest = hashlib.sha256(self.store.url.encode()).hexdigest()[:12]
+        return self.data_dir / f"spool-{digest}"
 
     @property
     def zone(self) -> ZoneInfo:

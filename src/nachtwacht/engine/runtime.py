@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
@@ -17,6 +17,8 @@ from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
+from nachtwacht.spool.drain import Drainer
+from nachtwacht.spool.log import SpoolLog
 from nachtwacht.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class Runtime:
     engine: Engine
     alerting: Alerting
     sender: OutboxSender
+    spool: SpoolLog
+    drainer: Drainer
     uptime_cache: UptimeCache = field(default_factory=UptimeCache)
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
@@ -52,7 +56,7 @@ class Runtime:
         with store.begin() as conn:
             ids = service.sync_probes(conn, settings.probes, now)
             states = service.load_states(conn, ids.values())
-        data_dir = _data_dir(settings)
+        data_dir = settings.data_dir
         ctx = ProbeContext(clock=clock, store=store, data_dir=data_dir)
         writer = ResultWriter(store)
         scheduler = Scheduler(
@@ -69,14 +73,38 @@ class Runtime:
         sender = OutboxSender(store, settings, clock, engine.instance)
         alerting = Alerting(settings, store, clock, sender)
         scheduler.listeners.append(alerting.listener(scheduler))
-        runtime = cls(settings, store, clock, ctx, writer, scheduler, engine, alerting, sender)
+        spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes)
+        drainer = Drainer(spool, store, clock)
+        runtime = cls(
+            settings, store, clock, ctx, writer, scheduler, engine, alerting, sender, spool, drainer
+        )
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
         engine.add("retention", 600.0, runtime._retention)
         engine.add("health", 15.0, runtime._persist_health)
         engine.add("escalation", 5.0, alerting.escalate)
+        engine.add("spool", 5.0, runtime._check_spool)
+        # each domain package adds its own modules, spool handlers and listeners
+        for install in _installers():
+            install(runtime)
         return runtime
+
+    async def _check_spool(self, now: float) -> None:
+        """Unhealthy while the store is down or the spool is nearly full."""
+        drainer = self.drainer
+        if drainer.store_down_since is not None:
+            raise RuntimeError(
+                f"store unavailable since {now - drainer.store_down_since:.0f} s ago; "
+                f"{drainer.backlog_bytes} bytes spooled ({drainer.last_error})"
+            )
+        if self.spool.fill >= self.settings.spool.alarm_fill:
+            raise RuntimeError(f"spool {self.spool.fill:.0%} full ({self.spool.bytes_used} bytes)")
+
+    async def spool_put(self, kind: str, payload: bytes) -> None:
+        """Accept a record durably (fsync'd) and wake the drainer; SpoolError if refused."""
+        await self.spool.put(kind, payload)
+        self.drainer.wake()
 
     async def _check_scheduler(self, now: float) -> None:
         task = self._loop_task
@@ -119,6 +147,7 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
             asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
+            asyncio.create_task(self.drainer.loop(self.engine.stop), name="spool"),
         ]
         self.engine.start()
 
@@ -140,11 +169,31 @@ class Runtime:
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())
         except Exception:
             log.exception("final flush failed; %d results not written", self.writer.pending)
+        try:
+            await asyncio.to_thread(self.drainer.drain_all)
+        except Exception:
+            log.exception("spool not drained at shutdown; it is replayed at the next start")
+        self.spool.close()
         await self.ctx.close()
 
 
-def _data_dir(settings: Settings) -> Path:
-    url = settings.store.url
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url.removeprefix("sqlite:///")).parent
-    return Path("data")
+def _installers() -> list[Callable[[Runtime], None]]:
+    from nachtwacht.analytics import engine as analytics
+    from nachtwacht.backup import engine as backup
+    from nachtwacht.checklist import engine as checklist
+    from nachtwacht.errors import engine as errors
+    from nachtwacht.evidence import engine as evidence
+    from nachtwacht.reviews import engine as reviews
+    from nachtwacht.runbooks import engine as runbooks
+    from nachtwacht.watchdog import engine as watchdog
+
+    return [
+        errors.install,
+        analytics.install,
+        runbooks.install,
+        evidence.install,
+        checklist.install,
+        reviews.install,
+        backup.install,
+        watchdog.install,
+    ]

@@ -16,6 +16,8 @@ from starlette.staticfiles import StaticFiles
 from nachtwacht import __version__
 from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
+from nachtwacht.analytics import api as analytics_api
+from nachtwacht.analytics import pages as analytics_pages
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import (
     AuditChanges,
@@ -25,15 +27,26 @@ from nachtwacht.auth.deps import (
     require,
     wants_html,
 )
+from nachtwacht.backup import api as backup_api
+from nachtwacht.checklist import api as checklist_api
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.errors import api as errors_api
+from nachtwacht.errors import ingest_api as errors_ingest
+from nachtwacht.errors import pages as errors_pages
+from nachtwacht.evidence import api as evidence_api
 from nachtwacht.incidents.api import ack_router
 from nachtwacht.incidents.api import router as incidents_router
 from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
+from nachtwacht.reviews import api as reviews_api
+from nachtwacht.reviews import pages as reviews_pages
+from nachtwacht.runbooks import api as runbooks_api
+from nachtwacht.runbooks import pages as runbooks_pages
 from nachtwacht.store.db import Store
+from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.metrics import registry_for
@@ -102,11 +115,26 @@ def create_app(
     app.include_router(alerts_router, dependencies=protected)
     app.include_router(notify_router, dependencies=protected)
     app.include_router(oncall_router, dependencies=protected)
+    for domain in (
+        errors_api,
+        analytics_api,
+        runbooks_api,
+        evidence_api,
+        checklist_api,
+        reviews_api,
+        backup_api,
+        watchdog_api,
+    ):
+        app.include_router(domain.router, dependencies=protected)
+    # Sentry-compatible and JSON error ingestion authenticate with DSN or ingest keys
+    app.include_router(errors_ingest.router)
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
     app.include_router(ping_router)
     app.include_router(ack_router)
     # the dashboard: /login is public, every other page uses `access` like the API
     app.include_router(pages.router)
+    for domain_pages in (errors_pages, analytics_pages, runbooks_pages, reviews_pages):
+        app.include_router(domain_pages.router)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:

@@ -1,0 +1,1 @@
+"""Analytics: error patterns, forecasts, baselines, and the alerts they raise."""

@@ -1,0 +1,1 @@
+"""Backups, restore, export and integrity checks of Nachtwacht's own store."""

@@ -1,0 +1,1 @@
+"""The service restoration checklist, each item backed by a real check."""

@@ -1,0 +1,3 @@
+"""The `nachtwacht verify` command (the restoration checklist)."""
+
+from __future__ import annotations

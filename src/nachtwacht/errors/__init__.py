@@ -1,0 +1,1 @@
+"""Error tracking: Sentry-compatible ingestion, grouping into issues, Frappe adapters."""

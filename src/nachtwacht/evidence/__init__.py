@@ -1,0 +1,1 @@
+"""Evidence preservation: system state in a hashed, verifiable bundle."""

@@ -1,0 +1,1 @@
+"""Post-incident reviews, follow-up actions and the monthly report."""

@@ -1,0 +1,1 @@
+"""Runbooks: the protocol's procedures as runnable, recorded steps."""

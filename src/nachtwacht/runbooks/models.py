@@ -1,0 +1,13 @@
+"""Config models of `runbooks:` in nachtwacht.yaml."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunbookSettings(Strict):
+    pass

@@ -1,0 +1,272 @@
+"""An append-only, fsync'd, bounded record log in segment files.
+
+Everything Nachtwacht accepts from outside (error events, heartbeats, external alerts, probe
+results when the store is down) is appended here and fsync'd before the sender gets its answer;
+the drainer (`spool.drain`) moves records into the store in order. A record is
+
+    <u32 payload length> <u32 crc32(kind + payload)> <u8 kind length> <kind> <payload>
+
+A crash can leave a torn record at the end of the last segment; it was never acknowledged
+(acknowledgement follows the fsync), so opening the log cuts it off.
+
+Positions are (segment number, byte offset). The drainer keeps its cursor in the store, in the
+same transaction as the rows it wrote, so a record is stored exactly once across kill -9; this
+module only deletes segments wholly before a position it is told is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = struct.Struct("<IIB")
+SUFFIX = ".spool"
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened or written; the message says why."""
+
+
+class SpoolFull(SpoolError):
+    """Accepting this would pass the configured size bound: refuse rather than lose."""
+
+
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    payload: bytes
+    end: Position  # the position just after this record: commit it once the record is stored
+
+
+class SpoolLog:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 1 << 30,
+        segment_bytes: int = 16 << 20,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held while open
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_fh.close()
+            raise SpoolError(
+                f"spool {self.directory} is in use by another Nachtwacht process"
+            ) from None
+        self._mutex = threading.Lock()
+        segments = self.segments()
+        self._segment = segments[-1] if segments else 1
+        self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
+        self._repair_tail()
+        self._sizes = {n: self._path(n).stat().st_size for n in self.segments()}
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.appended = 0  # records appended since start, for metrics
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append_many(self, records: list[tuple[str, bytes]]) -> Position:
+        """Append and fsync; return the end position. Raises SpoolFull, all or nothing."""
+        blobs = [_encode(kind, payload) for kind, payload in records]
+        size = sum(len(b) for b in blobs)
+        with self._mutex:
+            if self.bytes_used + size > self.max_bytes:
+                raise SpoolFull(
+                    f"spool {self.directory} is full ({self.bytes_used} of {self.max_bytes} bytes)"
+                )
+            if self._sizes.get(self._segment, 0) >= self.segment_bytes:
+                self._rotate()
+            try:
+                self._fh.write(b"".join(blobs))
+                self._fh.flush()
+                if self.fsync:
+                    os.fsync(self._fh.fileno())
+            except OSError as exc:
+                # a short write must not leave half a record for the next append to follow
+                self._fh.close()
+                self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
+                self._repair_tail()
+                raise SpoolError(f"spool {self.directory}: cannot write: {exc}") from exc
+            self._sizes[self._segment] = self._sizes.get(self._segment, 0) + size
+            self.appended += len(blobs)
+            return (self._segment, self._sizes[self._segment])
+
+    def append(self, kind: str, payload: bytes) -> Position:
+        return self.append_many([(kind, payload)])
+
+    async def put(self, kind: str, payload: bytes) -> None:
+        """Append with group commit: concurrent callers share one write and one fsync."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((kind, payload, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        await future
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self.append_many, [(k, p) for k, p, _ in batch])
+            except SpoolFull:
+                # the batch is all or nothing; retry one by one so that those that fit get in
+                for kind, payload, future in batch:
+                    try:
+                        await asyncio.to_thread(self.append, kind, payload)
+                    except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(None)
+                continue
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        self._segment += 1
+        self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
+        self._sizes[self._segment] = 0
+        _fsync_dir(self.directory)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(
+        self, after: Position | None, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> list[Record]:
+        """Up to `limit` records after `after` (None: from the oldest record kept)."""
+        segments = self.segments()
+        if not segments:
+            return []
+        seg, offset = after if after is not None else (segments[0], 0)
+        if seg < segments[0]:
+            seg, offset = segments[0], 0
+        out: list[Record] = []
+        taken = 0
+        for number in [n for n in segments if n >= seg]:
+            start = offset if number == seg else 0
+            with self._mutex:
+                end_of_data = self._sizes.get(number, 0)
+            if start >= end_of_data:
+                continue
+            with open(self._path(number), "rb") as fh:
+                fh.seek(start)
+                data = fh.read(end_of_data - start)
+            pos = 0
+            while pos + HEADER.size <= len(data) and len(out) < limit and taken < max_bytes:
+                length, crc, klen = HEADER.unpack_from(data, pos)
+                body_end = pos + HEADER.size + klen + length
+                if body_end > len(data):
+                    break
+                body = data[pos + HEADER.size : body_end]
+                if zlib.crc32(body) != crc:
+                    raise SpoolError(
+                        f"spool {self._path(number)}: damaged record at byte {start + pos}"
+                    )
+                out.append(
+                    Record(body[:klen].decode(), bytes(body[klen:]), (number, start + body_end))
+                )
+                taken += length
+                pos = body_end
+            if len(out) >= limit or taken >= max_bytes:
+                break
+        return out
+
+    def trim(self, committed: Position) -> int:
+        """Delete segments wholly before `committed` (not the current one); return bytes freed."""
+        freed = 0
+        with self._mutex:
+            for number in self.segments():
+                if number >= committed[0] or number == self._segment:
+                    continue
+                freed += self._sizes.pop(number, 0)
+                self._path(number).unlink(missing_ok=True)
+            if (
+                committed[0] == self._segment
+                and committed[1] == self._sizes.get(self._segment)
+                and committed[1] >= self.segment_bytes
+            ):
+                self._rotate()
+        return freed
+
+    def backlog(self, committed: Position | None) -> int:
+        """Bytes appended after `committed` (None: everything kept)."""
+        with self._mutex:
+            total = 0
+            for number, size in self._sizes.items():
+                if committed is None or number > committed[0]:
+                    total += size
+                elif number == committed[0]:
+                    total += max(0, size - committed[1])
+            return total
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def bytes_used(self) -> int:
+        return sum(self._sizes.values())
+
+    @property
+    def fill(self) -> float:
+        return self.bytes_used / self.max_bytes if self.max_bytes else 0.0
+
+    def segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+    def close(self) -> None:
+        self._fh.close()
+        self._lock_fh.close()
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:010d}{SUFFIX}"
+
+    def _repair_tail(self) -> None:
+        """Cut a torn record off the end of the current segment (it was never acknowledged)."""
+        path = self._path(self._segment)
+        data = path.read_bytes()
+        pos = 0
+        while pos + HEADER.size <= len(data):
+            length, crc, klen = HEADER.unpack_from(data, pos)
+            end = pos + HEADER.size + klen + length
+            if end > len(data) or zlib.crc32(data[pos + HEADER.size : end]) != crc:
+                break
+            pos = end
+        if pos != len(data):
+            self._fh.close()
+            with open(path, "r+b") as fh:
+                fh.truncate(pos)
+                os.fsync(fh.fileno())
+            self._fh = open(path, "ab")  # noqa: SIM115
+
+
+def _encode(kind: str, payload: bytes) -> bytes:
+    k = kind.encode()
+    return HEADER.pack(len(payload), zlib.crc32(k + payload), len(k)) + k + payload
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Who watches the watchman: the dead man's switch and `nachtwacht doctor`."""

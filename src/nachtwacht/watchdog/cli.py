@@ -1,0 +1,3 @@
+"""The `nachtwacht doctor` command."""
+
+from __future__ import annotations
