@@ -148,9 +148,10 @@ def test_typo_in_a_probe_key_names_the_line_and_suggests_the_right_key() -> None
 
 def test_typo_in_a_top_level_and_a_nested_key() -> None:
     assert problems("sit: shop\nserver:\n  prot: 80\n") == [
-        "nw.yaml:1: sit: unknown key; allowed here: auth, business_hours, components, engine, "
-        "incidents, maintenance, notify, people, probes, retention, server, site, store, "
-        "timezone; did you mean 'site'?",
+        "nw.yaml:1: sit: unknown key; allowed here: analytics, auth, backup, business_hours, "
+        "components, engine, errors, evidence, incidents, maintenance, notify, people, probes, "
+        "retention, reviews, runbooks, server, site, spool, store, timezone, watchdog; "
+        "did you mean 'site'?",
         "nw.yaml:3: server.prot: unknown key; allowed here: host, port, secure_cookies; "
         "did you mean 'port'?",
     ]

@@ -51,7 +51,9 @@
   });
 
   // -- keyboard -----------------------------------------------------------------------------
-  var ROUTES = { o: "/", i: "/incidents", c: "/oncall", s: "/settings" };
+  var ROUTES = {
+    o: "/", i: "/incidents", e: "/errors", y: "/analytics", r: "/reports", c: "/oncall", s: "/settings"
+  };
   var prefix = false;
   var prefixTimer = null;
 
