@@ -1,12 +1,37 @@
-"""Engine wiring: `install(runtime)` adds this package's modules and spool handlers."""
+"""Engine wiring: the `analytics` module evaluates analytics alerts every `analytics.interval`.
+
+It runs beside the probe scheduler and the alert worker and shares nothing with them but the
+alert pipeline's tables: in fallback mode (disable_advanced_analytics) it skips its work, and
+probes, alerting, escalation and paging never consult the flag.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nachtwacht.analytics import service
 
 if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
 
+log = logging.getLogger(__name__)
+MODULE = "analytics"
+
 
 def install(runtime: Runtime) -> None:
-    return None
+    async def tick(now: float) -> None:
+        report = await asyncio.to_thread(tick_sync, runtime, now)
+        if any(o["action"] in ("opened", "resolved") or o["queued"] for o in report["outcomes"]):
+            runtime.wake_outbox()
+
+    runtime.engine.add(MODULE, runtime.settings.analytics.interval, tick)
+
+
+def tick_sync(runtime: Runtime, now: float) -> dict[str, Any]:
+    report = service.run_engine_once(runtime.store, runtime.settings, now)
+    for outcome in report["outcomes"]:
+        if outcome["action"] in ("opened", "resolved"):
+            log.info("analytics alert %s %s", outcome["fingerprint"], outcome["action"])
+    return report
