@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nachtwacht.durations import Duration
 
 
 class Strict(BaseModel):
@@ -10,4 +14,16 @@ class Strict(BaseModel):
 
 
 class BackupSettings(Strict):
-    pass
+    """Scheduled backups: `interval: 6h`, `keep: 14`, `heartbeat: <token of a heartbeat probe>`.
+
+    `dir` defaults to `backups/` in the data directory (beside the SQLite file, else ./data).
+    """
+
+    dir: Path | None = None
+    # 0 = no scheduled backups; `nachtwacht backup create` still works
+    interval: Duration = 0.0
+    # complete backups kept in `dir`; older ones are deleted after each scheduled backup
+    keep: int = Field(default=7, ge=1, le=10_000)
+    # the token of a `heartbeat` probe: pinged after each scheduled backup (`fail` when it
+    # failed), so a backup that stops running raises that probe's alert
+    heartbeat: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,128}$")
