@@ -256,11 +256,13 @@ def test_incident_actions_go_through_the_services(site: Site) -> None:
     assert post("severity", severity="1", reason="orders failing") == 303
     assert post("assign", contact="tina") == 303
     assert post("escalate", reason="restart failed three times") == 303
-    assert post("resolve", message="pool resized") == 303
+    # an S1 is resolved after a passing restoration checklist, or with a reason to skip it
+    assert post("resolve", message="pool resized") == 409
+    assert post("resolve", message="pool resized", skip_checklist="pool checked by hand") == 303
     body = site.client.get(f"/api/v1/incidents/{incident}").json()
     assert (body["status"], body["severity"], body["commander"]) == ("resolved", 1, "tina")
     kinds_seen = [e["kind"] for e in body["timeline"]]
-    for kind in ("update", "severity", "assigned", "escalated", "resolved"):
+    for kind in ("update", "severity", "assigned", "escalated", "checklist_skipped", "resolved"):
         assert kind in kinds_seen
     assert {e["actor"] for e in body["timeline"] if e["kind"] == "update"} == {"rita"}
 

@@ -1,7 +1,65 @@
-"""JSON API routes under /api/v1 (protected by `access`, mounted in web/app.py)."""
+"""/api/v1/checklist: run the restoration checklist inside the server, list recorded runs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from nachtwacht.auth.deps import actor
+from nachtwacht.checklist import service
+from nachtwacht.checklist.items import Context
+from nachtwacht.incidents.service import IncidentError
+from nachtwacht.web.errors import ApiError
+from nachtwacht.web.pagination import Page, page, set_headers
+
+router = APIRouter(prefix="/api/v1", tags=["checklist"])
+
+
+class RunChecklist(BaseModel):
+    incident_id: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="record the run on this incident's timeline"
+    )
+
+
+def context(request: Request, incident_id: int | None) -> Context:
+    """A checklist run by the server itself: the APIs are asked in-process, of this very app."""
+    rt = request.app.state.runtime
+    return Context(
+        rt.settings, rt.store, rt.clock, actor(request), incident_id=incident_id, app=request.app
+    )
+
+
+@router.post("/checklist", status_code=201)
+async def run_checklist(request: Request, body: RunChecklist | None = None) -> dict[str, Any]:
+    """Run every item of the Service Restoration Checklist now; the run is recorded.
+
+    Answers 201 with the run whether it passed or not: `passed` and each item's `ok` say.
+    """
+    ctx = context(request, body.incident_id if body else None)
+    try:
+        run = await service.verify(ctx)
+    except IncidentError as exc:
+        raise ApiError(exc.status_code, str(exc), "incident_id") from None
+    request.app.state.runtime.wake_outbox()
+    return run
+
+
+@router.get("/checklist/runs")
+async def list_runs(
+    request: Request,
+    response: Response,
+    incident: int | None = Query(None, ge=1, le=2**31 - 1, description="only this incident"),
+    pg: Page = Depends(page),
+) -> list[dict[str, Any]]:
+    """Recorded checklist runs, newest first, with each item's outcome."""
+    rt = request.app.state.runtime
+
+    def work() -> list[dict[str, Any]]:
+        with rt.store.connect() as conn:
+            set_headers(request, response, pg, service.count_runs(conn, incident))
+            return service.list_runs(conn, incident, pg.limit, pg.offset)
+
+    return await asyncio.to_thread(work)

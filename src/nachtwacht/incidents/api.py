@@ -91,6 +91,11 @@ class Note(BaseModel):
 class Resolve(BaseModel):
     message: str = ""
     actor: str = "api"
+    skip_checklist: str | None = Field(
+        None,
+        max_length=2000,
+        description="S1/S2: why the restoration checklist is skipped (else it must have passed)",
+    )
 
 
 def _contact(rt: Runtime, contact: str) -> None:
@@ -244,7 +249,14 @@ async def resolve(
         _action(
             incident_id,
             lambda c, rt, now: escalation.resolve(
-                c, rt.settings, incident_id, body.actor, now, body.message
+                c,
+                rt.settings,
+                incident_id,
+                body.actor,
+                now,
+                body.message,
+                require_checklist=True,
+                skip_checklist=body.skip_checklist,
             ),
         ),
     )

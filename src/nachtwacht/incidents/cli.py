@@ -313,17 +313,35 @@ def note(
 def resolve(
     incident_id: int,
     message: Annotated[str, typer.Option("--message", "-m", help="How it was resolved.")] = "",
+    skip_checklist: Annotated[
+        str | None,
+        typer.Option(
+            "--skip-checklist",
+            help="S1/S2: why the restoration checklist (`nachtwacht verify`) is skipped.",
+        ),
+    ] = None,
     actor: ActorOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Resolve (a resolved notice goes to everyone who was paged)."""
+    """Resolve (a resolved notice goes to everyone who was paged).
+
+    S1 and S2 incidents need a passing `nachtwacht verify --incident ID` since they were
+    acknowledged, or --skip-checklist with a reason (recorded on the timeline).
+    """
     _simple(
         incident_id,
         config,
         as_json,
         lambda conn, cfg, now: escalation.resolve(
-            conn, cfg, incident_id, _actor(actor), now, message
+            conn,
+            cfg,
+            incident_id,
+            _actor(actor),
+            now,
+            message,
+            require_checklist=True,
+            skip_checklist=skip_checklist,
         ),
     )
 

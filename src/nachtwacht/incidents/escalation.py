@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 
 from nachtwacht.alerts.maintenance import mute_reason
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import notifications, service
 from nachtwacht.incidents.models import OPEN_STATUSES
@@ -392,7 +393,7 @@ def post_update(
     inc = service.require(conn, incident_id)
     if status is not None and status != inc["status"]:
         if status == "resolved":
-            return resolve(conn, settings, incident_id, actor, now, message)
+            return resolve(conn, settings, incident_id, actor, now, message, require_checklist=True)
         inc = service.set_status(conn, incident_id, status, actor, now)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
@@ -429,11 +430,21 @@ def resolve(
     actor: str,
     now: float,
     message: str = "",
+    *,
+    require_checklist: bool = False,
+    skip_checklist: str | None = None,
 ) -> int:
-    """Resolve; an incident that paged sends its resolved notice, even during maintenance."""
+    """Resolve; an incident that paged sends its resolved notice, even during maintenance.
+
+    People resolving (CLI, API, dashboard) pass `require_checklist`: an S1 or S2 incident then
+    needs a passing restoration checklist or a written `skip_checklist` reason (checklist/gate).
+    Nachtwacht's own resolution when every alert recovered does not.
+    """
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    if require_checklist:
+        resolution_gate(conn, inc, skip_checklist, actor, now)
     service.set_status(conn, incident_id, "resolved", actor, now, message)
     if not inc["paged"]:
         return 0

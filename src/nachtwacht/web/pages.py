@@ -790,7 +790,14 @@ async def incident_resolve(request: Request, incident_id: RowId) -> Response:
         request,
         incident_id,
         lambda conn, rt, now, form: escalation.resolve(
-            conn, rt.settings, incident_id, who, now, form.get("message", "")
+            conn,
+            rt.settings,
+            incident_id,
+            who,
+            now,
+            form.get("message", ""),
+            require_checklist=True,
+            skip_checklist=form.get("skip_checklist") or None,
         ),
     )
 

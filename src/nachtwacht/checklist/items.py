@@ -1,0 +1,379 @@
+"""The items of the protocol's Service Restoration Checklist that read the store and the config.
+
+Each item is `async def item(ctx) -> ItemResult` and backs its line of the protocol with a
+real check, run now. What is not configured here (no sql probes, no analytics engine) is said
+in the item's detail, so a pass never hides that nothing was looked at. The HTTP-facing items
+are in `web_items.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select, text
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from nachtwacht.clock import Clock, iso
+from nachtwacht.config.schema import Settings
+from nachtwacht.probes import registry
+from nachtwacht.probes.context import ProbeContext
+from nachtwacht.probes.results import CheckResult, Status
+from nachtwacht.reviews.models import ChecklistSettings
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store, StoreError
+
+# the protocol's words for each item, in its order
+LABELS: dict[str, str] = {
+    "database": "Database connectivity restored",
+    "web": "Web services responding normally",
+    "dashboard": "Monitoring dashboard accessible",
+    "analytics": "Analytics engine functional",
+    "performance": "Performance optimization operational (baseline)",
+    "api": "All monitoring APIs responding",
+    "caches": "Cache systems operational",
+    "alerts": "Alert systems functional",
+    "integrity": "Data integrity verified",
+    "access": "Security access controls verified",
+}
+ITEMS: tuple[str, ...] = tuple(LABELS)
+FAILING = (Status.CRITICAL, Status.UNKNOWN)
+
+
+@dataclass
+class ItemResult:
+    item: str
+    ok: bool
+    detail: str
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "label": LABELS.get(self.item, self.item),
+            "ok": self.ok,
+            "skipped": self.skipped,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Context:
+    """What one checklist run works with; `app` is set when the server itself runs it."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    actor: str = "checklist"
+    incident_id: int | None = None
+    app: Any = None
+    reached: tuple[bool, str] | None = field(default=None, repr=False)
+
+    @property
+    def cfg(self) -> ChecklistSettings:
+        return self.settings.reviews.checklist
+
+    @property
+    def url(self) -> str:
+        """Where the dashboard answers: configured, else the server's listen address."""
+        if self.cfg.url:
+            return self.cfg.url.rstrip("/")
+        host = self.settings.server.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.server.port}"
+
+
+async def _read(ctx: Context, work: Callable[[Connection], Any]) -> Any:
+    def run() -> Any:
+        with ctx.store.connect() as conn:
+            return work(conn)
+
+    return await asyncio.to_thread(run)
+
+
+# -- probes run now ------------------------------------------------------------------------
+
+
+async def run_probes(ctx: Context, kind: str) -> list[tuple[str, CheckResult]]:
+    """Every enabled probe of `kind` in the config, run once now (in parallel)."""
+    configs = [p for p in ctx.settings.probes if p.kind == kind and p.enabled]
+    if not configs:
+        return []
+    probe_ctx = ProbeContext(clock=ctx.clock, store=ctx.store, data_dir=ctx.settings.data_dir)
+    probes = [registry.build(p, probe_ctx) for p in configs]
+    try:
+        results = await asyncio.gather(*(p.run() for p in probes))
+    finally:
+        for p in probes:
+            await p.close()
+        await probe_ctx.close()
+    return [(p.name, r) for p, r in zip(configs, results, strict=True)]
+
+
+def probe_lines(results: list[tuple[str, CheckResult]]) -> tuple[bool, list[str]]:
+    """(no probe critical or unknown, one phrase per probe)."""
+    ok = all(r.status not in FAILING for _, r in results)
+    return ok, [f"{name} {r.status.label}: {r.message}" for name, r in results]
+
+
+async def database(ctx: Context) -> ItemResult:
+    started = time.perf_counter()
+    try:
+        await _read(ctx, lambda conn: conn.execute(select(1)).scalar_one())
+    except StoreError as exc:
+        return ItemResult("database", False, f"the store does not answer: {exc}")
+    parts = [
+        f"store {ctx.store.dialect} answered in {(time.perf_counter() - started) * 1000:.1f} ms"
+    ]
+    ok, lines = probe_lines(await run_probes(ctx, "sql"))
+    parts += lines or ["no sql probes configured"]
+    return ItemResult("database", ok, "; ".join(parts))
+
+
+async def web(ctx: Context) -> ItemResult:
+    results = await run_probes(ctx, "http")
+    if not results:
+        return ItemResult("web", True, "no http probes configured: nothing to check", skipped=True)
+    ok, lines = probe_lines(results)
+    return ItemResult("web", ok, "; ".join(lines))
+
+
+async def caches(ctx: Context) -> ItemResult:
+    now = ctx.clock.now()
+    try:
+        total, expired = await _read(
+            ctx,
+            lambda conn: conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(
+                        func.sum(case((t.analytics_cache.c.expires_at <= now, 1), else_=0)), 0
+                    ),
+                ).select_from(t.analytics_cache)
+            ).one(),
+        )
+    except StoreError as exc:
+        return ItemResult("caches", False, f"analytics cache unreadable: {exc}")
+    ok, lines = probe_lines(await run_probes(ctx, "redis"))
+    lines.append(f"analytics cache readable ({total} entries, {expired} expired)")
+    if not any(p.kind == "redis" for p in ctx.settings.probes if p.enabled):
+        lines.insert(0, "no redis probes configured")
+    return ItemResult("caches", ok, "; ".join(lines))
+
+
+# -- analytics and the performance baseline --------------------------------------------------
+# The analytics package is called directly, uncached: its cache would hide an engine that
+# fails now. A build without it (or with other names) is noted, and the flags and the error
+# tables are still checked.
+
+
+def _analyze(ctx: Context, conn: Connection) -> Any:
+    from nachtwacht.analytics.patterns import analyze_error_patterns
+
+    s = ctx.settings
+    return analyze_error_patterns(
+        conn, ctx.clock.now(), 1, s.zone, s.business_hours, s.analytics.patterns
+    )
+
+
+def _compare(ctx: Context, conn: Connection) -> Any:
+    from nachtwacht.analytics.baselines import compare
+
+    return compare(conn, ctx.clock.now(), ctx.settings.analytics.baseline)
+
+
+def _flag(conn: Connection, name: str) -> bool | None:
+    row = conn.execute(select(t.flags.c.enabled).where(t.flags.c.name == name)).first()
+    return None if row is None else bool(row[0])
+
+
+def _failing_modules(conn: Connection, prefix: str) -> list[str]:
+    h = t.module_health.c
+    rows = conn.execute(
+        select(h.module, h.last_error).where(h.module.like(f"{prefix}%"), h.consecutive_errors > 0)
+    ).all()
+    return [f"{m}: {e}" for m, e in rows]
+
+
+async def analytics(ctx: Context) -> ItemResult:
+    def work(conn: Connection) -> ItemResult:
+        problems: list[str] = []
+        notes: list[str] = []
+        if _flag(conn, "disable_advanced_analytics"):
+            problems.append(
+                "analytics is in fallback mode (flag disable_advanced_analytics is on; "
+                "`nachtwacht flags set disable_advanced_analytics off`)"
+            )
+        problems += [f"engine module {m}" for m in _failing_modules(conn, "analytics")]
+        issues = conn.execute(select(func.count()).select_from(t.error_issues)).scalar_one()
+        events = conn.execute(select(func.count()).select_from(t.error_events)).scalar_one()
+        notes.append(f"error tables readable ({issues} issues, {events} events)")
+        started = time.perf_counter()
+        try:
+            _analyze(ctx, conn)
+        except ImportError:
+            notes.append("no analytics engine in this build: checked the flags and tables only")
+        except Exception as exc:  # the engine failing is exactly what this item reports
+            problems.append(f"analyze_error_patterns(days=1) failed: {exc!r}"[:300])
+        else:
+            took = (time.perf_counter() - started) * 1000
+            notes.append(f"analyze_error_patterns(days=1) answered in {took:.0f} ms")
+        return ItemResult("analytics", not problems, "; ".join(problems + notes))
+
+    try:
+        return await _read(ctx, work)
+    except StoreError as exc:
+        return ItemResult("analytics", False, f"cannot read the analytics state: {exc}")
+
+
+async def performance(ctx: Context) -> ItemResult:
+    def work(conn: Connection) -> ItemResult:
+        b = t.baselines.c
+        row = (
+            conn.execute(select(t.baselines).order_by(b.captured_at.desc(), b.id.desc()).limit(1))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return ItemResult(
+                "performance",
+                False,
+                "no performance baseline captured: re-establish it with "
+                "`nachtwacht baseline capture`",
+            )
+        notes = [f"baseline '{row['name']}' captured {iso(row['captured_at'])}"]
+        if _flag(conn, "enable_performance_optimization") is False:
+            notes.append("performance optimisation is switched off (flag)")
+        try:
+            found = _compare(ctx, conn)
+        except ImportError:
+            notes.append("no baseline comparison in this build: checked that it exists")
+            return ItemResult("performance", True, "; ".join(notes))
+        except Exception as exc:
+            return ItemResult("performance", False, f"baseline comparison failed: {exc!r}"[:300])
+        regressions = found.get("regressions") if isinstance(found, dict) else None
+        if regressions:
+            names = [str(r.get("name", r)) if isinstance(r, dict) else str(r) for r in regressions]
+            return ItemResult(
+                "performance",
+                False,
+                f"{len(names)} regressions against the baseline: {', '.join(names[:5])}",
+            )
+        notes.append("no regressions against it")
+        return ItemResult("performance", True, "; ".join(notes))
+
+    try:
+        return await _read(ctx, work)
+    except StoreError as exc:
+        return ItemResult("performance", False, f"cannot read the baselines: {exc}")
+
+
+# -- data integrity --------------------------------------------------------------------------
+
+
+def _schema_head() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from nachtwacht.store.migrate import alembic_config
+
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def integrity_check(store: Store) -> tuple[bool, str]:
+    """The store's own integrity check, by backend; (ok, what was checked or found).
+
+    SQLite: `PRAGMA integrity_check`. MariaDB/MySQL: `CHECK TABLE` over Nachtwacht's tables.
+    PostgreSQL (which has no CHECK TABLE): a catalog query for missing tables and invalid
+    indexes, one read of each table, and `bt_index_check` on every index when the amcheck
+    extension is installed. Every backend: all tables present, the schema at the code's head.
+    """
+    expected = set(t.metadata.tables)
+    try:
+        with store.connect() as conn:
+            dialect = conn.dialect.name
+            present = set(sa_inspect(conn).get_table_names())
+            missing = sorted(expected - present)
+            if missing:
+                return False, f"tables missing: {', '.join(missing)}"
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            at = set(revision.all())
+            if at != _schema_head():
+                return False, (
+                    f"schema at {', '.join(sorted(at)) or 'nothing'}, the code expects "
+                    f"{', '.join(sorted(_schema_head()))}: migrate the store"
+                )
+            if dialect == "sqlite":
+                ok, found = _sqlite(conn)
+            elif dialect in ("mysql", "mariadb"):
+                ok, found = _mariadb(conn, sorted(expected))
+            elif dialect == "postgresql":
+                ok, found = _postgresql(conn, sorted(expected))
+            else:
+                return False, f"no integrity check for {dialect}"
+    except (StoreError, SQLAlchemyError, OSError) as exc:
+        return False, f"integrity check could not run: {exc}"
+    return ok, f"{dialect}: {found}"
+
+
+def _sqlite(conn: Connection) -> tuple[bool, str]:
+    rows = [str(r) for r in conn.exec_driver_sql("PRAGMA integrity_check").scalars()]
+    if rows == ["ok"]:
+        return True, "PRAGMA integrity_check ok"
+    return False, f"PRAGMA integrity_check found {len(rows)} problems: {'; '.join(rows[:5])}"
+
+
+def _mariadb(conn: Connection, tables: list[str]) -> tuple[bool, str]:
+    names = ", ".join(f"`{name}`" for name in tables)
+    bad = []
+    for table, _op, kind, message in conn.exec_driver_sql(f"CHECK TABLE {names}").all():
+        kind, message = str(kind).lower(), str(message)
+        if kind == "error" or (
+            kind == "status" and message.lower() not in ("ok", "table is already up to date")
+        ):
+            bad.append(f"{table}: {message}")
+    if bad:
+        return False, f"CHECK TABLE found problems: {'; '.join(bad[:5])}"
+    return True, f"CHECK TABLE ok on {len(tables)} tables"
+
+
+def _postgresql(conn: Connection, tables: list[str]) -> tuple[bool, str]:
+    invalid = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND (NOT i.indisvalid OR NOT i.indisready)"
+        )
+    ).scalars()
+    broken = list(invalid)
+    if broken:
+        return False, f"invalid indexes: {', '.join(broken)}"
+    for name in tables:
+        conn.execute(text(f'SELECT 1 FROM "{name}" LIMIT 1')).all()
+    has_amcheck = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")).first()
+    if has_amcheck is None:
+        return True, (
+            f"catalog: {len(tables)} tables, indexes valid, every table readable "
+            "(install the amcheck extension for index verification)"
+        )
+    checked = conn.execute(
+        text(
+            "SELECT count(bt_index_check(c.oid)) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND a.amname = 'btree'"
+        )
+    ).scalar_one()
+    return True, f"catalog: {len(tables)} tables, indexes valid; amcheck verified {checked} indexes"
+
+
+async def integrity(ctx: Context) -> ItemResult:
+    ok, detail = await asyncio.to_thread(integrity_check, ctx.store)
+    return ItemResult("integrity", ok, detail)
