@@ -84,7 +84,7 @@ def test_a_healthy_site_passes_every_item_and_records_the_run(site: Context, mai
     assert "cache ok" in found["caches"]["detail"]
     assert "/login: login form" in found["dashboard"]["detail"]
     assert "GET endpoints answered" in found["api"]["detail"]
-    assert "PRAGMA integrity_check ok" in found["integrity"]["detail"]
+    assert "integrity_check" in found["integrity"]["detail"]
     assert "anonymous API request refused (401)" in found["access"]["detail"]
     assert "baseline 'after-upgrade'" in found["performance"]["detail"]
     # the alert item really sent a message, to whoever is on call
@@ -266,9 +266,9 @@ def test_integrity_check_passes_on_every_backend(store: Store) -> None:
     ok, detail = integrity_check(store)
     assert ok, detail
     expected = {
-        "sqlite": "PRAGMA integrity_check ok",
-        "postgresql": "catalog:",
-        "mysql": "CHECK TABLE ok",
+        "sqlite": "integrity_check, foreign_key_check",
+        "postgresql": "catalog",
+        "mysql": "check table",
     }[store.dialect]
     assert expected in detail
 
@@ -297,7 +297,7 @@ def test_integrity_check_finds_a_corrupted_sqlite_file(tmp_path: Path, clock: Fa
         ).scalar_one()
         page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert integrity_check(store) == (True, "sqlite: PRAGMA integrity_check ok")
+    assert integrity_check(store)[0] is True
     store.dispose()
     # overwrite the index's root page with garbage, past its 100-byte file header
     with path.open("r+b") as fh:

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, text
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, case, func, select
 
+from nachtwacht.backup.integrity import check_store
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.probes import registry
@@ -279,99 +278,13 @@ async def performance(ctx: Context) -> ItemResult:
 # -- data integrity --------------------------------------------------------------------------
 
 
-def _schema_head() -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    from nachtwacht.store.migrate import alembic_config
-
-    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
-
-
 def integrity_check(store: Store) -> tuple[bool, str]:
-    """The store's own integrity check, by backend; (ok, what was checked or found).
-
-    SQLite: `PRAGMA integrity_check`. MariaDB/MySQL: `CHECK TABLE` over Nachtwacht's tables.
-    PostgreSQL (which has no CHECK TABLE): a catalog query for missing tables and invalid
-    indexes, one read of each table, and `bt_index_check` on every index when the amcheck
-    extension is installed. Every backend: all tables present, the schema at the code's head.
-    """
-    expected = set(t.metadata.tables)
-    try:
-        with store.connect() as conn:
-            dialect = conn.dialect.name
-            present = set(sa_inspect(conn).get_table_names())
-            missing = sorted(expected - present)
-            if missing:
-                return False, f"tables missing: {', '.join(missing)}"
-            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
-            at = set(revision.all())
-            if at != _schema_head():
-                return False, (
-                    f"schema at {', '.join(sorted(at)) or 'nothing'}, the code expects "
-                    f"{', '.join(sorted(_schema_head()))}: migrate the store"
-                )
-            if dialect == "sqlite":
-                ok, found = _sqlite(conn)
-            elif dialect in ("mysql", "mariadb"):
-                ok, found = _mariadb(conn, sorted(expected))
-            elif dialect == "postgresql":
-                ok, found = _postgresql(conn, sorted(expected))
-            else:
-                return False, f"no integrity check for {dialect}"
-    except (StoreError, SQLAlchemyError, OSError) as exc:
-        return False, f"integrity check could not run: {exc}"
-    return ok, f"{dialect}: {found}"
-
-
-def _sqlite(conn: Connection) -> tuple[bool, str]:
-    rows = [str(r) for r in conn.exec_driver_sql("PRAGMA integrity_check").scalars()]
-    if rows == ["ok"]:
-        return True, "PRAGMA integrity_check ok"
-    return False, f"PRAGMA integrity_check found {len(rows)} problems: {'; '.join(rows[:5])}"
-
-
-def _mariadb(conn: Connection, tables: list[str]) -> tuple[bool, str]:
-    names = ", ".join(f"`{name}`" for name in tables)
-    bad = []
-    for table, _op, kind, message in conn.exec_driver_sql(f"CHECK TABLE {names}").all():
-        kind, message = str(kind).lower(), str(message)
-        if kind == "error" or (
-            kind == "status" and message.lower() not in ("ok", "table is already up to date")
-        ):
-            bad.append(f"{table}: {message}")
-    if bad:
-        return False, f"CHECK TABLE found problems: {'; '.join(bad[:5])}"
-    return True, f"CHECK TABLE ok on {len(tables)} tables"
-
-
-def _postgresql(conn: Connection, tables: list[str]) -> tuple[bool, str]:
-    invalid = conn.execute(
-        text(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND (NOT i.indisvalid OR NOT i.indisready)"
-        )
-    ).scalars()
-    broken = list(invalid)
-    if broken:
-        return False, f"invalid indexes: {', '.join(broken)}"
-    for name in tables:
-        conn.execute(text(f'SELECT 1 FROM "{name}" LIMIT 1')).all()
-    has_amcheck = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")).first()
-    if has_amcheck is None:
-        return True, (
-            f"catalog: {len(tables)} tables, indexes valid, every table readable "
-            "(install the amcheck extension for index verification)"
-        )
-    checked = conn.execute(
-        text(
-            "SELECT count(bt_index_check(c.oid)) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND a.amname = 'btree'"
-        )
-    ).scalar_one()
-    return True, f"catalog: {len(tables)} tables, indexes valid; amcheck verified {checked} indexes"
+    """The store's own integrity check (`nachtwacht store check`): (ok, one line)."""
+    report = check_store(store)
+    if not report.ok:
+        return False, report.summary()
+    passed = ", ".join(c.name for c in report.checks if c.status == "ok")
+    return True, f"{report.backend}: {passed} ok"
 
 
 async def integrity(ctx: Context) -> ItemResult:
