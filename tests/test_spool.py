@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.spool.drain import Drainer
 from nachtwacht.spool.log import SpoolError, SpoolFull, SpoolLog
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, StoreError
 
 
 def test_append_read_in_order_across_segments(tmp_path: Path) -> None:
@@ -137,3 +139,119 @@ def test_store_down_is_reported_and_nothing_is_lost(tmp_path: Path, clock: FakeC
     assert drainer.store_down_since is None
     with good.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.heartbeat_pings)).scalar() == 1
+
+
+# -- pending kinds, ambiguous commits, refused records, a replaced spool ---------------------
+
+
+def test_pending_kinds_follow_the_cursor_and_survive_reopening(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    spool = SpoolLog(tmp_path / "spool")
+    drainer = Drainer(spool, sqlite_store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    assert not drainer.pending("hb")
+    spool.append("hb", json.dumps({"token": "a", "ts": 1}).encode())
+    assert drainer.pending("hb") and not drainer.pending("alert")
+    drainer.drain_all()
+    assert not drainer.pending("hb")
+    spool.append("hb", json.dumps({"token": "b", "ts": 2}).encode())
+    spool.close()
+    # a restart: the log remembers what it holds; before the cursor is read, all of it waits
+    spool = SpoolLog(tmp_path / "spool")
+    assert spool.last_end("hb") == spool.end
+    drainer = Drainer(spool, sqlite_store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    assert drainer.pending("hb")
+    assert drainer.drain_all() == 1
+    assert not drainer.pending("hb")
+    assert _count(sqlite_store) == ["a", "b"]
+
+
+class _LostCommitAck(Store):
+    """A real store whose next COMMIT succeeds but is reported failed (the reply was lost)."""
+
+    lose_next = False
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with super().begin() as conn:
+            yield conn
+        if self.lose_next:
+            self.lose_next = False
+            raise StoreError("store x: server closed the connection unexpectedly")
+
+
+def test_a_commit_whose_answer_was_lost_is_not_written_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = _LostCommitAck(f"sqlite:///{tmp_path / 'x.db'}")
+    store.migrate()
+    spool = SpoolLog(tmp_path / "spool")
+    drainer = Drainer(spool, store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    drainer.drain_once()  # loads the cursor
+    for i in range(5):
+        spool.append("hb", json.dumps({"token": f"t{i}", "ts": i}).encode())
+    store.lose_next = True
+    assert drainer.drain_once() == 0  # committed, but it looks like an outage
+    assert drainer.store_down_since == clock.now()
+    assert drainer.drain_all() == 0  # the cursor, read again, says it is all stored
+    assert drainer.store_down_since is None
+    assert _count(store) == [f"t{i}" for i in range(5)]
+
+
+def test_a_record_the_database_refuses_is_buried_while_the_others_are_stored(
+    tmp_path: Path, store: Store, clock: FakeClock
+) -> None:
+    spool = SpoolLog(tmp_path / "spool")
+    spool.append("hb", json.dumps({"token": "a", "ts": 1}).encode())
+    spool.append("hb", json.dumps({"token": None, "ts": 1}).encode())  # NOT NULL violated
+    spool.append("hb", json.dumps({"token": "c", "ts": 1}).encode())
+    drainer = Drainer(spool, store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    drainer.drain_all()
+    assert _count(store) == ["a", "c"]
+    assert drainer.dead == 1 and drainer.store_down_since is None
+    [reason] = (tmp_path / "spool" / "dead").glob("*.json")
+    assert "null" in reason.read_text().lower()  # the reason names the refused value
+
+
+def test_a_replaced_spool_directory_is_replayed_not_skipped(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    first = SpoolLog(tmp_path / "old", segment_bytes=100)
+    for i in range(10):
+        first.append("hb", json.dumps({"token": f"old{i}", "ts": i}).encode())
+    drainer = Drainer(first, sqlite_store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    drainer.drain_all()
+    first.close()
+    # the machine was rebuilt: a new, empty spool directory, the same store (and its cursor)
+    second = SpoolLog(tmp_path / "new")
+    second.append("hb", json.dumps({"token": "new", "ts": 99}).encode())
+    drainer = Drainer(second, sqlite_store, clock)
+    drainer.register("hb", _heartbeat_handler)
+    assert drainer.drain_all() == 1
+    assert _count(sqlite_store)[-1] == "new"
+
+
+def test_an_idle_drainer_notices_the_store_going_and_coming_back(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    drainer = Drainer(SpoolLog(tmp_path / "spool"), sqlite_store, clock, check_every=5)
+    assert drainer.drain_once() == 0 and drainer.store_down_since is None
+    broken_path = tmp_path / "gone" / "x.db"
+    broken_path.mkdir(parents=True)  # a directory where the database file should be
+    drainer.store = Store(f"sqlite:///{broken_path}")
+    clock.advance(2)
+    drainer.drain_once()
+    assert drainer.store_down_since is None  # asked at most every check_every seconds
+    clock.advance(4)
+    drainer.drain_once()
+    assert drainer.store_down_since == clock.now()
+    assert drainer.snapshot()["store_available"] is False
+    drainer.store = sqlite_store
+    clock.advance(1)
+    drainer.drain_once()
+    assert drainer.store_down_since is None and drainer.last_error is None

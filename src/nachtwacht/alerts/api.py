@@ -3,6 +3,11 @@
 External alerts go through the same pipeline as probe alerts (`alerts.service.process`), all
 signals of one request in one transaction, so an Alertmanager notification is taken whole or
 not at all (a 5xx makes Alertmanager retry it).
+
+While the store is unavailable (or alerts received earlier still wait in the spool) a valid
+request is appended whole to the durable spool and answered 200 with `"spooled": true` and
+action `spooled` per alert; the drainer runs the same pipeline when the store is back, in the
+order the requests arrived (`spool.ingest`). Only when the spool refuses too is it a 503.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from nachtwacht.alerts.external import (
     signals_from_alertmanager,
 )
 from nachtwacht.clock import iso
+from nachtwacht.spool.handlers import ALERT, alert_record
+from nachtwacht.spool.ingest import accept
+from nachtwacht.spool.log import SpoolError
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.web.errors import ApiError
@@ -85,18 +93,47 @@ def _outcome(signal: service.Signal, outcome: service.Outcome) -> dict[str, Any]
     }
 
 
-async def _process(request: Request, make: Callable[[float], list[service.Signal]]) -> dict:
-    def work(conn: Connection, rt: Any, now: float) -> list[dict[str, Any]]:
-        signals = make(now)
+async def ingest(
+    rt: Any, door: str, body: BaseModel, make: Callable[[float], list[service.Signal]]
+) -> dict[str, Any]:
+    """Process now, or spool the whole request while the store cannot take it.
+
+    Raises SpoolError when the spool refuses too. `rt` is the app's runtime.
+    """
+    now = rt.clock.now()
+    signals = make(now)
+
+    def work(conn: Connection) -> list[dict[str, Any]]:
         return [_outcome(s, service.process(conn, rt.settings, s, now)) for s in signals]
 
-    results = await _write(request, work)
-    if any(r["action"] in ("opened", "resolved") for r in results):
+    done = await accept(
+        rt, ALERT, work, lambda _maybe: alert_record(door, body.model_dump(mode="json"), now)
+    )
+    if done.spooled:
+        queued = [
+            {
+                "alert_id": None,
+                "incident_id": None,
+                "action": "spooled",
+                "muted_by": None,
+                "fingerprint": s.fingerprint,
+            }
+            for s in signals
+        ]
+        return {"alerts": queued, "spooled": True}
+    return {"alerts": done.result or [], "spooled": False}
+
+
+async def _ingest(
+    request: Request, door: str, body: BaseModel, make: Callable[[float], list[service.Signal]]
+) -> dict[str, Any]:
+    try:
+        out = await ingest(_rt(request), door, body, make)
+    except SpoolError as exc:
+        raise ApiError(503, f"the alert was not recorded, try again: {exc}") from None
+    if any(r["action"] in ("opened", "resolved") for r in out["alerts"]):
         _wake(request)
-    return {"alerts": results}
-
-
-# ---------------------------------------------------------------------------- alerts
+    return out
 
 
 # ingestion: mounted on its own, behind per-source ingest keys instead of user logins
@@ -106,13 +143,15 @@ ingest_router = APIRouter(prefix="/api/v1", tags=["alerts"])
 @ingest_router.post("/alerts")
 async def post_alert(request: Request, body: GenericAlert) -> dict[str, Any]:
     """Raise (or resolve, with "status": "resolved") one alert from any system."""
-    return await _process(request, lambda now: [signal_from_generic(body, now)])
+    return await _ingest(request, "generic", body, lambda now: [signal_from_generic(body, now)])
 
 
 @ingest_router.post("/alerts/alertmanager")
 async def post_alertmanager(request: Request, body: AlertmanagerWebhook) -> dict[str, Any]:
     """Prometheus Alertmanager's webhook_config receiver (payload version 4)."""
-    return await _process(request, lambda now: signals_from_alertmanager(body, now))
+    return await _ingest(
+        request, "alertmanager", body, lambda now: signals_from_alertmanager(body, now)
+    )
 
 
 def alert_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
+from nachtwacht.spool import handlers as spool_handlers
+from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import Drainer
 from nachtwacht.spool.log import SpoolLog
 from nachtwacht.store.db import Store
@@ -85,21 +87,27 @@ class Runtime:
         engine.add("health", 15.0, runtime._persist_health)
         engine.add("escalation", 5.0, alerting.escalate)
         engine.add("spool", 5.0, runtime._check_spool)
+        # heartbeats, external alerts and probe results: what the drainer replays
+        spool_handlers.install(runtime)
         # each domain package adds its own modules, spool handlers and listeners
         for install in _installers():
             install(runtime)
         return runtime
 
     async def _check_spool(self, now: float) -> None:
-        """Unhealthy while the store is down or the spool is nearly full."""
+        """Unhealthy while the store is down or the spool is nearly full.
+
+        Also leaves the snapshot in `<spool dir>/state.json` for `nachtwacht status`, which
+        runs in another process and may not reach the store.
+        """
+        state = spool_status.snapshot(self, now)
+        try:
+            await asyncio.to_thread(spool_status.write_state, self.spool.directory, state)
+        except OSError as exc:
+            log.warning("cannot write the spool state file: %s", exc)
         drainer = self.drainer
-        if drainer.store_down_since is not None:
-            raise RuntimeError(
-                f"store unavailable since {now - drainer.store_down_since:.0f} s ago; "
-                f"{drainer.backlog_bytes} bytes spooled ({drainer.last_error})"
-            )
-        if self.spool.fill >= self.settings.spool.alarm_fill:
-            raise RuntimeError(f"spool {self.spool.fill:.0%} full ({self.spool.bytes_used} bytes)")
+        if drainer.store_down_since is not None or state["spool"]["alarm"]:
+            raise RuntimeError(spool_status.describe(state))
 
     async def spool_put(self, kind: str, payload: bytes) -> None:
         """Accept a record durably (fsync'd) and wake the drainer; SpoolError if refused."""

@@ -12,6 +12,7 @@ from nachtwacht.clock import SystemClock, iso
 from nachtwacht.probes import registry, report
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.results import CheckResult
+from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store, StoreError
 
 probes_app = typer.Typer(help="List configured probes.", no_args_is_help=True)
@@ -28,25 +29,74 @@ STATE_MARK = {
 
 
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Every component and probe with its state; exit 0 ok, 1 degraded, 2 critical or no store."""
+    """Every component and probe with its state; exit 0 ok, 1 degraded, 2 critical or no store.
+
+    Also the store and the spool as `serve` last saw them: a store that is down while the
+    spool fills is critical even when this command can reach the store itself.
+    """
     cfg = settings(config)
     store = Store(cfg.store.url)
     clock = SystemClock()
+    spool = spool_status.offline(
+        cfg.spool_dir, cfg.spool.max_bytes, cfg.spool.alarm_fill, clock.now()
+    )
     try:
         store.migrate()
         with store.connect() as conn:
             data = report.status_report(conn, clock.now(), cfg.site)
     except StoreError as exc:
         if as_json:
-            print_json({"site": cfg.site, "overall": "critical", "level": 2, "error": str(exc)})
-        fail(f"cannot read the store: {exc}", 2)
+            print_json(
+                {
+                    "site": cfg.site,
+                    "overall": "critical",
+                    "level": 2,
+                    "error": str(exc),
+                    "spool": spool,
+                }
+            )
+        # one line still: what serve says about the store and how full the spool is
+        serve = spool.get("serve")
+        extra = ""
+        if (serve is not None and not serve["stale"]) or spool["bytes"] or spool["dead"]:
+            extra = f" ({_spool_line(spool)})"
+        fail(f"cannot read the store: {exc}{extra}", 2)
     finally:
         store.dispose()
+    data["spool"] = spool
+    level = _spool_level(spool)
+    if level > data["level"]:
+        data["level"] = level
+        data["overall"] = report.OVERALL[level]
     if as_json:
         print_json(data)
     else:
         _print_status(data)
     raise typer.Exit(data["level"])
+
+
+def _spool_level(spool: dict) -> int:
+    serve = spool.get("serve")
+    if serve is not None and not serve["stale"] and not serve["store"]["available"]:
+        return 2
+    if spool["alarm"]:
+        return 2
+    return 1 if spool["dead"] else 0
+
+
+def _spool_line(spool: dict) -> str:
+    """`store DOWN since ...; spool 12.0 MB waiting (1.2% of 1073.7 MB used)`."""
+    serve = spool.get("serve")
+    if serve is not None and not serve["stale"]:
+        line = "serve: " + spool_status.describe(serve)
+    else:
+        line = (
+            f"spool {spool['dir']}: {spool_status.megabytes(spool['bytes'])} on disk "
+            f"({spool['fill']:.1%} of {spool_status.megabytes(spool['max_bytes'])})"
+        )
+    if spool["dead"]:
+        line += f"; {spool['dead']} rejected record(s) in {spool['dir']}/dead"
+    return line
 
 
 def _print_status(data: dict) -> None:
@@ -68,6 +118,11 @@ def _print_status(data: dict) -> None:
             typer.echo(
                 f"  #{inc['id']} S{inc['severity']} {inc['status']:<13} {inc['title']}  ({ack})"
             )
+    spool = data.get("spool")
+    serve = spool.get("serve") if spool else None
+    waiting = serve is not None and not serve["stale"] and serve["spool"]["backlog_bytes"] > 0
+    if spool is not None and (_spool_level(spool) or waiting):
+        typer.echo(f"\n{_spool_line(spool)}")
     bad = [m for m in data["engine"] if not m["healthy"]]
     for m in bad:
         typer.echo(f"\nengine module {m['module']} degraded: {m['last_error']}")

@@ -1,14 +1,27 @@
-"""Buffer results and state in memory; write them in one transaction per flush."""
+"""Buffer results and state in memory; write them in one transaction per flush.
+
+When the store is down a flush goes to the durable spool instead (kind "results", see
+`spool.results`), so a kill -9 during an outage loses no results and memory stays bounded;
+the drainer writes them later with the same `write_batch`. Once one flush is in the spool,
+later flushes follow it there until it is stored, so a probe's state never goes backwards.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from nachtwacht.probes import service
 from nachtwacht.probes.service import ResultRow
 from nachtwacht.probes.state import ProbeState, Transition
+from nachtwacht.spool import results as spooled
+from nachtwacht.spool.drain import store_unavailable
+from nachtwacht.spool.log import SpoolError
 from nachtwacht.store.db import Store
+
+if TYPE_CHECKING:
+    from nachtwacht.spool.drain import Drainer
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +37,12 @@ class ResultWriter:
         self._states: dict[int, ProbeState] = {}
         self.written = 0
         self.dropped = 0
+        self.spilled = 0  # results handed to the spool because the store was down
+        self.drainer: Drainer | None = None  # set by `attach`: without it there is no spool
+
+    def attach(self, drainer: Drainer) -> None:
+        """Spill flushes the store cannot take into `drainer`'s spool."""
+        self.drainer = drainer
 
     def add(self, row: ResultRow, state: ProbeState, transition: Transition | None) -> None:
         # While the store is down results wait here; past max_buffer the oldest raw results
@@ -54,17 +73,47 @@ class ResultWriter:
         for pid, s in states.items():
             self._states.setdefault(pid, s)
 
-    def _write(self, batch: tuple[list, list, dict[int, ProbeState]]) -> int:
+    def _write(self, batch: tuple[list, list, dict[int, ProbeState]], attempt: _Attempt) -> int:
         results, transitions, states = batch
         with self.store.begin() as conn:
             service.write_batch(conn, results, transitions, states)
+            attempt.committing = True  # past here a failure may still have committed
         return len(results)
+
+    def _spill(self, batch: spooled.Batch, maybe: bool) -> None:
+        """Append the flush to the spool (fsync'd); SpoolError leaves it to the caller."""
+        assert self.drainer is not None
+        self.drainer.spool.append_many([(spooled.KIND, p) for p in spooled.encode(batch, maybe)])
+        self.spilled += len(batch[0])
+        self.drainer.wake()
+
+    def _spooling(self) -> bool:
+        return self.drainer is not None and self.drainer.pending(spooled.KIND)
+
+    def _flush(self, batch: spooled.Batch) -> int:
+        """Write or spill one flush (in a worker thread); on failure the caller puts it back."""
+        if self._spooling():
+            self._spill(batch, maybe=False)
+            return 0
+        attempt = _Attempt()
+        try:
+            return self._write(batch, attempt)
+        except Exception as exc:
+            if self.drainer is None or not store_unavailable(exc):
+                raise
+            self.drainer.note_unavailable(exc)
+            try:
+                self._spill(batch, maybe=attempt.committing)
+            except SpoolError as full:
+                log.error("store down and the spool refuses results: %s", full)
+                raise exc from full
+            return 0
 
     def flush_sync(self) -> int:
         """Flush from the thread that owns the buffers (tests, shutdown)."""
         batch = self._take()
         try:
-            written = self._write(batch)
+            written = self._flush(batch)
         except Exception:
             self._put_back(batch)
             raise
@@ -76,11 +125,15 @@ class ResultWriter:
             return
         batch = self._take()  # swapped on the event loop, written in a worker thread
         try:
-            written = await asyncio.to_thread(self._write, batch)
+            written = await asyncio.to_thread(self._flush, batch)
         except BaseException:
             self._put_back(batch)
             raise
         self.written += written
+
+
+class _Attempt:
+    committing = False
 
 
 def _copy(state: ProbeState) -> ProbeState:

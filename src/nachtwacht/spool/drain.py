@@ -6,8 +6,15 @@ consecutive records of its kind inside the drainer's transaction, which also mov
 replays from the last committed record and nothing is stored twice.
 
 When the store is unavailable the drainer says so (`store_down_since`) and retries with a
-growing pause; records keep arriving in the log meanwhile. A record its handler rejects (a
-bug, not an outage) goes to `dead/` with the reason, so one bad record cannot stop the rest.
+growing pause; records keep arriving in the log meanwhile. While idle it still asks the store
+for `SELECT 1` every `check_every` seconds, so an outage is noticed (and raised as an alarm by
+the watchdog) even when nothing arrives. A record its handler rejects (a bug or bad data, not
+an outage: IntegrityError, DataError, any non-database exception) goes to `dead/` with the
+reason, so one bad record cannot stop the rest.
+
+A failed commit may still have committed (the connection broke during COMMIT). So after any
+failure the cursor is read from the store again before the next attempt: what did commit is
+then not written a second time.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from nachtwacht.clock import Clock
 from nachtwacht.spool.log import Position, Record, SpoolLog
@@ -33,12 +40,23 @@ CURSOR_KEY = "spool.cursor"
 
 
 def store_unavailable(exc: BaseException) -> bool:
-    """An outage (retry later) rather than a record the handler cannot take."""
+    """An outage (retry later) rather than a record the handler cannot take.
+
+    `Store` wraps every SQLAlchemy error in StoreError, so look at the cause: a constraint or
+    a value the database refuses (IntegrityError, DataError) is the record's fault; anything
+    else from the database (refused or broken connections, locks, a full disk, a missing
+    table during a restore) is the store's, and waiting helps.
+    """
     if isinstance(exc, StoreError):
+        cause = exc.__cause__
+        if not isinstance(cause, SQLAlchemyError):
+            return True
+        exc = cause
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, IntegrityError | DataError):
+        return False
+    return isinstance(exc, SQLAlchemyError)
 
 
 @dataclass
@@ -52,45 +70,109 @@ class Drainer:
     last_error: str | None = None
     stored: int = 0  # records committed since start
     dead: int = 0
+    check_every: float = 5.0  # while idle, ask the store this often whether it is there
     _committed: Position | None = None
+    _loaded: bool = False  # _committed was read from the store (None there: nothing drained)
+    _last_contact: float | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
     listeners: list[Callable[[str, int], None]] = field(default_factory=list)
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
     def wake(self) -> None:
-        self._wake.set()
+        """New records: drain now. Safe from any thread (the result writer spills in one)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     @property
     def backlog_bytes(self) -> int:
-        return self.spool.backlog(self._committed)
+        """Bytes not yet stored (everything kept, while the cursor is not known yet)."""
+        return self.spool.backlog(self._committed if self._loaded else None)
+
+    def pending(self, kind: str) -> bool:
+        """Does the log hold a record of `kind` not yet stored? Then new ones queue behind it.
+
+        Before the cursor could be read (the store was down since the start) any record of the
+        kind counts as waiting: the safe answer, since the store cannot be written then anyway.
+        """
+        end = self.spool.last_end(kind)
+        if end is None:
+            return False
+        if not self._loaded or self._committed is None:
+            return True
+        return end > self._committed
+
+    def note_unavailable(self, exc: BaseException) -> None:
+        """Another writer (a ping, the result writer) found the store down: say so now."""
+        if self.store_down_since is None:
+            self.store_down_since = self.clock.now()
+            log.error("store unavailable, spooling: %s", exc)
+        self.last_error = _first_line(exc)
+        self.wake()
 
     def drain_once(self) -> int:
         """Store one batch; return how many records were committed (0: nothing to do)."""
         now = self.clock.now()
         try:
-            if self._committed is None:
-                with self.store.connect() as conn:
-                    saved = self.store.get_meta(conn, CURSOR_KEY)
-                self._committed = tuple(saved) if saved else None  # type: ignore[assignment]
+            if not self._loaded:
+                self._load_cursor(now)
             records = self.spool.read(self._committed, self.batch)
             if not records:
+                if self.store_down_since is not None or (
+                    self._last_contact is None or now - self._last_contact >= self.check_every
+                ):
+                    self._ping(now)
                 self._recovered(now)
                 return 0
             self._commit(records, now)
         except Exception as exc:
             if not store_unavailable(exc):
                 raise
+            # the commit may have gone through before the connection broke: read the cursor
+            # again before the next attempt instead of trusting ours
+            self._loaded = False
             if self.store_down_since is None:
                 self.store_down_since = now
                 log.error("store unavailable, spooling: %s", exc)
-            self.last_error = str(exc).splitlines()[0][:300]
+            self.last_error = _first_line(exc)
             return 0
+        self._last_contact = now
         self._recovered(now)
         self.stored += len(records)
         self.spool.trim(records[-1].end)
         return len(records)
+
+    def _load_cursor(self, now: float) -> None:
+        with self.store.connect() as conn:
+            saved = self.store.get_meta(conn, CURSOR_KEY)
+        cursor: Position | None = (int(saved[0]), int(saved[1])) if saved else None
+        if cursor is not None and cursor > self.spool.end:
+            # the store's cursor is past everything this log ever held: the spool directory
+            # was replaced (a new machine, a restored store). What it holds now was never
+            # stored, so all of it is replayed rather than skipped.
+            log.warning(
+                "spool cursor %s is beyond the log's end %s; replaying the whole spool",
+                cursor,
+                self.spool.end,
+            )
+            cursor = None
+        self._committed = cursor
+        self._loaded = True
+        self._last_contact = now
+
+    def _ping(self, now: float) -> None:
+        with self.store.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        self._last_contact = now
 
     def _commit(self, records: list[Record], now: float) -> None:
         try:
@@ -147,6 +229,17 @@ class Drainer:
             self.store_down_since = None
             self.last_error = None
 
+    def snapshot(self) -> dict[str, object]:
+        """The drainer's view for /healthz, `status` and the watchdog."""
+        return {
+            "store_available": self.store_down_since is None,
+            "store_down_since": self.store_down_since,
+            "last_error": self.last_error,
+            "backlog_bytes": self.backlog_bytes,
+            "stored": self.stored,
+            "dead": self.dead,
+        }
+
     def drain_all(self) -> int:
         total = 0
         while n := self.drain_once():
@@ -155,6 +248,7 @@ class Drainer:
 
     async def loop(self, stop: asyncio.Event, idle: float = 1.0) -> None:
         """Drain whenever woken (or every `idle` s); back off while the store is down."""
+        self._loop = asyncio.get_running_loop()
         pause = idle
         while not stop.is_set():
             try:
@@ -175,3 +269,8 @@ class Drainer:
             await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:300]

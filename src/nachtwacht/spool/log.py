@@ -74,6 +74,9 @@ class SpoolLog:
         self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
         self._repair_tail()
         self._sizes = {n: self._path(n).stat().st_size for n in self.segments()}
+        # where the newest record of each kind ends: "is a record of this kind still waiting?"
+        # is then one comparison with the drainer's cursor (ingestion keeps per-kind order)
+        self._last_end: dict[str, Position] = self._scan_kinds()
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.appended = 0  # records appended since start, for metrics
@@ -91,6 +94,7 @@ class SpoolLog:
                 )
             if self._sizes.get(self._segment, 0) >= self.segment_bytes:
                 self._rotate()
+            start = self._sizes.get(self._segment, 0)
             try:
                 self._fh.write(b"".join(blobs))
                 self._fh.flush()
@@ -102,7 +106,11 @@ class SpoolLog:
                 self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
                 self._repair_tail()
                 raise SpoolError(f"spool {self.directory}: cannot write: {exc}") from exc
-            self._sizes[self._segment] = self._sizes.get(self._segment, 0) + size
+            self._sizes[self._segment] = start + size
+            offset = start
+            for (kind, _), blob in zip(records, blobs, strict=True):
+                offset += len(blob)
+                self._last_end[kind] = (self._segment, offset)
             self.appended += len(blobs)
             return (self._segment, self._sizes[self._segment])
 
@@ -222,6 +230,17 @@ class SpoolLog:
 
     # -- state ------------------------------------------------------------------------------
 
+    def last_end(self, kind: str) -> Position | None:
+        """The end position of the newest record of `kind` in the log (None: there is none)."""
+        with self._mutex:
+            return self._last_end.get(kind)
+
+    @property
+    def end(self) -> Position:
+        """The position after the newest record."""
+        with self._mutex:
+            return (self._segment, self._sizes.get(self._segment, 0))
+
     @property
     def bytes_used(self) -> int:
         return sum(self._sizes.values())
@@ -239,6 +258,22 @@ class SpoolLog:
 
     def _path(self, number: int) -> Path:
         return self.directory / f"{number:010d}{SUFFIX}"
+
+    def _scan_kinds(self) -> dict[str, Position]:
+        """Walk every kept segment's record headers once (at open) for `_last_end`."""
+        found: dict[str, Position] = {}
+        for number in self.segments():
+            data = self._path(number).read_bytes()
+            pos = 0
+            while pos + HEADER.size <= len(data):
+                length, _crc, klen = HEADER.unpack_from(data, pos)
+                end = pos + HEADER.size + klen + length
+                if end > len(data):
+                    break
+                kind = data[pos + HEADER.size : pos + HEADER.size + klen].decode(errors="replace")
+                found[kind] = (number, end)
+                pos = end
+        return found
 
     def _repair_tail(self) -> None:
         """Cut a torn record off the end of the current segment (it was never acknowledged)."""
@@ -270,3 +305,38 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def on_disk(directory: Path) -> dict[str, int]:
+    """What a spool directory holds, read without its lock (for `status` and `doctor`).
+
+    `nachtwacht serve` holds the spool's lock while it runs; these numbers come from file
+    sizes only, so they never wait for it or disturb it.
+    """
+    directory = Path(directory)
+    segments = (
+        sorted(p for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+        if directory.is_dir()
+        else []
+    )
+    sizes = {int(p.stem): p.stat().st_size for p in segments if p.exists()}
+    dead = directory / "dead"
+    return {
+        "bytes": sum(sizes.values()),
+        "segments": len(sizes),
+        "dead": len(list(dead.glob("*.json"))) if dead.is_dir() else 0,
+    }
+
+
+def backlog_on_disk(directory: Path, committed: Position | None) -> int:
+    """Bytes after `committed` in a spool directory, from file sizes (no lock needed)."""
+    total = 0
+    for p in Path(directory).glob(f"*{SUFFIX}"):
+        if not p.stem.isdigit():
+            continue
+        number, size = int(p.stem), p.stat().st_size
+        if committed is None or number > committed[0]:
+            total += size
+        elif number == committed[0]:
+            total += max(0, size - committed[1])
+    return total

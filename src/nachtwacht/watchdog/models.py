@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from nachtwacht.durations import Duration
 
 
 class Strict(BaseModel):
@@ -10,4 +14,14 @@ class Strict(BaseModel):
 
 
 class WatchdogSettings(Strict):
-    pass
+    # dead man's switch: an external heartbeat URL (a second Nachtwacht's /ping/<token>,
+    # healthchecks.io, Uptime Kuma push...) called every `deadman_interval`; when the calls
+    # stop, that service raises the alarm that this one cannot
+    deadman_url: HttpUrl | None = None
+    deadman_interval: Duration = Field(default=60.0, gt=0)
+    deadman_method: Literal["GET", "POST"] = "POST"
+    deadman_timeout: Duration = Field(default=10.0, gt=0)
+    # the store unavailable for longer than this is an S1 alert, paged directly (not through
+    # the outbox, which lives in the store) to the S1 policy's first-step targets
+    store_alarm: bool = True
+    store_down_grace: Duration = Field(default=60.0, ge=0)

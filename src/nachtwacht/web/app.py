@@ -18,6 +18,7 @@ from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
 from nachtwacht.analytics import api as analytics_api
 from nachtwacht.analytics import pages as analytics_pages
+from nachtwacht.analytics.security import SecurityLog
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import (
     AuditChanges,
@@ -45,6 +46,7 @@ from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api
 from nachtwacht.runbooks import pages as runbooks_pages
+from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
@@ -104,6 +106,8 @@ def create_app(
 
     app.add_exception_handler(ApiError, login_first)
     app.add_middleware(AuditChanges)
+    # writes only while the `enable_security_logging` flag is on
+    app.add_middleware(SecurityLog)
     # public: stylesheets and scripts, vendored so the dashboard works without the internet
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(auth_router)
@@ -144,13 +148,24 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         modules = runtime.engine.health()
-        ok = all(m["healthy"] for m in modules)
+        # the store down or the spool near full is degraded at once, not at the next tick
+        state = spool_status.snapshot(runtime, runtime.clock.now())
+        ok = (
+            all(m["healthy"] for m in modules)
+            and state["store"]["available"]
+            and not state["spool"]["alarm"]
+        )
+        watchdog = getattr(runtime, "watchdog", None)
         body: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "version": __version__,
             "modules": modules,
             "probes": len(runtime.scheduler.runtimes),
             "unwritten_results": runtime.writer.pending,
+            "store": state["store"],
+            "spool": state["spool"],
+            "summary": spool_status.describe(state),
+            "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

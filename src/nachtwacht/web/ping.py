@@ -2,14 +2,18 @@
 
 GET, POST and HEAD all count (a cron line `curl -fsS -m 10 --retry 5 https://…/ping/<token>` is
 the usual caller); a POST body (e.g. the job's output) is kept, trimmed to 10 kB. The answer is
-`200 OK` as text once the ping is committed to the store in its own transaction, so a job that
-got a 200 never loses its ping to a crash. When the store cannot take it the answer is 503, and
-`curl --retry` sends it again.
+`200 OK` as text once the ping is durable: committed to the store in its own transaction, or,
+while the store is unavailable (or earlier pings still wait in the spool), appended to the
+durable spool, from which the drainer stores it later with the same `record_ping`. So a job
+that got a 200 never loses its ping to a crash or an outage. Only when the spool refuses too
+(full, unwritable) is the answer 503, and `curl --retry` sends it again.
 
 What the router needs from the app (the app factory sets these in its lifespan):
 
 - `app.state.store`: the `Store` pings are written to;
 - `app.state.clock`: the `Clock` stamping each ping;
+- `app.state.runtime`: its `drainer` and `spool_put` take pings the store cannot (without a
+  runtime a ping the store refuses is answered 503);
 - `app.state.heartbeat_tokens`: the set of tokens (str) of the configured `heartbeat` probes.
   A ping for any other token is answered 404 and not stored, so a typo in a cron line shows up
   at once in the job's own log instead of as a silent heartbeat going late. A missing attribute
@@ -28,6 +32,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from nachtwacht.probes.heartbeats import MAX_BODY_BYTES, Event, record_ping, valid_token
+from nachtwacht.spool.handlers import HEARTBEAT, heartbeat_record
+from nachtwacht.spool.ingest import accept
+from nachtwacht.spool.log import SpoolError
 from nachtwacht.store.db import Store, StoreError
 
 router = APIRouter(tags=["heartbeat"])
@@ -55,9 +62,18 @@ async def ping(request: Request, token: str, event: Event) -> Response:
     ts = request.app.state.clock.now()
     body = await _read_body(request) if request.method == "POST" else None
     remote = request.client.host if request.client else None
+    runtime = getattr(request.app.state, "runtime", None)
     try:
-        await asyncio.to_thread(_write, store, token, event, ts, body, remote)
-    except StoreError as exc:
+        if runtime is None:
+            await asyncio.to_thread(_write, store, token, event, ts, body, remote)
+        else:
+            await accept(
+                runtime,
+                HEARTBEAT,
+                lambda conn: record_ping(conn, token, event, ts, body, remote),
+                lambda maybe: heartbeat_record(token, event, ts, body, remote, maybe),
+            )
+    except (StoreError, SpoolError) as exc:
         return JSONResponse(
             {"detail": f"the ping was not recorded, try again: {exc}", "field": None},
             status_code=503,
