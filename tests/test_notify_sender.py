@@ -388,3 +388,33 @@ async def test_deferred_rows_are_not_counted_as_attempts(
     assert await sender.tick(clock.now()) == 0
     row = rows(sqlite_store)[1]
     assert row["attempts"] == 0 and row["next_attempt_at"] == clock.now() + 30
+
+
+async def test_messages_of_a_dead_process_on_this_host_are_reclaimed_at_start(
+    sqlite_store: Store, clock: FakeClock, receiver: Receiver, sender_factory: Any
+) -> None:
+    import os
+    import socket
+    import subprocess
+
+    cfg = site(receiver, store=sqlite_store)
+    ids = queue(sqlite_store, webhook_messages(3), clock.now())
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    host = socket.gethostname()
+    owners = [f"{host}:{dead_pid.pid}", f"{host}:{os.getppid()}", f"elsewhere:{dead_pid.pid}"]
+    with sqlite_store.begin() as conn:
+        for row_id, owner in zip(ids, owners, strict=True):
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == row_id)
+                .values(status="sending", claimed_by=owner, claimed_until=clock.now() + 600)
+            )
+    sender = sender_factory(cfg, instance=f"{host}:{os.getpid()}")
+    # only the one whose process is gone from this host: a live process or another host's
+    # process may still be sending, so their leases run out as before
+    assert sender.reclaim_orphans(clock.now()) == 1
+    await sender.tick(clock.now(), wait=True)
+    sent = [r["idempotency_key"] for r in rows(sqlite_store) if r["status"] == "sent"]
+    assert sent == ["k0"]
+    assert [s.json["subject"] for s in receiver.seen if s.path == "/hook"] == ["message 0"]

@@ -395,6 +395,10 @@ class OutboxSender:
         """Tick, then wait for `wake()`, `stop`, or 1 s (for retries and deferred rows)."""
         self._loop = asyncio.get_running_loop()
         self._prepare()
+        try:
+            await asyncio.to_thread(self.reclaim_orphans, self.clock.now())
+        except Exception as exc:  # the store is down: the leases expire by themselves
+            log.warning("outbox sender: cannot reclaim orphaned messages: %s", exc)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set() and not self._closing:
@@ -414,6 +418,36 @@ class OutboxSender:
                     waking.cancel()
         finally:
             stopping.cancel()
+
+    def reclaim_orphans(self, now: float) -> int:
+        """Messages a dead process on this host was sending are due now, not when the lease ends.
+
+        After a kill -9 their leases (a minute or more) would delay pages by that much; the
+        claiming process is known to be gone when its pid no longer runs here. A message the
+        channel had accepted before the kill is sent again (at-least-once, with the same
+        Idempotency-Key / Message-ID): the channel's answer was never recorded.
+        """
+        host = self.instance.rsplit(":", 1)[0]
+        o = t.outbox.c
+        with self.store.begin() as conn:
+            owners = conn.execute(
+                select(o.claimed_by).where(o.status == "sending").distinct()
+            ).scalars()
+            dead = [
+                owner
+                for owner in owners
+                if owner
+                and owner != self.instance
+                and owner.rsplit(":", 1)[0] == host
+                and not _pid_alive(owner.rsplit(":", 1)[1])
+            ]
+            if not dead:
+                return 0
+            return conn.execute(
+                update(t.outbox)
+                .where(o.status == "sending", o.claimed_by.in_(dead))
+                .values(claimed_until=now - 0.001)
+            ).rowcount
 
     def _prepare(self) -> None:
         """Pay the one-off costs now, not on the first page after a (re)start.
@@ -589,3 +623,15 @@ def _give_up(store: Store, ids: list[int]) -> list[dict[str, Any]]:
             )
         )
     return rows_by_id(store, ids)
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # not ours to judge: let the lease run out
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
