@@ -518,12 +518,18 @@ runbook_runs = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("runbook", String(120), nullable=False),
     Column("incident_id", Integer),
-    Column("status", String(16), nullable=False),  # running | succeeded | failed | escalated
+    # running | waiting (paused) | succeeded | failed | escalated | refused | planned (dry run)
+    Column("status", String(16), nullable=False),
     Column("dry_run", Boolean, nullable=False, default=False),
     Column("started_by", String(120), nullable=False),
     Column("started_at", Double, nullable=False),
     Column("finished_at", Double),
     Column("next_step", Integer, nullable=False, default=0),  # where a paused run resumes
+    # run-time inputs (`--var ip=...`), needed again when a paused run resumes
+    Column("inputs_json", Text),
+    # the runbook's definition when the run started: a run does not resume into an edited file
+    Column("definition_sha256", String(64)),
+    Column("summary", Text),  # why it ended or paused, in one line
     Index(None, "incident_id"),
 )
 
@@ -535,7 +541,8 @@ runbook_steps = Table(
     Column("idx", Integer, nullable=False),
     Column("name", String(200), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("status", String(16), nullable=False),  # ok | failed | skipped | waiting | refused
+    # ok | failed | skipped | waiting | refused | planned (dry run)
+    Column("status", String(16), nullable=False),
     Column("started_at", Double, nullable=False),
     Column("finished_at", Double),
     Column("attempts", Integer, nullable=False, default=0),
@@ -552,6 +559,7 @@ evidence_bundles = Table(
     Column("incident_id", Integer),
     Column("path", String(500), nullable=False),
     Column("manifest_sha256", String(64), nullable=False),
+    Column("bundle_sha256", String(64)),  # the tar.gz file itself: any changed byte shows
     Column("host", String(200), nullable=False),
     Column("files", Integer, nullable=False),
     Column("size_bytes", BigInteger, nullable=False),

@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-27 09:37:04.601413
+Create Date: 2026-11-27 09:45:46.744837
 """
 
 from collections.abc import Sequence
@@ -147,6 +147,7 @@ def upgrade() -> None:
         sa.Column("incident_id", sa.Integer(), nullable=True),
         sa.Column("path", sa.String(length=500), nullable=False),
         sa.Column("manifest_sha256", sa.String(length=64), nullable=False),
+        sa.Column("bundle_sha256", sa.String(length=64), nullable=True),
         sa.Column("host", sa.String(length=200), nullable=False),
         sa.Column("files", sa.Integer(), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
@@ -221,6 +222,9 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Double(), nullable=False),
         sa.Column("finished_at", sa.Double(), nullable=True),
         sa.Column("next_step", sa.Integer(), nullable=False),
+        sa.Column("inputs_json", sa.Text(), nullable=True),
+        sa.Column("definition_sha256", sa.String(length=64), nullable=True),
+        sa.Column("summary", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runbook_runs")),
     )
     with op.batch_alter_table("runbook_runs", schema=None) as batch_op:
