@@ -837,4 +837,37 @@ probes:
   # --- this machine -----------------------------------------------------------------------
 """
     probes += "\n".join(_host_probes(mount_list, frappe=True))
-    return header + _common_settings(site) + _components(site_comp, site_comp) + probes
+    return (
+        header
+        + _common_settings(site)
+        + _components(site_comp, site_comp)
+        + probes
+        + _frappe_extras(site, facts.bench_path)
+    )
+
+
+def _frappe_extras(site: str, bench: Path) -> str:
+    """Runbooks, evidence and request metrics with this bench's paths."""
+    return f"""
+# Runbooks (docs/runbooks.md): the protocol's procedures with this bench's commands.
+runbooks:
+  variant: frappe
+  vars:
+    bench_path: {_q(str(bench))}
+    frappe_site: {_q(site)}
+
+# Evidence bundles (docs/evidence.md): the bench's logs and the site's config, passwords masked.
+evidence:
+  log_files: [{_q(str(bench / "logs" / "*.log"))}]
+  config_files:
+    - {_q(str(bench / "sites" / site / "site_config.json"))}
+    - {_q(str(bench / "sites" / "common_site_config.json"))}
+
+# Request latency and status codes from Frappe's monitor log (docs/frappe.md); the site's
+# Error Log needs an API key: add it under errors.frappe_error_logs.
+errors:
+  frappe_monitor_logs:
+    - name: {_q(site)}
+      path: {_q(str(bench / "logs" / "monitor.json.log"))}
+      site: {_q(site)}
+"""

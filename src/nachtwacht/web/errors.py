@@ -24,7 +24,11 @@ def install(app: FastAPI) -> None:
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        # the first part says where (body, query, path, header); a field may itself be "path"
+        loc = list(first["loc"])
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
+        field = ".".join(str(p) for p in loc)
         return JSONResponse(
             {
                 "detail": first["msg"],
