@@ -401,3 +401,22 @@ def test_a_relative_sqlite_path_in_a_sql_probe_is_relative_to_the_config_file(
     assert settings.probes[0].url == f"sqlite:///{(cfg.parent / 'data' / 'app.db').as_posix()}"
     assert settings.probes[1].url == "sqlite:///:memory:"
     assert settings.store.url == f"sqlite:///{(cfg.parent / 'data' / 'nachtwacht.db').as_posix()}"
+
+
+def test_backup_heartbeat_must_name_a_heartbeat_probe() -> None:
+    found = problems("backup:\n  interval: 1d\n  heartbeat: no-such-token-123\n")
+    assert found == [
+        "nw.yaml:3: backup.heartbeat: no heartbeat probe has this token; add one so a backup "
+        "that stops running raises an alert"
+    ]
+
+
+def test_frappe_sources_need_distinct_names() -> None:
+    text = (
+        "errors:\n  frappe_monitor_logs:\n"
+        "    - {name: shop, path: /a/monitor.json.log}\n"
+        "    - {name: shop, path: /b/monitor.json.log}\n"
+    )
+    assert problems(text) == [
+        "nw.yaml:4: errors.frappe_monitor_logs[1].name: 'shop' is already used"
+    ]

@@ -161,6 +161,19 @@ class Settings(Strict):
                 elif dep not in names:
                     problems.append(f"probes[{index}].depends_on: no probe is named '{dep}'")
         problems.extend(self._target_problems())
+        if self.backup.heartbeat is not None and self.backup.heartbeat not in tokens:
+            problems.append(
+                "backup.heartbeat: no heartbeat probe has this token; add one so a backup "
+                "that stops running raises an alert"
+            )
+        for section in ("frappe_error_logs", "frappe_monitor_logs"):
+            seen: set[str] = set()
+            for index, source in enumerate(getattr(self.errors, section)):
+                if source.name in seen:
+                    problems.append(
+                        f"errors.{section}[{index}].name: '{source.name}' is already used"
+                    )
+                seen.add(source.name)
         for index, window in enumerate(self.maintenance):
             for name in window.probes:
                 if name not in names:
