@@ -10,7 +10,9 @@ deterministically, so the `(project_id, event_id)` uniqueness deduplicates.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from nachtwacht.durations import Duration
 
@@ -30,6 +32,20 @@ class FrappeErrorLog(Strict):
     interval: Duration = 60.0
     environment: str = "production"
     timeout: Duration = 20.0
+    # the site's time zone (System Settings > Time Zone): Frappe writes `creation` in it,
+    # without an offset. Default: Nachtwacht's `timezone`.
+    site_timezone: str | None = None
+    # re-list this far behind the newest creation seen: a row can become visible after newer
+    # ones (deferred inserts, long transactions); names already taken are skipped
+    lookback: Duration = 600.0
+    # on the very first poll, take the Error Logs created within this long before now
+    backfill: Duration = 86400.0
+    page_size: int = Field(default=500, ge=1, le=5000)  # limit_page_length of one listing
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return value if value is None else _zone_name(value)
 
 
 class FrappeMonitorLog(Strict):
@@ -38,6 +54,26 @@ class FrappeMonitorLog(Strict):
     name: str = Field(min_length=1)
     path: str
     interval: Duration = 15.0
+    site: str | None = None  # count only this site's requests (the log is bench-wide)
+    # the zone of a `timestamp` without an offset: Frappe v14+ writes UTC
+    timestamp_timezone: str = "UTC"
+    # first sight of the file: count what it already holds (else start at its end)
+    from_start: bool = False
+
+    @field_validator("timestamp_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone_name(value)
+
+
+def _zone_name(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone '{value}'; use an IANA name such as Europe/Amsterdam"
+        ) from None
+    return value
 
 
 class ErrorSettings(Strict):
@@ -47,5 +83,11 @@ class ErrorSettings(Strict):
     backlog_limit_bytes: int = Field(default=256 << 20, ge=1 << 20)
     retry_after: int = Field(default=30, ge=1)  # seconds, the 429's Retry-After
     retention: Duration = 90 * 86400.0  # events; issues stay
+    # what an event keeps in the store (data_json): larger ones lose breadcrumbs, frame
+    # variables and long strings first; MariaDB's TEXT holds 64 KiB
+    max_stored_event_bytes: int = Field(default=60_000, ge=4096, le=65_000)
+    # the URL applications reach this server at, for the DSNs `project add` prints
+    # (default: http://server.host:server.port)
+    public_url: HttpUrl | None = None
     frappe_error_logs: list[FrappeErrorLog] = Field(default_factory=list)
     frappe_monitor_logs: list[FrappeMonitorLog] = Field(default_factory=list)

@@ -1,0 +1,233 @@
+"""Projects: the applications that report errors, each with a DSN key.
+
+The DSN an SDK takes is `http://<public key>@<host:port>/<project id>`; the public key (32 hex
+digits) identifies the project, it is not a secret in Sentry's model (browser SDKs ship it),
+but a key only lets its holder send events into its own project.
+
+The ingestion endpoints never query the store per request: `KeyCache` keeps the keys in memory,
+reloads them every `ttl` seconds in the background, and at most once a second on a miss (a
+project just added by the CLI works within a second; a flood of wrong keys costs one query
+per second at most). While the store is down it keeps answering from what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from nachtwacht.auth.service import audit
+from nachtwacht.clock import iso
+from nachtwacht.store import tables as t
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+CHUNK = 5000
+
+
+class ProjectError(ValueError):
+    def __init__(self, message: str, status_code: int = 422, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.field = field
+
+
+def base_url(settings: Any) -> str:
+    """Where SDKs reach this server: `errors.public_url`, else `server.host:port`."""
+    public = getattr(settings.errors, "public_url", None)
+    if public:
+        return str(public).rstrip("/")
+    host = settings.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.server.port}"
+
+
+def dsn(base: str, public_key: str, project_id: int) -> str:
+    scheme, _, rest = base.rstrip("/").partition("://")
+    return f"{scheme}://{public_key}@{rest}/{project_id}"
+
+
+def view(row: Any, base: str, events: int = 0, issues: int = 0) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "environment": row["environment"],
+        "public_key": row["public_key"],
+        "dsn": dsn(base, row["public_key"], row["id"]),
+        "created_at": iso(row["created_at"]),
+        "created_by": row["created_by"],
+        "disabled": bool(row["disabled"]),
+        "events": events,
+        "issues": issues,
+    }
+
+
+def by_name(conn: Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute(select(t.error_projects).where(t.error_projects.c.name == name)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def add_project(
+    conn: Connection,
+    name: str,
+    now: float,
+    *,
+    actor: str,
+    base: str,
+    environment: str | None = None,
+    ip: str | None = None,
+) -> dict[str, Any]:
+    if not NAME.match(name):
+        raise ProjectError(
+            "a project name is 1-120 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit",
+            field="name",
+        )
+    if environment is not None and not (0 < len(environment) <= 64 and environment.isprintable()):
+        raise ProjectError("environment must be 1-64 printable characters", field="environment")
+    if by_name(conn, name) is not None:
+        raise ProjectError(f"a project named '{name}' exists", 409, "name")
+    key = secrets.token_hex(16)
+    project_id = conn.execute(
+        insert(t.error_projects).values(
+            name=name,
+            public_key=key,
+            environment=environment,
+            created_by=actor[:120],
+            created_at=now,
+            disabled=False,
+        )
+    ).inserted_primary_key[0]
+    audit(conn, actor, "project.add", f"project:{project_id}", {"name": name}, ip, now)
+    row = conn.execute(select(t.error_projects).where(t.error_projects.c.id == project_id)).one()
+    return view(row._mapping, base)
+
+
+def list_projects(conn: Connection, base: str) -> list[dict[str, Any]]:
+    i = t.error_issues.c
+    totals = {
+        r.project_id: (int(r.events or 0), int(r.issues or 0))
+        for r in conn.execute(
+            select(
+                i.project_id, func.sum(i.count).label("events"), func.count().label("issues")
+            ).group_by(i.project_id)
+        )
+    }
+    rows = conn.execute(select(t.error_projects).order_by(t.error_projects.c.name)).mappings()
+    return [view(r, base, *totals.get(r["id"], (0, 0))) for r in rows]
+
+
+def remove_project(
+    conn: Connection, name: str, now: float, *, actor: str, ip: str | None = None
+) -> dict[str, Any]:
+    """Delete a project with its issues, events and hourly counts."""
+    row = by_name(conn, name)
+    if row is None:
+        raise ProjectError(f"no project named '{name}'", 404, "name")
+    issue_ids = [
+        r[0]
+        for r in conn.execute(
+            select(t.error_issues.c.id).where(t.error_issues.c.project_id == row["id"])
+        )
+    ]
+    for start in range(0, len(issue_ids), CHUNK):
+        chunk = issue_ids[start : start + CHUNK]
+        conn.execute(delete(t.error_issue_hours).where(t.error_issue_hours.c.issue_id.in_(chunk)))
+    events = conn.execute(
+        delete(t.error_events).where(t.error_events.c.project_id == row["id"])
+    ).rowcount
+    conn.execute(delete(t.error_issues).where(t.error_issues.c.project_id == row["id"]))
+    conn.execute(delete(t.error_projects).where(t.error_projects.c.id == row["id"]))
+    detail = {"name": name, "issues": len(issue_ids), "events": events}
+    audit(conn, actor, "project.remove", f"project:{row['id']}", detail, ip, now)
+    return {"id": row["id"], **detail}
+
+
+# -- the key cache of the ingestion endpoints ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectKey:
+    project_id: int
+    name: str
+    disabled: bool
+
+
+@dataclass
+class KeyCache:
+    load: Callable[[], list[tuple[str, int, str, bool]]]  # (public_key, id, name, disabled)
+    ttl: float = 10.0
+    miss_interval: float = 1.0
+    keys: dict[str, ProjectKey] = field(default_factory=dict)
+    names: dict[str, ProjectKey] = field(default_factory=dict)
+    loaded_at: float | None = None  # monotonic; None: never loaded
+    _tried_at: float = -1e9
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshing: asyncio.Task[None] | None = None
+
+    async def _reload(self) -> None:
+        async with self._lock:
+            self._tried_at = time.monotonic()
+            rows = await asyncio.to_thread(self.load)
+            keys, names = {}, {}
+            for key, project_id, name, disabled in rows:
+                entry = ProjectKey(project_id, name, bool(disabled))
+                keys[key] = entry
+                names[name] = entry
+            self.keys, self.names = keys, names
+            self.loaded_at = time.monotonic()
+
+    async def _ensure(self) -> None:
+        """Loaded at least once; refresh in the background when older than `ttl`."""
+        if self.loaded_at is None:
+            await self._reload()  # the first request waits; StoreError goes to the caller
+            return
+        if time.monotonic() - self.loaded_at > self.ttl and (
+            self._refreshing is None or self._refreshing.done()
+        ):
+            self._refreshing = asyncio.create_task(self._quiet_reload())
+
+    async def _quiet_reload(self) -> None:
+        try:
+            await self._reload()
+        except Exception:  # noqa: BLE001 - the store is down: keep serving what we know
+            return
+
+    async def _get(self, table: str, wanted: str) -> ProjectKey | None:
+        await self._ensure()
+        entry = getattr(self, table).get(wanted)
+        if entry is None and time.monotonic() - self._tried_at >= self.miss_interval:
+            await self._quiet_reload()
+            entry = getattr(self, table).get(wanted)
+        return entry
+
+    async def by_key(self, key: str) -> ProjectKey | None:
+        return await self._get("keys", key)
+
+    async def by_name(self, name: str) -> ProjectKey | None:
+        return await self._get("names", name)
+
+    def invalidate(self) -> None:
+        self.loaded_at = None
+        self._tried_at = -1e9
+
+
+def key_loader(store: Any) -> Callable[[], list[tuple[str, int, str, bool]]]:
+    def load() -> list[tuple[str, int, str, bool]]:
+        p = t.error_projects.c
+        with store.connect() as conn:
+            return [
+                (r.public_key, r.id, r.name, bool(r.disabled))
+                for r in conn.execute(select(p.public_key, p.id, p.name, p.disabled))
+            ]
+
+    return load
