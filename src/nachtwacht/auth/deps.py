@@ -313,6 +313,8 @@ SELF_AUDITED = (
     "/api/v1/sessions",
     "/api/v1/tokens",
     "/api/v1/ingest-keys",
+    "/api/v1/projects",
+    "/api/v1/errors/issues",
 )
 
 
