@@ -126,3 +126,13 @@ def test_healthz_turns_503_when_an_engine_module_fails(client: TestClient) -> No
     assert modules["fine"]["healthy"] is True
     assert modules["broken"]["healthy"] is False
     assert modules["broken"]["last_error"] == "RuntimeError: analytics exploded"
+
+
+def test_a_body_that_is_not_json_names_the_body(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/incidents",
+        content=b'{"title": "broken',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"

@@ -34,6 +34,7 @@ async def _run_all(config: Path) -> None:
     settings = load_config(config)
     rt = Runtime.build(settings, clock=FakeClock(SystemClock().now()))
     await rt.scheduler.run_now()
+    await rt.engine.tick_once("health")  # as a running `serve` does every 15 s
     await rt.stop()
     rt.store.dispose()
 
@@ -110,3 +111,27 @@ def test_status_lists_open_incidents(tmp_path: Path) -> None:
     data = json.loads(runner.invoke(app, ["status", "--json", "-c", str(cfg)]).output)
     assert data["incidents"][0]["title"] == "Database corrupt"
     assert data["incidents"][0]["acknowledged"] is False
+
+
+async def test_status_says_the_monitor_is_not_running_when_its_engine_went_quiet(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        cfg = _write(tmp_path, _tcp("web", sock.getsockname()[1], "web"))
+        settings = load_config(cfg)
+        clock = FakeClock(SystemClock().now() - 3600)  # all of this happened an hour ago
+        rt = Runtime.build(settings, clock=clock)
+        await rt.scheduler.run_now()
+        await rt.engine.tick_once("health")
+        await rt.stop()
+        rt.store.dispose()
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    # the last answers were ok, but nobody has checked for an hour: that is not a quiet night
+    assert result.exit_code == 1, result.output
+    assert "THE MONITOR IS NOT RUNNING" in result.output
+    assert "STALE" in result.output
+    data = json.loads(runner.invoke(app, ["status", "--config", str(cfg), "--json"]).output)
+    assert data["engine_running"] is False
+    assert data["components"][0]["probes"][0]["stale"] is True

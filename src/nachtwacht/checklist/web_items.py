@@ -33,8 +33,10 @@ from nachtwacht.store.db import StoreError
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "nachtwacht")
 PARAM = re.compile(r"\{([^}]+)\}")
 # answers that show an endpoint is up: 2xx; 403 (admin-only, the check's token is a viewer);
-# 422 (it needs parameters the check does not invent)
-ANSWERING = {403, 422}
+# 404 from a route the schema lists is the handler's own answer ("no baseline yet"), since the
+# paths come from the schema; 409 (a state the check did not set up); 422 (it needs parameters
+# the check does not invent)
+ANSWERING = {403, 404, 409, 422}
 
 
 def _network(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncClient:

@@ -101,12 +101,21 @@ def _spool_line(spool: dict) -> str:
 
 def _print_status(data: dict) -> None:
     typer.echo(f"{data['site']}: {data['overall'].upper()}  ({data['generated_at']})")
+    if not data.get("engine_running", True):
+        seen = data.get("engine_last_seen")
+        typer.echo(
+            "  THE MONITOR IS NOT RUNNING: no engine has reported "
+            + (f"since {seen}" if seen else "yet")
+            + "; start `nachtwacht serve` (states below are history)"
+        )
     if not data["components"]:
         typer.echo("  no probes have run yet (is `nachtwacht serve` running?)")
     for comp in data["components"]:
         typer.echo(f"\n[{STATE_MARK.get(comp['state'], comp['state'])}] {comp['name']}")
         for p in comp["probes"]:
             age = "never" if p["age_seconds"] is None else f"{_age(p['age_seconds'])} ago"
+            if p.get("stale"):
+                age += " STALE"
             typer.echo(
                 f"  {STATE_MARK.get(p['state'], p['state'])}  {p['name']:<28} {p['kind']:<9} "
                 f"{age:<10} {p['message'] or ''}"

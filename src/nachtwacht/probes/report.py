@@ -7,12 +7,24 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from nachtwacht.clock import iso
+from nachtwacht.durations import parse_duration
 from nachtwacht.probes import service
 from nachtwacht.store import tables as t
 
 # a state's weight in the overall verdict and the exit code of `nachtwacht status`
 SEVERITY = {"ok": 0, "new": 0, "pending": 1, "warning": 1, "unknown": 1, "critical": 2}
 OVERALL = {0: "ok", 1: "degraded", 2: "critical"}
+# the health module persists every 15 s: past this, no engine is running on this store
+ENGINE_STALE = 90.0
+
+
+def stale_after(interval: object) -> float:
+    """A result older than this means nobody is checking the probe any more."""
+    try:
+        seconds = parse_duration(interval) if interval is not None else 60.0
+    except ValueError:
+        seconds = 60.0
+    return 3 * seconds + 60.0
 
 
 def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any]:
@@ -23,6 +35,8 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
             p["component"], {"name": p["component"], "state": "ok", "probes": []}
         )
         state = p["state"] or "new"
+        age = None if p["last_check"] is None else now - p["last_check"]
+        stale = age is not None and age > stale_after(p.get("interval"))
         comp["probes"].append(
             {
                 "name": p["name"],
@@ -30,21 +44,25 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
                 "state": state,
                 "since": iso(p["since"]),
                 "last_check": iso(p["last_check"]),
-                "age_seconds": None if p["last_check"] is None else round(now - p["last_check"], 1),
+                "age_seconds": None if age is None else round(age, 1),
+                # its last answer is too old to trust: the state shown is history, not news
+                "stale": stale,
                 "value": p["last_value"],
                 "latency_ms": p["last_latency_ms"],
                 "message": p["last_message"],
                 "depends_on": p["depends_on"],
             }
         )
-        if SEVERITY.get(state, 1) > SEVERITY.get(comp["state"], 0):
-            comp["state"] = "critical" if SEVERITY[state] == 2 else "degraded"
+        weight = max(SEVERITY.get(state, 1), 1 if stale else 0)
+        if weight > SEVERITY.get(comp["state"], 0):
+            comp["state"] = "critical" if weight == 2 else "degraded"
     modules = [
         {
             "module": row.module,
             "instance": row.instance,
             "healthy": not row.consecutive_errors,
             "last_ok": iso(row.last_ok),
+            "last_ok_ts": row.last_ok,
             "last_error": row.last_error,
             "consecutive_errors": row.consecutive_errors,
         }
@@ -69,6 +87,11 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
     level = max((SEVERITY.get(p["state"] or "new", 1) for p in probes), default=0)
     if any(not m["healthy"] for m in modules):
         level = max(level, 1)
+    last_alive = max((row["last_ok_ts"] for row in modules if row["last_ok_ts"]), default=None)
+    engine_running = last_alive is not None and now - last_alive <= ENGINE_STALE
+    if not engine_running or any(p["stale"] for c in components.values() for p in c["probes"]):
+        # a dead monitor must not look like a quiet night
+        level = max(level, 1)
     return {
         "site": site,
         "generated_at": iso(now),
@@ -77,4 +100,6 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         "components": list(components.values()),
         "incidents": open_incidents,
         "engine": modules,
+        "engine_running": engine_running,
+        "engine_last_seen": iso(last_alive),
     }

@@ -29,6 +29,9 @@ def install(app: FastAPI) -> None:
         if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
             loc = loc[1:]
         field = ".".join(str(p) for p in loc)
+        if first.get("type") == "json_invalid":
+            # the location of a JSON syntax error is a character offset, not a field
+            field = "body"
         return JSONResponse(
             {
                 "detail": first["msg"],
