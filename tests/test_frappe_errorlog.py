@@ -34,10 +34,10 @@ from nachtwacht.errors.frappe_errorlog import (
     FrappeUnavailable,
     build_event,
     event_id,
-    parse_traceback,
     query_since,
 )
 from nachtwacht.errors.models import FrappeErrorLog
+from nachtwacht.errors.pytrace import parse as parse_traceback
 from nachtwacht.spool.log import SpoolLog
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -529,3 +529,59 @@ def _stored(store: Store) -> tuple[int, int]:
         events = conn.execute(select(func.count()).select_from(t.error_events)).scalar_one()
         issues = conn.execute(select(func.count()).select_from(t.error_issues)).scalar_one()
     return events, issues
+
+
+def test_the_same_traceback_by_json_and_from_the_error_log_is_one_issue(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The JSON endpoint over HTTP and the poller against the site, into one store: one issue."""
+    from nachtwacht.auth import service as auth
+    from nachtwacht.errors import issues
+    from tests.test_errors_fixtures import server
+
+    site = FrappeSite()
+    site.add("0a1b2c3d05", "2027-01-15 08:45:00", FRAPPE_WITH_VARIABLES, "savedocs")
+    with server(sqlite_store, tmp_path, clock) as srv:
+        with sqlite_store.begin() as conn:
+            key = auth.create_ingest_key(conn, "cron", "errors", clock.now(), actor="tests")["key"]
+        value = "(1213, 'Deadlock found when trying to get lock; try restarting')"
+        body = {
+            "project": "shop",
+            "exception": {
+                "type": "OperationalError",
+                "value": value,
+                "stacktrace": FRAPPE_WITH_VARIABLES,
+            },
+        }
+        r = srv.client.post(
+            "/api/v1/errors/events", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200, r.text
+        assert srv.drain() == 1
+
+        # the poller runs in the app's event loop, spooling into the app's spool
+        portal = srv.client.portal
+        portal.call(site.start)
+        try:
+            cfg = FrappeErrorLog(
+                name="erp",
+                url=site.url,
+                api_key=site.api_key,
+                api_secret=site.api_secret,
+                project="shop",
+                site_timezone="Europe/Amsterdam",
+            )
+            rt = srv.runtime
+            poller = ErrorLogPoller(cfg, sqlite_store, rt.spool_put, rt.ctx.http_session, "UTC")
+            assert portal.call(poller.tick, clock.now()) == 1
+        finally:
+            assert site.runner is not None
+            portal.call(site.runner.cleanup)
+        assert srv.drain() == 1
+
+    assert _stored(sqlite_store) == (2, 1)
+    with sqlite_store.connect() as conn:
+        (issue,), _ = issues.list_issues(conn)
+    assert issue["count"] == 2
+    assert issue["title"] == f"OperationalError: {value}"
+    assert issue["culprit"] == "erpnext.accounts.general_ledger in make_gl_entries"

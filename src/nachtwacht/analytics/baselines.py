@@ -288,6 +288,14 @@ def _resource_changes(base: dict, cur: dict, cfg: BaselineSettings) -> list[dict
     for name in sorted(set(base) & set(cur)):
         b, c = base[name], cur[name]
         delta = c["mean"] - b["mean"]
+        # two CPU samples are noise, not a regression: like latency, too few are not compared
+        enough = min(b.get("samples", 0), c.get("samples", 0)) >= cfg.min_samples
+        if not enough:
+            status = "no data"
+        elif c.get("metric") != "load" and delta > cfg.resource_points:
+            status = "regression"  # load is per core, not a percentage: points do not apply
+        else:
+            status = "ok"
         out.append(
             {
                 "probe": name,
@@ -295,10 +303,8 @@ def _resource_changes(base: dict, cur: dict, cfg: BaselineSettings) -> list[dict
                 "baseline_mean": b["mean"],
                 "current_mean": c["mean"],
                 "delta": rounded(delta, 2),
-                # load is per core, not a percentage: points do not apply to it
-                "status": "regression"
-                if c.get("metric") != "load" and delta > cfg.resource_points
-                else "ok",
+                "samples": c.get("samples", 0),
+                "status": status,
             }
         )
     return out

@@ -7,8 +7,9 @@ One `ErrorLogPoller` per `errors.frappe_error_logs` entry; `frappe_engine.instal
    pagination: the next page starts at the last creation of the previous one; a page that is
    wholly one instant is stepped over with `limit_start`), skipping names already taken;
 2. fetches the full rows of the new names (`name in [...]`, 25 at a time), turns each into a
-   Sentry event (`parse_traceback` reads the traceback text into an exception chain with
-   frames, so grouping works as for events from sentry-sdk), and appends them to the spool;
+   Sentry event (`pytrace.parse` reads the traceback text into an exception chain with
+   frames, the same as for a traceback sent to the JSON endpoint, so grouping works as for
+   events from sentry-sdk), and appends them to the spool;
 3. only then advances the cursor in engine_meta (`frappe.errorlog.<entry name>`).
 
 The cursor is the newest `creation` taken plus the names taken within `lookback` of it.
@@ -41,6 +42,7 @@ import orjson
 import yarl
 from sqlalchemy import select
 
+from nachtwacht.errors import pytrace
 from nachtwacht.errors.models import FrappeErrorLog
 from nachtwacht.probes.kinds.logfile import _meta_key
 from nachtwacht.store import tables as t
@@ -415,7 +417,7 @@ def build_event(
     }
     if created is not None:
         event["timestamp"] = to_epoch(created, zone)
-    chain = parse_traceback(text)
+    chain = pytrace.parse(text)
     if chain:
         event["exception"] = {"values": chain}
         if title:
@@ -428,137 +430,3 @@ def build_event(
         if title and text.strip():
             extra["error"] = text.strip()[:MAX_TEXT]
     return event
-
-
-# -- Python traceback text -> Sentry exception chain ------------------------------------------
-
-_HEADER = re.compile(r"^Traceback(?: with variables)? \(most recent call last\):\s*$")
-_FILE = re.compile(
-    r'^(?P<indent>\s+)File "(?P<path>[^"]+)", line (?P<lineno>\d+)(?:, in (?P<func>.+?))?\s*$'
-)
-_EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::(?: (?P<value>.*))?)?$")
-_VAR = re.compile(r"^(?P<name>\w+) = (?P<value>.*)$")
-_MARKS = re.compile(r"^[\s^~]+$")  # 3.11+ position markers under a context line
-_CHAIN = (
-    "During handling of the above exception, another exception occurred:",
-    "The above exception was the direct cause of the following exception:",
-)
-_SITE_PACKAGES = re.compile(r"/(?:site|dist)-packages/")
-_STDLIB = re.compile(r"/lib/python\d+(?:\.\d+)?/")
-_BENCH_APP = re.compile(r"(?:^|/)apps/[^/]+/(?P<rest>.+)$")
-MAX_VARS = 30  # per frame
-VARS_FRAMES = 10  # only the innermost frames keep theirs: an event stays well under 1 MB
-
-
-def parse_traceback(text: str) -> list[dict[str, Any]]:
-    """The exceptions of a Python traceback, oldest first, as Sentry `exception.values`.
-
-    Reads the standard format (`traceback.format_exception`, chained exceptions included)
-    and traceback-with-variables' (Frappe's `get_traceback(with_context=True)`, whose
-    variables become frame `vars`). Text without a traceback gives [].
-    """
-    lines = text.replace("\r\n", "\n").split("\n")
-    starts = [i for i, line in enumerate(lines) if _HEADER.match(line)]
-    chain = []
-    for k, start in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else len(lines)
-        chain.append(_parse_block(lines[start + 1 : end]))
-    return chain
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _parse_block(lines: list[str]) -> dict[str, Any]:
-    frames: list[dict[str, Any]] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        match = _FILE.match(line)
-        if match is None:
-            if line.startswith((" ", "\t")) or not line.strip():
-                i += 1  # "[Previous line repeated 996 more times]", blank lines
-                continue
-            break  # column 0 after the frames: "Type: value"
-        frame = _frame(match)
-        frames.append(frame)
-        depth = len(match["indent"])
-        i += 1
-        code_depth: int | None = None
-        while i < len(lines) and lines[i].strip() and _indent(lines[i]) > depth:
-            body = lines[i]
-            if _FILE.match(body):
-                break
-            if code_depth is None and not _MARKS.match(body):
-                frame["context_line"] = body.strip()
-                code_depth = _indent(body)
-            elif code_depth is not None and _indent(body) > code_depth:
-                var = _VAR.match(body.strip())
-                frame_vars = frame.setdefault("vars", {})
-                if var and not var["name"].startswith("__") and len(frame_vars) < MAX_VARS:
-                    frame_vars[var["name"]] = var["value"][:300]
-            i += 1
-        if not frame.get("vars"):
-            frame.pop("vars", None)
-    for frame in frames[:-VARS_FRAMES]:
-        frame.pop("vars", None)
-    rest = lines[i:]
-    while rest and (not rest[-1].strip() or rest[-1].strip() in _CHAIN):
-        rest.pop()
-    exc: dict[str, Any] = {"type": "Error", "value": ""}
-    if rest:
-        head = _EXC_LINE.match(rest[0])
-        if head:
-            dotted = head["type"]
-            module, _, kind = dotted.rpartition(".")
-            exc["type"] = kind
-            if module and module != "builtins":
-                exc["module"] = module
-            exc["value"] = "\n".join([head["value"] or "", *rest[1:]]).strip()
-        else:
-            exc["value"] = "\n".join(rest).strip()
-    if frames:
-        exc["stacktrace"] = {"frames": frames}
-    return exc
-
-
-def _frame(match: re.Match[str]) -> dict[str, Any]:
-    path = match["path"]
-    frame: dict[str, Any] = {
-        "filename": path,
-        "abs_path": path,
-        "lineno": int(match["lineno"]),
-        "in_app": not (path.startswith("<") or _SITE_PACKAGES.search(path) or _STDLIB.search(path)),
-    }
-    if match["func"]:
-        frame["function"] = match["func"]
-    module = module_of(path)
-    if module:
-        frame["module"] = module
-    return frame
-
-
-def module_of(path: str) -> str | None:
-    """The dotted module of a file: `apps/erpnext/erpnext/x/y.py` -> `erpnext.x.y`.
-
-    Paths are what the traceback shows: relative to the bench (Frappe strips its path) or
-    absolute; site-packages and the standard library count from their roots. Elsewhere the
-    last directory and the file name stand in, so the name does not depend on where the code
-    is installed.
-    """
-    path = path.replace("\\", "/")
-    if not path.endswith(".py"):
-        return None
-    for pattern in (_SITE_PACKAGES, _STDLIB):
-        found = pattern.search(path)
-        if found:
-            rel = path[found.end() :]
-            break
-    else:
-        bench = _BENCH_APP.search(path)
-        rel = bench["rest"] if bench else "/".join(path.strip("/").split("/")[-2:])
-    rel = rel[:-3]
-    if rel.endswith("/__init__"):
-        rel = rel[: -len("/__init__")]
-    return rel.replace("/", ".") or None
