@@ -95,7 +95,8 @@ def resolution_gate(
         )
         return
     if run is None:
-        why = "no restoration checklist has passed for it since it was acknowledged"
+        since = "it was acknowledged" if inc.get("acknowledged_at") else "it was detected"
+        why = f"no restoration checklist has passed for it since {since}"
     else:
         why = (
             f"its latest restoration checklist run #{run['id']} failed "
@@ -104,7 +105,7 @@ def resolution_gate(
     raise IncidentError(
         f"S{inc['severity']} incident {inc['id']} cannot be resolved yet: {why}. Run the "
         f"checklist (`nachtwacht verify --incident {inc['id']}`, or the review panel), or give "
-        "a written reason to skip it (skip_checklist)",
+        "a written reason to skip it (`--skip-checklist REASON`, or the field skip_checklist)",
         "skip_checklist",
         409,
     )
