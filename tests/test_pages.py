@@ -167,6 +167,44 @@ def test_overview_shows_the_grid_with_probe_cells_and_states(site: Site) -> None
     assert page.headers["content-encoding"] == "gzip"  # a big grid goes compressed
 
 
+def test_overview_counts_application_errors_of_the_last_24_hours(
+    site: Site, sqlite_store: Store
+) -> None:
+    now = site.clock.now()
+    hour = int(now // 3600)
+    issue = {
+        "project_id": 1,
+        "fingerprint_version": 1,
+        "title": "KeyError",
+        "level": "error",
+        "count": 0,
+        "last_seen": now,
+    }
+    with sqlite_store.begin() as conn:
+        conn.execute(
+            insert(t.error_issues),
+            [
+                issue | {"fingerprint": "a", "status": "unresolved", "first_seen": now - 3600},
+                issue | {"fingerprint": "b", "status": "unresolved", "first_seen": now - 9 * 86400},
+                issue | {"fingerprint": "c", "status": "resolved", "first_seen": now - 9 * 86400},
+            ],
+        )
+        conn.execute(
+            insert(t.error_issue_hours),
+            [
+                {"issue_id": 1, "hour": hour, "n": 5},
+                {"issue_id": 2, "hour": hour - 23, "n": 2},  # the oldest hour still counted
+                {"issue_id": 2, "hour": hour - 24, "n": 100},  # a day ago: not counted
+                {"issue_id": 3, "hour": hour, "n": 40},  # resolved: not counted
+            ],
+        )
+    site.login("vic")
+    html = site.client.get("/", headers=HTML).text
+    assert re.search(r"data-errors-events>7<", html)
+    assert re.search(r"data-errors-issues>2<", html)
+    assert "<strong>1</strong> new" in html
+
+
 def test_grid_fragment_reflects_a_probe_state_change(site: Site) -> None:
     site.login("rita")
     assert site.check("db")["state"] == "ok"

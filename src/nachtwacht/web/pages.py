@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from nachtwacht.alerts import windows
 from nachtwacht.alerts.maintenance import active_windows
@@ -506,10 +506,28 @@ async def overview(request: Request) -> HTMLResponse:
     def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         grid = grid_data(conn, rt, now)
         return (
-            grid | incidents_data(conn, rt, now) | uptime_data(conn, now, grid["probe_rows"], cache)
+            grid
+            | incidents_data(conn, rt, now)
+            | uptime_data(conn, now, grid["probe_rows"], cache)
+            | errors_data(conn, now)
         )
 
     return await _show(request, "overview.html", build)
+
+
+def errors_data(conn: Connection, now: float) -> dict[str, Any]:
+    """Application errors in the last 24 hours (whole hours), from the hourly issue counts."""
+    h, i = t.error_issue_hours.c, t.error_issues.c
+    since = int(now // 3600) - 23
+    events, issues = conn.execute(
+        select(func.coalesce(func.sum(h.n), 0), func.count(func.distinct(h.issue_id)))
+        .select_from(t.error_issue_hours.join(t.error_issues, i.id == h.issue_id))
+        .where(h.hour >= since, i.status == "unresolved")
+    ).one()
+    new = conn.execute(
+        select(func.count()).select_from(t.error_issues).where(i.first_seen >= now - 86400)
+    ).scalar_one()
+    return {"errors_24h": {"events": int(events), "issues": int(issues), "new": int(new)}}
 
 
 @protected.get("/ui/overview/grid", response_class=HTMLResponse)
