@@ -30,6 +30,7 @@ def add_issue(
     count: int = 0,
     project_id: int = 1,
 ) -> int:
+    ensure_project(conn, project_id, first_seen - 30 * 86400)
     return int(
         conn.execute(
             insert(t.error_issues).values(
@@ -47,6 +48,22 @@ def add_issue(
             )
         ).inserted_primary_key[0]
     )
+
+
+def ensure_project(conn: Connection, project_id: int, created_at: float) -> None:
+    """Errors are only counted from when a project could report them: make one that could."""
+    p = t.error_projects.c
+    if conn.execute(select(p.id).where(p.id == project_id)).first() is None:
+        conn.execute(
+            insert(t.error_projects).values(
+                id=project_id,
+                name=f"project-{project_id}",
+                public_key=uuid.uuid4().hex,
+                created_by="tests",
+                created_at=created_at,
+                disabled=False,
+            )
+        )
 
 
 def add_hours(conn: Connection, issue_id: int, counts: Mapping[int, int]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from sqlalchemy import update
 
 from nachtwacht.analytics.forecast import disk_forecast, forecast
 from nachtwacht.analytics.models import ForecastSettings
+from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.test_analytics_data import (
     HOUR,
@@ -16,6 +18,7 @@ from tests.test_analytics_data import (
     add_minute_rollups,
     add_probe,
     add_results,
+    ensure_project,
 )
 
 NOW = 1_800_000_000.0 + 1800
@@ -116,5 +119,17 @@ def test_trends_with_too_little_history_are_not_guessed(store: Store) -> None:
     [api_trend] = result["probes"]
     assert api_trend["latency_ms"]["direction"] == "unknown"
     assert api_trend["latency_ms"]["message"].startswith("not enough data")
-    # no errors at all is 24 hours of zero: a known, flat rate, not a missing one
+    # no project has ever been able to report: no data, not a flat zero
+    assert result["errors"]["direction"] == "unknown"
+    with store.begin() as conn:
+        ensure_project(conn, 1, NOW - 2 * 86400)
+    with store.connect() as conn:
+        result = forecast(conn, NOW, CFG)
+    # a project for two days and no errors at all is 24 hours of zero: a known, flat rate
     assert result["errors"]["direction"] == "stable" and result["errors"]["now"] == 0
+    with store.begin() as conn:
+        conn.execute(update(t.error_projects).values(created_at=NOW - 7200))
+    with store.connect() as conn:
+        result = forecast(conn, NOW, CFG)
+    # added two hours ago: one whole hour since, which is not a trend
+    assert result["errors"]["direction"] == "unknown"

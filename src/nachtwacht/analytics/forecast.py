@@ -246,6 +246,14 @@ def error_rate_trend(conn: Connection, now: float, cfg: ForecastSettings) -> dic
     """Error events per hour over the trend window, with the events expected in the next 24 h."""
     last = int(now // HOUR)
     first = int((now - cfg.trend_window) // HOUR)
+    # hours before any project could report are not zero errors but no data: the window
+    # starts at the first whole hour after the first project was added
+    started = conn.execute(select(func.min(t.error_projects.c.created_at))).scalar()
+    if started is None:
+        return series_trend([], now, cfg)
+    first = max(first, int(started // HOUR) + 1)
+    if first > last - 1:
+        return series_trend([], now, cfg)
     # the current hour is incomplete: counting it would always bend the line down
     counts = hourly_counts(conn, first, last - 1)
     points = [((first + k) * HOUR + HOUR / 2, float(n)) for k, n in enumerate(counts)]
