@@ -67,6 +67,17 @@ def test_capture_list_verify_and_a_flipped_byte(config: Path) -> None:
     assert "no such file" in invoke("verify", str(path) + ".nope", "--no-store", code=2)
 
 
+def test_verify_takes_an_id_or_a_file_name_as_listed(config: Path) -> None:
+    bundle = json.loads(invoke("capture", "-c", str(config), "--json"))
+    path = Path(bundle["path"])
+    by_id = invoke("verify", str(bundle["id"]), "-c", str(config))
+    assert by_id.startswith(f"OK  {path}")
+    by_name = invoke("verify", path.name, "-c", str(config))
+    assert by_name.startswith(f"OK  {path}")
+    missing = invoke("verify", "9999", "-c", str(config), code=2)
+    assert "no evidence bundle #9999" in missing
+
+
 def test_capture_on_an_incident_and_an_unknown_one(config: Path, tmp_path: Path) -> None:
     from nachtwacht.config.loader import load_config
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import select
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.clock import SystemClock
 from nachtwacht.evidence import service
+from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
 evidence_app = typer.Typer(help="Evidence bundles: capture and verify.", no_args_is_help=True)
@@ -70,7 +72,13 @@ def capture(
 
 @evidence_app.command("verify")
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="The bundle (.tar.gz) to check.")],
+    bundle: Annotated[
+        Path,
+        typer.Argument(
+            help="The bundle (.tar.gz): a path, a file name in the evidence directory, "
+            "or its id from `evidence list`."
+        ),
+    ],
     no_store: Annotated[
         bool, typer.Option("--no-store", help="Do not compare with the store's record.")
     ] = False,
@@ -78,6 +86,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute every hash; exit 1 if anything changed since capture."""
+    bundle = _locate(bundle, config)
     try:
         found = bundle.is_file()
     except OSError as exc:
@@ -142,3 +151,26 @@ def list_bundles(
             f"#{r['id']:<4} {r['created_at']}  {inc:<14} {r['files']:>3} files  "
             f"{r['manifest_sha256'][:16]}…  {r['path']}"
         )
+
+
+def _locate(bundle: Path, config: Path | None) -> Path:
+    """A path as given; else a name in the evidence directory; else an id in the store."""
+    if bundle.exists() or bundle.is_absolute() or len(bundle.parts) > 1:
+        return bundle
+    cfg = settings(config)
+    named = service.evidence_dir(cfg) / bundle
+    if named.exists() or not str(bundle).isdigit():
+        return named if named.exists() else bundle
+    store = Store(cfg.store.url)
+    try:
+        with store.connect() as conn:
+            row = conn.execute(
+                select(t.evidence_bundles.c.path).where(t.evidence_bundles.c.id == int(str(bundle)))
+            ).first()
+    except StoreError as exc:
+        fail(f"cannot look up bundle #{bundle}: {exc}", 2)
+    finally:
+        store.dispose()
+    if row is None:
+        fail(f"no evidence bundle #{bundle} (see `nachtwacht evidence list`)", 2)
+    return Path(row[0])
