@@ -6,8 +6,6 @@ from the store each time an alert opens.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -17,6 +15,7 @@ from sqlalchemy import Connection
 
 from nachtwacht.alerts import windows
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.store.db import Store, StoreError
@@ -49,15 +48,6 @@ StartOption = Annotated[
 ]
 CommentOption = Annotated[str, typer.Option("--comment", help="Why (shown to responders).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Include ended and past entries.")]
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
 
 
 def _run(

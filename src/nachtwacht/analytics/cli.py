@@ -5,10 +5,7 @@ In fallback mode (disable_advanced_analytics) `analytics errors|forecast` say so
 
 from __future__ import annotations
 
-import getpass
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -18,10 +15,12 @@ from nachtwacht.analytics import cache, flags, service
 from nachtwacht.analytics.baselines import BaselineError
 from nachtwacht.analytics.render import compare_lines, error_lines, forecast_lines
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
+from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.durations import parse_duration
-from nachtwacht.store.db import Store, StoreError
+from nachtwacht.store.db import Store
 
 analytics_app = typer.Typer(help="Error patterns and forecasts.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Capture and compare performance baselines.", no_args_is_help=True)
@@ -36,27 +35,6 @@ ActorOption = Annotated[
 FreshOption = Annotated[
     bool, typer.Option("--fresh", help="Compute now instead of using the results cache.")
 ]
-
-
-def _actor(value: str | None) -> str:
-    if value:
-        return value
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
-
-
-@contextmanager
-def _store(cfg: Settings) -> Iterator[Store]:
-    store = Store(cfg.store.url)
-    try:
-        store.migrate()
-        yield store
-    except StoreError as exc:
-        fail(f"cannot use the store: {exc}", 2)
-    finally:
-        store.dispose()
 
 
 def _run(config: str | None, work: Callable[[Store, Settings, float], T]) -> T:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from nachtwacht.config import ConfigError, Settings, load_config
 from nachtwacht.config.loader import resolve_config_path
+from nachtwacht.store.db import Store, StoreError
 
 ConfigOption = Annotated[
     str | None,
@@ -51,3 +56,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def cli_actor(value: str | None) -> str:
+    """Who acts from the command line: `--actor`, else the login name."""
+    if value:
+        return value
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except OSError:
+        return "cli"
+
+
+@contextmanager
+def open_store(cfg: Settings) -> Iterator[Store]:
+    """The configured store, migrated; a store error is one line and exit 2."""
+    store = Store(cfg.store.url)
+    try:
+        store.migrate()
+        yield store
+    except StoreError as exc:
+        fail(f"cannot use the store: {exc}", 2)
+    finally:
+        store.dispose()

@@ -6,10 +6,7 @@ sends them within a second.
 
 from __future__ import annotations
 
-import getpass
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -17,11 +14,12 @@ import typer
 from sqlalchemy import Connection
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
+from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation, service, views
 from nachtwacht.incidents.models import OPEN_STATUSES
-from nachtwacht.store.db import Store, StoreError
 
 incident_app = typer.Typer(help="Declare, follow and resolve incidents.", no_args_is_help=True)
 T = TypeVar("T")
@@ -29,27 +27,6 @@ T = TypeVar("T")
 ActorOption = Annotated[
     str | None, typer.Option("--actor", help="Who is doing this (default: $USER).")
 ]
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
-
-
-@contextmanager
-def _store(cfg: Settings) -> Iterator[Store]:
-    store = Store(cfg.store.url)
-    try:
-        store.migrate()
-        yield store
-    except StoreError as exc:
-        fail(f"cannot use the store: {exc}", 2)
-    finally:
-        store.dispose()
 
 
 def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -> T:

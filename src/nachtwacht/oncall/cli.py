@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,6 +15,7 @@ import typer
 from sqlalchemy import Connection
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.oncall import service
@@ -28,15 +27,6 @@ override_app = typer.Typer(
 )
 T = TypeVar("T")
 TIME_HELP = "ISO 8601 or 'YYYY-MM-DD HH:MM' in the site timezone."
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
 
 
 def _time(value: str, cfg: Settings, option: str) -> float:

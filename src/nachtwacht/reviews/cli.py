@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,11 +11,12 @@ import typer
 from sqlalchemy import Connection
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
+from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
-from nachtwacht.store.db import Store, StoreError
 
 report_app = typer.Typer(help="Post-incident and monthly reports.", no_args_is_help=True)
 followup_app = typer.Typer(help="Improvement actions from reviews.", no_args_is_help=True)
@@ -28,27 +26,6 @@ T = TypeVar("T")
 ActorOption = Annotated[
     str | None, typer.Option("--actor", help="Who is doing this (default: $USER).")
 ]
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
-
-
-@contextmanager
-def _store(cfg: Settings) -> Iterator[Store]:
-    store = Store(cfg.store.url)
-    try:
-        store.migrate()
-        yield store
-    except StoreError as exc:
-        fail(f"cannot use the store: {exc}", 2)
-    finally:
-        store.dispose()
 
 
 def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -> T:

@@ -13,21 +13,18 @@ Exit codes: 0 the run completed (or was a dry run), 1 it failed, escalated or wa
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import cli_actor as _actor
+from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
-from nachtwacht.config.schema import Settings
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.runner import Policy, RunError, Runner, Who
-from nachtwacht.store.db import Store, StoreError
+from nachtwacht.store.db import Store
 
 runbook_app = typer.Typer(help="Runbooks: list, show, run.", no_args_is_help=True)
 
@@ -43,27 +40,6 @@ MARK = {
     "waiting": "[wait]   ",
     "planned": "[plan]   ",
 }
-
-
-def _actor(value: str | None) -> str:
-    if value:
-        return value
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "cli"
-
-
-@contextmanager
-def _store(cfg: Settings) -> Iterator[Store]:
-    store = Store(cfg.store.url)
-    try:
-        store.migrate()
-        yield store
-    except StoreError as exc:
-        fail(f"cannot use the store: {exc}", 2)
-    finally:
-        store.dispose()
 
 
 def _vars(pairs: list[str] | None) -> dict[str, str]:
