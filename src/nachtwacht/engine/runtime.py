@@ -73,8 +73,8 @@ class Runtime:
         )
         engine = Engine(store, clock)
         sender = OutboxSender(store, settings, clock, engine.instance)
-        alerting = Alerting(settings, store, clock, sender)
-        scheduler.listeners.append(alerting.listener(scheduler))
+        alerting = Alerting(settings, store, clock, sender, scheduler, writer)
+        scheduler.listeners.append(alerting.listener())
         spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes)
         drainer = Drainer(spool, store, clock)
         runtime = cls(
@@ -168,15 +168,16 @@ class Runtime:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self.alerting.drain()
-        except Exception:
-            log.exception("alert signals left unprocessed at shutdown")
-        await self.sender.close()
-        try:
-            await asyncio.to_thread(self.writer.flush_sync)
+            await self.writer.flush()
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())
         except Exception:
             log.exception("final flush failed; %d results not written", self.writer.pending)
+        try:
+            await self.alerting.drain()
+        except Exception:
+            # their flips are in the store: the next start handles them
+            log.exception("probe alerts left unprocessed at shutdown")
+        await self.sender.close()
         try:
             await asyncio.to_thread(self.drainer.drain_all)
         except Exception:
