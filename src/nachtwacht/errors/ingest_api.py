@@ -10,8 +10,8 @@ Status codes: 200 `{"id": event_id}`; 400 malformed (JSON `detail`); 401 no or u
 403 a key of another project or a disabled project; 404 no such project; 413 an event over
 `errors.max_event_bytes` or a body over `errors.max_envelope_bytes` (decompressed); 415 an
 unknown Content-Encoding; 429 with `Retry-After` when the drainer is behind or the spool is
-full; 503 when the spool cannot be written, or with `Retry-After` when a key not in memory
-cannot be looked up because the store cannot be read.
+full; 503 with `Retry-After` when the spool cannot be written (a full disk), or when a key not in
+memory cannot be looked up because the store cannot be read.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from nachtwacht.errors.envelope import (
 )
 from nachtwacht.errors.projects import KeyCache, key_loader
 from nachtwacht.errors.records import build, event_meta
-from nachtwacht.spool.log import SpoolError, SpoolFull
+from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
 
@@ -216,7 +216,7 @@ async def _ingest(request: Request, envelope: bool) -> Response:
     except SpoolFull as exc:
         return _refuse(IngestError(429, f"the spool is full: {exc}"), retry)
     except SpoolError as exc:
-        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"))
+        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": ids[-1]} if ids else {}, CORS)
 
 
@@ -359,5 +359,5 @@ async def json_event(
     except SpoolFull as exc:
         return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after)
     except SpoolError as exc:
-        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"))
+        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": event_id})

@@ -81,6 +81,8 @@ def _spool_level(spool: dict) -> int:
         return 2
     if spool["alarm"]:
         return 2
+    if serve is not None and not serve["stale"] and spool_status.failing(serve):
+        return 2
     return 1 if spool["dead"] else 0
 
 

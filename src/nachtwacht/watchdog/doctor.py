@@ -193,6 +193,12 @@ def check_spool(settings: Settings, store: Store | None) -> Check:
     if serve is not None and not serve["stale"] and not serve["store"]["available"]:
         level = "fail"
         parts.append(f"serve reports the store DOWN since {serve['store']['down_since_iso']}")
+    if serve is not None and not serve["stale"] and spool_status.failing(serve):
+        level = "fail"
+        parts.append(
+            f"serve's spool cannot write: {serve['spool']['write_error']} "
+            f"since {serve['spool']['write_error_since_iso']}"
+        )
     if fill >= cfg.alarm_fill:
         level = "fail"
         parts.append(f"above the alarm level {cfg.alarm_fill:.0%}")

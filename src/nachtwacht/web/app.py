@@ -149,12 +149,14 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         modules = runtime.engine.health()
-        # the store down or the spool near full is degraded at once, not at the next tick
+        # the store down, the spool near full or unwritable is degraded at once, not at the
+        # next tick
         state = spool_status.snapshot(runtime, runtime.clock.now())
         ok = (
             all(m["healthy"] for m in modules)
             and state["store"]["available"]
             and not state["spool"]["alarm"]
+            and not spool_status.failing(state)
         )
         watchdog = getattr(runtime, "watchdog", None)
         body: dict[str, Any] = {
