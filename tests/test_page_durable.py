@@ -386,3 +386,21 @@ async def test_two_workers_handle_one_flip_once(tmp_path: Path) -> None:
         abandon(rt)
         store.dispose()
     target.close()
+
+
+async def test_the_store_down_page_names_the_probes_failing_at_that_moment(
+    tmp_path: Path,
+) -> None:
+    target = Target()
+    settings = _settings(tmp_path, free_port(), target.port)
+    store = Store(settings.store.url)
+    rt = Runtime.build(settings, store)
+    await rt.scheduler.run_now(["cache"])  # critical in memory; the store may be gone
+    alarm = rt.watchdog.store_alarm  # type: ignore[attr-defined]
+    now = rt.clock.now()
+    text = alarm._page_text({"since": now - 120, "error": "connection refused"}, now)
+    message = rt.scheduler.by_name["cache"].state.last_message
+    assert f"Probes failing at this moment (1):\n- cache: cache CRITICAL — {message}\n" in text
+    abandon(rt)
+    store.dispose()
+    target.close()
