@@ -23,11 +23,10 @@ from nachtwacht.alerts import service as alerts
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.config import starter
-from nachtwacht.config.loader import config_warnings, load_config, parse_config
+from nachtwacht.config.loader import load_config, parse_config
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation
-from nachtwacht.notify.reach import paging_problems
 from nachtwacht.store.db import Store
 from nachtwacht.watchdog.doctor import check_channels
 from nachtwacht.web.app import create_app
@@ -243,6 +242,8 @@ people:
     )
     [paging] = [c for c in check_channels(settings) if c.name == "paging"]
     assert paging.level == "warn"
+    from nachtwacht.notify.reach import paging_problems  # the one check everything shares
+
     assert paging.message == paging_problems(settings)[0]
     assert "no channel reaches Olga Oncall (oncall_engineer)" in paging.message
 
@@ -312,6 +313,8 @@ def test_validate_points_at_the_person_no_channel_reaches(tmp_path: Path) -> Non
         f"warning: {path}:7: people.contacts[1]: no configured channel reaches Tina Techlead "
         "(technical_lead); give them email or add a chat or webhook channel\n"
     )
+    from nachtwacht.config.loader import config_warnings
+
     assert [str(w) for w in config_warnings(load_config(path), path)] == [
         result.stderr.removeprefix("warning: ").strip()
     ]
@@ -328,6 +331,9 @@ def test_init_writes_a_commented_people_and_notify_example_that_works_uncommente
         (bench / "sites" / "erp.example.org").mkdir(parents=True)
         text = starter.frappe_config("erp.example.org", bench, mounts=["/"])
     assert "\n# people:\n" in text and "\n# notify:\n" in text
+    from nachtwacht.config.loader import config_warnings
+    from nachtwacht.notify.reach import paging_problems
+
     # as written it loads with the defaults: nobody to page, which everything then reports
     as_written = parse_config(text, str(tmp_path / "nachtwacht.yaml"))
     assert as_written.people.contacts == [] and as_written.notify.channels == {}
