@@ -282,7 +282,9 @@ def test_no_banner_when_the_first_page_reaches_someone(
 
 def test_validate_warns_about_the_init_config_and_still_passes(tmp_path: Path) -> None:
     path = tmp_path / "nachtwacht.yaml"
-    assert runner.invoke(cli, ["init", "-o", str(path)]).exit_code == 0
+    written = runner.invoke(cli, ["init", "-o", str(path)])
+    assert written.exit_code == 0
+    assert "nobody is paged until you fill in its `people:` and `notify:`" in written.stdout
     result = runner.invoke(cli, ["config", "validate", "-c", str(path)])
     assert result.exit_code == 0, result.output  # warnings, not errors
     assert re.fullmatch(rf"{re.escape(str(path))}: ok \(.*; 7 warnings\)\n", result.stdout)

@@ -122,6 +122,10 @@ def init(
         fh.write(text)
     os.chmod(output, 0o600)
     typer.echo(f"wrote {output}; check it with `nachtwacht config validate -c {output}`")
+    typer.echo(
+        "nobody is paged until you fill in its `people:` and `notify:` sections "
+        "(commented examples are in the file)"
+    )
 
 
 @config_app.command("validate")
