@@ -84,7 +84,8 @@ def queue(
     ids = enqueue(conn, messages, now)
     if ids:
         # only who a message was composed for: intentions are not deliveries
-        names = ", ".join(c.name for c in reach.reached(contacts, messages)) or "team channels"
+        reached = reach.reached(contacts, messages)
+        names = ", ".join(c.name for c in reached) or "team channels"
         routes = sorted({m.channel for m in messages})
         add_event(
             conn,
@@ -93,9 +94,10 @@ def queue(
             "notification_queued",
             actor,
             f"{kind} queued for {names} via {', '.join(routes)}",
-            {"kind": kind, "key": key, "outbox_ids": ids, "contacts": [c.id for c in contacts]},
+            {"kind": kind, "key": key, "outbox_ids": ids, "contacts": [c.id for c in reached]},
         )
-    if ids or not messages:  # composed before and deduplicated: already on the timeline
+    # a key queued again (no new ids) had its misses recorded the first time
+    if ids or not messages:
         _record_undelivered(conn, settings, incident, kind, key, contacts, messages, targets, now)
     return len(ids)
 
