@@ -26,6 +26,7 @@ from nachtwacht.cli.common import (
     state,
 )
 from nachtwacht.config import starter
+from nachtwacht.config.loader import config_warnings
 from nachtwacht.errors import cli as errors_cli
 from nachtwacht.evidence import cli as evidence_cli
 from nachtwacht.incidents.cli import incident_app
@@ -130,15 +131,28 @@ def init(
         fh.write(text)
     os.chmod(output, 0o600)
     typer.echo(f"wrote {output}; check it with `nachtwacht config validate -c {output}`")
+    typer.echo(
+        "nobody is paged until you fill in its `people:` and `notify:` sections "
+        "(commented examples are in the file)"
+    )
 
 
 @config_app.command("validate")
 def validate(config: ConfigOption = None) -> None:
-    """Check a config file; print file:line: key: problem for each mistake (exit 2)."""
+    """Check a config file; print file:line: key: problem for each mistake (exit 2).
+
+    Warnings (nobody can be paged, a role nobody holds) are printed too but do not fail it:
+    a monitor without paging still monitors.
+    """
     cfg = settings(config)
+    warnings = config_warnings(cfg, config_path(config))
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    noted = f"; {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""
     typer.echo(
         f"{config_path(config)}: ok ({len(cfg.probes)} probes, "
-        f"{len(cfg.component_names())} components, store {cfg.store.url.split('://')[0]})"
+        f"{len(cfg.component_names())} components, store {cfg.store.url.split('://')[0]}"
+        f"{noted})"
     )
 
 

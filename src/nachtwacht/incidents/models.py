@@ -17,6 +17,7 @@ EVENT_KINDS = (
     "notification_queued",
     "notification_sent",
     "notification_failed",
+    "not_delivered",  # a page that no configured channel could carry to someone it was for
     "acknowledged",
     "status",
     "severity",
