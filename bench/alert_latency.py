@@ -17,8 +17,9 @@ port. Each run:
    "failure confirmed";
 3. the result writer commits the new state with its flip at once (not at the next flush) and
    wakes the alert worker, which claims the flip, opens an alert and an incident and queues
-   the page in the outbox in one transaction, then wakes the sender, which claims the row and POSTs it; the latency is the
-   receiver's arrival time of the incident's first webhook minus the confirmation time;
+   the page in the outbox in one transaction, then wakes the sender, which claims the row and
+   POSTs it; the latency is the receiver's arrival time of the incident's first webhook minus
+   the confirmation time;
 4. the port listens again, the probe is checked, the incident resolves and its resolved
    notice is delivered; then the system idles `--gap` seconds, so each run starts quiet and
    opens a new incident.
