@@ -15,7 +15,7 @@ flip (an older version, a hand-edited store) is paged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,9 @@ from sqlalchemy import Connection, delete, select
 from nachtwacht.alerts.service import Signal
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State
-from nachtwacht.probes.state import Transition
+from nachtwacht.probes.state import FAILING, Transition
 from nachtwacht.store import tables as t
 
-FAILING = {State.WARNING, State.CRITICAL, State.UNKNOWN}
 HEALTHY = {State.OK, State.NEW}
 TITLE_MESSAGE = 120  # characters of the probe's message kept in a title
 
@@ -92,11 +91,6 @@ def _inhibitor(cfg: ProbeConfig, state_of: StateOf) -> str | None:
     return next((dep for dep in cfg.depends_on if state_of(dep) not in (None, *HEALTHY)), None)
 
 
-def may_alert(transition: Transition) -> bool:
-    """Could this change raise or resolve an alert (under any `alert_on`)?"""
-    return transition.to_state in FAILING or transition.from_state in FAILING
-
-
 def signal_for(
     cfg: ProbeConfig,
     probe_id: int,
@@ -111,10 +105,17 @@ def signal_for(
         return _signal(
             cfg, probe_id, True, to, started, transition.at, message, _inhibitor(cfg, state_of)
         )
-    if transition.from_state in FAILING and to is not State.PENDING:
-        # recovered, or fell below the alerting level: resolve any open alert
+    if transition.from_state in FAILING and to not in (State.PENDING, State.UNKNOWN):
+        # recovered, or fell below the alerting level: resolve any open alert. Unknown is no
+        # recovery: the check could not tell (a timeout reading its own data, a tool that
+        # failed), so an open alert stays open until a check says it is well again.
         return _signal(cfg, probe_id, False, to, started, transition.at, message)
     return None
+
+
+def _resolvable(cfg: ProbeConfig, state: State) -> bool:
+    """May an open alert of this probe be resolved, its state being `state`?"""
+    return not alerting(cfg, state) and state not in (State.PENDING, State.NEW, State.UNKNOWN)
 
 
 # -- flips ------------------------------------------------------------------------------------
@@ -128,10 +129,13 @@ class Flip:
     message: str | None
 
 
-def pending_flips(conn: Connection, limit: int = 500) -> list[Flip]:
-    """The oldest flips nobody has handled yet, in the order they happened."""
+def pending_flips(conn: Connection, limit: int = 500, exclude: Collection[int] = ()) -> list[Flip]:
+    """The oldest flips nobody has handled yet, in the order they were committed."""
     f = t.probe_flips.c
-    rows = conn.execute(select(t.probe_flips).order_by(f.id).limit(limit)).all()
+    query = select(t.probe_flips).order_by(f.id).limit(limit)
+    if exclude:
+        query = query.where(f.probe_id.not_in(list(exclude)))
+    rows = conn.execute(query).all()
     return [
         Flip(
             int(r.id),
@@ -154,23 +158,29 @@ def probes_with_flips(conn: Connection) -> set[int]:
 
 # -- reconcile by level -----------------------------------------------------------------------
 
+REMOVED = "no longer monitored: the probe was removed from the configuration or disabled"
+
 
 def reconcile_signals(
     conn: Connection, configs: Mapping[int, ProbeConfig], state_of: StateOf
 ) -> list[Signal]:
-    """Signals that make alerts match the committed probe states (see the module doc)."""
+    """Signals that make alerts match the committed probe states (see the module doc).
+
+    Each is checked again by `still_holds` in the transaction that applies it: this read is
+    one view among several statements, and a writer or another worker may move on meanwhile.
+    """
     s = t.probe_state.c
     skip = probes_with_flips(conn)  # the flip will say it, with the right times
     failing = conn.execute(
-        select(t.probe_state).where(
-            s.state.in_([State.CRITICAL.value, State.WARNING.value]),
-        )
+        select(t.probe_state).where(s.state.in_([State.CRITICAL.value, State.WARNING.value]))
     ).all()
     a = t.alerts.c
-    firing: dict[str, dict[str, Any]] = {
-        row.fingerprint: dict(row._mapping)
+    firing: dict[str, Any] = {
+        row.fingerprint: row
         for row in conn.execute(
-            select(a.fingerprint, a.id).where(a.status == "firing", a.source == "probe")
+            select(a.fingerprint, a.title, a.component, a.severity, a.started_at).where(
+                a.status == "firing", a.source == "probe"
+            )
         ).all()
     }
     out: list[Signal] = []
@@ -181,16 +191,10 @@ def reconcile_signals(
         state = State(row.state)
         if alerting(cfg, state) and fingerprint(cfg) not in firing:
             started = row.first_failure or row.since
+            inhibitor = _inhibitor(cfg, state_of)
             out.append(
                 _signal(
-                    cfg,
-                    row.probe_id,
-                    True,
-                    state,
-                    started,
-                    row.since,
-                    row.last_message,
-                    _inhibitor(cfg, state_of),
+                    cfg, row.probe_id, True, state, started, row.since, row.last_message, inhibitor
                 )
             )
     by_fingerprint = {fingerprint(cfg): (pid, cfg) for pid, cfg in configs.items()}
@@ -201,7 +205,38 @@ def reconcile_signals(
             pid = row.probe_id
             cfg = configs[pid]
             state = State(row.state)
-            if pid in skip or alerting(cfg, state) or state in (State.PENDING, State.NEW):
+            if pid in skip or not _resolvable(cfg, state):
                 continue
             out.append(_signal(cfg, pid, False, state, row.since, row.since, row.last_message))
+    for fp, alert in firing.items():
+        if fp not in by_fingerprint:
+            # a probe that is gone can never recover: its incident would page on forever
+            out.append(
+                Signal(
+                    fingerprint=fp,
+                    source="probe",
+                    title=alert.title,
+                    component=alert.component,
+                    severity=alert.severity,
+                    firing=False,
+                    started_at=alert.started_at,
+                    detected_at=alert.started_at,
+                    message=REMOVED,
+                )
+            )
     return out
+
+
+def still_holds(conn: Connection, signal: Signal, cfg: ProbeConfig | None) -> bool:
+    """Is a reconcile signal still right, read in the transaction that will apply it?"""
+    if signal.probe_id is None or cfg is None:
+        return True  # a removed probe: nothing of it changes any more
+    f = t.probe_flips.c
+    if conn.execute(select(f.id).where(f.probe_id == signal.probe_id).limit(1)).first():
+        return False
+    s = t.probe_state.c
+    raw = conn.execute(select(s.state).where(s.probe_id == signal.probe_id)).scalar_one_or_none()
+    if raw is None:
+        return False
+    state = State(raw)
+    return alerting(cfg, state) if signal.firing else _resolvable(cfg, state)

@@ -26,7 +26,7 @@ from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import CheckResult, State
 from nachtwacht.probes.scheduler import Runtime as ProbeRuntime
 from nachtwacht.probes.scheduler import Scheduler
-from nachtwacht.probes.state import Transition
+from nachtwacht.probes.state import Transition, may_alert
 from nachtwacht.probes.writer import ResultWriter
 from nachtwacht.store.db import Store
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 POLL = 1.0  # flips another process (or the spool's replay) committed are seen within this
 RECONCILE_EVERY = 30.0
 RETRY = 1.0
+BATCH = 500  # flips read at once
 
 
 class Alerting:
@@ -69,11 +70,7 @@ class Alerting:
         """Scheduler listener: a change that may page is written now, so its flip is handled."""
 
         def on_result(rt: ProbeRuntime, result: CheckResult, transition: Transition | None) -> None:
-            if (
-                transition is not None
-                and self.writer is not None
-                and probe_alerts.may_alert(transition)
-            ):
+            if transition is not None and self.writer is not None and may_alert(transition):
                 self.writer.flush_soon()
 
         return on_result
@@ -123,11 +120,8 @@ class Alerting:
         failure: Exception | None = None
         while True:
             with self.store.connect() as conn:
-                flips = probe_alerts.pending_flips(conn)
-            todo = [f for f in flips if f.probe_id not in blocked]
-            if not todo:
-                break
-            for flip in todo:
+                flips = probe_alerts.pending_flips(conn, BATCH, blocked)
+            for flip in flips:
                 if flip.probe_id in blocked:
                     continue
                 try:
@@ -136,7 +130,7 @@ class Alerting:
                     blocked.add(flip.probe_id)
                     failure = exc
                     log.exception("alert for probe %d failed; retrying", flip.probe_id)
-            if len(flips) < 500:
+            if len(flips) < BATCH:
                 break
         if failure is not None:
             raise failure
@@ -162,13 +156,18 @@ class Alerting:
 
     def reconcile(self) -> int:
         """Raise or resolve probe alerts whose level disagrees with the committed state."""
+        if self.scheduler is None:
+            return 0  # no probe configuration to compare with
         now = self.clock.now()
         configs = self._configs()
         with self.store.connect() as conn:
             signals = probe_alerts.reconcile_signals(conn, configs, self._state_of)
         queued = 0
         for signal in signals:
+            cfg = configs.get(signal.probe_id) if signal.probe_id is not None else None
             with self.store.begin() as conn:
+                if not probe_alerts.still_holds(conn, signal, cfg):
+                    continue
                 outcome = alerts.process(conn, self.settings, signal, now)
             if outcome.action in ("opened", "resolved"):
                 self.reconciled += 1
@@ -194,17 +193,22 @@ class Alerting:
         self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
+            delay = POLL
             try:
-                queued = await asyncio.to_thread(self.handle_flips)
-                last = self.last_reconcile
-                if last is None or self.clock.now() - last >= RECONCILE_EVERY:
-                    queued += await asyncio.to_thread(self.reconcile)
-                if queued:
+                if await asyncio.to_thread(self.handle_flips):
                     self.sender.wake()
-                delay = POLL
             except Exception:
-                log.exception("alert processing failed; retrying in %.0f s", RETRY)
+                log.exception("probe alerts failed; retrying in %.0f s", RETRY)
                 delay = RETRY
+            last = self.last_reconcile
+            if last is None or self.clock.now() - last >= RECONCILE_EVERY:
+                # apart from the flips: one that always fails must not stop the net under them
+                try:
+                    if await asyncio.to_thread(self.reconcile):
+                        self.sender.wake()
+                except Exception:
+                    log.exception("reconciling probe alerts failed; retrying in %.0f s", RETRY)
+                    delay = RETRY
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     waiter = asyncio.ensure_future(self._wake.wait())

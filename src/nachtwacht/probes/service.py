@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Select, bindparam, select, update
 
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
-from nachtwacht.probes.state import ProbeState, Transition
+from nachtwacht.probes.state import ProbeState, Transition, may_alert
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -107,8 +107,9 @@ def write_batch(
 ) -> None:
     """One transaction per flush: results, state changes and the latest state of each probe.
 
-    Each state change also leaves a `probe_flips` row, so the alert it may mean is raised even
-    if the process dies right after this commit (the alert worker deletes the row when done).
+    Each state change that may raise or resolve an alert also leaves a `probe_flips` row, so
+    the alert is raised even if the process dies right after this commit (the alert worker
+    deletes the row when done).
     """
     if results:
         conn.execute(
@@ -145,20 +146,20 @@ def write_batch(
             ],
         )
         # the alert worker's to-do list, committed with the state it is about
-        conn.execute(
-            t.probe_flips.insert(),
-            [
-                {
-                    "probe_id": probe_id,
-                    "ts": tr.at,
-                    "from_state": tr.from_state.value,
-                    "to_state": tr.to_state.value,
-                    "first_failure": tr.first_failure,
-                    "message": row.message,
-                }
-                for probe_id, tr, row in transitions
-            ],
-        )
+        flips = [
+            {
+                "probe_id": probe_id,
+                "ts": tr.at,
+                "from_state": tr.from_state.value,
+                "to_state": tr.to_state.value,
+                "first_failure": tr.first_failure,
+                "message": row.message,
+            }
+            for probe_id, tr, row in transitions
+            if may_alert(tr)
+        ]
+        if flips:
+            conn.execute(t.probe_flips.insert(), flips)
     if states:
         conn.execute(
             update(t.probe_state)

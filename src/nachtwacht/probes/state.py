@@ -28,6 +28,18 @@ class Transition:
     first_failure: float | None
 
 
+FAILING = frozenset({State.WARNING, State.CRITICAL, State.UNKNOWN})
+
+
+def may_alert(transition: Transition) -> bool:
+    """Could this change raise or resolve an alert (under any `alert_on`)?
+
+    Only these leave a flip for the alert worker: new → ok, ok ⇄ pending and the like never
+    page, and a start with thousands of probes would otherwise queue thousands of them.
+    """
+    return transition.to_state in FAILING or transition.from_state in FAILING
+
+
 def apply(state: ProbeState, result: CheckResult, now: float, retries: int) -> Transition | None:
     """Fold one result into `state`; return the transition if the state changed.
 

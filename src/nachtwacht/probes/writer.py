@@ -46,6 +46,7 @@ class ResultWriter:
         # one flush at a time: two in flight could commit an older state over a newer one
         self._lock = asyncio.Lock()
         self._urgent: asyncio.Task[None] | None = None
+        self._again = False
         # flushes taken on the event loop and still writing in a worker thread: `flush_sync`
         # waits for them, so it never commits a newer state before an older one
         self._idle = threading.Condition()
@@ -145,14 +146,28 @@ class ResultWriter:
             batch = self._take()  # swapped on the event loop, written in a worker thread
             with self._idle:
                 self._inflight += 1
+            writing = asyncio.ensure_future(asyncio.to_thread(self._flush_tracked, batch))
             try:
-                written = await asyncio.to_thread(self._flush_tracked, batch)
+                written = await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # the thread goes on writing whatever we do: wait for its outcome, so the
+                # batch is neither lost nor written a second time by the next flush
+                try:
+                    written = await writing
+                except Exception:
+                    self._put_back(batch)
+                    raise
+                self._done(batch, written)
+                raise
             except BaseException:
                 self._put_back(batch)
                 raise
-            self.written += written
-            if batch[1] and written:
-                self._committed()
+            self._done(batch, written)
+
+    def _done(self, batch: spooled.Batch, written: int) -> None:
+        self.written += written
+        if batch[1] and written:
+            self._committed()
 
     def _flush_tracked(self, batch: spooled.Batch) -> int:
         try:
@@ -173,16 +188,20 @@ class ResultWriter:
         The alert it may mean is raised from the committed flip, so the page waits for this
         commit; without it a confirmed failure would wait up to `flush_interval`.
         """
+        self._again = True  # an urgent flush already writing took its batch before this one
         if self._urgent is not None and not self._urgent.done():
             return
-        self._urgent = asyncio.get_running_loop().create_task(self._flush_logged())
+        self._urgent = asyncio.get_running_loop().create_task(self._flush_urgently())
 
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except Exception:
-            # the batch is back in the buffer; the writer's tick retries and reports it
-            log.exception("urgent flush of a state change failed")
+    async def _flush_urgently(self) -> None:
+        while self._again:
+            self._again = False
+            try:
+                await self.flush()
+            except Exception:
+                # the batch is back in the buffer; the writer's tick retries and reports it
+                log.exception("urgent flush of a state change failed")
+                return
 
     def _committed(self) -> None:
         for hook in self.on_commit:
