@@ -34,6 +34,9 @@ class WebhookChannel(Strict):
     url: HttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
+    # hears every incident's follow-ups (updates, notices, resolved), not only those of the
+    # incidents whose pages it carried
+    team_wide: bool = False
 
 
 class ChatChannel(Strict):
@@ -42,6 +45,7 @@ class ChatChannel(Strict):
     kind: Literal["slack", "mattermost", "teams"]
     url: HttpUrl
     timeout: Duration = 10.0
+    team_wide: bool = False  # as for webhooks
 
 
 class SmsChannel(Strict):
@@ -68,8 +72,12 @@ Channel = Annotated[
 
 class NotifySettings(Strict):
     channels: dict[str, Channel] = Field(default_factory=dict)
-    # per destination (contact and channel): at most this many messages per minute; the rest wait
+    # per destination (an address, or a broadcast channel): at most this many messages other
+    # than pages start in any minute; the rest wait. Pages never count against it.
     rate_limit_per_minute: int = Field(default=4, ge=1)
+    # the same for pages (first pages, repeats, escalation steps), counted on their own: it
+    # only protects a destination from a flood of pages, and S1 pages go first within it
+    page_rate_limit_per_minute: int = Field(default=10, ge=1)
     max_attempts: int = Field(default=10, ge=1)
     retry_backoff: Duration = 5.0  # first retry after this; doubles each attempt, up to 10 min
     templates_dir: str | None = None  # overrides of the built-in Jinja2 templates
