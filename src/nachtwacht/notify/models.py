@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from nachtwacht.durations import Duration
 
+PAGE_LIMIT_FLOOR = 10  # pages per minute per destination when not configured
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,8 +78,16 @@ class NotifySettings(Strict):
     # than pages start in any minute; the rest wait. Pages never count against it.
     rate_limit_per_minute: int = Field(default=4, ge=1)
     # the same for pages (first pages, repeats, escalation steps), counted on their own: it
-    # only protects a destination from a flood of pages, and S1 pages go first within it
-    page_rate_limit_per_minute: int = Field(default=10, ge=1)
+    # only protects a destination from a flood of pages, and S1 pages go first within it.
+    # Unset: rate_limit_per_minute, but at least 10 (never stricter on pages than before)
+    page_rate_limit_per_minute: int | None = Field(default=None, ge=1)
+
+    @property
+    def page_limit(self) -> int:
+        if self.page_rate_limit_per_minute is not None:
+            return self.page_rate_limit_per_minute
+        return max(PAGE_LIMIT_FLOOR, self.rate_limit_per_minute)
+
     max_attempts: int = Field(default=10, ge=1)
     retry_backoff: Duration = 5.0  # first retry after this; doubles each attempt, up to 10 min
     templates_dir: str | None = None  # overrides of the built-in Jinja2 templates

@@ -38,6 +38,7 @@ import logging
 import os
 import secrets
 import socket
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ def lane(kind: str) -> str:
         return "page"
     return "test" if kind == "test" else "other"
 
+
+Destination = tuple[str, str, str | None]  # (budget, channel, address)
 
 # claim order: pages, then tests, then the rest
 _LANE_ORDER = case((o.kind.in_(PAGES), 0), (o.kind == "test", 1), else_=2)
@@ -202,13 +205,22 @@ class OutboxSender:
     def _plan(
         self, now: float, capacity: int, busy: list[int], only: Collection[int] | None = None
     ) -> Plan:
-        """Read the due rows and decide, by the rate limits, which to claim and which to defer."""
+        """Read the due rows and decide, by the rate limits, which to claim and which to defer.
+
+        Within a budget rows go in order of severity, then of queueing (FIFO). A deferred row
+        is given the time its turn really comes, counting the rows held for that destination
+        before it: so it is not handled again (nor announced again) each time a slot opens
+        and a newer row takes it.
+        """
+        severity = func.coalesce(i.severity, 9)
+        with_incident = t.outbox.outerjoin(t.incidents, i.id == o.incident_id)
+        columns = (o.id, o.channel, o.address, o.kind, o.created_at, severity.label("severity"))
         query = (
-            select(o.id, o.channel, o.address, o.status, o.kind, o.incident_id, o.contact)
-            .select_from(t.outbox.outerjoin(t.incidents, i.id == o.incident_id))
+            select(*columns, o.status, o.incident_id, o.contact)
+            .select_from(with_incident)
             .where(_due(now))
             # pages first, S1 before S2 before S3: within the batch and for the free capacity
-            .order_by(_LANE_ORDER, func.coalesce(i.severity, 9), o.next_attempt_at, o.id)
+            .order_by(_LANE_ORDER, severity, o.created_at, o.id)
             .limit(self.batch)
         )
         if only is not None:
@@ -228,18 +240,30 @@ class OutboxSender:
                     o.channel.in_(names),
                 )
             ).all()
-        window: dict[tuple[str, str, str | None], list[float]] = defaultdict(list)
+            waiting = conn.execute(
+                select(*columns, o.next_attempt_at)
+                .select_from(with_incident)
+                .where(o.status == "pending", o.next_attempt_at > now, o.channel.in_(names))
+            ).all()
+        window: dict[Destination, list[float]] = defaultdict(list)
         for r in recent:
             window[self._destination(r.kind, r.channel, r.address)].append(r.next_attempt_at)
+        # rows waiting for a later time, by their place in the queue
+        held: dict[Destination, list[tuple[tuple[int, float, int], float]]] = defaultdict(list)
+        for r in waiting:
+            place = (r.severity, r.created_at, r.id)
+            held[self._destination(r.kind, r.channel, r.address)].append((place, r.next_attempt_at))
         for c in candidates:
             dest = self._destination(c.kind, c.channel, c.address)
             limit = self._limit(c.kind)
-            times = sorted(x for x in window[dest] if x > now - WINDOW)
-            if len(times) >= limit:
+            place = (c.severity, c.created_at, c.id)
+            ahead = [at for before, at in held[dest] if before < place]
+            slot = _slot(now, window[dest], ahead, limit)
+            if slot > now:
                 if c.status == "pending":
-                    # the next slot opens when the limit-th most recent send leaves the window
-                    plan.deferred[c.id] = times[-limit] + WINDOW
+                    plan.deferred[c.id] = slot
                     plan.held[c.id] = Held(c.incident_id, c.kind, c.channel, c.contact, limit)
+                    held[dest].append((place, slot))
                 continue
             if len(plan.chosen) >= capacity:
                 plan.more = True
@@ -291,11 +315,11 @@ class OutboxSender:
     def _limit(self, kind: str) -> int:
         notify = self.settings.notify
         if lane(kind) == "page":
-            return notify.page_rate_limit_per_minute
+            return notify.page_limit
         return notify.rate_limit_per_minute
 
     @staticmethod
-    def _destination(kind: str, channel: str, address: str | None) -> tuple[str, str, str | None]:
+    def _destination(kind: str, channel: str, address: str | None) -> Destination:
         # each lane has its own budget per destination: an update never takes a page's slot
         return (lane(kind), channel, address)
 
@@ -640,6 +664,21 @@ class OutboxSender:
             if left <= 0 or all(r["status"] in DONE for r in rows):
                 return rows
             await asyncio.sleep(min(0.2, left))
+
+
+def _slot(now: float, sent: list[float], ahead: list[float], limit: int) -> float:
+    """The first time from `now` when a message may start at a destination.
+
+    `sent` are its recent starts, `ahead` the times of the messages queued before this one;
+    it may start when fewer than `limit` of those fall in the minute up to that time.
+    """
+    items = sorted([*sent, *ahead])
+    for at in sorted({now, *(x + WINDOW for x in items), *ahead}):
+        if at < now:
+            continue
+        if bisect_right(items, at) - bisect_right(items, at - WINDOW) < limit:
+            return at
+    return now  # not reached: the minute after the last item is empty
 
 
 def _untrue(row: dict[str, Any], inc: Any) -> str | None:
