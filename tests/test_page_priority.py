@@ -20,7 +20,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, notifications, service
 from nachtwacht.notify.compose import compose
-from nachtwacht.notify.outbox import PAGES, enqueue
+from nachtwacht.notify.outbox import enqueue
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -28,6 +28,7 @@ from tests.incident_fixtures import local, outbox, probe_signal
 from tests.notify_helpers import Receiver
 
 NIGHT = local(2026, 12, 2, 3, 0)
+PAGES = ("emergency_alert", "emergency_notification")  # first pages, repeats, escalation steps
 
 
 def _site(store: Store, receiver: Receiver, extra: str = "") -> Any:

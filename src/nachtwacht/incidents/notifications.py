@@ -112,14 +112,20 @@ def followup_channels(conn: Connection, settings: Settings, incident_id: int) ->
     """The channels follow-ups (updates, notices, the resolved notice) of an incident use.
 
     Per-contact channels (email, SMS), which reach only the contacts a follow-up names; the
-    broadcast channels a message about this incident was queued for; and broadcast channels
-    configured `team_wide`. A room the policy has not brought in yet hears nothing of it.
+    broadcast channels a page about this incident was queued for (and not withdrawn); and
+    broadcast channels configured `team_wide`. A room the policy has not brought in yet hears
+    nothing of it.
     """
     o = t.outbox.c
     reached = set(
         conn.execute(
             select(o.channel)
-            .where(o.incident_id == incident_id, o.contact.is_(None), o.status != "cancelled")
+            .where(
+                o.incident_id == incident_id,
+                o.contact.is_(None),
+                o.kind.in_(PAGES),
+                o.status != "cancelled",
+            )
             .distinct()
         ).scalars()
     )
