@@ -79,8 +79,10 @@ def lane(kind: str) -> str:
 
 Destination = tuple[str, str, str | None]  # (budget, channel, address)
 
-# claim order: pages, then tests, then the rest
+# claim order: pages, then tests, then the rest; S1 first, a row of no incident last
 _LANE_ORDER = case((o.kind.in_(PAGES), 0), (o.kind == "test", 1), else_=2)
+_SEVERITY = func.coalesce(i.severity, 9).label("severity")
+_WITH_INCIDENT = t.outbox.outerjoin(t.incidents, i.id == o.incident_id)
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -212,15 +214,22 @@ class OutboxSender:
         before it: so it is not handled again (nor announced again) each time a slot opens
         and a newer row takes it.
         """
-        severity = func.coalesce(i.severity, 9)
-        with_incident = t.outbox.outerjoin(t.incidents, i.id == o.incident_id)
-        columns = (o.id, o.channel, o.address, o.kind, o.created_at, severity.label("severity"))
         query = (
-            select(*columns, o.status, o.incident_id, o.contact)
-            .select_from(with_incident)
+            select(
+                o.id,
+                o.channel,
+                o.address,
+                o.kind,
+                o.created_at,
+                _SEVERITY,
+                o.status,
+                o.incident_id,
+                o.contact,
+            )
+            .select_from(_WITH_INCIDENT)
             .where(_due(now))
             # pages first, S1 before S2 before S3: within the batch and for the free capacity
-            .order_by(_LANE_ORDER, severity, o.created_at, o.id)
+            .order_by(_LANE_ORDER, _SEVERITY, o.created_at, o.id)
             .limit(self.batch)
         )
         if only is not None:
@@ -240,37 +249,48 @@ class OutboxSender:
                     o.channel.in_(names),
                 )
             ).all()
-            waiting = conn.execute(
-                select(*columns, o.next_attempt_at)
-                .select_from(with_incident)
-                .where(o.status == "pending", o.next_attempt_at > now, o.channel.in_(names))
-            ).all()
-        window: dict[Destination, list[float]] = defaultdict(list)
-        for r in recent:
-            window[self._destination(r.kind, r.channel, r.address)].append(r.next_attempt_at)
-        # rows waiting for a later time, by their place in the queue
+            window: dict[Destination, list[float]] = defaultdict(list)
+            for r in recent:
+                window[self._destination(r.kind, r.channel, r.address)].append(r.next_attempt_at)
+            # rows waiting for a later time, by their place in the queue; read only when a
+            # destination is full (they cannot delay a row while the minute has room)
+            held: dict[Destination, list[tuple[tuple[int, float, int], float]]] | None = None
+            for c in candidates:
+                dest = self._destination(c.kind, c.channel, c.address)
+                limit = self._limit(c.kind)
+                if sum(1 for x in window[dest] if x > now - WINDOW) < limit:
+                    if len(plan.chosen) >= capacity:
+                        plan.more = True
+                        continue
+                    plan.chosen[c.id] = c.channel
+                    window[dest].append(now)
+                    continue
+                if c.status != "pending":
+                    continue  # a lease that ran out: taken again when there is room
+                if held is None:
+                    held = self._waiting(conn, now, names)
+                place = (c.severity, c.created_at, c.id)
+                ahead = [at for before, at in held[dest] if before < place]
+                slot = _slot(now, window[dest], ahead, limit)
+                plan.deferred[c.id] = slot
+                plan.held[c.id] = Held(c.incident_id, c.kind, c.channel, c.contact, limit)
+                held[dest].append((place, slot))
+        return plan
+
+    def _waiting(
+        self, conn: Connection, now: float, names: list[str]
+    ) -> dict[Destination, list[tuple[tuple[int, float, int], float]]]:
+        """Pending rows due later (held, or waiting to retry), by destination and queue place."""
+        rows = conn.execute(
+            select(o.id, o.channel, o.address, o.kind, o.created_at, o.next_attempt_at, _SEVERITY)
+            .select_from(_WITH_INCIDENT)
+            .where(o.status == "pending", o.next_attempt_at > now, o.channel.in_(names))
+        ).all()
         held: dict[Destination, list[tuple[tuple[int, float, int], float]]] = defaultdict(list)
-        for r in waiting:
+        for r in rows:
             place = (r.severity, r.created_at, r.id)
             held[self._destination(r.kind, r.channel, r.address)].append((place, r.next_attempt_at))
-        for c in candidates:
-            dest = self._destination(c.kind, c.channel, c.address)
-            limit = self._limit(c.kind)
-            place = (c.severity, c.created_at, c.id)
-            ahead = [at for before, at in held[dest] if before < place]
-            slot = _slot(now, window[dest], ahead, limit)
-            if slot > now:
-                if c.status == "pending":
-                    plan.deferred[c.id] = slot
-                    plan.held[c.id] = Held(c.incident_id, c.kind, c.channel, c.contact, limit)
-                    held[dest].append((place, slot))
-                continue
-            if len(plan.chosen) >= capacity:
-                plan.more = True
-                continue
-            plan.chosen[c.id] = c.channel
-            window[dest].append(now)
-        return plan
+        return held
 
     def _take(self, now: float, plan: Plan) -> list[dict[str, Any]]:
         """Claim the chosen rows with a conditional update each; return the rows we got."""
@@ -305,7 +325,19 @@ class OutboxSender:
                     claimed.append(row_id)
             rows = []
             if claimed:
-                query = select(t.outbox).where(o.id.in_(claimed)).order_by(o.id)
+                # with the incident as it is now, to catch what an ack or resolve made untrue
+                query = (
+                    select(
+                        t.outbox,
+                        i.status.label("inc_status"),
+                        i.acknowledged_at.label("inc_acknowledged_at"),
+                        i.acknowledged_by.label("inc_acknowledged_by"),
+                        i.resolved_at.label("inc_resolved_at"),
+                    )
+                    .select_from(_WITH_INCIDENT)
+                    .where(o.id.in_(claimed))
+                    .order_by(o.id)
+                )
                 rows = [dict(r) for r in conn.execute(query).mappings()]
                 rows = self._drop_untrue(conn, rows, now)
         if plan.deferred:
@@ -382,25 +414,10 @@ class OutboxSender:
         The ack or resolve cancels what is pending in its own transaction; this catches a row
         a sender had already read as due (or a lease that ran out) while that committed.
         """
-        wanted = {
-            r["incident_id"]
-            for r in rows
-            if r["incident_id"] is not None and r["kind"] in STALE_ON_RESOLVE
-        }
-        if not wanted:
-            return rows
-        incidents = {
-            x.id: x
-            for x in conn.execute(
-                select(i.id, i.status, i.acknowledged_at, i.acknowledged_by, i.resolved_at).where(
-                    i.id.in_(sorted(wanted))
-                )
-            )
-        }
         keep = []
         for row in rows:
-            inc = incidents.get(row["incident_id"])
-            why = _untrue(row, inc) if inc is not None else None
+            inc = {k[4:]: row.pop(k) for k in list(row) if k.startswith("inc_")}
+            why = _untrue(row, inc) if row["incident_id"] is not None else None
             if why is None:
                 keep.append(row)
                 continue
@@ -681,7 +698,7 @@ def _slot(now: float, sent: list[float], ahead: list[float], limit: int) -> floa
     return now  # not reached: the minute after the last item is empty
 
 
-def _untrue(row: dict[str, Any], inc: Any) -> str | None:
+def _untrue(row: dict[str, Any], inc: dict[str, Any]) -> str | None:
     """Why this message is no longer true of its incident, or None.
 
     The payload records the incident as it was composed, so a page written after the ack
@@ -690,20 +707,20 @@ def _untrue(row: dict[str, Any], inc: Any) -> str | None:
     """
     payload = json.loads(row["payload_json"]) if row.get("payload_json") else {}
     kind = row["kind"]
-    if kind in STALE_ON_RESOLVE and inc.status not in OPEN_STATUSES:
+    if kind in STALE_ON_RESOLVE and inc["status"] not in OPEN_STATUSES:
         if "status" in payload:
             was_open = payload["status"] in OPEN_STATUSES
         else:
-            was_open = inc.resolved_at is None or row["created_at"] <= inc.resolved_at
+            was_open = inc["resolved_at"] is None or row["created_at"] <= inc["resolved_at"]
         if was_open:
-            return f"incident {inc.status}"
-    if kind in STALE_ON_ACK and inc.acknowledged_at is not None:
+            return f"incident {inc['status']}"
+    if kind in STALE_ON_ACK and inc["acknowledged_at"] is not None:
         if "acknowledged_at" in payload:
             unacked = payload["acknowledged_at"] is None
         else:
-            unacked = row["created_at"] <= inc.acknowledged_at
+            unacked = row["created_at"] <= inc["acknowledged_at"]
         if unacked:
-            return f"acknowledged by {inc.acknowledged_by}"
+            return f"acknowledged by {inc['acknowledged_by']}"
     return None
 
 
