@@ -15,9 +15,11 @@ port. Each run:
 2. a scheduler listener, placed before the alert pipeline's, notes `time.time()` when the
    result that confirms the failure (the transition to critical) has been applied: that is
    "failure confirmed";
-3. the alert worker opens an alert and an incident and queues the page in the outbox in one
-   transaction, then wakes the sender, which claims the row and POSTs it; the latency is the
-   receiver's arrival time of the incident's first webhook minus the confirmation time;
+3. the result writer commits the new state with its flip at once (not at the next flush) and
+   wakes the alert worker, which claims the flip, opens an alert and an incident and queues
+   the page in the outbox in one transaction, then wakes the sender, which claims the row and
+   POSTs it; the latency is the receiver's arrival time of the incident's first webhook minus
+   the confirmation time;
 4. the port listens again, the probe is checked, the incident resolves and its resolved
    notice is delivered; then the system idles `--gap` seconds, so each run starts quiet and
    opens a new incident.
@@ -30,7 +32,8 @@ raised for the benchmark (`rate_limit_per_minute`), as 2 x `--runs` deliveries t
 webhook in a minute or two would otherwise be deferred by design.
 
 The split of each run, measured in this process with thin wrappers (a few microseconds):
-`confirm_to_commit` (the alert worker's transaction, incident and page committed),
+`confirm_to_commit` (the writer commits the state and its flip, then the alert worker's
+transaction claims the flip and commits alert, incident and page),
 `commit_to_claim` (wake, plan and claim of the row by the sender) and `claim_to_arrival`
 (compose the request and POST it, to the receiver's clock).
 
@@ -265,15 +268,15 @@ def instrument(runtime: Any, marks: Marks) -> None:
     runtime.scheduler.listeners.insert(0, on_result)
 
     alerting = runtime.alerting
-    process_sync = alerting.process_sync
+    handle = alerting._handle
 
-    def timed_process(sig: Any) -> int:
-        queued = process_sync(sig)  # returns after the transaction has committed
-        if sig.firing and marks.committed is None:
+    def timed_handle(flip: Any, configs: Any) -> int:
+        queued = handle(flip, configs)  # returns after the alert's transaction has committed
+        if queued and marks.committed is None:
             marks.committed = time.time()
         return queued
 
-    alerting.process_sync = timed_process
+    alerting._handle = timed_handle
 
     sender = runtime.sender
     claim = sender._claim
@@ -302,9 +305,9 @@ async def next_arrival(marks: Marks, kind: str, seen: set[Any], timeout: float) 
 
 
 async def quiet(runtime: Any, limit: float = 10.0) -> None:
-    """Wait until the alert queue is empty and no delivery is in flight."""
+    """Wait until no state change waits to be written and no delivery is in flight."""
     end = time.monotonic() + limit
-    while runtime.alerting.queue.qsize() or runtime.sender.inflight:
+    while runtime.writer.pending or runtime.sender.inflight:
         if time.monotonic() > end:
             raise TimeoutError("the pipeline never went quiet")
         await asyncio.sleep(0.002)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are fixtures
+    EXPECT_TIMEOUT_MS,
     PASSWORD,
     LiveServer,
     Screenshots,
@@ -21,7 +22,9 @@ from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are
 )
 
 need_browser(module_level=True)
-from playwright.sync_api import Page, expect  # noqa: E402 - only once we know it is there
+from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402 - only once we know it is there
+
+PHONE = {"width": 390, "height": 844}
 
 
 def _log_in(page: Page, username: str, password: str = PASSWORD) -> None:
@@ -156,3 +159,41 @@ def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(
     expect(page).to_have_url(re.compile(r"/login"))
     with live_server.api("admin") as api:
         assert api.get("/api/v1/users/lockme").json()["locked"] is True
+
+
+def _on_first_phone_screen(page: Page, what: Locator) -> None:
+    """Seen without scrolling, and the page does not scroll sideways on a phone."""
+    box = what.bounding_box()
+    assert box is not None and box["y"] < PHONE["height"], box
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_on_a_phone_everyone_sees_that_nobody_can_be_paged(
+    browser: Browser, live_server: LiveServer, shot: Screenshots
+) -> None:
+    # the live server has no notification channel and no people: as `nachtwacht init` writes
+    context = browser.new_context(base_url=live_server.url, viewport=PHONE)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        _log_in(page, "vera")
+        expect(page).to_have_url(f"{live_server.url}/")
+        banner = page.locator("#paging-banner")
+        expect(banner).to_contain_text("Nobody can be paged")
+        expect(banner).to_contain_text("no notification channel is configured")
+        _on_first_phone_screen(page, banner)
+        shot(page, "phone-overview-nobody-can-be-paged")
+
+        with live_server.api("admin") as api:
+            made = api.post("/api/v1/incidents", json={"title": "Shop is down", "severity": 1})
+            assert made.status_code == 201, made.text
+        page.goto(f"/incidents/{made.json()['id']}")
+        banner = page.locator("#incident-paging-banner")
+        expect(banner).to_contain_text("Nobody was paged for this incident")
+        expect(banner).to_contain_text("page NOT delivered")
+        _on_first_phone_screen(page, banner)
+        entry = page.locator('#timeline [data-kind="not_delivered"]').first
+        expect(entry).to_contain_text("NOT delivered: no notification channel is configured")
+        shot(page, "phone-incident-nobody-was-paged")
+    finally:
+        context.close()

@@ -29,6 +29,16 @@ runner = CliRunner()
 TOKEN = "test-token_0123456789"
 SITE = "erp.example.org"
 GOOD = "site: shop\nprobes:\n  - name: web\n    kind: tcp\n    host: 127.0.0.1\n    port: 80\n"
+# someone to page for every step of the protocol's matrix, and a channel that reaches her
+PAGED = """
+people:
+  contacts:
+    - {id: olga, name: Olga, email: olga@example.org,
+       roles: [oncall_engineer, technical_lead, management, executives]}
+notify:
+  channels:
+    mail: {kind: email}
+"""
 
 
 def probes_by_name(text: str) -> dict[str, dict[str, Any]]:
@@ -98,11 +108,12 @@ def test_validate_reports_invalid_yaml_as_one_line(tmp_path: Path) -> None:
 
 def test_validate_exits_0_on_a_good_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "nachtwacht.yaml"
-    path.write_text(GOOD, encoding="utf-8")
+    path.write_text(GOOD + PAGED, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["config", "validate", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{path}: ok (1 probes, 1 components, store sqlite)\n"
+    assert result.stderr == ""  # nothing to warn about
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nachtwacht.yaml"]
 
 

@@ -17,10 +17,18 @@ from tests.conftest import free_port
 runner = CliRunner()
 
 
-def _write(tmp_path: Path, probes: str) -> Path:
+def _write(tmp_path: Path, probes: str, extra: str = "") -> Path:
     path = tmp_path / "nachtwacht.yaml"
-    path.write_text(f"site: cli-site\nprobes:\n{probes}", encoding="utf-8")
+    path.write_text(f"site: cli-site\n{extra}probes:\n{probes}", encoding="utf-8")
     return path
+
+
+# all is well only when an outage would page someone
+PAGED = """people:
+  contacts: [{id: olga, name: Olga, roles: [oncall_engineer], email: olga@example.org}]
+notify:
+  channels: {mail: {kind: email}}
+"""
 
 
 def _tcp(name: str, port: int, component: str, retries: int = 0) -> str:
@@ -43,7 +51,7 @@ async def test_status_exits_0_when_all_is_well(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        cfg = _write(tmp_path, _tcp("web", sock.getsockname()[1], "web"))
+        cfg = _write(tmp_path, _tcp("web", sock.getsockname()[1], "web"), PAGED)
         await _run_all(cfg)
     result = runner.invoke(app, ["status", "--config", str(cfg)])
     assert result.exit_code == 0, result.output

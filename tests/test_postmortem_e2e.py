@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -35,12 +34,12 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from nachtwacht.alerts import service as alerts
+from nachtwacht.alerts.probe_alerts import signal_for
 from nachtwacht.checklist import service as checklist
 from nachtwacht.checklist.items import Context
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.schema import Settings
-from nachtwacht.engine.alerting import signal_for
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.notify.sender import OutboxSender
@@ -110,8 +109,7 @@ class Site:
             )
             if transition is None:
                 return
-            rt = SimpleNamespace(config=cfg, probe_id=pid)
-            signal = signal_for(rt, transition, check, lambda n: self.states[n].state)
+            signal = signal_for(cfg, pid, transition, check.message, lambda n: self.states[n].state)
             if signal is not None:
                 alerts.process(conn, self.settings, signal, ts)
 

@@ -121,7 +121,13 @@ probes:
             f"{base}/api/v1/probes/down",
             lambda p: p["last_check"] is not None and p["last_check"] > history[0]["time"],
         )
-        _wait_for(f"{base}/healthz", lambda h: h["status"] == "ok")
+        # every engine module healthy again; this config pages nobody, which alone keeps
+        # /healthz "degraded" (tests/test_nobody_paged.py)
+        health = _wait_for(
+            f"{base}/healthz",
+            lambda h: all(m["healthy"] for m in h["modules"]) and h["store"]["available"],
+        )
+        assert health["status"] == "degraded" and not health["paging"]["ok"]
         after = httpx.get(f"{base}/api/v1/probes/down/history", headers=auth).json()
     finally:
         proc.send_signal(signal.SIGTERM)

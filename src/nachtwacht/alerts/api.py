@@ -31,7 +31,7 @@ from nachtwacht.alerts.external import (
 from nachtwacht.clock import iso
 from nachtwacht.spool.handlers import ALERT, alert_record
 from nachtwacht.spool.ingest import accept
-from nachtwacht.spool.log import SpoolError
+from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.web.errors import ApiError
@@ -130,7 +130,11 @@ async def _ingest(
     try:
         out = await ingest(_rt(request), door, body, make)
     except SpoolError as exc:
-        raise ApiError(503, f"the alert was not recorded, try again: {exc}") from None
+        raise ApiError(
+            503,
+            f"the alert was not recorded, try again: {exc}",
+            headers={"Retry-After": str(retry_after(exc))},
+        ) from None
     if any(r["action"] in ("opened", "resolved") for r in out["alerts"]):
         _wake(request)
     return out

@@ -38,6 +38,7 @@ class Signal:
     state: str | None = None  # critical | warning, for probe alerts
     inhibited_by: str | None = None  # a failing dependency, computed by the caller
     labels: dict[str, Any] = field(default_factory=dict)
+    expected: str = ""  # what the check expects when all is well (a probe's description)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
             origin="alert",
             started_at=sig.started_at,
             detected_at=sig.detected_at,
-            impact=sig.message or None,
+            impact=_impact(sig),
             muted=muted_by is not None,
         )
     else:
@@ -169,6 +170,12 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
     )
     queued = escalation.advance(conn, settings, incident_id, now)
     return Outcome(alert_id, incident_id, "opened", muted_by, queued)
+
+
+def _impact(sig: Signal) -> str | None:
+    if sig.expected:
+        return f"{sig.message or sig.title} (expected: {sig.expected})"
+    return sig.message or None
 
 
 def _resolve(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outcome:

@@ -1,4 +1,4 @@
-"""What every command shares: `--config`, loading it, and one-line errors."""
+"""What every command shares: `--config`, loading it, one-line errors, and a closed stdout."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -26,10 +26,15 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+T = TypeVar("T")
+
+# 128 + SIGPIPE: what a shell reports for a writer whose reader went away (`yes | head -1`)
+STDOUT_CLOSED_EXIT = 141
 
 
 class CliState:
     config: str | None = None
+    stdout_closed: bool = False
 
 
 state = CliState()
@@ -52,6 +57,39 @@ def settings(option: str | None) -> Settings:
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def drop_stdout() -> None:
+    """Send the rest of the output to /dev/null: its reader went away (`... | head -3`).
+
+    Later writes, and the interpreter's last flush, then succeed instead of raising again;
+    `main` exits STDOUT_CLOSED_EXIT. Restoring SIGPIPE's default instead would kill the
+    process wherever it is writing, a transaction included.
+    """
+    state.stdout_closed = True
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test runner's buffer): nothing to redirect
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def keep_going(show: Callable[[T], None]) -> Callable[[T], None]:
+    """`show` for progress printed while work goes on: a closed stdout ends the output only."""
+
+    def shown(item: T) -> None:
+        if state.stdout_closed:
+            return
+        try:
+            show(item)
+        except BrokenPipeError:
+            drop_stdout()
+
+    return shown
 
 
 def print_json(data: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,17 @@ from nachtwacht.analytics import cli as analytics_cli
 from nachtwacht.auth import cli as auth_cli
 from nachtwacht.backup import cli as backup_cli
 from nachtwacht.checklist import cli as checklist_cli
-from nachtwacht.cli.common import ConfigOption, config_path, fail, settings, state
+from nachtwacht.cli.common import (
+    STDOUT_CLOSED_EXIT,
+    ConfigOption,
+    config_path,
+    drop_stdout,
+    fail,
+    settings,
+    state,
+)
 from nachtwacht.config import starter
+from nachtwacht.config.loader import config_warnings
 from nachtwacht.errors import cli as errors_cli
 from nachtwacht.evidence import cli as evidence_cli
 from nachtwacht.incidents.cli import incident_app
@@ -121,15 +131,28 @@ def init(
         fh.write(text)
     os.chmod(output, 0o600)
     typer.echo(f"wrote {output}; check it with `nachtwacht config validate -c {output}`")
+    typer.echo(
+        "nobody is paged until you fill in its `people:` and `notify:` sections "
+        "(commented examples are in the file)"
+    )
 
 
 @config_app.command("validate")
 def validate(config: ConfigOption = None) -> None:
-    """Check a config file; print file:line: key: problem for each mistake (exit 2)."""
+    """Check a config file; print file:line: key: problem for each mistake (exit 2).
+
+    Warnings (nobody can be paged, a role nobody holds) are printed too but do not fail it:
+    a monitor without paging still monitors.
+    """
     cfg = settings(config)
+    warnings = config_warnings(cfg, config_path(config))
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    noted = f"; {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""
     typer.echo(
         f"{config_path(config)}: ok ({len(cfg.probes)} probes, "
-        f"{len(cfg.component_names())} components, store {cfg.store.url.split('://')[0]})"
+        f"{len(cfg.component_names())} components, store {cfg.store.url.split('://')[0]}"
+        f"{noted})"
     )
 
 
@@ -191,7 +214,36 @@ def _has_uvloop() -> bool:
 
 
 def main() -> None:
-    """Run the CLI; a usage error is one line (`error: ...`) and exit 2, not a framed box."""
+    """Run the CLI; a usage error is one line (`error: ...`) and exit 2, not a framed box.
+
+    A stdout whose reader went away (`nachtwacht incident ack 2 | head -3`) ends in exit 141,
+    as a shell reports any writer killed by SIGPIPE, with no traceback. Commands commit
+    before they print, so the work is done by then: 141 only says the output was cut short.
+    """
+    stdout = sys.stdout
+    closed = False
+    code: int | str | None
+    try:
+        code = _invoke()
+    except BrokenPipeError:
+        closed, code = True, None
+    except SystemExit as exc:
+        code = exc.code
+    if not closed:
+        try:
+            # print_json leaves output in the buffer: a closed pipe must show here, where it
+            # is handled, not in the interpreter's last flush (a warning and exit 120)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            closed = True
+    # typer handles EPIPE itself: it swaps in a stdout that ignores it, then exits 1
+    if closed or state.stdout_closed or sys.stdout is not stdout:
+        drop_stdout()
+        code = STDOUT_CLOSED_EXIT
+    raise SystemExit(code)
+
+
+def _invoke() -> int:
     # typer vendors click; its UsageError is BadParameter's base class
     usage_error = typer.BadParameter.__mro__[1]
     try:
@@ -200,10 +252,10 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         typer.echo(f"error: {where}{exc.format_message()}", err=True)  # type: ignore[attr-defined]
-        raise SystemExit(2) from None
+        return 2
     except typer.Abort:
         typer.echo("aborted", err=True)
-        raise SystemExit(130) from None
+        return 130
     except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
+        return exc.exit_code
+    return code if isinstance(code, int) else 0

@@ -85,6 +85,46 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
     return _resolve_paths(settings, Path(filename))
 
 
+def config_warnings(
+    settings: Settings, path: str | os.PathLike[str] | None = None
+) -> list[Problem]:
+    """What loads but will not work as meant (a role nobody holds, nobody reachable).
+
+    `config validate` prints these as warnings; the file is read again only for line numbers.
+    """
+    from nachtwacht.notify.reach import config_warnings as reach_warnings
+
+    file = resolve_config_path(path)
+    try:
+        node, _ = _load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        node = None
+    found = [
+        Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
+        for loc, message in reach_warnings(settings)
+    ]
+    return sorted(found, key=lambda p: p.line or 0)
+
+
+def _line_at(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The line of the key at `loc`, or None when the file does not write it (a default)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                return None
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return None
+    return line
+
+
 def _load(text: str) -> tuple[yaml.Node | None, object]:
     """Parse once (with libyaml when present) into the node tree and the data built from it.
 

@@ -191,6 +191,51 @@ retention:
 """
 
 
+def _paging_example() -> str:
+    """Who is paged and how, commented out: made-up addresses must never look like paging."""
+    return """\
+# --- who is paged, and how: NOBODY until this is filled in ---------------------------------
+# Nobody is paged until a person and a channel that reaches them are configured.
+# Until then /healthz and `nachtwacht status` say "degraded", the dashboard shows a banner
+# and every incident's timeline says "NOT delivered". Uncomment both sections and fill them
+# in (docs/people.md, docs/notifications.md); `config validate` warns about what is missing.
+#
+# The escalation matrix pages by role: oncall_engineer at once (repeated every 5 min, the
+# backup from the third page), technical_lead at 15 min, management at 30 min, executives
+# at 2 h. A role nobody holds is paged to nobody.
+# people:
+#   contacts:
+#     - id: olga                  # lower case; rotations and `contact:olga` use it
+#       name: Olga Oncall
+#       roles: [oncall_engineer]
+#       email: olga@example.org   # reached by `email` channels
+#       phone: "+31 6 1234 5678"  # reached by `sms` channels (international form)
+#       chat: "@olga"             # mentioned in chat channels
+#       backup: tina              # paged as well when Olga does not acknowledge
+#     - id: tina
+#       name: Tina Techlead
+#       roles: [technical_lead]
+#       email: tina@example.org
+#     - {id: mia, name: Mia Manager, roles: [management, executives], email: mia@example.org}
+#
+# A chat or webhook channel carries every page to the team; email and SMS reach each
+# person at their own address. Check them without sending anything: `nachtwacht doctor`.
+# notify:
+#   channels:
+#     mail:
+#       kind: email
+#       host: smtp.example.org
+#       port: 587
+#       username: nachtwacht@example.org
+#       password: "EDIT"
+#       sender: nachtwacht@example.org
+#     team-chat:
+#       kind: slack               # or mattermost, teams; `webhook` posts the whole message as JSON
+#       url: https://hooks.slack.com/services/EDIT
+
+"""
+
+
 def _components(names: Iterable[str], descriptions: dict[str, str]) -> str:
     lines = [
         "# Probes are grouped into components on the dashboard and in incidents.",
@@ -343,6 +388,7 @@ def host_config(
     return (
         header
         + _common_settings(site)
+        + _paging_example()
         + _components(component_names, COMPONENTS)
         + "probes:\n"
         + "\n".join(probes)
@@ -840,6 +886,7 @@ probes:
     return (
         header
         + _common_settings(site)
+        + _paging_example()
         + _components(site_comp, site_comp)
         + probes
         + _frappe_extras(site, facts.bench_path)

@@ -1,129 +1,219 @@
-"""Wire probe state changes into the alert pipeline, and run escalation and the outbox.
+"""The alert worker, the escalation module and the outbox sender of one process.
 
-Probe transitions arrive on the event loop from the scheduler; they are queued and processed
-one transaction each in a worker thread, and the outbox sender is woken at once, so a
-confirmed failure reaches the first page in milliseconds rather than at the next poll.
+The worker raises and resolves probe alerts from committed `probe_flips` rows (see
+`alerts.probe_alerts`), never from memory: a transition is a flip in the store from the
+commit that changed the probe's state, and stops being one only in the transaction that
+handled it. A confirmed failure makes the writer commit at once and wake the worker, which
+wakes the outbox sender, so the page still leaves in milliseconds; a kill -9 anywhere on that
+path leaves the flip for the next start. At start and every `RECONCILE_EVERY` seconds the
+worker also reconciles alerts with probe states by level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
+from nachtwacht.alerts import probe_alerts
 from nachtwacht.alerts import service as alerts
 from nachtwacht.alerts.service import Signal
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
+from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import CheckResult, State
 from nachtwacht.probes.scheduler import Runtime as ProbeRuntime
+from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.state import Transition
+from nachtwacht.probes.writer import ResultWriter
 from nachtwacht.store.db import Store
 
 log = logging.getLogger(__name__)
 
-FAILING = {State.WARNING, State.CRITICAL, State.UNKNOWN}
-HEALTHY = {State.OK, State.NEW}
-
-
-def signal_for(
-    rt: ProbeRuntime,
-    transition: Transition,
-    result: CheckResult,
-    state_of: Callable[[str], State | None],
-) -> Signal | None:
-    """The alert signal a probe transition means, if any."""
-    cfg = rt.config
-    to = transition.to_state
-    alerting = (to is State.CRITICAL and cfg.alert_on != "never") or (
-        to is State.WARNING and cfg.alert_on == "warning"
-    )
-    base = {
-        "fingerprint": f"probe:{cfg.name}",
-        "source": "probe",
-        "title": cfg.description or cfg.name,
-        "component": cfg.component,
-        "severity": cfg.severity,
-        "started_at": transition.first_failure or transition.at,
-        "detected_at": transition.at,
-        "message": result.message,
-        "probe_id": rt.probe_id,
-        "probe_name": cfg.name,
-        "state": to.value,
-    }
-    if alerting:
-        inhibited_by = next(
-            (dep for dep in cfg.depends_on if state_of(dep) not in (None, *HEALTHY)), None
-        )
-        return Signal(firing=True, inhibited_by=inhibited_by, **base)
-    if transition.from_state in FAILING and to not in (State.PENDING,):
-        # recovered, or fell below the alerting level: resolve any open alert
-        return Signal(firing=False, **base)
-    return None
+POLL = 1.0  # flips another process (or the spool's replay) committed are seen within this
+RECONCILE_EVERY = 30.0
+RETRY = 1.0
 
 
 class Alerting:
-    """The alert worker, the escalation module and the outbox sender of one process."""
+    """Turns committed probe flips into alerts; runs escalation; wakes the outbox sender."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock, sender) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        sender,  # noqa: ANN001 - notify.sender.OutboxSender
+        scheduler: Scheduler | None = None,
+        writer: ResultWriter | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.sender = sender
-        self.queue: asyncio.Queue[Signal] = asyncio.Queue()
-        self.processed = 0
+        self.scheduler = scheduler
+        self.writer = writer
+        self.processed = 0  # flips handled by this process
+        self.reconciled = 0  # alerts raised or resolved by reconciling
+        self.last_reconcile: float | None = None
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if writer is not None:
+            writer.on_commit.append(self.wake)
 
-    def listener(self, scheduler) -> Callable:  # noqa: ANN001
-        def state_of(name: str) -> State | None:
-            other = scheduler.by_name.get(name)
-            return other.state.state if other is not None else None
+    # -- wiring -------------------------------------------------------------------------------
+
+    def listener(self) -> Callable[[ProbeRuntime, CheckResult, Transition | None], None]:
+        """Scheduler listener: a change that may page is written now, so its flip is handled."""
 
         def on_result(rt: ProbeRuntime, result: CheckResult, transition: Transition | None) -> None:
-            if transition is None:
-                return
-            signal = signal_for(rt, transition, result, state_of)
-            if signal is not None:
-                self.queue.put_nowait(signal)
+            if (
+                transition is not None
+                and self.writer is not None
+                and probe_alerts.may_alert(transition)
+            ):
+                self.writer.flush_soon()
 
         return on_result
+
+    def wake(self) -> None:
+        """New flips are committed (callable from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._wake.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _state_of(self, name: str) -> State | None:
+        if self.scheduler is None:
+            return None
+        other = self.scheduler.by_name.get(name)
+        return other.state.state if other is not None else None
+
+    def _configs(self) -> dict[int, ProbeConfig]:
+        if self.scheduler is None:
+            return {}
+        return {pid: rt.config for pid, rt in self.scheduler.runtimes.items()}
+
+    # -- the work -----------------------------------------------------------------------------
 
     def process_sync(self, signal: Signal) -> int:
         with self.store.begin() as conn:
             outcome = alerts.process(conn, self.settings, signal, self.clock.now())
         return outcome.queued
 
-    async def drain(self, now: float | None = None) -> int:
-        """Process every queued signal (the worker loop, and tests, call this)."""
+    def handle_flips(self) -> int:
+        """Handle every committed flip, oldest first, one transaction each; pages queued.
+
+        A flip that fails stays (retried on the next pass), and the later flips of the same
+        probe wait behind it so its alert never sees its changes out of order.
+        """
+        configs = self._configs()
         queued = 0
-        while not self.queue.empty():
-            signal = self.queue.get_nowait()
-            try:
-                queued += await asyncio.to_thread(self.process_sync, signal)
-            except Exception:
-                # keep the signal: it is retried on the next pass, never dropped
-                self.queue.put_nowait(signal)
-                raise
-            self.processed += 1
+        blocked: set[int] = set()
+        failure: Exception | None = None
+        while True:
+            with self.store.connect() as conn:
+                flips = probe_alerts.pending_flips(conn)
+            todo = [f for f in flips if f.probe_id not in blocked]
+            if not todo:
+                break
+            for flip in todo:
+                if flip.probe_id in blocked:
+                    continue
+                try:
+                    queued += self._handle(flip, configs)
+                except Exception as exc:
+                    blocked.add(flip.probe_id)
+                    failure = exc
+                    log.exception("alert for probe %d failed; retrying", flip.probe_id)
+            if len(flips) < 500:
+                break
+        if failure is not None:
+            raise failure
+        return queued
+
+    def _handle(self, flip: probe_alerts.Flip, configs: dict[int, ProbeConfig]) -> int:
+        with self.store.begin() as conn:
+            if not probe_alerts.claim_flip(conn, flip.id):
+                return 0  # another worker has it
+            cfg = configs.get(flip.probe_id)
+            signal = (
+                probe_alerts.signal_for(
+                    cfg, flip.probe_id, flip.transition, flip.message, self._state_of
+                )
+                if cfg is not None
+                else None
+            )
+            queued = 0
+            if signal is not None:
+                queued = alerts.process(conn, self.settings, signal, self.clock.now()).queued
+        self.processed += 1
+        return queued
+
+    def reconcile(self) -> int:
+        """Raise or resolve probe alerts whose level disagrees with the committed state."""
+        now = self.clock.now()
+        configs = self._configs()
+        with self.store.connect() as conn:
+            signals = probe_alerts.reconcile_signals(conn, configs, self._state_of)
+        queued = 0
+        for signal in signals:
+            with self.store.begin() as conn:
+                outcome = alerts.process(conn, self.settings, signal, now)
+            if outcome.action in ("opened", "resolved"):
+                self.reconciled += 1
+                log.warning(
+                    "reconciled %s: alert %s (the state was stored without its alert)",
+                    signal.fingerprint,
+                    outcome.action,
+                )
+            queued += outcome.queued
+        self.last_reconcile = now
+        return queued
+
+    async def drain(self, now: float | None = None) -> int:
+        """Write buffered state changes, then handle every flip (the worker and tests)."""
+        if self.writer is not None:
+            await self.writer.flush()
+        queued = await asyncio.to_thread(self.handle_flips)
         if queued:
             self.sender.wake()
         return queued
 
     async def worker(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
         while not stop.is_set():
-            get = asyncio.ensure_future(self.queue.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({get, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if get not in done:
-                get.cancel()
-                return
-            self.queue.put_nowait(get.result())
+            self._wake.clear()
             try:
-                await self.drain()
+                queued = await asyncio.to_thread(self.handle_flips)
+                last = self.last_reconcile
+                if last is None or self.clock.now() - last >= RECONCILE_EVERY:
+                    queued += await asyncio.to_thread(self.reconcile)
+                if queued:
+                    self.sender.wake()
+                delay = POLL
             except Exception:
-                log.exception("alert processing failed; retrying in 1 s")
-                await asyncio.sleep(1)
+                log.exception("alert processing failed; retrying in %.0f s", RETRY)
+                delay = RETRY
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    waiter = asyncio.ensure_future(self._wake.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                        stopper.cancel()
 
     async def escalate(self, now: float) -> int:
         """Engine module tick: whatever escalation, page repeat, breach or reminder is due."""

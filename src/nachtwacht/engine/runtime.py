@@ -73,9 +73,9 @@ class Runtime:
         )
         engine = Engine(store, clock)
         sender = OutboxSender(store, settings, clock, engine.instance)
-        alerting = Alerting(settings, store, clock, sender)
-        scheduler.listeners.append(alerting.listener(scheduler))
-        spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes)
+        alerting = Alerting(settings, store, clock, sender, scheduler, writer)
+        scheduler.listeners.append(alerting.listener())
+        spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes, clock=clock)
         drainer = Drainer(spool, store, clock)
         runtime = cls(
             settings, store, clock, ctx, writer, scheduler, engine, alerting, sender, spool, drainer
@@ -95,7 +95,7 @@ class Runtime:
         return runtime
 
     async def _check_spool(self, now: float) -> None:
-        """Unhealthy while the store is down or the spool is nearly full.
+        """Unhealthy while the store is down, the spool is nearly full or cannot write.
 
         Also leaves the snapshot in `<spool dir>/state.json` for `nachtwacht status`, which
         runs in another process and may not reach the store.
@@ -106,7 +106,11 @@ class Runtime:
         except OSError as exc:
             log.warning("cannot write the spool state file: %s", exc)
         drainer = self.drainer
-        if drainer.store_down_since is not None or state["spool"]["alarm"]:
+        if (
+            drainer.store_down_since is not None
+            or state["spool"]["alarm"]
+            or spool_status.failing(state)
+        ):
             raise RuntimeError(spool_status.describe(state))
 
     async def spool_put(self, kind: str, payload: bytes) -> None:
@@ -168,15 +172,16 @@ class Runtime:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self.alerting.drain()
-        except Exception:
-            log.exception("alert signals left unprocessed at shutdown")
-        await self.sender.close()
-        try:
-            await asyncio.to_thread(self.writer.flush_sync)
+            await self.writer.flush()
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())
         except Exception:
             log.exception("final flush failed; %d results not written", self.writer.pending)
+        try:
+            await self.alerting.drain()
+        except Exception:
+            # their flips are in the store: the next start handles them
+            log.exception("probe alerts left unprocessed at shutdown")
+        await self.sender.close()
         try:
             await asyncio.to_thread(self.drainer.drain_all)
         except Exception:

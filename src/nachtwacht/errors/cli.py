@@ -1,7 +1,8 @@
 """The `nachtwacht errors / project` commands.
 
 They work on the store directly, like the other commands; changes are audited with the actor
-`cli:<login name>`. A project added here is accepted by a running server within a second.
+`cli:<login name>`. A project added here is accepted by a running server from its first event
+(an unknown key makes the server reload its keys before it answers).
 """
 
 from __future__ import annotations

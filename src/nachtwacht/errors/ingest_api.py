@@ -10,7 +10,8 @@ Status codes: 200 `{"id": event_id}`; 400 malformed (JSON `detail`); 401 no or u
 403 a key of another project or a disabled project; 404 no such project; 413 an event over
 `errors.max_event_bytes` or a body over `errors.max_envelope_bytes` (decompressed); 415 an
 unknown Content-Encoding; 429 with `Retry-After` when the drainer is behind or the spool is
-full; 503 when the spool cannot be written.
+full; 503 with `Retry-After` when the spool cannot be written (a full disk), or when a key not in
+memory cannot be looked up because the store cannot be read.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from nachtwacht.errors.envelope import (
 )
 from nachtwacht.errors.projects import KeyCache, key_loader
 from nachtwacht.errors.records import build, event_meta
-from nachtwacht.spool.log import SpoolError, SpoolFull
+from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
 
@@ -68,7 +69,7 @@ def key_cache(request: Request) -> KeyCache:
     runtime = state.runtime
     held = getattr(state, "error_keys", None)
     if held is None or held[0] is not runtime:
-        held = (runtime, KeyCache(key_loader(runtime.store)))
+        held = (runtime, KeyCache(key_loader(runtime.store), runtime.clock))
         state.error_keys = held
     return held[1]
 
@@ -139,6 +140,7 @@ async def _project(request: Request, key: str | None, project_id: int) -> None:
     try:
         entry = await cache.by_key(key)
     except StoreError as exc:
+        # not a 401: the key may exist, and an SDK drops what is refused with a 401
         raise IngestError(503, f"project keys cannot be loaded: {exc}") from None
     if entry is None:
         raise IngestError(401, "unknown DSN key", "sentry_key")
@@ -210,11 +212,11 @@ async def _ingest(request: Request, envelope: bool) -> Response:
             records.append(build(project_id, now, event_json, event_meta(event, now)))
         await _accept(request, records)
     except IngestError as exc:
-        return _refuse(exc, retry if exc.status == 429 else None)
+        return _refuse(exc, retry if exc.status in (429, 503) else None)
     except SpoolFull as exc:
         return _refuse(IngestError(429, f"the spool is full: {exc}"), retry)
     except SpoolError as exc:
-        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"))
+        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": ids[-1]} if ids else {}, CORS)
 
 
@@ -339,7 +341,10 @@ async def json_event(
     busy = _overloaded(request)
     if busy is not None:
         return _refuse(busy, cfg.retry_after)
-    entry = await key_cache(request).by_name(body.project)
+    try:
+        entry = await key_cache(request).by_name(body.project)
+    except StoreError as exc:
+        return _refuse(IngestError(503, f"projects cannot be loaded: {exc}"), cfg.retry_after)
     if entry is None:
         raise ApiError(422, f"no project named '{body.project}'", "project")
     if entry.disabled:
@@ -354,5 +359,5 @@ async def json_event(
     except SpoolFull as exc:
         return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after)
     except SpoolError as exc:
-        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"))
+        return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": event_id})

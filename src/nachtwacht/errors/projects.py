@@ -4,10 +4,12 @@ The DSN an SDK takes is `http://<public key>@<host:port>/<project id>`; the publ
 digits) identifies the project, it is not a secret in Sentry's model (browser SDKs ship it),
 but a key only lets its holder send events into its own project.
 
-The ingestion endpoints never query the store per request: `KeyCache` keeps the keys in memory,
-reloads them every `ttl` seconds in the background, and at most once a second on a miss (a
-project just added by the CLI works within a second; a flood of wrong keys costs one query
-per second at most). While the store is down it keeps answering from what it has.
+The ingestion endpoints never query the store per request: `KeyCache` keeps the keys in memory
+and reloads them every `ttl` seconds in the background. An unknown key waits for a reload
+begun after it arrived, shared with every other request waiting and at most one a second: a
+project just added by the CLI is accepted from its first event, and a flood of wrong keys
+costs one query per second at most. While the store is down it keeps answering from what it
+has; a key it does not have then gets a 503, not a 401.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import asyncio
 import re
 import secrets
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select
 
 from nachtwacht.auth.service import audit
-from nachtwacht.clock import iso
+from nachtwacht.clock import Clock, SystemClock, iso
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import StoreError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 CHUNK = 5000
@@ -164,50 +166,88 @@ class ProjectKey:
 
 @dataclass
 class KeyCache:
+    """The project keys in memory, loaded by `load` (in a thread) and shared by all requests.
+
+    Loads are numbered; at most one runs (or waits for its turn) at a time, and every request
+    that needs one joins it. A miss is final only when a load begun after the request arrived
+    has not found the key: the CLI adds projects from another process without telling the
+    server. Those loads are paced to one per `miss_interval` of the clock, so a flood of
+    unknown keys costs one query per interval, not one per request.
+    """
+
     load: Callable[[], list[tuple[str, int, str, bool]]]  # (public_key, id, name, disabled)
+    clock: Clock = field(default_factory=SystemClock)
     ttl: float = 10.0
     miss_interval: float = 1.0
     keys: dict[str, ProjectKey] = field(default_factory=dict)
     names: dict[str, ProjectKey] = field(default_factory=dict)
-    loaded_at: float | None = None  # monotonic; None: never loaded
-    _tried_at: float = -1e9
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _refreshing: asyncio.Task[None] | None = None
+    loaded_at: float | None = None  # clock time the keys in memory were read; None: never
+    begun: int = 0  # loads begun so far (the number of the newest)
+    _read: int = 0  # the number of the load whose keys are in memory
+    _invalid: int = 0  # loads up to this number may not show a change this process made
+    _began_at: float | None = None
+    _error: StoreError | None = None  # why the newest load failed; None when it did not
+    _flight: asyncio.Task[StoreError | None] | None = None
 
-    async def _reload(self) -> None:
-        async with self._lock:
-            self._tried_at = time.monotonic()
+    async def _load(self, pause: float) -> StoreError | None:
+        """One load; a failure is returned to the waiters (a background load has none)."""
+        if pause > 0:
+            await self.clock.sleep(pause)
+        self.begun += 1
+        number, self._began_at = self.begun, self.clock.now()
+        try:
             rows = await asyncio.to_thread(self.load)
-            keys, names = {}, {}
-            for key, project_id, name, disabled in rows:
-                entry = ProjectKey(project_id, name, bool(disabled))
-                keys[key] = entry
-                names[name] = entry
-            self.keys, self.names = keys, names
-            self.loaded_at = time.monotonic()
+        except StoreError as exc:
+            self._error = exc
+            return exc
+        keys, names = {}, {}
+        for key, project_id, name, disabled in rows:
+            entry = ProjectKey(project_id, name, bool(disabled))
+            keys[key] = entry
+            names[name] = entry
+        self.keys, self.names = keys, names
+        self._read, self.loaded_at, self._error = number, self._began_at, None
+        return None
+
+    def _idle(self) -> bool:
+        return self._flight is None or self._flight.done()
+
+    def _wait_before_next(self) -> float | None:
+        """How long the next load must wait to keep the pace; None: it may start now."""
+        if self._began_at is None:
+            return None
+        since = self.clock.now() - self._began_at
+        # a wall clock set back must not hold the next load for as long
+        return self.miss_interval - since if 0 <= since < self.miss_interval else None
+
+    async def _next(self, paced: bool) -> None:
+        """Wait for the load running or due, or start one; StoreError if it failed."""
+        if self._idle():
+            wait = self._wait_before_next()
+            if wait is not None and self._error is not None:
+                # the store failed a moment ago: asking it again per request would not help
+                raise StoreError(str(self._error))
+            self._flight = asyncio.create_task(self._load(wait if paced and wait else 0.0))
+        assert self._flight is not None
+        failed = await asyncio.shield(self._flight)
+        if failed is not None:
+            # a new exception per waiter: raising one instance again and again grows its traceback
+            raise StoreError(str(failed))
 
     async def _ensure(self) -> None:
-        """Loaded at least once; refresh in the background when older than `ttl`."""
-        if self.loaded_at is None:
-            await self._reload()  # the first request waits; StoreError goes to the caller
-            return
-        if time.monotonic() - self.loaded_at > self.ttl and (
-            self._refreshing is None or self._refreshing.done()
-        ):
-            self._refreshing = asyncio.create_task(self._quiet_reload())
-
-    async def _quiet_reload(self) -> None:
-        try:
-            await self._reload()
-        except Exception:  # noqa: BLE001 - the store is down: keep serving what we know
-            return
+        """Loaded since the last `invalidate`; refreshed in the background after `ttl`."""
+        while self._read <= self._invalid:
+            await self._next(paced=False)
+        assert self.loaded_at is not None
+        since = self.clock.now() - self.loaded_at
+        if self._idle() and not 0 <= since <= self.ttl:
+            self._flight = asyncio.create_task(self._load(0.0))
 
     async def _get(self, table: str, wanted: str) -> ProjectKey | None:
+        arrived = self.begun  # a load numbered above this began after the request arrived
         await self._ensure()
-        entry = getattr(self, table).get(wanted)
-        if entry is None and time.monotonic() - self._tried_at >= self.miss_interval:
-            await self._quiet_reload()
-            entry = getattr(self, table).get(wanted)
+        while (entry := getattr(self, table).get(wanted)) is None and self._read <= arrived:
+            await self._next(paced=True)
         return entry
 
     async def by_key(self, key: str) -> ProjectKey | None:
@@ -217,8 +257,8 @@ class KeyCache:
         return await self._get("names", name)
 
     def invalidate(self) -> None:
-        self.loaded_at = None
-        self._tried_at = -1e9
+        """This process changed the projects: the next lookup waits for a load begun after."""
+        self._invalid = self.begun
 
 
 def key_loader(store: Any) -> Callable[[], list[tuple[str, int, str, bool]]]:

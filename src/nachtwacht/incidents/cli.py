@@ -29,12 +29,18 @@ ActorOption = Annotated[
 ]
 
 
-def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -> T:
+def _run(
+    config: str | None, work: Callable[[Connection, Settings, float], T]
+) -> tuple[T, Settings]:
+    """`work` in one transaction, committed before the caller prints what it returns.
+
+    Printing inside would let a closed stdout (`| head`) roll the change back.
+    """
     cfg = settings(config)
     with _store(cfg) as store:
         try:
             with store.begin() as conn:
-                return work(conn, cfg, SystemClock().now())
+                return work(conn, cfg, SystemClock().now()), cfg
         except service.IncidentError as exc:
             fail(str(exc), 1)
 
@@ -66,8 +72,7 @@ def _local(value: str | None, cfg: Settings) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _show(conn: Connection, cfg: Settings, incident_id: int, now: float, as_json: bool) -> None:
-    data = views.detail(conn, cfg, incident_id, now)
+def _show(data: dict[str, Any], cfg: Settings, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
@@ -87,7 +92,7 @@ def declare(
 ) -> None:
     """Declare an incident by hand; paging starts as the escalation policy says."""
 
-    def work(conn: Connection, cfg: Settings, now: float) -> None:
+    def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
         if commander and cfg.people.contacts and cfg.people.contact(commander) is None:
             fail(f"no contact '{commander}'; see `nachtwacht oncall`", 2)
         incident_id = service.open_incident(
@@ -103,9 +108,9 @@ def declare(
             commander=commander,
         )
         escalation.advance(conn, cfg, incident_id, now)
-        _show(conn, cfg, incident_id, now, as_json)
+        return views.detail(conn, cfg, incident_id, now)
 
-    _run(config, work)
+    _show(*_run(config, work), as_json)
 
 
 @incident_app.command("list")
@@ -116,26 +121,24 @@ def list_incidents(
 ) -> None:
     """Open incidents (or all with --all), newest first."""
 
-    def work(conn: Connection, cfg: Settings, now: float) -> None:
+    def work(conn: Connection, _cfg: Settings, now: float) -> list[dict[str, Any]]:
         rows = service.list_incidents(conn, None if all_ else OPEN_STATUSES)
-        data = [views.summary(r, now) for r in rows]
-        if as_json:
-            print_json(data)
-            return
-        if not data:
-            typer.echo("no open incidents")
-        for d in data:
-            ack = (
-                "acked"
-                if d["acknowledged_at"]
-                else ("OVERDUE" if d["response_overdue"] else "unacked")
-            )
-            typer.echo(
-                f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
-                f"{_local(d['detected_at'], cfg)}  {d['title']}"
-            )
+        return [views.summary(r, now) for r in rows]
 
-    _run(config, work)
+    data, cfg = _run(config, work)
+    if as_json:
+        print_json(data)
+        return
+    if not data:
+        typer.echo("no open incidents")
+    for d in data:
+        ack = (
+            "acked" if d["acknowledged_at"] else ("OVERDUE" if d["response_overdue"] else "unacked")
+        )
+        typer.echo(
+            f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
+            f"{_local(d['detected_at'], cfg)}  {d['title']}"
+        )
 
 
 @incident_app.command("show")
@@ -145,7 +148,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """An incident with its roles, alerts and whole timeline."""
-    _run(config, lambda conn, cfg, now: _show(conn, cfg, incident_id, now, as_json))
+    _show(*_run(config, lambda conn, cfg, now: views.detail(conn, cfg, incident_id, now)), as_json)
 
 
 def _simple(
@@ -154,11 +157,11 @@ def _simple(
     as_json: bool,
     fn: Callable[[Connection, Settings, float], Any],
 ) -> None:
-    def work(conn: Connection, cfg: Settings, now: float) -> None:
+    def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
         fn(conn, cfg, now)
-        _show(conn, cfg, incident_id, now, as_json)
+        return views.detail(conn, cfg, incident_id, now)
 
-    _run(config, work)
+    _show(*_run(config, work), as_json)
 
 
 @incident_app.command("ack")

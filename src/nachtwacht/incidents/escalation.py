@@ -238,6 +238,7 @@ def _fire_step(
         now=now,
         channels=channels,
         extra=extra,
+        targets=step.notify,
     )
     if step.action == "customer_communication":
         queued += notifications.queue(
@@ -315,8 +316,9 @@ def _repeat_page(
         now,
         "escalated",
         "nachtwacht",
+        # what was queued follows as its own entry: this one must not claim a page
         f"page {number}: not acknowledged yet"
-        + (f"; paging backup {', '.join(b.name for b in backups)}" if backups else ""),
+        + (f"; backup {', '.join(b.name for b in backups)} added" if backups else ""),
         {"page": number, "backups": [b.id for b in backups]},
     )
     return notifications.queue(
@@ -329,6 +331,7 @@ def _repeat_page(
         now=now,
         channels=channels,
         extra={"repeat": number},
+        targets=step.notify,
     )
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import Connection, select
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import IncidentError, add_event, require, timeline
-from nachtwacht.notify.compose import PAGING, PER_CONTACT, compose, fit
+from nachtwacht.notify import reach
+from nachtwacht.notify.compose import PAGING, PER_CONTACT, compose, fit, label
 from nachtwacht.notify.outbox import PAGES, OutboundMessage, enqueue
 from nachtwacht.notify.templates import TemplateError
 from nachtwacht.oncall.models import Contact
@@ -58,7 +59,13 @@ def queue(
     channels: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     actor: str = "nachtwacht",
+    targets: list[str] | None = None,
 ) -> int:
+    """Queue one notification; the timeline says who it was queued for and who it misses.
+
+    `targets` are the policy targets `contacts` came from: one that names nobody right now
+    (a role nobody holds) is recorded as not delivered too.
+    """
     context = context_for(conn, settings, incident) | (extra or {})
     if channels is not None:
         # `channel:X` targets choose the broadcast channels; contacts still get their own
@@ -79,7 +86,9 @@ def queue(
     )
     ids = enqueue(conn, messages, now)
     if ids:
-        names = ", ".join(c.name for c in contacts) or "team channels"
+        # only who a message was composed for: intentions are not deliveries
+        reached = reach.reached(contacts, messages)
+        names = ", ".join(c.name for c in reached) or "team channels"
         routes = sorted({m.channel for m in messages})
         add_event(
             conn,
@@ -88,9 +97,41 @@ def queue(
             "notification_queued",
             actor,
             f"{kind} queued for {names} via {', '.join(routes)}",
-            {"kind": kind, "key": key, "outbox_ids": ids, "contacts": [c.id for c in contacts]},
+            {"kind": kind, "key": key, "outbox_ids": ids, "contacts": [c.id for c in reached]},
         )
+    # a key queued again (no new ids) had its misses recorded the first time
+    if ids or not messages:
+        _record_undelivered(conn, settings, incident, kind, key, contacts, messages, targets, now)
     return len(ids)
+
+
+def _record_undelivered(
+    conn: Connection,
+    settings: Settings,
+    incident: dict[str, Any],
+    kind: str,
+    key: str,
+    contacts: list[Contact],
+    messages: list[OutboundMessage],
+    targets: list[str] | None,
+    now: float,
+) -> None:
+    unheld = [
+        t
+        for t in targets or ()
+        if reach.names_people(t) and not resolve_target(conn, settings, t, now)
+    ]
+    reasons = reach.undelivered(settings, contacts, messages, unheld)
+    if reasons:
+        add_event(
+            conn,
+            incident["id"],
+            now,
+            "not_delivered",
+            "nachtwacht",
+            f"{label(kind)} NOT delivered: {'; '.join(reasons)}",
+            {"kind": kind, "key": key, "reasons": reasons, "unheld": unheld},
+        )
 
 
 def notified_so_far(conn: Connection, settings: Settings, incident_id: int) -> list[Contact]:

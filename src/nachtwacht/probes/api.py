@@ -44,7 +44,8 @@ async def get_status(request: Request) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         with rt.store.connect() as conn:
-            return report.status_report(conn, rt.clock.now(), rt.settings.site)
+            data = report.status_report(conn, rt.clock.now(), rt.settings.site)
+        return report.add_paging(data, rt.settings)
 
     return await asyncio.to_thread(work)
 

@@ -31,6 +31,8 @@ STATE_MARK = {
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Every component and probe with its state; exit 0 ok, 1 degraded, 2 critical or no store.
 
+    Degraded too when no configured channel reaches anyone on the escalation policies.
+
     Also the store and the spool as `serve` last saw them: a store that is down while the
     spool fills is critical even when this command can reach the store itself.
     """
@@ -64,6 +66,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     finally:
         store.dispose()
     data["spool"] = spool
+    report.add_paging(data, cfg)
     level = _spool_level(spool)
     if level > data["level"]:
         data["level"] = level
@@ -80,6 +83,8 @@ def _spool_level(spool: dict) -> int:
     if serve is not None and not serve["stale"] and not serve["store"]["available"]:
         return 2
     if spool["alarm"]:
+        return 2
+    if serve is not None and not serve["stale"] and spool_status.failing(serve):
         return 2
     return 1 if spool["dead"] else 0
 
@@ -101,6 +106,8 @@ def _spool_line(spool: dict) -> str:
 
 def _print_status(data: dict) -> None:
     typer.echo(f"{data['site']}: {data['overall'].upper()}  ({data['generated_at']})")
+    for problem in data.get("paging", {}).get("problems", []):
+        typer.echo(f"  PAGING BROKEN: {problem}")
     if not data.get("engine_running", True):
         seen = data.get("engine_last_seen")
         typer.echo(

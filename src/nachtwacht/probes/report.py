@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
@@ -10,6 +10,9 @@ from nachtwacht.clock import iso
 from nachtwacht.durations import parse_duration
 from nachtwacht.probes import service
 from nachtwacht.store import tables as t
+
+if TYPE_CHECKING:
+    from nachtwacht.config.schema import Settings
 
 # a state's weight in the overall verdict and the exit code of `nachtwacht status`
 SEVERITY = {"ok": 0, "new": 0, "pending": 1, "warning": 1, "unknown": 1, "critical": 2}
@@ -103,3 +106,14 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         "engine_running": engine_running,
         "engine_last_seen": iso(last_alive),
     }
+
+
+def add_paging(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A monitor that can page nobody is degraded, however green its probes are."""
+    from nachtwacht.notify.reach import paging_status
+
+    data["paging"] = paging_status(settings)
+    if not data["paging"]["ok"] and data["level"] < 1:
+        data["level"] = 1
+        data["overall"] = OVERALL[1]
+    return data

@@ -105,7 +105,11 @@ def write_batch(
     transitions: Sequence[tuple[int, Transition, ResultRow]],
     states: dict[int, ProbeState],
 ) -> None:
-    """One transaction per flush: results, state changes and the latest state of each probe."""
+    """One transaction per flush: results, state changes and the latest state of each probe.
+
+    Each state change also leaves a `probe_flips` row, so the alert it may mean is raised even
+    if the process dies right after this commit (the alert worker deletes the row when done).
+    """
     if results:
         conn.execute(
             t.results.insert(),
@@ -136,6 +140,21 @@ def write_batch(
                     "value": row.value,
                     "message": row.message,
                     "first_failure": tr.first_failure,
+                }
+                for probe_id, tr, row in transitions
+            ],
+        )
+        # the alert worker's to-do list, committed with the state it is about
+        conn.execute(
+            t.probe_flips.insert(),
+            [
+                {
+                    "probe_id": probe_id,
+                    "ts": tr.at,
+                    "from_state": tr.from_state.value,
+                    "to_state": tr.to_state.value,
+                    "first_failure": tr.first_failure,
+                    "message": row.message,
                 }
                 for probe_id, tr, row in transitions
             ],

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nachtwacht.probes import service
@@ -39,6 +41,15 @@ class ResultWriter:
         self.dropped = 0
         self.spilled = 0  # results handed to the spool because the store was down
         self.drainer: Drainer | None = None  # set by `attach`: without it there is no spool
+        # called after a commit that stored state changes (their flips): the alert worker
+        self.on_commit: list[Callable[[], None]] = []
+        # one flush at a time: two in flight could commit an older state over a newer one
+        self._lock = asyncio.Lock()
+        self._urgent: asyncio.Task[None] | None = None
+        # flushes taken on the event loop and still writing in a worker thread: `flush_sync`
+        # waits for them, so it never commits a newer state before an older one
+        self._idle = threading.Condition()
+        self._inflight = 0
 
     def attach(self, drainer: Drainer) -> None:
         """Spill flushes the store cannot take into `drainer`'s spool."""
@@ -112,24 +123,73 @@ class ResultWriter:
     def flush_sync(self) -> int:
         """Flush from the thread that owns the buffers (tests, shutdown)."""
         batch = self._take()
+        self._wait_idle()
         try:
             written = self._flush(batch)
         except Exception:
             self._put_back(batch)
             raise
         self.written += written
+        if batch[1] and written:
+            self._committed()
         return written
 
     async def tick(self, now: float) -> None:
-        if not (self._results or self._transitions or self._states):
-            return
-        batch = self._take()  # swapped on the event loop, written in a worker thread
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is buffered now (serialised with every other flush of this writer)."""
+        async with self._lock:
+            if not (self._results or self._transitions or self._states):
+                return
+            batch = self._take()  # swapped on the event loop, written in a worker thread
+            with self._idle:
+                self._inflight += 1
+            try:
+                written = await asyncio.to_thread(self._flush_tracked, batch)
+            except BaseException:
+                self._put_back(batch)
+                raise
+            self.written += written
+            if batch[1] and written:
+                self._committed()
+
+    def _flush_tracked(self, batch: spooled.Batch) -> int:
         try:
-            written = await asyncio.to_thread(self._flush, batch)
-        except BaseException:
-            self._put_back(batch)
-            raise
-        self.written += written
+            return self._flush(batch)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def _wait_idle(self, timeout: float = 30.0) -> None:
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._inflight <= 0, timeout):
+                log.error("a flush is still writing after %.0f s; flushing anyway", timeout)
+
+    def flush_soon(self) -> None:
+        """A state change is buffered: write it now rather than at the next tick.
+
+        The alert it may mean is raised from the committed flip, so the page waits for this
+        commit; without it a confirmed failure would wait up to `flush_interval`.
+        """
+        if self._urgent is not None and not self._urgent.done():
+            return
+        self._urgent = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            # the batch is back in the buffer; the writer's tick retries and reports it
+            log.exception("urgent flush of a state change failed")
+
+    def _committed(self) -> None:
+        for hook in self.on_commit:
+            try:
+                hook()
+            except Exception:
+                log.exception("writer commit hook failed")
 
 
 class _Attempt:

@@ -18,7 +18,14 @@ from typing import Annotated, Any
 
 import typer
 
-from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
+from nachtwacht.cli.common import (
+    ConfigOption,
+    JsonOption,
+    fail,
+    keep_going,
+    print_json,
+    settings,
+)
 from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
@@ -141,7 +148,8 @@ def _finish(store: Store, run_id: int, as_json: bool) -> None:
 
 
 def _policy(yes: bool, as_json: bool) -> Policy:
-    progress = None if as_json else _print_step
+    # printed between steps: a reader that goes away (`| head`) must not stop the run
+    progress = None if as_json else keep_going(_print_step)
     if yes:
         return Policy(destructive="yes", manual="yes", progress=progress)
     if sys.stdin.isatty() and not as_json:

@@ -110,5 +110,8 @@ def install(runtime: Runtime) -> None:
         # replayed alerts may have queued pages: send them now, not at the next poll
         if kind == ALERT:
             runtime.wake_outbox()
+        # replayed state changes left flips: the alert worker raises their alerts now
+        if kind == RESULTS:
+            runtime.alerting.wake()
 
     drainer.listeners.append(replayed)

@@ -9,6 +9,12 @@ the drainer (`spool.drain`) moves records into the store in order. A record is
 A crash can leave a torn record at the end of the last segment; it was never acknowledged
 (acknowledgement follows the fsync), so opening the log cuts it off.
 
+A write or fsync that fails (a full disk, above all) is cut off the same way, at once, back to
+the end of the last acknowledged record, so nothing the sender was refused is replayed. The log
+then refuses appends with `SpoolUnwritable` (its `retry_after` says when it tries again) and
+says why in `fault`; the next append after a short back-off tries the disk again, so the log
+recovers by itself once there is room, without a restart.
+
 Positions are (segment number, byte offset). The drainer keeps its cursor in the store, in the
 same transaction as the rows it wrote, so a record is stored exactly once across kill -9; this
 module only deletes segments wholly before a position it is told is committed.
@@ -17,6 +23,8 @@ module only deletes segments wholly before a position it is told is committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -24,9 +32,16 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from nachtwacht.clock import Clock, SystemClock, iso
 
 HEADER = struct.Struct("<IIB")
 SUFFIX = ".spool"
+# after a failed write the disk is tried again at the next append, but no sooner than this; the
+# wait doubles while it keeps failing, so a full disk is not hammered by every sender
+RETRY_FIRST = 1.0
+RETRY_MAX = 10.0
 
 
 class SpoolError(Exception):
@@ -35,6 +50,20 @@ class SpoolError(Exception):
 
 class SpoolFull(SpoolError):
     """Accepting this would pass the configured size bound: refuse rather than lose."""
+
+
+class SpoolUnwritable(SpoolError):
+    """The disk refused the last write (full, read-only, I/O error); try again later."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(exc: Exception) -> int:
+    """Whole seconds a refused sender should wait (the `Retry-After` of a 503)."""
+    wait = getattr(exc, "retry_after", RETRY_MAX)
+    return max(1, int(wait + 0.999))
 
 
 Position = tuple[int, int]
@@ -54,11 +83,13 @@ class SpoolLog:
         max_bytes: int = 1 << 30,
         segment_bytes: int = 16 << 20,
         fsync: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self.clock = clock or SystemClock()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held while open
         try:
@@ -71,8 +102,18 @@ class SpoolLog:
         self._mutex = threading.Lock()
         segments = self.segments()
         self._segment = segments[-1] if segments else 1
-        self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
+        # a raw descriptor, not a buffered file: a failed write must leave no bytes in a
+        # buffer that a later flush or close would push out behind our back
+        self._fd: int | None = _open_segment(self._path(self._segment))
         self._repair_tail()
+        # True from a write until its fsync returns: bytes past `_sizes` may be on disk, and
+        # must be cut off before anything else is appended behind them
+        self._torn = False
+        self._dir_unsynced = False  # a new segment's directory entry is not durable yet
+        self._fault: str | None = None  # why the disk refused the last write
+        self._fault_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = RETRY_FIRST
         self._sizes = {n: self._path(n).stat().st_size for n in self.segments()}
         # where the newest record of each kind ends: "is a record of this kind still waiting?"
         # is then one comparison with the drainer's cursor (ingestion keeps per-kind order)
@@ -84,7 +125,11 @@ class SpoolLog:
     # -- writing ----------------------------------------------------------------------------
 
     def append_many(self, records: list[tuple[str, bytes]]) -> Position:
-        """Append and fsync; return the end position. Raises SpoolFull, all or nothing."""
+        """Append and fsync; return the end position. All or nothing.
+
+        Raises SpoolFull past the size bound, SpoolUnwritable when the disk refuses (now, or
+        at the last attempt and it is not yet time for the next one).
+        """
         blobs = [_encode(kind, payload) for kind, payload in records]
         size = sum(len(b) for b in blobs)
         with self._mutex:
@@ -92,20 +137,24 @@ class SpoolLog:
                 raise SpoolFull(
                     f"spool {self.directory} is full ({self.bytes_used} of {self.max_bytes} bytes)"
                 )
-            if self._sizes.get(self._segment, 0) >= self.segment_bytes:
-                self._rotate()
-            start = self._sizes.get(self._segment, 0)
+            now = self.clock.now()
+            if self._fault is not None and now < self._retry_at:
+                raise SpoolUnwritable(self._refusal(), self._retry_at - now)
             try:
-                self._fh.write(b"".join(blobs))
-                self._fh.flush()
+                self._ready()
+                if self._sizes.get(self._segment, 0) >= self.segment_bytes:
+                    self._rotate()
+                start = self._sizes.get(self._segment, 0)
+                self._torn = True
+                _write_all(self._descriptor(), b"".join(blobs))
                 if self.fsync:
-                    os.fsync(self._fh.fileno())
+                    os.fsync(self._descriptor())
+                self._torn = False
             except OSError as exc:
-                # a short write must not leave half a record for the next append to follow
-                self._fh.close()
-                self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
-                self._repair_tail()
-                raise SpoolError(f"spool {self.directory}: cannot write: {exc}") from exc
+                self._failed(exc, now)
+                raise SpoolUnwritable(self._refusal(), self._retry_at - now) from exc
+            self._fault = self._fault_since = None
+            self._backoff = RETRY_FIRST
             self._sizes[self._segment] = start + size
             offset = start
             for (kind, _), blob in zip(records, blobs, strict=True):
@@ -151,11 +200,65 @@ class SpoolLog:
                     future.set_result(None)
 
     def _rotate(self) -> None:
-        self._fh.close()
+        # the new segment is opened before the old is let go: if the disk refuses, nothing moved
+        fd = _open_segment(self._path(self._segment + 1))
+        old, self._fd = self._fd, fd
         self._segment += 1
-        self._fh = open(self._path(self._segment), "ab")  # noqa: SIM115
         self._sizes[self._segment] = 0
+        if old is not None:
+            _close_quietly(old)
+        self._dir_unsynced = True
         _fsync_dir(self.directory)
+        self._dir_unsynced = False
+
+    # -- a refused write ----------------------------------------------------------------------
+
+    def _failed(self, exc: OSError, now: float) -> None:
+        """Remember why, schedule the next attempt, and cut what the failed write left."""
+        if self._fault is None:
+            self._fault_since = now
+            self._backoff = RETRY_FIRST
+        else:
+            self._backoff = min(RETRY_MAX, self._backoff * 2)
+        self._fault = exc.strerror or str(exc)
+        self._retry_at = now + self._backoff
+        # the cut is tried again before the next write; until then nothing is written
+        with contextlib.suppress(OSError):
+            self._ready()
+
+    def _ready(self) -> None:
+        """Before writing: cut a failed write's bytes, make a new segment's entry durable."""
+        if self._torn:
+            fd = self._descriptor()
+            # back to the last acknowledged byte, not to the last whole record: a failed batch
+            # may have written whole records whose senders were told no, and they will retry
+            os.ftruncate(fd, self._sizes.get(self._segment, 0))
+            os.fsync(fd)
+            self._torn = False
+        if self._dir_unsynced:
+            _fsync_dir(self.directory)
+            self._dir_unsynced = False
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = _open_segment(self._path(self._segment))
+        return self._fd
+
+    def _refusal(self) -> str:
+        return f"spool {self.directory} cannot write: {self._fault} since {iso(self._fault_since)}"
+
+    @property
+    def fault(self) -> dict[str, Any] | None:
+        """Why the spool cannot write and since when (None: the last write went through)."""
+        with self._mutex:
+            if self._fault is None:
+                return None
+            return {
+                "error": self._fault,
+                "since": self._fault_since,
+                "since_iso": iso(self._fault_since),
+                "retry_at": self._retry_at,
+            }
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -213,8 +316,11 @@ class SpoolLog:
                 committed[0] == self._segment
                 and committed[1] == self._sizes.get(self._segment)
                 and committed[1] >= self.segment_bytes
+                and not self._torn
             ):
-                self._rotate()
+                # only housekeeping: the next append rotates (or reports the disk)
+                with contextlib.suppress(OSError):
+                    self._rotate()
         return freed
 
     def backlog(self, committed: Position | None) -> int:
@@ -253,7 +359,13 @@ class SpoolLog:
         return sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
 
     def close(self) -> None:
-        self._fh.close()
+        with self._mutex:
+            if self._torn:
+                with contextlib.suppress(OSError):  # opening the log again cuts the torn tail
+                    self._ready()
+            if self._fd is not None:
+                _close_quietly(self._fd)
+                self._fd = None
         self._lock_fh.close()
 
     def _path(self, number: int) -> Path:
@@ -287,16 +399,34 @@ class SpoolLog:
                 break
             pos = end
         if pos != len(data):
-            self._fh.close()
             with open(path, "r+b") as fh:
                 fh.truncate(pos)
                 os.fsync(fh.fileno())
-            self._fh = open(path, "ab")  # noqa: SIM115
 
 
 def _encode(kind: str, payload: bytes) -> bytes:
     k = kind.encode()
     return HEADER.pack(len(payload), zlib.crc32(k + payload), len(k)) + k + payload
+
+
+def _open_segment(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all is written: a nearly full disk takes part of a write, then refuses."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _close_quietly(fd: int) -> None:
+    # the descriptor is released either way, and nothing unacknowledged depends on it
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -8,6 +8,7 @@ since 14:02 and 38 MB are waiting in the spool".
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,9 @@ from nachtwacht.spool.log import on_disk
 
 STATE_FILE = "state.json"
 STALE_AFTER = 60.0  # a state file older than this is from a serve that is not running
+# the state file is padded to this size, so that on a full disk it can still be rewritten in
+# place (blocks it already has) when a new file cannot be created
+STATE_BYTES = 4096
 
 
 def snapshot(runtime: Any, now: float) -> dict[str, Any]:
@@ -28,6 +32,7 @@ def snapshot(runtime: Any, now: float) -> dict[str, Any]:
     down = drainer.store_down_since
     used = spool.bytes_used
     fill = spool.fill
+    fault = spool.fault
     return {
         "at": now,
         "store": {
@@ -47,16 +52,40 @@ def snapshot(runtime: Any, now: float) -> dict[str, Any]:
             "alarm": fill >= cfg.alarm_fill,
             "stored_since_start": drainer.stored,
             "dead": drainer.dead,
+            "writable": fault is None,
+            "write_error": None if fault is None else fault["error"],
+            "write_error_since": None if fault is None else fault["since"],
+            "write_error_since_iso": None if fault is None else fault["since_iso"],
         },
     }
 
 
+def failing(state: dict[str, Any]) -> bool:
+    """Whether serve's spool refuses writes (older state files do not say: they did not)."""
+    return state["spool"].get("writable") is False
+
+
 def write_state(directory: Path, state: dict[str, Any]) -> None:
-    """Replace the state file atomically (a reader never sees half of it)."""
+    """Replace the state file atomically (a reader never sees half of it).
+
+    On a full disk (when `status` most needs to hear that the spool cannot write) a new file
+    cannot be written; the old one is then overwritten in place, within the blocks it has.
+    """
     path = Path(directory) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, default=str))
-    os.replace(tmp, path)
+    text = json.dumps(state, default=str).ljust(STATE_BYTES)  # JSON allows trailing blanks
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or len(text) > STATE_BYTES:
+            raise
+        tmp.unlink(missing_ok=True)
+        # a reader racing this may see a mix and take it for no state at all (`read_state`
+        # answers None), which is better than the last word before the disk filled
+        with open(path, "r+") as fh:  # raises again if there is no old file to reuse
+            fh.write(text)
+            fh.truncate()
 
 
 def read_state(directory: Path, now: float) -> dict[str, Any] | None:
@@ -100,6 +129,10 @@ def describe(state: dict[str, Any]) -> str:
         f"{head}; spool {megabytes(waiting)} waiting "
         f"({spool['fill']:.1%} of {megabytes(spool['max_bytes'])} used)"
     )
+    if failing(state):
+        text += (
+            f" — spool cannot write: {spool['write_error']} since {spool['write_error_since_iso']}"
+        )
     if spool.get("alarm"):
         text += f" — ABOVE the alarm level {spool['alarm_fill']:.0%}"
     return text

@@ -94,6 +94,21 @@ state_changes = Table(
     Index(None, "ts"),
 )
 
+# Transitions the alert worker has not handled yet (healthchecks' `Flip`): written in the same
+# transaction as the probe state that changed, deleted by the worker in the transaction that
+# raises or resolves the alert. A crash anywhere between leaves the row for the next worker.
+probe_flips = Table(
+    "probe_flips",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("probe_id", Integer, nullable=False),
+    Column("ts", Double, nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    Column("first_failure", Double),
+    Column("message", Text),
+)
+
 
 def _rollup(name: str, *extra: Column) -> Table:
     return Table(

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from nachtwacht.config.schema import Settings
+from nachtwacht.notify import reach
 from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import CURSOR_KEY
 from nachtwacht.spool.log import backlog_on_disk, on_disk
@@ -193,6 +194,12 @@ def check_spool(settings: Settings, store: Store | None) -> Check:
     if serve is not None and not serve["stale"] and not serve["store"]["available"]:
         level = "fail"
         parts.append(f"serve reports the store DOWN since {serve['store']['down_since_iso']}")
+    if serve is not None and not serve["stale"] and spool_status.failing(serve):
+        level = "fail"
+        parts.append(
+            f"serve's spool cannot write: {serve['spool']['write_error']} "
+            f"since {serve['spool']['write_error_since_iso']}"
+        )
     if fill >= cfg.alarm_fill:
         level = "fail"
         parts.append(f"above the alarm level {cfg.alarm_fill:.0%}")
@@ -260,8 +267,10 @@ def skew_level(skew: float, error: float, against: str) -> Check:
 
 def check_channels(settings: Settings) -> list[Check]:
     configured = settings.notify.channels
+    # the same verdict /healthz, `status` and the dashboard give
+    problems = reach.paging_problems(settings)
     if not configured:
-        return [Check("channels", "warn", "no notification channel configured: nobody is paged")]
+        return [Check("channels", "warn", "; ".join(problems))]
     out = []
     for name, cfg in configured.items():
         label = f"channel {name}"
@@ -273,11 +282,8 @@ def check_channels(settings: Settings) -> list[Check]:
             found = Check(label, "fail", f"{exc.__class__.__name__}: {exc}"[:300])
         found.name = label
         out.append(found)
-    people = settings.people.contacts
-    if configured and not any(c.email or c.phone or c.chat for c in people):
-        kinds = {c.kind for c in configured.values()}
-        if kinds <= {"email", "sms"}:
-            out.append(Check("contacts", "warn", "no contact has an email or phone to page"))
+    if problems:
+        out.append(Check("paging", "warn", "; ".join(problems)))
     return out
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nachtwacht.alerts.probe_alerts import title
+from nachtwacht.probes.results import State
 from nachtwacht.watchdog.deadman import DeadMan
 from nachtwacht.watchdog.storealarm import StoreAlarm
 
@@ -42,12 +44,24 @@ def status_for(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def failing_probes(runtime: Runtime) -> list[str]:
+    """'component: probe STATE — message' for each probe failing now, worst first."""
+    order = {State.CRITICAL: 0, State.WARNING: 1, State.UNKNOWN: 2}
+    failing = [rt for rt in runtime.scheduler.runtimes.values() if rt.state.state in order]
+    failing.sort(key=lambda rt: (order[rt.state.state], rt.config.severity, rt.config.name))
+    return [
+        f"{rt.config.component}: {title(rt.config, rt.state.state, rt.state.last_message)}"
+        for rt in failing
+    ]
+
+
 def install(runtime: Runtime) -> None:
     cfg = runtime.settings.watchdog
     deadman = DeadMan(cfg, runtime.settings.site, runtime.clock, lambda: status_for(runtime))
     alarm = StoreAlarm(
         runtime.settings, runtime.store, runtime.clock, runtime.drainer, runtime.spool.directory
     )
+    alarm.failing = lambda: failing_probes(runtime)
     runtime.watchdog = Watchdog(deadman, alarm)  # type: ignore[attr-defined]
     if cfg.deadman_url is not None:
         runtime.engine.add("deadman", float(cfg.deadman_interval), deadman.tick)

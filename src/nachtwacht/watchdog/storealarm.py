@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "watchdog-store-alarm.json"
 MAX_ATTEMPTS = 10
+FAILING_SHOWN = 15
 
 
 @dataclass
@@ -65,6 +67,8 @@ class StoreAlarm:
     outage: dict[str, Any] | None = None
     last: dict[str, Any] | None = None  # the previous outage, for /healthz and status
     _spool_firing: bool | None = None
+    # the probes failing at this moment, from the scheduler's memory (the store is gone)
+    failing: Callable[[], list[str]] = field(default=lambda: [], repr=False)
     _loaded: bool = field(default=False, repr=False)
 
     # -- state file ------------------------------------------------------------------------
@@ -305,6 +309,7 @@ class StoreAlarm:
             f"Nachtwacht cannot reach its store ({self.store.describe()}) since "
             f"{self._local(outage['since'])} ({words(now - outage['since'])}).\n"
             f"Last error: {outage.get('error') or 'unknown'}\n\n"
+            f"{self._failing_text()}"
             "Meanwhile Nachtwacht keeps accepting heartbeats, external alerts and probe results "
             f"into its local spool ({megabytes(self.drainer.backlog_bytes)} waiting, "
             f"{spool.fill:.1%} of {megabytes(spool.max_bytes)} used) and stores them when the "
@@ -315,6 +320,21 @@ class StoreAlarm:
             "`nachtwacht doctor` checks the whole installation.\n"
             f"{repeat}"
         )
+
+    def _failing_text(self) -> str:
+        try:
+            failing = self.failing()
+        except Exception:  # the page goes out whatever this costs
+            log.exception("listing failing probes for the store-down page")
+            return ""
+        if not failing:
+            return "No probe is failing at this moment.\n\n"
+        shown = failing[:FAILING_SHOWN]
+        more = len(failing) - len(shown)
+        lines = "".join(f"- {line}\n" for line in shown)
+        if more:
+            lines += f"- and {more} more\n"
+        return f"Probes failing at this moment ({len(failing)}):\n{lines}\n"
 
     def _local(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.settings.zone).strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -39,6 +39,7 @@ from nachtwacht.errors import pages as errors_pages
 from nachtwacht.evidence import api as evidence_api
 from nachtwacht.incidents.api import ack_router
 from nachtwacht.incidents.api import router as incidents_router
+from nachtwacht.notify import reach
 from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
@@ -149,12 +150,17 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         modules = runtime.engine.health()
-        # the store down or the spool near full is degraded at once, not at the next tick
+        # the store down, the spool near full or unwritable is degraded at once, not at the
+        # next tick
         state = spool_status.snapshot(runtime, runtime.clock.now())
+        # a monitor that can page nobody fails at its one job: degraded like a lost store
+        paging = reach.paging_status(settings)
         ok = (
             all(m["healthy"] for m in modules)
             and state["store"]["available"]
             and not state["spool"]["alarm"]
+            and not spool_status.failing(state)
+            and paging["ok"]
         )
         watchdog = getattr(runtime, "watchdog", None)
         body: dict[str, Any] = {
@@ -165,7 +171,8 @@ def create_app(
             "unwritten_results": runtime.writer.pending,
             "store": state["store"],
             "spool": state["spool"],
-            "summary": spool_status.describe(state),
+            "paging": paging,
+            "summary": "; ".join([spool_status.describe(state), *paging["problems"]]),
             "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -48,6 +48,7 @@ from nachtwacht.incidents.notifications import (
     send_custom,
 )
 from nachtwacht.incidents.sla import describe_target
+from nachtwacht.notify import reach
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.templates import TemplateError, render
 from nachtwacht.oncall import service as oncall
@@ -510,6 +511,7 @@ async def overview(request: Request) -> HTMLResponse:
             | incidents_data(conn, rt, now)
             | uptime_data(conn, now, grid["probe_rows"], cache)
             | errors_data(conn, now)
+            | {"paging_problems": reach.paging_problems(rt.settings)}
         )
 
     return await _show(request, "overview.html", build)
@@ -654,6 +656,17 @@ def previews(
     return out
 
 
+def incident_paging(
+    conn: Connection, inc: dict[str, Any], timeline: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What this incident's pages missed, and whether they reached anybody at all."""
+    missed = list(dict.fromkeys(e["message"] for e in timeline if e["kind"] == "not_delivered"))
+    queued = conn.execute(
+        select(func.count()).select_from(t.outbox).where(t.outbox.c.incident_id == inc["id"])
+    ).scalar_one()
+    return {"missed": missed, "reached_nobody": bool(inc["paged"]) and not queued}
+
+
 def incident_data(incident_id: int) -> Build:
     def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         settings = rt.settings
@@ -666,8 +679,11 @@ def incident_data(incident_id: int) -> Build:
             who = people.contact(r["contact"])
             roles.append({**r, "name": who.name if who else r["contact"]})
         commander = people.contact(inc["commander"]) if inc["commander"] else None
+        timeline = incidents.timeline(conn, incident_id)
         return {
             "inc": inc,
+            "paging_problems": reach.paging_problems(settings),
+            "incident_paging": incident_paging(conn, inc, timeline),
             "is_open": inc["status"] in OPEN_STATUSES,
             "sla": sla(inc, now),
             "target": describe_target(inc["severity"]),
@@ -675,7 +691,7 @@ def incident_data(incident_id: int) -> Build:
             "commander_name": commander.name if commander else inc["commander"],
             "roles": roles,
             "alerts": incidents.alerts_of(conn, incident_id),
-            "timeline": incidents.timeline(conn, incident_id),
+            "timeline": timeline,
             "plan": escalation_plan(settings, inc),
             "previews": previews(conn, settings, inc, now),
             # the messages a responder can edit and send: prefilled from their templates

@@ -6,7 +6,7 @@ the usual caller); a POST body (e.g. the job's output) is kept, trimmed to 10 kB
 while the store is unavailable (or earlier pings still wait in the spool), appended to the
 durable spool, from which the drainer stores it later with the same `record_ping`. So a job
 that got a 200 never loses its ping to a crash or an outage. Only when the spool refuses too
-(full, unwritable) is the answer 503, and `curl --retry` sends it again.
+(full, unwritable) is the answer 503 with `Retry-After`, and `curl --retry` sends it again.
 
 What the router needs from the app (the app factory sets these in its lifespan):
 
@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from nachtwacht.probes.heartbeats import MAX_BODY_BYTES, Event, record_ping, valid_token
 from nachtwacht.spool.handlers import HEARTBEAT, heartbeat_record
 from nachtwacht.spool.ingest import accept
-from nachtwacht.spool.log import SpoolError
+from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store.db import Store, StoreError
 
 router = APIRouter(tags=["heartbeat"])
@@ -77,6 +77,7 @@ async def ping(request: Request, token: str, event: Event) -> Response:
         return JSONResponse(
             {"detail": f"the ping was not recorded, try again: {exc}", "field": None},
             status_code=503,
+            headers={"Retry-After": str(retry_after(exc))},
         )
     return PlainTextResponse("OK")
 

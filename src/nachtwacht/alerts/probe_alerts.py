@@ -1,0 +1,207 @@
+"""What a probe's state means for its alert: by change (flips) and by level (reconcile).
+
+A state change that can page is stored as a `probe_flips` row in the transaction that commits
+the probe's new state (`probes.service.write_batch`, for the writer and the spool's replay
+alike). `claim_flip` deletes one row in the transaction that raises or resolves the alert, so
+the alert and the end of the obligation commit together: a process that dies anywhere in
+between leaves the row, and the next worker (after a restart, or another process on the same
+store) handles it. Two workers racing for one row: the second DELETE finds nothing.
+
+`reconcile` is the net under that: by level, not by change. A probe failing at its alerting
+level with no firing alert gets one; a recovered probe whose alert still fires gets it
+resolved. It runs at start and periodically, so even a state written by something that left no
+flip (an older version, a hand-edited store) is paged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+
+from nachtwacht.alerts.service import Signal
+from nachtwacht.probes.base import ProbeConfig
+from nachtwacht.probes.results import State
+from nachtwacht.probes.state import Transition
+from nachtwacht.store import tables as t
+
+FAILING = {State.WARNING, State.CRITICAL, State.UNKNOWN}
+HEALTHY = {State.OK, State.NEW}
+TITLE_MESSAGE = 120  # characters of the probe's message kept in a title
+
+StateOf = Callable[[str], State | None]
+
+
+def fingerprint(cfg: ProbeConfig) -> str:
+    return f"probe:{cfg.name}"
+
+
+def alerting(cfg: ProbeConfig, state: State) -> bool:
+    """Is `state` at the level where this probe alerts?"""
+    return (state is State.CRITICAL and cfg.alert_on != "never") or (
+        state is State.WARNING and cfg.alert_on == "warning"
+    )
+
+
+def title(cfg: ProbeConfig, state: State, message: str | None) -> str:
+    """What is broken, for the alert, the incident and the page: 'shop-web CRITICAL — refused'.
+
+    The description says what the probe expects when all is well ("Shop front page answers"),
+    so it is no title for a failure; it goes with the alert as what was expected.
+    """
+    text = f"{cfg.name} {state.value.upper()}"
+    first_line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    if first_line:
+        if len(first_line) > TITLE_MESSAGE:
+            first_line = first_line[: TITLE_MESSAGE - 1] + "…"
+        text += f" — {first_line}"
+    return text
+
+
+def _signal(
+    cfg: ProbeConfig,
+    probe_id: int,
+    firing: bool,
+    state: State,
+    started_at: float,
+    detected_at: float,
+    message: str | None,
+    inhibited_by: str | None = None,
+) -> Signal:
+    return Signal(
+        fingerprint=fingerprint(cfg),
+        source="probe",
+        title=title(cfg, state, message),
+        component=cfg.component,
+        severity=cfg.severity,
+        firing=firing,
+        started_at=started_at,
+        detected_at=detected_at,
+        message=message or "",
+        probe_id=probe_id,
+        probe_name=cfg.name,
+        state=state.value,
+        inhibited_by=inhibited_by,
+        expected=cfg.description,
+    )
+
+
+def _inhibitor(cfg: ProbeConfig, state_of: StateOf) -> str | None:
+    return next((dep for dep in cfg.depends_on if state_of(dep) not in (None, *HEALTHY)), None)
+
+
+def may_alert(transition: Transition) -> bool:
+    """Could this change raise or resolve an alert (under any `alert_on`)?"""
+    return transition.to_state in FAILING or transition.from_state in FAILING
+
+
+def signal_for(
+    cfg: ProbeConfig,
+    probe_id: int,
+    transition: Transition,
+    message: str | None,
+    state_of: StateOf,
+) -> Signal | None:
+    """The alert signal a probe transition means, if any."""
+    to = transition.to_state
+    started = transition.first_failure or transition.at
+    if alerting(cfg, to):
+        return _signal(
+            cfg, probe_id, True, to, started, transition.at, message, _inhibitor(cfg, state_of)
+        )
+    if transition.from_state in FAILING and to is not State.PENDING:
+        # recovered, or fell below the alerting level: resolve any open alert
+        return _signal(cfg, probe_id, False, to, started, transition.at, message)
+    return None
+
+
+# -- flips ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flip:
+    id: int
+    probe_id: int
+    transition: Transition
+    message: str | None
+
+
+def pending_flips(conn: Connection, limit: int = 500) -> list[Flip]:
+    """The oldest flips nobody has handled yet, in the order they happened."""
+    f = t.probe_flips.c
+    rows = conn.execute(select(t.probe_flips).order_by(f.id).limit(limit)).all()
+    return [
+        Flip(
+            int(r.id),
+            int(r.probe_id),
+            Transition(State(r.from_state), State(r.to_state), float(r.ts), r.first_failure),
+            r.message,
+        )
+        for r in rows
+    ]
+
+
+def claim_flip(conn: Connection, flip_id: int) -> bool:
+    """Take one flip in the caller's transaction; False if another worker has it."""
+    return conn.execute(delete(t.probe_flips).where(t.probe_flips.c.id == flip_id)).rowcount == 1
+
+
+def probes_with_flips(conn: Connection) -> set[int]:
+    return set(conn.execute(select(t.probe_flips.c.probe_id).distinct()).scalars())
+
+
+# -- reconcile by level -----------------------------------------------------------------------
+
+
+def reconcile_signals(
+    conn: Connection, configs: Mapping[int, ProbeConfig], state_of: StateOf
+) -> list[Signal]:
+    """Signals that make alerts match the committed probe states (see the module doc)."""
+    s = t.probe_state.c
+    skip = probes_with_flips(conn)  # the flip will say it, with the right times
+    failing = conn.execute(
+        select(t.probe_state).where(
+            s.state.in_([State.CRITICAL.value, State.WARNING.value]),
+        )
+    ).all()
+    a = t.alerts.c
+    firing: dict[str, dict[str, Any]] = {
+        row.fingerprint: dict(row._mapping)
+        for row in conn.execute(
+            select(a.fingerprint, a.id).where(a.status == "firing", a.source == "probe")
+        ).all()
+    }
+    out: list[Signal] = []
+    for row in failing:
+        cfg = configs.get(row.probe_id)
+        if cfg is None or row.probe_id in skip:
+            continue
+        state = State(row.state)
+        if alerting(cfg, state) and fingerprint(cfg) not in firing:
+            started = row.first_failure or row.since
+            out.append(
+                _signal(
+                    cfg,
+                    row.probe_id,
+                    True,
+                    state,
+                    started,
+                    row.since,
+                    row.last_message,
+                    _inhibitor(cfg, state_of),
+                )
+            )
+    by_fingerprint = {fingerprint(cfg): (pid, cfg) for pid, cfg in configs.items()}
+    firing_ids = [by_fingerprint[fp][0] for fp in firing if fp in by_fingerprint]
+    if firing_ids:
+        rows = conn.execute(select(t.probe_state).where(s.probe_id.in_(firing_ids))).all()
+        for row in rows:
+            pid = row.probe_id
+            cfg = configs[pid]
+            state = State(row.state)
+            if pid in skip or alerting(cfg, state) or state in (State.PENDING, State.NEW):
+                continue
+            out.append(_signal(cfg, pid, False, state, row.since, row.since, row.last_message))
+    return out
