@@ -695,7 +695,7 @@ def _slot(now: float, sent: list[float], ahead: list[float], limit: int) -> floa
             continue
         if bisect_right(items, at) - bisect_right(items, at - WINDOW) < limit:
             return at
-    return now  # not reached: the minute after the last item is empty
+    return (items[-1] if items else now) + WINDOW  # the minute after the last one is empty
 
 
 def _untrue(row: dict[str, Any], inc: dict[str, Any]) -> str | None:
