@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nachtwacht.alerts.service import Signal
 from nachtwacht.config.loader import parse_config
@@ -82,3 +82,18 @@ def events(store: Store, incident_id: int) -> list[tuple[str, str]]:
             .order_by(t.incident_events.c.id)
         ).all()
     return [(r.kind, r.message) for r in rows]
+
+
+def deliver(store: Store, now: float) -> int:
+    """What a sender does to every due message: here it is simply marked sent.
+
+    Escalation tests run no sender; a page still queued when the incident is acknowledged or
+    resolved is withdrawn (never sent), so tests about follow-ups deliver the pages first.
+    """
+    o = t.outbox.c
+    with store.begin() as conn:
+        return conn.execute(
+            update(t.outbox)
+            .where(o.status == "pending")
+            .values(status="sent", sent_at=now, next_attempt_at=now, attempts=1)
+        ).rowcount

@@ -8,7 +8,7 @@ from nachtwacht.alerts import service as alerts
 from nachtwacht.clock import FakeClock
 from nachtwacht.incidents import escalation, service
 from nachtwacht.store.db import Store
-from tests.incident_fixtures import events, local, outbox, probe_signal, site
+from tests.incident_fixtures import deliver, events, local, outbox, probe_signal, site
 
 # a Wednesday night, 03:00 in Amsterdam: outside business hours
 NIGHT = local(2026, 12, 2, 3, 0)
@@ -166,6 +166,7 @@ def test_a_failing_dependency_inhibits_paging_for_its_dependents(store: Store) -
 def test_recovery_resolves_and_sends_the_resolved_notice_to_those_paged(store: Store) -> None:
     settings = site(store)
     inc_id = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT).incident_id
+    deliver(store, NIGHT + 1)
     out = _fire(
         store, settings, probe_signal("db", "database", 1, NIGHT + 600, firing=False), NIGHT + 600
     )
@@ -217,6 +218,7 @@ def test_an_incident_that_paged_still_sends_its_resolved_notice_in_maintenance(
         "end: 2026-12-02T05:00:00}\n",
     )
     inc_id = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT).incident_id
+    deliver(store, NIGHT + 1)
     _fire(
         store, settings, probe_signal("db", "database", 1, NIGHT + 1200, firing=False), NIGHT + 1200
     )
@@ -239,6 +241,7 @@ def test_two_processes_never_fire_the_same_step_twice(store: Store) -> None:
 def test_overdue_status_update_reminds_the_commander(store: Store) -> None:
     settings = site(store)
     inc_id = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT).incident_id
+    deliver(store, NIGHT + 1)
     with store.begin() as conn:
         service.acknowledge(conn, inc_id, "olga", NIGHT + 60)
         service.assign(conn, inc_id, "tina", "commander", "olga", NIGHT + 60)

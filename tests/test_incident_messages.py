@@ -38,7 +38,7 @@ people:
 notify:
   channels:
     mail: {{kind: email, host: 127.0.0.1, port: {free_port()}}}
-    chat: {{kind: slack, url: "https://hooks.slack.example/services/T01/B02/x"}}
+    chat: {{kind: slack, url: "https://hooks.slack.example/services/T01/B02/x", team_wide: true}}
 probes: []
 """,
         store.url,

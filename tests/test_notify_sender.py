@@ -21,6 +21,7 @@ from tests.notify_helpers import Receiver, queue, settings, webhook_messages
 
 
 def site(receiver: Receiver, extra: str = "", store: Store | None = None, rate: int = 1000) -> Any:
+    # `rate` sets both budgets: these tests are about the limiter, whatever the kind
     return settings(
         f"""
 site: shop
@@ -30,6 +31,7 @@ people:
     - {{id: bob, name: Bob, roles: [technical_lead], phone: "+31600000002"}}
 notify:
   rate_limit_per_minute: {rate}
+  page_rate_limit_per_minute: {rate}
   channels:
     hook: {{kind: webhook, url: "{receiver.url}/hook"}}
     text: {{kind: sms, url: "{receiver.url}/sms"}}

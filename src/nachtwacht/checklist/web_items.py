@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from nachtwacht.auth import service as auth
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
+from nachtwacht.incidents.notifications import followup_channels
 from nachtwacht.notify.compose import compose
 from nachtwacht.notify.outbox import enqueue
 from nachtwacht.notify.sender import NotifyTestError, OutboxSender, rows_by_id
@@ -278,9 +279,25 @@ def _queue_test(ctx: Context, contact_id: str) -> list[int]:
         raise NotifyTestError(f"no contact '{contact_id}' (reviews.checklist.test_contact)")
     now = ctx.clock.now()
     key = f"checklist:{contact.id}:{int(now)}:{secrets.token_hex(4)}"
-    messages = compose(
-        ctx.settings, kind="test", key=key, incident=None, contacts=[contact], now=now
-    )
+    messages = []
+    if ctx.incident_id is not None:
+        # a follow-up of the incident: to the rooms its pages reached, not every room
+        with ctx.store.connect() as conn:
+            routes = followup_channels(conn, ctx.settings, ctx.incident_id)
+        messages = compose(
+            ctx.settings,
+            kind="test",
+            key=key,
+            incident=None,
+            contacts=[contact],
+            channels=routes,
+            now=now,
+        )
+    if not messages:
+        # no incident, or none of its routes reaches the contact: alerting must still be tested
+        messages = compose(
+            ctx.settings, kind="test", key=key, incident=None, contacts=[contact], now=now
+        )
     if not messages:
         raise NotifyTestError(f"no notification channel reaches '{contact.id}'")
     with ctx.store.begin() as conn:

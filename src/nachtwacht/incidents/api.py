@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
@@ -319,6 +320,18 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
+def _over(inc: dict[str, Any], zone: tzinfo) -> HTMLResponse:
+    """The link of an incident that is over: say so, offer nothing to acknowledge."""
+    when = inc["resolved_at"] or inc["closed_at"]
+    at = f" at {datetime.fromtimestamp(when, zone):%Y-%m-%d %H:%M %Z}" if when else ""
+    return _page(
+        "Resolved",
+        f"<h1>#{inc['id']} is already {html.escape(inc['status'])}</h1>"
+        f"<p>{html.escape(inc['title'])}</p><p>It was {html.escape(inc['status'])}{at}; "
+        "there is nothing to acknowledge and nothing was recorded.</p>",
+    )
+
+
 # public: the token in the link is the credential (only those paged have it)
 ack_router = APIRouter(tags=["incidents"])
 
@@ -335,6 +348,8 @@ async def ack_page(request: Request, token: str) -> HTMLResponse:
     if inc is None:
         return _page("Unknown link", "<h1>Unknown or expired link</h1>", 404)
     title = html.escape(inc["title"])
+    if inc["status"] not in OPEN_STATUSES:
+        return _over(inc, rt.settings.zone)
     if inc["acknowledged_at"] is not None:
         return _page("Acknowledged", f"<h1>#{inc['id']} already acknowledged</h1><p>{title}</p>")
     return _page(
@@ -362,6 +377,9 @@ async def ack_link(request: Request, token: str) -> HTMLResponse:
     inc = await _write(request, work)
     if inc is None:
         return _page("Unknown link", "<h1>Unknown or expired link</h1>", 404)
+    if inc["status"] not in OPEN_STATUSES:
+        # nothing was recorded: thanking them would say a page was needed and answered
+        return _over(inc, _rt(request).settings.zone)
     return _page(
         "Acknowledged", f"<h1>#{inc['id']} acknowledged</h1><p>Thank you, {html.escape(actor)}.</p>"
     )

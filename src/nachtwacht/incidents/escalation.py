@@ -19,6 +19,8 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import notifications, service
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.incidents.policy import EscalationPolicy, EscalationStep
+from nachtwacht.notify.compose import PER_CONTACT
+from nachtwacht.notify.outbox import STALE_ON_RESOLVE
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import external_contacts
 from nachtwacht.store import tables as t
@@ -449,18 +451,30 @@ def resolve(
     if require_checklist:
         resolution_gate(conn, inc, skip_checklist, actor, now)
     service.set_status(conn, incident_id, "resolved", actor, now, message)
+    service.withdraw_queued(conn, incident_id, STALE_ON_RESOLVE, actor, f"resolved by {actor}", now)
     if not inc["paged"]:
         return 0
     fresh = service.require(conn, incident_id)
+    contacts = notifications.notified_so_far(conn, settings, incident_id)
+    channels = notifications.followup_channels(conn, settings, incident_id)
+    broadcast = [n for n in channels if settings.notify.channels[n].kind not in PER_CONTACT]
+    if not contacts and not broadcast:
+        # its pages were all withdrawn before they went out: an all-clear would be the first
+        # anyone hears of it
+        service.add_event(
+            conn, incident_id, now, "note", "nachtwacht", "no resolved notice: nobody was notified"
+        )
+        return 0
     return notifications.queue(
         conn,
         settings,
         fresh,
         kind="resolved",
         key=f"inc{incident_id}:resolved:{int(now)}",
-        contacts=notifications.notified_so_far(conn, settings, incident_id),
+        contacts=contacts,
         now=now,
-        extra={"resolution": message},
+        # the notice says who else heard it, so nobody wonders whether the lead knows
+        extra={"resolution": message, "notified_channels": broadcast},
         actor=actor,
     )
 

@@ -17,6 +17,8 @@ EVENT_KINDS = (
     "notification_queued",
     "notification_sent",
     "notification_failed",
+    "notification_deferred",  # held by a rate limit, with the time it goes out
+    "notification_withdrawn",  # queued, then cancelled: an ack or resolution made it untrue
     "not_delivered",  # a page that no configured channel could carry to someone it was for
     "acknowledged",
     "status",

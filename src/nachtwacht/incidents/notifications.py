@@ -11,8 +11,8 @@ from sqlalchemy import Connection, select
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import IncidentError, add_event, require, timeline
 from nachtwacht.notify import reach
-from nachtwacht.notify.compose import PAGING, compose, fit, label
-from nachtwacht.notify.outbox import OutboundMessage, enqueue
+from nachtwacht.notify.compose import PAGING, PER_CONTACT, compose, fit, label
+from nachtwacht.notify.outbox import PAGES, OutboundMessage, enqueue
 from nachtwacht.notify.templates import TemplateError
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import resolve_target
@@ -71,6 +71,9 @@ def queue(
         # `channel:X` targets choose the broadcast channels; contacts still get their own
         personal = [n for n, c in settings.notify.channels.items() if c.kind in ("email", "sms")]
         channels = [*personal, *channels]
+    elif kind not in PAGES:
+        # a follow-up goes where this incident's pages went, not to every room
+        channels = followup_channels(conn, settings, incident["id"])
     messages = compose(
         settings,
         kind=kind,
@@ -132,14 +135,46 @@ def _record_undelivered(
 
 
 def notified_so_far(conn: Connection, settings: Settings, incident_id: int) -> list[Contact]:
-    """Everyone a message about this incident was queued for: they hear the follow-ups."""
+    """Everyone a message about this incident was queued for: they hear the follow-ups.
+
+    A message withdrawn before it went out (acknowledged, resolved) notified nobody.
+    """
+    o = t.outbox.c
     ids = conn.execute(
-        select(t.outbox.c.contact)
-        .where(t.outbox.c.incident_id == incident_id, t.outbox.c.contact.is_not(None))
+        select(o.contact)
+        .where(o.incident_id == incident_id, o.contact.is_not(None), o.status != "cancelled")
         .distinct()
     ).scalars()
     people = {c.id: c for c in settings.people.contacts}
     return [people[i] for i in ids if i in people]
+
+
+def followup_channels(conn: Connection, settings: Settings, incident_id: int) -> list[str]:
+    """The channels follow-ups (updates, notices, the resolved notice) of an incident use.
+
+    Per-contact channels (email, SMS), which reach only the contacts a follow-up names; the
+    broadcast channels a page about this incident was queued for (and not withdrawn); and
+    broadcast channels configured `team_wide`. A room the policy has not brought in yet hears
+    nothing of it.
+    """
+    o = t.outbox.c
+    reached = set(
+        conn.execute(
+            select(o.channel)
+            .where(
+                o.incident_id == incident_id,
+                o.contact.is_(None),
+                o.kind.in_(PAGES),
+                o.status != "cancelled",
+            )
+            .distinct()
+        ).scalars()
+    )
+    return [
+        name
+        for name, cfg in settings.notify.channels.items()
+        if cfg.kind in PER_CONTACT or name in reached or getattr(cfg, "team_wide", False)
+    ]
 
 
 # the messages a responder may edit on the incident page (or through the API) and send
@@ -204,6 +239,8 @@ def send_custom(
             incident=incident,
             contacts=contacts,
             context=context_for(conn, settings, incident),
+            # as `queue`: a page goes where it is addressed, a follow-up where the pages went
+            channels=None if kind in PAGES else followup_channels(conn, settings, incident_id),
             now=now,
         )
     except TemplateError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Connection, Select, select, update
@@ -16,6 +17,8 @@ from sqlalchemy import Connection, Select, select, update
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
+from nachtwacht.notify.compose import label
+from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, withdraw
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -228,7 +231,41 @@ def acknowledge(conn: Connection, incident_id: int, actor: str, now: float) -> b
         f"acknowledged by {actor} after {_minutes(waited)}",
         {"response_seconds": round(waited, 1), "within_target": now <= inc["response_due_at"]},
     )
+    withdraw_queued(conn, incident_id, STALE_ON_ACK, actor, f"acknowledged by {actor}", now)
     return True
+
+
+def withdraw_queued(
+    conn: Connection,
+    incident_id: int,
+    kinds: tuple[str, ...],
+    actor: str,
+    why: str,
+    now: float,
+) -> int:
+    """Cancel queued messages that `why` made untrue, and say so on the timeline."""
+    rows = withdraw(conn, incident_id, kinds, f"withdrawn: {why}")
+    if not rows:
+        return 0
+    counts = Counter(label(r.kind) for r in rows)
+    noun = "page" if all(r.kind in PAGES for r in rows) else "message"
+    text = f"{len(rows)} queued {noun}{'s' if len(rows) != 1 else ''} withdrawn"
+    if len(counts) > 1:
+        text += " (" + ", ".join(f"{n} {_plural(what, n)}" for what, n in counts.items()) + ")"
+    add_event(
+        conn,
+        incident_id,
+        now,
+        "notification_withdrawn",
+        actor,
+        f"{text}: {why}",
+        {"outbox_ids": [r.id for r in rows], "kinds": dict(counts), "reason": why},
+    )
+    return len(rows)
+
+
+def _plural(word: str, n: int) -> str:
+    return word if n == 1 else f"{word}s"
 
 
 def set_status(

@@ -86,7 +86,7 @@ def outbox(
         to = r["contact"] or "*"
         error = f"  {r['last_error']}" if r["last_error"] and r["status"] != "sent" else ""
         typer.echo(
-            f"{r['id']:>6} {r['status']:<8} {r['kind']:<22} {r['channel']}:{to:<14} "
+            f"{r['id']:>6} {r['status']:<9} {r['kind']:<22} {r['channel']}:{to:<14} "
             f"tries {r['attempts']}  {r['sent_at'] or r['next_attempt_at']}{error}"
         )
 

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from nachtwacht.durations import Duration
 
+PAGE_LIMIT_FLOOR = 10  # pages per minute per destination when not configured
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,6 +36,9 @@ class WebhookChannel(Strict):
     url: HttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = 10.0
+    # hears every incident's follow-ups (updates, notices, resolved), not only those of the
+    # incidents whose pages it carried
+    team_wide: bool = False
 
 
 class ChatChannel(Strict):
@@ -42,6 +47,7 @@ class ChatChannel(Strict):
     kind: Literal["slack", "mattermost", "teams"]
     url: HttpUrl
     timeout: Duration = 10.0
+    team_wide: bool = False  # as for webhooks
 
 
 class SmsChannel(Strict):
@@ -68,8 +74,20 @@ Channel = Annotated[
 
 class NotifySettings(Strict):
     channels: dict[str, Channel] = Field(default_factory=dict)
-    # per destination (contact and channel): at most this many messages per minute; the rest wait
+    # per destination (an address, or a broadcast channel): at most this many messages other
+    # than pages start in any minute; the rest wait. Pages never count against it.
     rate_limit_per_minute: int = Field(default=4, ge=1)
+    # the same for pages (first pages, repeats, escalation steps), counted on their own: it
+    # only protects a destination from a flood of pages, and S1 pages go first within it.
+    # Unset: rate_limit_per_minute, but at least 10 (never stricter on pages than before)
+    page_rate_limit_per_minute: int | None = Field(default=None, ge=1)
+
+    @property
+    def page_limit(self) -> int:
+        if self.page_rate_limit_per_minute is not None:
+            return self.page_rate_limit_per_minute
+        return max(PAGE_LIMIT_FLOOR, self.rate_limit_per_minute)
+
     max_attempts: int = Field(default=10, ge=1)
     retry_backoff: Duration = 5.0  # first retry after this; doubles each attempt, up to 10 min
     templates_dir: str | None = None  # overrides of the built-in Jinja2 templates

@@ -12,9 +12,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Row, select, update
 
 from nachtwacht.store import tables as t
+
+# the messages that page someone: sent before every other message, with their own rate limit
+PAGES = ("emergency_alert", "emergency_notification")
+# what an acknowledgement makes untrue: "not acknowledged yet", "acknowledge: <link>"
+STALE_ON_ACK = PAGES
+# what a resolution makes untrue: anything saying the incident is ongoing (the resolved notice
+# and the review reminders are written for a resolved incident and stay)
+STALE_ON_RESOLVE = (*PAGES, "status_update", "reminder", "customer_notice")
 
 
 @dataclass
@@ -65,3 +73,28 @@ def enqueue(conn: Connection, messages: list[OutboundMessage], now: float) -> li
             ).inserted_primary_key[0]
         )
     return ids
+
+
+def withdraw(conn: Connection, incident_id: int, kinds: tuple[str, ...], reason: str) -> list[Row]:
+    """Cancel the incident's queued messages of these kinds; return the rows cancelled.
+
+    Only `pending` rows: one a sender has claimed may be with the channel already and is not
+    recalled (the sender checks the incident again when it claims, see notify/sender.py).
+    Each row is cancelled by a conditional UPDATE, in the caller's transaction.
+    """
+    o = t.outbox.c
+    rows = conn.execute(
+        select(o.id, o.kind, o.channel, o.contact)
+        .where(o.incident_id == incident_id, o.status == "pending", o.kind.in_(kinds))
+        .order_by(o.id)
+    ).all()
+    done = []
+    for row in rows:
+        got = conn.execute(
+            update(t.outbox)
+            .where(o.id == row.id, o.status == "pending")
+            .values(status="cancelled", claimed_until=None, last_error=reason[:2000])
+        ).rowcount
+        if got == 1:
+            done.append(row)
+    return done

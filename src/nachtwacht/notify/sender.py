@@ -12,10 +12,19 @@ Guarantees (docs/notifications.md has the long form):
 - Failures retry after `retry_backoff * 2**(attempts-1)` (at most 10 minutes); a permanent
   error or `max_attempts` failures make the row `dead`. Each outcome of a row that belongs to
   an incident goes on its timeline in the same transaction as the row's new status.
+- Pages (first pages, repeats, escalation steps) are claimed before everything else, S1
+  first, then test messages, then the rest (updates, notices, reminders).
 - Per destination (channel and address; the channel alone for broadcast channels) at most
-  `rate_limit_per_minute` deliveries start in any rolling minute; the rest wait (their
-  `next_attempt_at` moves), none is dropped. A sent row's `next_attempt_at` is the time it was
-  sent, so the limiter reads recent sends through the (status, next_attempt_at) index.
+  `rate_limit_per_minute` messages other than pages start in any rolling minute, and at most
+  `page_rate_limit_per_minute` pages: each kind has its own budget (as GoAlert's per-contact
+  limits), so no update, notice or test ever holds a page, and a burst of pages cannot starve
+  the test that proves alerting works. The rest wait (their `next_attempt_at` moves; the
+  incident's timeline says until when), none is dropped. A sent row's `next_attempt_at` is the
+  time it was sent, so the limiter reads recent sends through the (status, next_attempt_at)
+  index.
+- A message an acknowledgement or resolution made untrue is not sent: the ack or resolve
+  cancels the queued rows in its own transaction (notify/outbox.withdraw), and the claim checks
+  the incident again for rows claimed in the race; those become `cancelled` too.
 
 New work is picked up at once through `wake()`; the 1 s loop timer only serves retries.
 """
@@ -29,6 +38,7 @@ import logging
 import os
 import secrets
 import socket
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -36,25 +46,43 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, case, func, or_, select, update
 
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.schema import Settings
+from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.incidents.service import add_event
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.compose import BROADCAST, compose, label
-from nachtwacht.notify.outbox import enqueue
+from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, STALE_ON_RESOLVE, enqueue
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "sending", "sent", "dead")
+STATUSES = ("pending", "sending", "sent", "dead", "cancelled")
+DONE = ("sent", "dead", "cancelled")  # a row in one of these is never sent (again)
 MAX_BACKOFF = 600.0
 WINDOW = 60.0  # the rate limit's rolling window
 o = t.outbox.c
+i = t.incidents.c
+
+
+def lane(kind: str) -> str:
+    """Which rate-limit budget a message uses: pages, tests, or the rest."""
+    if kind in PAGES:
+        return "page"
+    return "test" if kind == "test" else "other"
+
+
+Destination = tuple[str, str, str | None]  # (budget, channel, address)
+
+# claim order: pages, then tests, then the rest; S1 first, a row of no incident last
+_LANE_ORDER = case((o.kind.in_(PAGES), 0), (o.kind == "test", 1), else_=2)
+_SEVERITY = func.coalesce(i.severity, 9).label("severity")
+_WITH_INCIDENT = t.outbox.outerjoin(t.incidents, i.id == o.incident_id)
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -72,9 +100,21 @@ def _due(now: float) -> Any:
 
 
 @dataclass
+class Held:
+    """A due row the rate limit holds back, and why; for the incident's timeline."""
+
+    incident_id: int | None
+    kind: str
+    channel: str
+    contact: str | None
+    limit: int
+
+
+@dataclass
 class Plan:
     chosen: dict[int, str] = field(default_factory=dict)  # row id → channel
     deferred: dict[int, float] = field(default_factory=dict)  # row id → new next_attempt_at
+    held: dict[int, Held] = field(default_factory=dict)  # row id → what is deferred
     more: bool = False  # due rows were left for lack of capacity
 
 
@@ -167,11 +207,29 @@ class OutboxSender:
     def _plan(
         self, now: float, capacity: int, busy: list[int], only: Collection[int] | None = None
     ) -> Plan:
-        """Read the due rows and decide, by the rate limits, which to claim and which to defer."""
+        """Read the due rows and decide, by the rate limits, which to claim and which to defer.
+
+        Within a budget rows go in order of severity, then of queueing (FIFO). A deferred row
+        is given the time its turn really comes, counting the rows held for that destination
+        before it: so it is not handled again (nor announced again) each time a slot opens
+        and a newer row takes it.
+        """
         query = (
-            select(o.id, o.channel, o.address, o.status)
+            select(
+                o.id,
+                o.channel,
+                o.address,
+                o.kind,
+                o.created_at,
+                _SEVERITY,
+                o.status,
+                o.incident_id,
+                o.contact,
+            )
+            .select_from(_WITH_INCIDENT)
             .where(_due(now))
-            .order_by(o.next_attempt_at, o.id)
+            # pages first, S1 before S2 before S3: within the batch and for the free capacity
+            .order_by(_LANE_ORDER, _SEVERITY, o.created_at, o.id)
             .limit(self.batch)
         )
         if only is not None:
@@ -185,30 +243,54 @@ class OutboxSender:
                 return plan
             names = sorted({c.channel for c in candidates})
             recent = conn.execute(
-                select(o.channel, o.address, o.next_attempt_at).where(
+                select(o.channel, o.address, o.kind, o.next_attempt_at).where(
                     o.status.in_(("sent", "sending")),
                     o.next_attempt_at > now - WINDOW,
                     o.channel.in_(names),
                 )
             ).all()
-        limit = self.settings.notify.rate_limit_per_minute
-        window: dict[tuple[str, str | None], list[float]] = defaultdict(list)
-        for r in recent:
-            window[self._destination(r.channel, r.address)].append(r.next_attempt_at)
-        for c in candidates:
-            dest = self._destination(c.channel, c.address)
-            times = sorted(x for x in window[dest] if x > now - WINDOW)
-            if len(times) >= limit:
-                if c.status == "pending":
-                    # the next slot opens when the limit-th most recent send leaves the window
-                    plan.deferred[c.id] = times[-limit] + WINDOW
-                continue
-            if len(plan.chosen) >= capacity:
-                plan.more = True
-                continue
-            plan.chosen[c.id] = c.channel
-            window[dest].append(now)
+            window: dict[Destination, list[float]] = defaultdict(list)
+            for r in recent:
+                window[self._destination(r.kind, r.channel, r.address)].append(r.next_attempt_at)
+            # rows waiting for a later time, by their place in the queue; read only when a
+            # destination is full (they cannot delay a row while the minute has room)
+            held: dict[Destination, list[tuple[tuple[int, float, int], float]]] | None = None
+            for c in candidates:
+                dest = self._destination(c.kind, c.channel, c.address)
+                limit = self._limit(c.kind)
+                if sum(1 for x in window[dest] if x > now - WINDOW) < limit:
+                    if len(plan.chosen) >= capacity:
+                        plan.more = True
+                        continue
+                    plan.chosen[c.id] = c.channel
+                    window[dest].append(now)
+                    continue
+                if c.status != "pending":
+                    continue  # a lease that ran out: taken again when there is room
+                if held is None:
+                    held = self._waiting(conn, now, names)
+                place = (c.severity, c.created_at, c.id)
+                ahead = [at for before, at in held[dest] if before < place]
+                slot = _slot(now, window[dest], ahead, limit)
+                plan.deferred[c.id] = slot
+                plan.held[c.id] = Held(c.incident_id, c.kind, c.channel, c.contact, limit)
+                held[dest].append((place, slot))
         return plan
+
+    def _waiting(
+        self, conn: Connection, now: float, names: list[str]
+    ) -> dict[Destination, list[tuple[tuple[int, float, int], float]]]:
+        """Pending rows due later (held, or waiting to retry), by destination and queue place."""
+        rows = conn.execute(
+            select(o.id, o.channel, o.address, o.kind, o.created_at, o.next_attempt_at, _SEVERITY)
+            .select_from(_WITH_INCIDENT)
+            .where(o.status == "pending", o.next_attempt_at > now, o.channel.in_(names))
+        ).all()
+        held: dict[Destination, list[tuple[tuple[int, float, int], float]]] = defaultdict(list)
+        for r in rows:
+            place = (r.severity, r.created_at, r.id)
+            held[self._destination(r.kind, r.channel, r.address)].append((place, r.next_attempt_at))
+        return held
 
     def _take(self, now: float, plan: Plan) -> list[dict[str, Any]]:
         """Claim the chosen rows with a conditional update each; return the rows we got."""
@@ -216,13 +298,17 @@ class OutboxSender:
             return []
         claimed: list[int] = []
         with self.store.begin() as conn:
+            deferred: dict[int, float] = {}
             # in id order, so two senders on PostgreSQL/MariaDB lock rows in the same order
             for row_id, until in sorted(plan.deferred.items()):
-                conn.execute(
+                got = conn.execute(
                     update(t.outbox)
                     .where(o.id == row_id, o.status == "pending", o.next_attempt_at <= now)
                     .values(next_attempt_at=until)
-                )
+                ).rowcount
+                if got == 1:
+                    deferred[row_id] = until
+            self._note_deferred(conn, now, {k: (v, plan.held[k]) for k, v in deferred.items()})
             for row_id, channel in sorted(plan.chosen.items()):
                 got = conn.execute(
                     update(t.outbox)
@@ -239,15 +325,120 @@ class OutboxSender:
                     claimed.append(row_id)
             rows = []
             if claimed:
-                query = select(t.outbox).where(o.id.in_(claimed)).order_by(o.id)
+                # with the incident as it is now, to catch what an ack or resolve made untrue
+                query = (
+                    select(
+                        t.outbox,
+                        i.status.label("inc_status"),
+                        i.acknowledged_at.label("inc_acknowledged_at"),
+                        i.acknowledged_by.label("inc_acknowledged_by"),
+                        i.resolved_at.label("inc_resolved_at"),
+                    )
+                    .select_from(_WITH_INCIDENT)
+                    .where(o.id.in_(claimed))
+                    .order_by(o.id)
+                )
                 rows = [dict(r) for r in conn.execute(query).mappings()]
+                rows = self._drop_untrue(conn, rows, now)
         if plan.deferred:
             log.info("rate limit: %d notifications deferred", len(plan.deferred))
         return rows
 
+    def _limit(self, kind: str) -> int:
+        notify = self.settings.notify
+        if lane(kind) == "page":
+            return notify.page_limit
+        return notify.rate_limit_per_minute
+
     @staticmethod
-    def _destination(channel: str, address: str | None) -> tuple[str, str | None]:
-        return (channel, address)
+    def _destination(kind: str, channel: str, address: str | None) -> Destination:
+        # each lane has its own budget per destination: an update never takes a page's slot
+        return (lane(kind), channel, address)
+
+    def _note_deferred(
+        self, conn: Connection, now: float, deferred: dict[int, tuple[float, Held]]
+    ) -> None:
+        """Put held messages on their incident's timeline: when first held, or held much longer.
+
+        A row the limiter holds again when its slot comes (others took it) is not written
+        again unless its time moved by more than the window: one line per real delay.
+        """
+        mine = {k: v for k, v in deferred.items() if v[1].incident_id is not None}
+        if not mine:
+            return
+        incidents = sorted({h.incident_id for _, h in mine.values() if h.incident_id is not None})
+        told: dict[int, float] = {}
+        e = t.incident_events.c
+        for raw in conn.execute(
+            select(e.data_json).where(
+                e.incident_id.in_(incidents), e.kind == "notification_deferred"
+            )
+        ).scalars():
+            for key, until in (json.loads(raw or "{}").get("held") or {}).items():
+                told[int(key)] = max(told.get(int(key), 0.0), float(until))
+        groups: dict[tuple[int, str], list[tuple[int, float, Held]]] = defaultdict(list)
+        for row_id, (until, held) in sorted(mine.items()):
+            if held.incident_id is None or (row_id in told and until <= told[row_id] + WINDOW):
+                continue
+            groups[(held.incident_id, lane(held.kind))].append((row_id, until, held))
+        for (incident_id, which), items in sorted(groups.items()):
+            limit = items[0][2].limit
+            budget = (
+                f"{limit} pages a minute per destination"
+                if which == "page"
+                else f"{limit} messages a minute per destination; pages are not held by it"
+            )
+            what = "; ".join(
+                f"{label(h.kind)} {self._to(h.channel, h.contact)} until {self._local(until)}"
+                for _, until, h in items
+            )
+            add_event(
+                conn,
+                incident_id,
+                now,
+                "notification_deferred",
+                "nachtwacht",
+                f"held by the rate limit ({budget}): {what}",
+                {"held": {str(r): u for r, u, _ in items}, "limit": limit, "lane": which},
+            )
+
+    @staticmethod
+    def _to(channel: str, contact: str | None) -> str:
+        return f"to {contact} by {channel}" if contact else f"to {channel}"
+
+    def _drop_untrue(
+        self, conn: Connection, rows: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]]:
+        """Cancel claimed rows an ack or resolution made untrue since they were queued.
+
+        The ack or resolve cancels what is pending in its own transaction; this catches a row
+        a sender had already read as due (or a lease that ran out) while that committed.
+        """
+        keep = []
+        for row in rows:
+            inc = {k[4:]: row.pop(k) for k in list(row) if k.startswith("inc_")}
+            why = _untrue(row, inc) if row["incident_id"] is not None else None
+            if why is None:
+                keep.append(row)
+                continue
+            got = conn.execute(
+                update(t.outbox)
+                .where(o.id == row["id"], o.status == "sending", o.claimed_by == self.instance)
+                .values(status="cancelled", claimed_until=None, last_error=f"withdrawn: {why}")
+            ).rowcount
+            if got != 1:
+                continue
+            add_event(
+                conn,
+                row["incident_id"],
+                now,
+                "notification_withdrawn",
+                "nachtwacht",
+                f"{label(row['kind'])} {self._to(row['channel'], row['contact'])} "
+                f"withdrawn before sending: {why}",
+                {"outbox_ids": [row["id"]], "kinds": {row["kind"]: 1}, "reason": why},
+            )
+        return keep
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -487,9 +678,50 @@ class OutboxSender:
             await self.tick(self.clock.now(), only=wanted)
             rows = await asyncio.to_thread(rows_by_id, self.store, wanted)
             left = deadline - loop.time()
-            if left <= 0 or all(r["status"] in ("sent", "dead") for r in rows):
+            if left <= 0 or all(r["status"] in DONE for r in rows):
                 return rows
             await asyncio.sleep(min(0.2, left))
+
+
+def _slot(now: float, sent: list[float], ahead: list[float], limit: int) -> float:
+    """The first time from `now` when a message may start at a destination.
+
+    `sent` are its recent starts, `ahead` the times of the messages queued before this one;
+    it may start when fewer than `limit` of those fall in the minute up to that time.
+    """
+    items = sorted([*sent, *ahead])
+    for at in sorted({now, *(x + WINDOW for x in items), *ahead}):
+        if at < now:
+            continue
+        if bisect_right(items, at) - bisect_right(items, at - WINDOW) < limit:
+            return at
+    return (items[-1] if items else now) + WINDOW  # the minute after the last one is empty
+
+
+def _untrue(row: dict[str, Any], inc: dict[str, Any]) -> str | None:
+    """Why this message is no longer true of its incident, or None.
+
+    The payload records the incident as it was composed, so a page written after the ack
+    (a later escalation step says "acknowledged by ...") stays; rows without one are judged
+    by when they were queued.
+    """
+    payload = json.loads(row["payload_json"]) if row.get("payload_json") else {}
+    kind = row["kind"]
+    if kind in STALE_ON_RESOLVE and inc["status"] not in OPEN_STATUSES:
+        if "status" in payload:
+            was_open = payload["status"] in OPEN_STATUSES
+        else:
+            was_open = inc["resolved_at"] is None or row["created_at"] <= inc["resolved_at"]
+        if was_open:
+            return f"incident {inc['status']}"
+    if kind in STALE_ON_ACK and inc["acknowledged_at"] is not None:
+        if "acknowledged_at" in payload:
+            unacked = payload["acknowledged_at"] is None
+        else:
+            unacked = row["created_at"] <= inc["acknowledged_at"]
+        if unacked:
+            return f"acknowledged by {inc['acknowledged_by']}"
+    return None
 
 
 # -- queries and the test message, shared by the CLI and the API ---------------------------

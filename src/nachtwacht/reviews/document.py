@@ -121,7 +121,9 @@ def _communication(review: dict[str, Any], r: Render) -> list[str]:
         "",
         "## Communication",
         "",
-        f"{n['total']} notifications: {n['sent']} sent, {n['failed']} failed ({kinds}).",
+        f"{n['total']} notifications: {n['sent']} sent, {n['failed']} failed"
+        + (f", {n['withdrawn']} withdrawn" if n.get("withdrawn") else "")
+        + f" ({kinds}).",
         "",
     ]
     if n["rows"]:

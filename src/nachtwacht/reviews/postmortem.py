@@ -89,6 +89,8 @@ def _notifications(conn: Connection, incident_id: int) -> dict[str, Any]:
         "total": len(messages),
         "sent": sum(m["status"] == "sent" for m in messages),
         "failed": sum(m["status"] == "dead" for m in messages),
+        # queued, then made untrue by an ack or the resolution: never sent, not a failure
+        "withdrawn": sum(m["status"] == "cancelled" for m in messages),
         "by_kind": dict(Counter(m["kind"] for m in messages)),
         "rows": messages,
         "reminders": [m for m in rows if m["kind"] in REMINDER_KINDS],
