@@ -32,7 +32,7 @@ from nachtwacht.store.db import Store
 
 log = logging.getLogger(__name__)
 
-POLL = 1.0  # flips another process (or the spool's replay) committed are seen within this
+POLL = 5.0  # flips another process committed are seen within this (ours wake the worker)
 RECONCILE_EVERY = 30.0
 RETRY = 1.0
 BATCH = 500  # flips read at once
