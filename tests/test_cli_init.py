@@ -38,6 +38,8 @@ people:
 notify:
   channels:
     mail: {kind: email}
+incidents:
+  public_url: https://nachtwacht.example.org
 """
 
 
@@ -115,6 +117,15 @@ def test_validate_exits_0_on_a_good_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert result.stdout == f"{path}: ok (1 probes, 1 components, store sqlite)\n"
     assert result.stderr == ""  # nothing to warn about
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nachtwacht.yaml"]
+
+
+def test_validate_warns_when_ack_links_point_at_this_machine_only(tmp_path: Path) -> None:
+    path = tmp_path / "nachtwacht.yaml"
+    path.write_text(GOOD + PAGED.split("incidents:")[0] + "server: {port: 18431}\n", "utf-8")
+    result = runner.invoke(app, ["config", "validate", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 warning" in result.stdout
+    assert "acknowledge links in pages point at http://127.0.0.1:18431" in result.stderr
 
 
 def test_validate_reads_nachtwacht_config_from_the_environment(tmp_path: Path) -> None:

@@ -280,3 +280,18 @@ def test_status_changes_record_mitigation_time(store: Store, status: str) -> Non
             service.set_status(conn, inc_id, "closed", "olga", NIGHT + 700)
     with store.connect() as conn:
         assert service.require(conn, inc_id)["mitigated_at"] == NIGHT + 600
+
+
+def test_a_repeat_page_says_which_page_and_a_missed_target_says_missed(
+    sqlite_store: Store,
+) -> None:
+    settings = site(sqlite_store)
+    _fire(sqlite_store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT)
+    deliver(sqlite_store, NIGHT)
+    _tick(sqlite_store, settings, NIGHT + 5 * 60)
+    [page2] = [r for r in outbox(sqlite_store) if ":page2:" in r["idempotency_key"]][:1]
+    assert "Page 2: not acknowledged yet." in page2["body"]
+    assert "MISSED" not in page2["body"]
+    _tick(sqlite_store, settings, NIGHT + 15 * 60 + 1)
+    late = [r for r in outbox(sqlite_store) if r["kind"] == "emergency_alert"][-1]
+    assert "MISSED, nobody has acknowledged yet" in late["body"]

@@ -306,7 +306,8 @@ def test_validate_points_at_the_person_no_channel_reaches(tmp_path: Path) -> Non
         "probes: []\n"
         + EVERYONE
         + "    - {id: tina, name: Tina Techlead, roles: [technical_lead], phone: '+31600000002'}\n"
-        + MAIL,
+        + MAIL
+        + "incidents: {public_url: 'https://nachtwacht.example.org'}\n",
         encoding="utf-8",
     )
     result = runner.invoke(cli, ["config", "validate", "-c", str(path)])
@@ -343,7 +344,7 @@ def test_init_writes_a_commented_people_and_notify_example_that_works_uncommente
 
     # the first edit: uncomment the two sections
     start, end = text.index("# people:\n"), text.index("\n\n", text.index("# notify:\n"))
-    block = re.sub(r"(?m)^# ?(?=people:|notify:|  )", "", text[start:end])
+    block = re.sub(r"(?m)^# ?(?=people:|notify:|incidents:|  )", "", text[start:end])
     edited = parse_config(text[:start] + block + text[end:], str(tmp_path / "nachtwacht.yaml"))
     assert [c.id for c in edited.people.contacts] == ["olga", "tina", "mia"]
     assert set(edited.notify.channels) == {"mail", "team-chat"}

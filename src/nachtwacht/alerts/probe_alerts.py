@@ -222,6 +222,7 @@ def reconcile_signals(
                     started_at=alert.started_at,
                     detected_at=alert.started_at,
                     message=REMOVED,
+                    labels={"removed": True},
                 )
             )
     return out

@@ -150,7 +150,7 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
                 conn, settings, incident_id, sig.severity, "nachtwacht", now, f"{sig.title} joined"
             )
     conn.execute(update(t.alerts).where(t.alerts.c.id == alert_id).values(incident_id=incident_id))
-    note = f"alert: {sig.title}" + (f" — {sig.message}" if sig.message else "")
+    note = f"alert: {_with_message(sig.title, sig.message)}"
     if muted_by:
         note += f" (not paging: {muted_by})"
     incidents.add_event(
@@ -170,6 +170,20 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
     )
     queued = escalation.advance(conn, settings, incident_id, now)
     return Outcome(alert_id, incident_id, "opened", muted_by, queued)
+
+
+def _with_message(title: str, message: str) -> str:
+    # a probe's title already carries its message's first line: say it once
+    return f"{title} — {message}" if message and message not in title else title
+
+
+def _recovered(sig: Signal, fired_title: str) -> str:
+    if sig.labels.get("removed"):
+        return f"resolved: {fired_title} — {sig.message}"
+    if sig.source == "probe":
+        # the probe's own words now ("shop-web OK — 200 in 80 ms"), not the failure's title
+        return f"recovered: {_with_message(sig.title, sig.message)}"
+    return f"recovered: {_with_message(fired_title, sig.message)}"
 
 
 def _impact(sig: Signal) -> str | None:
@@ -196,7 +210,7 @@ def _resolve(conn: Connection, settings: Settings, sig: Signal, now: float) -> O
             now,
             "alert",
             sig.source,
-            f"recovered: {existing['title']}" + (f" — {sig.message}" if sig.message else ""),
+            _recovered(sig, existing["title"]),
             {"alert_id": existing["id"], "fingerprint": sig.fingerprint},
         )
         still_firing = conn.execute(

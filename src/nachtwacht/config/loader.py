@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -101,9 +102,24 @@ def config_warnings(
         node = None
     found = [
         Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
-        for loc, message in reach_warnings(settings)
+        for loc, message in [*reach_warnings(settings), *_link_warnings(settings)]
     ]
     return sorted(found, key=lambda p: p.line or 0)
+
+
+def _link_warnings(settings: Settings) -> list[tuple[tuple[str, ...], str]]:
+    """An acknowledge link on a loopback address works only on this machine, not on a phone."""
+    url = settings.incidents.public_url
+    host = (urlsplit(url).hostname or "").lower()
+    if not settings.notify.channels or not (host == "localhost" or host.startswith("127.")):
+        return []
+    return [
+        (
+            ("incidents", "public_url"),
+            f"acknowledge links in pages point at {url}, which only this machine reaches; "
+            "set incidents.public_url to the address responders open from their phones",
+        )
+    ]
 
 
 def _line_at(node: yaml.Node | None, loc: list[Any]) -> int | None:

@@ -132,6 +132,19 @@ class Settings(Strict):
         return value
 
     @model_validator(mode="after")
+    def _public_url(self) -> Settings:
+        # an ack link must point at this server, whatever port it was moved to
+        if not self.incidents.public_url:
+            host = self.server.host
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            elif ":" in host:
+                host = f"[{host}]"
+            url = f"http://{host}:{self.server.port}"
+            object.__setattr__(self.incidents, "public_url", url)
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Settings:
         # One "probes[i].key: message" line per mistake; the loader splits them into problems.
         problems: list[str] = []

@@ -232,6 +232,11 @@ def _paging_example() -> str:
 #     team-chat:
 #       kind: slack               # or mattermost, teams; `webhook` posts the whole message as JSON
 #       url: https://hooks.slack.com/services/EDIT
+#
+# Pages carry an acknowledge link: the address responders open it at from their phones.
+# Unset, it is this server's own address (server.host:port), which a phone cannot reach.
+# incidents:
+#   public_url: https://nachtwacht.example.org
 
 """
 

@@ -102,8 +102,9 @@ class IncidentSettings(Strict):
     update_every: dict[Literal[1, 2, 3], Duration] = Field(
         default_factory=lambda: {1: 1800.0, 2: 3600.0, 3: 4 * 3600.0}
     )
-    # the address responders reach this server at, for acknowledge links in notifications
-    public_url: str = "http://127.0.0.1:8080"
+    # the address responders reach this server at, for acknowledge links in notifications;
+    # unset, it is this server's own `server.host:port` (filled in by Settings)
+    public_url: str = ""
 
     @model_validator(mode="after")
     def _known_policies(self) -> IncidentSettings:
