@@ -6,12 +6,15 @@ import json
 import socket
 from pathlib import Path
 
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from nachtwacht.cli.main import app
 from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.config.loader import load_config
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
 from tests.conftest import free_port
 
 runner = CliRunner()
@@ -119,6 +122,21 @@ def test_status_lists_open_incidents(tmp_path: Path) -> None:
     data = json.loads(runner.invoke(app, ["status", "--json", "-c", str(cfg)]).output)
     assert data["incidents"][0]["title"] == "Database corrupt"
     assert data["incidents"][0]["acknowledged"] is False
+    assert data["incidents"][0]["response_overdue"] is False
+
+
+def test_status_says_when_nobody_acknowledged_in_time(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    args = ["incident", "declare", "--severity", "1", "--title", "Database corrupt"]
+    assert runner.invoke(app, [*args, "-c", str(cfg)]).exit_code == 0
+    store = Store(load_config(cfg).store.url)
+    with store.begin() as conn:  # as if its 15 minutes had passed
+        conn.execute(update(t.incidents).values(response_due_at=t.incidents.c.detected_at - 1))
+    store.dispose()
+    result = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert "OVERDUE: nobody acknowledged by" in result.output, result.output
+    data = json.loads(runner.invoke(app, ["status", "--json", "-c", str(cfg)]).output)
+    assert data["incidents"][0]["response_overdue"] is True
 
 
 async def test_status_says_the_monitor_is_not_running_when_its_engine_went_quiet(

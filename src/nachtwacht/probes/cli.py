@@ -130,7 +130,12 @@ def _print_status(data: dict) -> None:
     if data.get("incidents"):
         typer.echo("\nopen incidents")
         for inc in data["incidents"]:
-            ack = "acknowledged" if inc["acknowledged"] else f"respond by {inc['response_due_at']}"
+            if inc["acknowledged"]:
+                ack = "acknowledged"
+            elif inc.get("response_overdue"):
+                ack = f"OVERDUE: nobody acknowledged by {inc['response_due_at']}"
+            else:
+                ack = f"respond by {inc['response_due_at']}"
             typer.echo(
                 f"  #{inc['id']} S{inc['severity']} {inc['status']:<13} {inc['title']}  ({ack})"
             )

@@ -80,6 +80,7 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
             "detected_at": iso(row.detected_at),
             "acknowledged": row.acknowledged_at is not None,
             "response_due_at": iso(row.response_due_at),
+            "response_overdue": row.acknowledged_at is None and row.response_due_at < now,
         }
         for row in conn.execute(
             select(t.incidents)
