@@ -97,3 +97,26 @@ def deliver(store: Store, now: float) -> int:
             .where(o.status == "pending")
             .values(status="sent", sent_at=now, next_attempt_at=now, attempts=1)
         ).rowcount
+
+
+def fire_db(store: Store, settings: Settings, now: float) -> int:
+    """An S1 probe alert for the database, as the alert worker raises it; the incident id."""
+    from nachtwacht.alerts import service as alerts
+
+    with store.begin() as conn:
+        out = alerts.process(conn, settings, probe_signal("db", "database", 1, now), now)
+    assert out.incident_id is not None
+    return out.incident_id
+
+
+def tick(store: Store, settings: Settings, now: float) -> int:
+    """One pass of the escalation module: whatever is due for each incident; messages queued."""
+    from nachtwacht.incidents import escalation
+
+    with store.connect() as conn:
+        due = escalation.due_incidents(conn, now)
+    total = 0
+    for incident_id in due:
+        with store.begin() as conn:
+            total += escalation.advance(conn, settings, incident_id, now)
+    return total

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from nachtwacht.alerts import service as alerts
 from nachtwacht.checklist import web_items
 from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, notifications, service
 from nachtwacht.store.db import Store
-from tests.incident_fixtures import deliver, events, local, outbox, probe_signal
+from tests.incident_fixtures import deliver, events, fire_db, local, outbox, tick
 
 NIGHT = local(2026, 12, 2, 3, 0)
 
@@ -51,21 +50,6 @@ probes: []
     )
 
 
-def _fire(store: Store, settings: Any, now: float) -> int:
-    with store.begin() as conn:
-        out = alerts.process(conn, settings, probe_signal("db", "database", 1, now), now)
-    assert out.incident_id is not None
-    return out.incident_id
-
-
-def _tick(store: Store, settings: Any, now: float) -> None:
-    with store.connect() as conn:
-        due = escalation.due_incidents(conn, now)
-    for incident_id in due:
-        with store.begin() as conn:
-            escalation.advance(conn, settings, incident_id, now)
-
-
 def _to(store: Store, kind: str, after: int = 0) -> set[str]:
     """Who and which rooms messages of this kind (queued after row id `after`) went to."""
     return {
@@ -81,7 +65,7 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
     store: Store, clock: FakeClock
 ) -> None:
     settings = _site(store)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     assert _to(store, "emergency_alert") == {"olga", "oncall-chat"}
     deliver(store, NIGHT + 1)
     with store.begin() as conn:
@@ -104,7 +88,7 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
         )
     assert _to(store, "status_update", mark) == {"olga", "oncall-chat", "ops-room"}
 
-    _tick(store, settings, NIGHT + 11 * 60 + 1)  # the next update is overdue: a reminder
+    tick(store, settings, NIGHT + 11 * 60 + 1)  # the next update is overdue: a reminder
     assert _to(store, "reminder") == {"olga", "oncall-chat", "ops-room"}
 
     clock.set(NIGHT + 12 * 60)
@@ -116,7 +100,7 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
         "ops-room",
     }
 
-    _tick(store, settings, NIGHT + 15 * 60)  # the technical lead and the lead's room
+    tick(store, settings, NIGHT + 15 * 60)  # the technical lead and the lead's room
     assert _to(store, "emergency_notification") == {"tina", "lead-hook"}
     deliver(store, NIGHT + 15 * 60 + 1)
     mark = _last_id(store)
@@ -133,7 +117,7 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
 
 def test_the_resolved_notice_skips_rooms_never_paged_and_says_who_heard_it(store: Store) -> None:
     settings = _site(store)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)
     with store.begin() as conn:
         escalation.resolve(conn, settings, inc_id, "olga", NIGHT + 300, "replica promoted")
@@ -149,9 +133,9 @@ def test_the_resolved_notice_skips_rooms_never_paged_and_says_who_heard_it(store
 
 def test_a_room_whose_page_was_withdrawn_is_not_counted_as_notified(store: Store) -> None:
     settings = _site(store)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)
-    _tick(store, settings, NIGHT + 15 * 60)  # the lead's page is queued ...
+    tick(store, settings, NIGHT + 15 * 60)  # the lead's page is queued ...
     with store.begin() as conn:  # ... and withdrawn by the ack before it went out
         service.acknowledge(conn, inc_id, "olga", NIGHT + 15 * 60 + 5)
         escalation.post_update(conn, settings, inc_id, "olga", NIGHT + 16 * 60, "on it")

@@ -14,32 +14,24 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from nachtwacht.alerts import service as alerts
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, service
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.incident_fixtures import deliver, events, local, outbox, probe_signal, site
+from tests.incident_fixtures import (
+    deliver,
+    events,
+    fire_db,
+    local,
+    outbox,
+    site,
+    tick,
+)
 from tests.notify_helpers import Receiver
 
 NIGHT = local(2026, 12, 2, 3, 0)
-
-
-def _fire(store: Store, settings: Any, now: float) -> int:
-    with store.begin() as conn:
-        out = alerts.process(conn, settings, probe_signal("db", "database", 1, now), now)
-    assert out.incident_id is not None
-    return out.incident_id
-
-
-def _tick(store: Store, settings: Any, now: float) -> None:
-    with store.connect() as conn:
-        due = escalation.due_incidents(conn, now)
-    for incident_id in due:
-        with store.begin() as conn:
-            escalation.advance(conn, settings, incident_id, now)
 
 
 def _status(store: Store) -> dict[str, list[str]]:
@@ -52,10 +44,10 @@ def _status(store: Store) -> dict[str, list[str]]:
 
 def test_acknowledging_withdraws_the_queued_pages_and_says_so(store: Store) -> None:
     settings = site(store)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)  # the first page went out
-    _tick(store, settings, NIGHT + 300)  # page 2: Olga (mail) and the chat
-    _tick(store, settings, NIGHT + 600)  # page 3: and her backup Bert
+    tick(store, settings, NIGHT + 300)  # page 2: Olga (mail) and the chat
+    tick(store, settings, NIGHT + 600)  # page 3: and her backup Bert
     with store.begin() as conn:
         escalation.post_update(conn, settings, inc_id, "olga", NIGHT + 610, "looking at it")
         assert service.acknowledge(conn, inc_id, "olga", NIGHT + 620)
@@ -74,9 +66,9 @@ def test_resolving_withdraws_every_queued_page_and_update_but_not_the_resolved_n
     store: Store,
 ) -> None:
     settings = site(store)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)
-    _tick(store, settings, NIGHT + 300)  # page 2, still queued (held, or retrying)
+    tick(store, settings, NIGHT + 300)  # page 2, still queued (held, or retrying)
     with store.begin() as conn:
         escalation.post_update(conn, settings, inc_id, "olga", NIGHT + 310, "failing over")
         escalation.resolve(conn, settings, inc_id, "olga", NIGHT + 320, "replica promoted")
@@ -95,7 +87,7 @@ def test_an_incident_resolved_before_its_first_page_went_out_sends_no_all_clear(
     store: Store,
 ) -> None:
     settings = site(store)
-    inc_id = _fire(store, settings, NIGHT)  # queued, no sender got to it
+    inc_id = fire_db(store, settings, NIGHT)  # queued, no sender got to it
     with store.begin() as conn:
         escalation.resolve(conn, settings, inc_id, "nachtwacht", NIGHT + 2)
     assert {r["status"] for r in outbox(store)} == {"cancelled"}
@@ -134,7 +126,7 @@ async def test_a_page_picked_up_before_the_ack_committed_is_not_sent(
 ) -> None:
     settings = _hook_site(store, receiver)
     clock.set(NIGHT)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     sender = OutboxSender(store, settings, clock, "race:1")
     try:
         plan = sender._plan(clock.now(), 8, [])  # read as due ...
@@ -155,7 +147,7 @@ async def test_a_page_claimed_by_a_sender_that_died_is_not_sent_after_the_ack(
 ) -> None:
     settings = _hook_site(store, receiver)
     clock.set(NIGHT)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     o = t.outbox.c
     with store.begin() as conn:  # another process claimed the page and died mid-send
         conn.execute(
@@ -191,7 +183,7 @@ async def test_a_page_written_after_the_ack_is_still_sent(
     """An escalation step after the ack says "acknowledged by": that is true, it goes out."""
     settings = _hook_site(store, receiver)
     clock.set(NIGHT)
-    inc_id = _fire(store, settings, NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)
     with store.begin() as conn:
         service.acknowledge(conn, inc_id, "olga", NIGHT + 60)

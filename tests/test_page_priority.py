@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from nachtwacht.alerts import service as alerts
 from nachtwacht.checklist import web_items
 from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
@@ -24,7 +23,7 @@ from nachtwacht.notify.outbox import enqueue
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.incident_fixtures import local, outbox, probe_signal
+from tests.incident_fixtures import fire_db, local, outbox, tick
 from tests.notify_helpers import Receiver
 
 NIGHT = local(2026, 12, 2, 3, 0)
@@ -55,21 +54,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver().start()
     yield r
     await r.stop()
-
-
-def _fire(store: Store, settings: Any, now: float) -> int:
-    with store.begin() as conn:
-        out = alerts.process(conn, settings, probe_signal("db", "database", 1, now), now)
-    assert out.incident_id is not None
-    return out.incident_id
-
-
-def _advance(store: Store, settings: Any, now: float) -> None:
-    with store.connect() as conn:
-        due = escalation.due_incidents(conn, now)
-    for incident_id in due:
-        with store.begin() as conn:
-            escalation.advance(conn, settings, incident_id, now)
 
 
 def _flood(store: Store, settings: Any, incident_id: int, n: int, now: float) -> None:
@@ -108,7 +92,7 @@ async def test_an_unacknowledged_s1_is_repaged_on_schedule_through_a_flood(
 ) -> None:
     settings = _site(store, receiver)
     clock.set(NIGHT)
-    incident_id = _fire(store, settings, NIGHT)
+    incident_id = fire_db(store, settings, NIGHT)
     sender = OutboxSender(store, settings, clock, "drill:1")
     try:
         await sender.tick(clock.now())
@@ -117,7 +101,7 @@ async def test_an_unacknowledged_s1_is_repaged_on_schedule_through_a_flood(
             clock.advance(5)
             n += 1
             _flood(store, settings, incident_id, n, clock.now())  # 12 a minute, 4 may go
-            _advance(store, settings, clock.now())
+            tick(store, settings, clock.now())
             await sender.tick(clock.now())
     finally:
         await sender.close()
@@ -157,7 +141,7 @@ async def test_held_messages_are_on_the_timeline_once_with_the_time_they_go(
 ) -> None:
     settings = _site(store, receiver)
     clock.set(NIGHT)
-    incident_id = _fire(store, settings, NIGHT)
+    incident_id = fire_db(store, settings, NIGHT)
     sender = OutboxSender(store, settings, clock, "held:1")
     await sender.tick(clock.now())  # the first page
     with store.begin() as conn:
@@ -193,7 +177,7 @@ async def test_the_checklist_alert_test_is_not_held_by_a_flood_of_updates(
 ) -> None:
     settings = _site(store, receiver, "reviews:\n  checklist: {notify_wait: 3s}\n")
     clock.set(NIGHT)
-    incident_id = _fire(store, settings, NIGHT)
+    incident_id = fire_db(store, settings, NIGHT)
     with store.begin() as conn:
         service.acknowledge(conn, incident_id, "olga", NIGHT)
     sender = OutboxSender(store, settings, clock, "busy:1")
