@@ -232,8 +232,8 @@ def waiting_on_lock(engine: object, database: str) -> bool:
 # -- SQLite: the state committed, the process gone before its alert --------------------------
 
 
-def _settings(tmp_path: Path, hook_port: int, target_port: int) -> Settings:
-    url = f"sqlite:///{tmp_path / 'nw.db'}"
+def _settings(tmp_path: Path, hook_port: int, target_port: int, url: str = "") -> Settings:
+    url = url or f"sqlite:///{tmp_path / 'nw.db'}"
     return parse_config(
         site(url, hook_port, target_port, tmp_path / "spool"), str(tmp_path / "nachtwacht.yaml")
     )
@@ -366,11 +366,12 @@ async def test_reconcile_resolves_the_alert_of_a_probe_that_recovered_unseen(
     target.close()
 
 
-async def test_two_workers_handle_one_flip_once(tmp_path: Path) -> None:
+async def test_two_workers_handle_one_flip_once(tmp_path: Path, store: Store) -> None:
+    """On each backend: the second worker's DELETE waits for the first, then finds nothing."""
     target = Target()
     async with Receiver() as hooks:
-        settings = _settings(tmp_path, hooks.port, target.port)
-        store = Store(settings.store.url)
+        url = store.engine.url.render_as_string(hide_password=False)
+        settings = _settings(tmp_path, hooks.port, target.port, url)
         rt = Runtime.build(settings, store)
         await _confirm_failure(rt)
         # another worker on the same store (as another process would be)
@@ -384,7 +385,6 @@ async def test_two_workers_handle_one_flip_once(tmp_path: Path) -> None:
         assert rt.alerting.processed + other.processed == 1
         assert counts(store) == {"alerts": 1, "incidents": 1, "outbox": 1, "flips": 0}
         abandon(rt)
-        store.dispose()
     target.close()
 
 
