@@ -153,3 +153,26 @@ async def test_a_flush_cancelled_while_writing_is_written_once(tmp_path: Path) -
     with rt.store.connect() as conn:
         assert len(conn.execute(select(t.state_changes)).all()) == 1
     done(rt)
+
+
+async def test_a_failure_that_recovered_before_its_alert_is_recorded_not_paged(
+    tmp_path: Path,
+) -> None:
+    """After a restart with a spool of results, memory starts older than the spool: the
+    replayed failure's flip arrives with no flip for the recovery seen since. The outage is
+    recorded (alert and incident, resolved), and no page says CRITICAL for what is over."""
+    rt = build(tmp_path)
+    (a,) = list(rt.scheduler.runtimes)
+    now = time.time()
+    change(rt, a, State.OK, State.CRITICAL, now)
+    await rt.writer.flush()
+    # the recovery, stored without a transition (memory thought the probe was ok already)
+    ok = ProbeState(State.OK, now + 60, 0, None, now + 60, Status.OK, None, 1.0, "connected")
+    rt.writer.add(ResultRow(a, now + 60, int(Status.OK), None, 1.0, 0.0, "connected"), ok, None)
+    await rt.writer.flush()
+    rt.alerting.handle_flips()
+    assert alerts(rt.store) == [("resolved", "resolved")]
+    with rt.store.connect() as conn:
+        statuses = conn.execute(select(t.outbox.c.kind, t.outbox.c.status)).all()
+    assert all(status == "cancelled" for _, status in statuses), statuses
+    done(rt)

@@ -156,6 +156,29 @@ def probes_with_flips(conn: Connection) -> set[int]:
     return set(conn.execute(select(t.probe_flips.c.probe_id).distinct()).scalars())
 
 
+def recovered_since(conn: Connection, flip: Flip, cfg: ProbeConfig, probe_id: int) -> Signal | None:
+    """The recovery that ended a failing flip's outage before its alert was raised, if any.
+
+    A process that starts with a spool of results loads probe states older than the spool's,
+    so a recovery seen after the restart can leave no flip of its own: the stored state is
+    healthy and newer than the flip, and no later flip follows. Raising the alert alone would
+    page "CRITICAL" for an outage that is over.
+    """
+    f = t.probe_flips.c
+    later = conn.execute(
+        select(f.id).where(f.probe_id == probe_id, f.id > flip.id).limit(1)
+    ).first()
+    if later is not None:
+        return None
+    row = conn.execute(select(t.probe_state).where(t.probe_state.c.probe_id == probe_id)).first()
+    if row is None or row.since <= flip.transition.at:
+        return None
+    state = State(row.state)
+    if not _resolvable(cfg, state):
+        return None
+    return _signal(cfg, probe_id, False, state, row.since, row.since, row.last_message)
+
+
 # -- reconcile by level -----------------------------------------------------------------------
 
 REMOVED = "no longer monitored: the probe was removed from the configuration or disabled"

@@ -150,7 +150,16 @@ class Alerting:
             )
             queued = 0
             if signal is not None:
-                queued = alerts.process(conn, self.settings, signal, self.clock.now()).queued
+                now = self.clock.now()
+                over = (
+                    probe_alerts.recovered_since(conn, flip, cfg, flip.probe_id)
+                    if signal.firing and cfg is not None
+                    else None
+                )
+                queued = alerts.process(conn, self.settings, signal, now).queued
+                if over is not None:
+                    # recorded as the outage it was; resolving withdraws its queued pages
+                    queued = alerts.process(conn, self.settings, over, now).queued
         self.processed += 1
         return queued
 
