@@ -131,12 +131,29 @@ def test_the_resolved_notice_skips_rooms_never_paged_and_says_who_heard_it(store
     assert queued[-1] == "resolved queued for Olga Oncall via mail, oncall-chat, ops-room"
 
 
-def test_a_room_whose_page_was_withdrawn_is_not_counted_as_notified(store: Store) -> None:
+def test_an_ack_keeps_the_leads_escalation_step_and_the_lead_hears_what_follows(
+    store: Store,
+) -> None:
+    """The lead's step is how the lead learns of the incident: an ack does not withdraw it
+    (the sender adds the acknowledgement to it), so the lead is among those notified."""
     settings = _site(store)
     inc_id = fire_db(store, settings, NIGHT)
     deliver(store, NIGHT + 1)
-    tick(store, settings, NIGHT + 15 * 60)  # the lead's page is queued ...
-    with store.begin() as conn:  # ... and withdrawn by the ack before it went out
+    tick(store, settings, NIGHT + 15 * 60)  # the lead's step is queued ...
+    with store.begin() as conn:  # ... and still queued when olga acknowledges
         service.acknowledge(conn, inc_id, "olga", NIGHT + 15 * 60 + 5)
         escalation.post_update(conn, settings, inc_id, "olga", NIGHT + 16 * 60, "on it")
-    assert _to(store, "status_update") == {"olga", "oncall-chat", "ops-room"}
+    lead = [r for r in outbox(store) if r["kind"] == "emergency_notification"]
+    assert lead and all(r["status"] == "pending" for r in lead)
+    assert _to(store, "status_update") == {"olga", "tina", "oncall-chat", "ops-room", "lead-hook"}
+
+
+def test_an_ack_withdraws_only_the_queued_repeat_page(store: Store) -> None:
+    settings = _site(store)
+    inc_id = fire_db(store, settings, NIGHT)
+    deliver(store, NIGHT + 1)
+    tick(store, settings, NIGHT + 5 * 60)  # page 2 is queued to olga and the rooms ...
+    with store.begin() as conn:  # ... and withdrawn by the ack before it went out
+        service.acknowledge(conn, inc_id, "olga", NIGHT + 5 * 60 + 5)
+    withdrawn = [r for r in outbox(store) if r["status"] == "cancelled"]
+    assert withdrawn and all(":page2:" in r["idempotency_key"] for r in withdrawn)

@@ -7,6 +7,7 @@ at the claim and not sent; the acknowledge link of a resolved incident records n
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,70 @@ def test_the_ack_link_of_a_resolved_incident_says_so_and_records_nothing(tmp_pat
             assert service.require(conn, inc_id)["acknowledged_at"] is None
         assert events(store, inc_id) == before
     store.dispose()
+
+
+async def test_a_claim_racing_the_ack_waits_for_it_and_finds_the_page_gone(
+    store: Store, receiver: Receiver, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender claims while the ack is half done (pages withdrawn, incident not yet updated).
+
+    The withdrawn rows stay locked until the ack commits: the claim waits for it, then finds
+    them cancelled. On SQLite the claim waits for the whole write transaction instead.
+    """
+    settings = _hook_site(store, receiver)
+    clock.set(NIGHT)
+    inc_id = fire_db(store, settings, NIGHT)
+    sender = OutboxSender(store, settings, clock, "race:1")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    racing: list[concurrent.futures.Future[Any]] = []
+    touch = service._touch
+
+    def claim_in_the_middle(*args: Any, **kwargs: Any) -> None:
+        if not racing:  # between the ack's withdraw and its update of the incident
+            racing.append(pool.submit(sender._claim, clock.now(), 8, [], None))
+        touch(*args, **kwargs)
+
+    monkeypatch.setattr(service, "_touch", claim_in_the_middle)
+    clock.advance(2)
+    with store.begin() as conn:
+        service.acknowledge(conn, inc_id, "olga", clock.now())
+    rows, _ = racing[0].result(timeout=60)
+    pool.shutdown()
+    await sender.close()
+    assert rows == [] and receiver.seen == []
+    assert {r["status"] for r in outbox(store)} == {"cancelled"}
+
+
+def test_an_acknowledged_incidents_lead_step_says_it_was_acknowledged(
+    sqlite_store: Store,
+) -> None:
+    settings = site(sqlite_store)
+    inc_id = fire_db(sqlite_store, settings, NIGHT)
+    deliver(sqlite_store, NIGHT + 1)
+    for minutes in (5, 10):
+        tick(sqlite_store, settings, NIGHT + minutes * 60)
+        deliver(sqlite_store, NIGHT + minutes * 60 + 1)
+    tick(sqlite_store, settings, NIGHT + 15 * 60)  # the technical lead's step is queued
+    with sqlite_store.begin() as conn:
+        service.acknowledge(conn, inc_id, "olga", NIGHT + 15 * 60 + 5)
+    clock = FakeClock(NIGHT + 15 * 60 + 6)
+    sender = OutboxSender(sqlite_store, settings, clock, "t:1")
+    rows, _ = sender._claim(clock.now(), 50, [], None)
+    lead = [r for r in rows if r["kind"] == "emergency_notification"]
+    assert lead, "the lead's step was withdrawn by the ack"
+    for row in lead:
+        assert row["body"].startswith("Acknowledged by olga at "), row["body"]
+    assert not [r for r in rows if r["kind"] == "emergency_alert"]  # page 4 was withdrawn
+
+
+def test_a_resolved_notice_still_queued_when_the_incident_reopens_is_withdrawn(
+    sqlite_store: Store,
+) -> None:
+    settings = site(sqlite_store)
+    inc_id = fire_db(sqlite_store, settings, NIGHT)
+    deliver(sqlite_store, NIGHT + 1)
+    with sqlite_store.begin() as conn:
+        escalation.resolve(conn, settings, inc_id, "olga", NIGHT + 60, "fixed")
+        service.set_status(conn, inc_id, "investigating", "olga", NIGHT + 70, "back again")
+    resolved = [r for r in outbox(sqlite_store) if r["kind"] == "resolved"]
+    assert resolved and {r["status"] for r in resolved} == {"cancelled"}

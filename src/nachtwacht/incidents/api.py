@@ -371,7 +371,11 @@ async def ack_link(request: Request, token: str) -> HTMLResponse:
         if inc is None:
             return None
         if inc["status"] in OPEN_STATUSES:
-            service.acknowledge(conn, inc["id"], f"{actor} (link)", now)
+            try:
+                service.acknowledge(conn, inc["id"], f"{actor} (link)", now)
+            except service.IncidentError:
+                # resolved between the two reads: say so, as for a link opened later
+                return service.require(conn, inc["id"])
         return inc
 
     inc = await _write(request, work)

@@ -20,7 +20,7 @@ from nachtwacht.incidents import notifications, service
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.incidents.policy import EscalationPolicy, EscalationStep
 from nachtwacht.notify.compose import PER_CONTACT
-from nachtwacht.notify.outbox import STALE_ON_RESOLVE
+from nachtwacht.notify.outbox import STALE_ON_RESOLVE, withdraw
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import external_contacts
 from nachtwacht.store import tables as t
@@ -450,8 +450,11 @@ def resolve(
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
     if require_checklist:
         resolution_gate(conn, inc, skip_checklist, actor, now)
+    why = f"resolved by {actor}"
+    # before the status changes, as for an ack: a sender's claim then waits and finds them gone
+    withdrawn = withdraw(conn, incident_id, STALE_ON_RESOLVE, f"withdrawn: {why}")
     service.set_status(conn, incident_id, "resolved", actor, now, message)
-    service.withdraw_queued(conn, incident_id, STALE_ON_RESOLVE, actor, f"resolved by {actor}", now)
+    service.note_withdrawn(conn, incident_id, withdrawn, actor, why, now)
     if not inc["paged"]:
         return 0
     fresh = service.require(conn, incident_id)

@@ -220,6 +220,10 @@ def acknowledge(conn: Connection, incident_id: int, actor: str, now: float) -> b
         return False
     if inc["status"] not in OPEN_STATUSES:
         raise IncidentError(f"incident {incident_id} is {inc['status']}", "status")
+    why = f"acknowledged by {actor}"
+    # first: the withdrawn rows stay locked until this commits, so a sender's claim of one of
+    # them waits and then finds it cancelled, instead of reading the incident before the ack
+    withdrawn = withdraw(conn, incident_id, STALE_ON_ACK, f"withdrawn: {why}")
     _touch(conn, incident_id, now, acknowledged_at=now, acknowledged_by=actor, next_page_at=None)
     waited = now - inc["detected_at"]
     add_event(
@@ -231,7 +235,7 @@ def acknowledge(conn: Connection, incident_id: int, actor: str, now: float) -> b
         f"acknowledged by {actor} after {_minutes(waited)}",
         {"response_seconds": round(waited, 1), "within_target": now <= inc["response_due_at"]},
     )
-    withdraw_queued(conn, incident_id, STALE_ON_ACK, actor, f"acknowledged by {actor}", now)
+    note_withdrawn(conn, incident_id, withdrawn, actor, why, now)
     return True
 
 
@@ -245,6 +249,13 @@ def withdraw_queued(
 ) -> int:
     """Cancel queued messages that `why` made untrue, and say so on the timeline."""
     rows = withdraw(conn, incident_id, kinds, f"withdrawn: {why}")
+    return note_withdrawn(conn, incident_id, rows, actor, why, now)
+
+
+def note_withdrawn(
+    conn: Connection, incident_id: int, rows: list[Any], actor: str, why: str, now: float
+) -> int:
+    """The timeline line for messages `withdraw` cancelled."""
     if not rows:
         return 0
     counts = Counter(label(r.kind) for r in rows)
@@ -298,6 +309,8 @@ def set_status(
     elif old == "resolved":
         kind = "reopened"
         values.update(resolved_at=None)
+        # an all-clear still queued would arrive after the incident is open again
+        withdraw(conn, incident_id, ("resolved",), "withdrawn: reopened")
     _touch(conn, incident_id, now, **values)
     text = f"status {old} → {status}" + (f": {message}" if message else "")
     add_event(conn, incident_id, now, kind, actor, text, {"from": old, "to": status})

@@ -18,8 +18,10 @@ from nachtwacht.store import tables as t
 
 # the messages that page someone: sent before every other message, with their own rate limit
 PAGES = ("emergency_alert", "emergency_notification")
-# what an acknowledgement makes untrue: "not acknowledged yet", "acknowledge: <link>"
-STALE_ON_ACK = PAGES
+# what an acknowledgement makes untrue: the on-call pages ("not acknowledged yet", "acknowledge:
+# <link>"). An escalation step's notification to others (the technical lead, management) still
+# goes: it is how they learn of the incident; the sender adds the acknowledgement to it.
+STALE_ON_ACK = ("emergency_alert",)
 # what a resolution makes untrue: anything saying the incident is ongoing (the resolved notice
 # and the review reminders are written for a resolved incident and stay)
 STALE_ON_RESOLVE = (*PAGES, "status_update", "reminder", "customer_notice")

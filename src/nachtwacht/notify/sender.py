@@ -54,7 +54,7 @@ from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.incidents.service import add_event
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
-from nachtwacht.notify.compose import BROADCAST, compose, label
+from nachtwacht.notify.compose import BROADCAST, compose, fit, label
 from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, STALE_ON_RESOLVE, enqueue
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
@@ -419,6 +419,8 @@ class OutboxSender:
             inc = {k[4:]: row.pop(k) for k in list(row) if k.startswith("inc_")}
             why = _untrue(row, inc) if row["incident_id"] is not None else None
             if why is None:
+                if row["incident_id"] is not None:
+                    self._note_ack(row, inc)
                 keep.append(row)
                 continue
             got = conn.execute(
@@ -439,6 +441,28 @@ class OutboxSender:
                 {"outbox_ids": [row["id"]], "kinds": {row["kind"]: 1}, "reason": why},
             )
         return keep
+
+    def _note_ack(self, row: dict[str, Any], inc: dict[str, Any]) -> None:
+        """An escalation step written before the ack still goes (it is how its people learn of
+        the incident), saying first that someone has it now, so nothing in it is untrue."""
+        if row["kind"] != "emergency_notification" or inc.get("acknowledged_at") is None:
+            return
+        payload = json.loads(row["payload_json"]) if row.get("payload_json") else {}
+        if payload.get("acknowledged_at") is not None:
+            return  # written after the ack: it says so already
+        when = datetime.fromtimestamp(inc["acknowledged_at"], self.settings.zone)
+        note = (
+            f"Acknowledged by {inc['acknowledged_by']} at {when:%H:%M %Z}, after this was written."
+        )
+        cfg = self.settings.notify.channels.get(row["channel"])
+        body = f"{note}\n\n{row['body']}"
+        if cfg is not None and cfg.kind == "sms":
+            body = fit(f"{note} {row['body']}", None, cfg.max_length)  # type: ignore[union-attr]
+        row["body"] = body
+        payload.update(
+            acknowledged_at=iso(inc["acknowledged_at"]), acknowledged_by=inc["acknowledged_by"]
+        )
+        row["payload_json"] = json.dumps(payload, default=str)
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -714,6 +738,12 @@ def _untrue(row: dict[str, Any], inc: dict[str, Any]) -> str | None:
             was_open = inc["resolved_at"] is None or row["created_at"] <= inc["resolved_at"]
         if was_open:
             return f"incident {inc['status']}"
+    if (
+        kind == "resolved"
+        and inc["status"] in OPEN_STATUSES
+        and payload.get("status") == "resolved"
+    ):
+        return f"incident reopened ({inc['status']})"
     if kind in STALE_ON_ACK and inc["acknowledged_at"] is not None:
         if "acknowledged_at" in payload:
             unacked = payload["acknowledged_at"] is None
