@@ -78,6 +78,8 @@ notify:
 people:
   contacts:
     - {{id: alice, name: Alice, email: alice@example.org}}
+incidents:
+  public_url: https://nachtwacht.example.org
 watchdog:
   deadman_url: {receiver.url}/ping/abcdefgh
 probes:

@@ -352,3 +352,16 @@ def test_init_writes_a_commented_people_and_notify_example_that_works_uncommente
     path = tmp_path / "edited.yaml"
     path.write_text(text[:start] + block + text[end:], encoding="utf-8")
     assert config_warnings(load_config(path), path) == []
+
+
+def test_doctor_warns_when_ack_links_point_at_this_machine(sqlite_store: Store) -> None:
+    everyone = (
+        "people:\n  contacts: [{id: olga, name: Olga, roles: [oncall_engineer], email: o@x.org}]\n"
+    )
+    settings = init_settings(sqlite_store, everyone + MAIL)
+    [links] = [c for c in check_channels(settings) if c.name == "ack links"]
+    assert links.level == "warn" and "http://127.0.0.1:8080" in links.message
+    public = init_settings(
+        sqlite_store, everyone + MAIL + "incidents: {public_url: 'https://nw.example.org'}\n"
+    )
+    assert not [c for c in check_channels(public) if c.name == "ack links"]

@@ -141,3 +141,24 @@ probes:
     # still critical after the restart: the outage is not announced a second time
     assert [h["to_state"] for h in after] == ["critical"]
     assert os.path.exists(tmp_path / "data" / "nachtwacht.db")
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(tmp_path: Path) -> None:
+    from nachtwacht.config.loader import load_config
+    from nachtwacht.spool.log import SpoolLog
+
+    config = tmp_path / "nachtwacht.yaml"
+    config.write_text(f'store: {{url: "sqlite:///{tmp_path / "nw.db"}"}}\nprobes: []\n')
+    running = SpoolLog(load_config(config).spool_dir)  # what the first serve holds
+    try:
+        second = subprocess.run(
+            [str(BIN), "serve", "--config", str(config), "--port", str(free_port())],
+            capture_output=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    finally:
+        running.close()
+    assert second.returncode == 1
+    lines = second.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "another nachtwacht serve is running" in lines[0], lines

@@ -172,6 +172,15 @@ def serve(
     from nachtwacht.web.app import create_app
 
     cfg = settings(config)
+    from nachtwacht.spool.log import in_use
+
+    if in_use(cfg.spool_dir):
+        # refused before the server starts: one line, not the lifespan's traceback
+        fail(
+            f"another nachtwacht serve is running with the spool {cfg.spool_dir} "
+            "(same data dir and store); stop it first",
+            1,
+        )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -102,12 +102,12 @@ def config_warnings(
         node = None
     found = [
         Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
-        for loc, message in [*reach_warnings(settings), *_link_warnings(settings)]
+        for loc, message in [*reach_warnings(settings), *link_warnings(settings)]
     ]
     return sorted(found, key=lambda p: p.line or 0)
 
 
-def _link_warnings(settings: Settings) -> list[tuple[tuple[str, ...], str]]:
+def link_warnings(settings: Settings) -> list[tuple[tuple[str, ...], str]]:
     """An acknowledge link on a loopback address works only on this machine, not on a phone."""
     url = settings.incidents.public_url
     host = (urlsplit(url).hostname or "").lower()

@@ -76,6 +76,20 @@ class Record:
     end: Position  # the position just after this record: commit it once the record is stored
 
 
+def in_use(directory: Path) -> bool:
+    """Does another process hold this spool (a `serve` running on the same data dir)?"""
+    lock = Path(directory) / "lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 class SpoolLog:
     def __init__(
         self,

@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from nachtwacht.config.loader import link_warnings
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify import reach
 from nachtwacht.spool import status as spool_status
@@ -284,6 +285,8 @@ def check_channels(settings: Settings) -> list[Check]:
         out.append(found)
     if problems:
         out.append(Check("paging", "warn", "; ".join(problems)))
+    # the same words as `config validate`: an ack link a phone cannot open
+    out.extend(Check("ack links", "warn", message) for _, message in link_warnings(settings))
     return out
 
 
