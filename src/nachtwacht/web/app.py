@@ -52,6 +52,7 @@ from nachtwacht.store.db import Store
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
 
@@ -109,6 +110,8 @@ def create_app(
     app.add_middleware(AuditChanges)
     # writes only while the `enable_security_logging` flag is on
     app.add_middleware(SecurityLog)
+    # outermost: error answers and static files get the headers too
+    app.add_middleware(SecurityHeaders)
     # public: stylesheets and scripts, vendored so the dashboard works without the internet
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     # first: every router matched before it costs the busiest route ~40 µs per request;
