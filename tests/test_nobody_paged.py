@@ -26,12 +26,11 @@ from nachtwacht.config import starter
 from nachtwacht.config.loader import load_config, parse_config
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.incidents import escalation
 from nachtwacht.store.db import Store
 from nachtwacht.watchdog.doctor import check_channels
 from nachtwacht.web.app import create_app
 from tests.helpers import admin_token
-from tests.incident_fixtures import events, local, outbox, probe_signal
+from tests.incident_fixtures import events, local, outbox, probe_signal, tick
 
 runner = CliRunner()
 NIGHT = local(2026, 12, 2, 3, 0)
@@ -82,19 +81,11 @@ def _fire(store: Store, settings: Settings, now: float) -> int:
     return out.incident_id
 
 
-def _tick(store: Store, settings: Settings, now: float) -> None:
-    with store.connect() as conn:
-        due = escalation.due_incidents(conn, now)
-    for incident_id in due:
-        with store.begin() as conn:
-            escalation.advance(conn, settings, incident_id, now)
-
-
 def _unacknowledged_for(store: Store, settings: Settings, minutes: int) -> int:
     clock = FakeClock(NIGHT)
     incident_id = _fire(store, settings, clock.now())
     for _ in range(minutes // 5):
-        _tick(store, settings, clock.advance(300))
+        tick(store, settings, clock.advance(300))
     return incident_id
 
 

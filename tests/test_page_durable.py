@@ -52,7 +52,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.got: list[dict] = []
-        self.port = free_port()
+        self.port = 0
         self.runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Receiver:
@@ -64,7 +64,9 @@ class Receiver:
         app.router.add_post("/hook", hook)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        # port 0: the OS picks a free one, read back, so no other process can take it between
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
