@@ -25,7 +25,7 @@ from nachtwacht.cli.common import (
     settings,
     state,
 )
-from nachtwacht.config import starter
+from nachtwacht.config import Settings, starter
 from nachtwacht.config.loader import config_warnings
 from nachtwacht.errors import cli as errors_cli
 from nachtwacht.evidence import cli as evidence_cli
@@ -211,6 +211,34 @@ def serve(
         log_level=log_level,
         loop="uvloop" if _has_uvloop() else "asyncio",
         access_log=False,
+        http=_guarded_http(cfg),
+        # uvicorn's signature says int; it is handed to call_later, so 0.5s works too
+        timeout_keep_alive=cfg.server.keep_alive_timeout,  # type: ignore[arg-type]
+    )
+
+
+def _guarded_http(cfg: Settings) -> type:
+    """uvicorn's protocol with read deadlines and a connection bound (decision 16)."""
+    from nachtwacht.web.connections import ConnectionLimits, connection_budget, guarded_protocol
+
+    server = cfg.server
+    bound, descriptors = connection_budget(server.max_connections, len(cfg.probes))
+    logging.getLogger(__name__).info(
+        "at most %d connections (descriptor limit %s); a request gets %gs for its headers, "
+        "its body %gs a pause and %d bytes/s",
+        bound,
+        descriptors if descriptors is not None else "none",
+        server.header_timeout,
+        server.body_timeout,
+        server.body_min_rate,
+    )
+    return guarded_protocol(
+        ConnectionLimits(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            body_min_rate=float(server.body_min_rate),
+            max_connections=bound,
+        )
     )
 
 
