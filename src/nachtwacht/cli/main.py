@@ -218,7 +218,7 @@ def serve(
 
 
 def _guarded_http(cfg: Settings) -> type:
-    """uvicorn's protocol with read deadlines and a connection bound (decision 16)."""
+    """uvicorn's protocol with read deadlines and a connection bound (decision 17)."""
     from nachtwacht.web.connections import ConnectionLimits, connection_budget, guarded_protocol
 
     server = cfg.server

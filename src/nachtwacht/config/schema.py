@@ -68,7 +68,7 @@ class ServerSettings(Strict):
     # set the Secure flag on session cookies even when the request arrives over plain HTTP
     # (behind a TLS-terminating proxy)
     secure_cookies: bool = False
-    # Slow and idle clients (docs/security.md, decision 16): each holds a descriptor, and a
+    # Slow and idle clients (docs/security.md, decision 17): each holds a descriptor, and a
     # few hundred that never finish must not starve the spool, the store and /healthz.
     header_timeout: Duration = Field(default=10.0, gt=0)
     body_timeout: Duration = Field(default=15.0, gt=0)
