@@ -31,6 +31,7 @@ from nachtwacht.errors import cli as errors_cli
 from nachtwacht.evidence import cli as evidence_cli
 from nachtwacht.incidents.cli import incident_app
 from nachtwacht.notify.cli import notify_app
+from nachtwacht.notify.reach import config_warnings as reach_warnings
 from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
 from nachtwacht.reviews import cli as reviews_cli
@@ -145,7 +146,7 @@ def validate(config: ConfigOption = None) -> None:
     a monitor without paging still monitors.
     """
     cfg = settings(config)
-    warnings = config_warnings(cfg, config_path(config))
+    warnings = config_warnings(cfg, config_path(config), checks=[reach_warnings])
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     noted = f"; {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""

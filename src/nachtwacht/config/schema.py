@@ -17,7 +17,7 @@ from nachtwacht.backup.models import BackupSettings
 from nachtwacht.durations import Duration
 from nachtwacht.errors.models import ErrorSettings
 from nachtwacht.evidence.models import EvidenceSettings
-from nachtwacht.incidents.policy import IncidentSettings
+from nachtwacht.incidents.models import IncidentSettings
 from nachtwacht.notify.models import NotifySettings
 from nachtwacht.oncall.models import PeopleSettings
 from nachtwacht.probes.base import ProbeConfig
