@@ -380,11 +380,18 @@ def test_every_probe_example_in_probes_md_is_valid() -> None:
         parse_config(text, "probes.md")
 
 
-def test_every_example_in_configuration_md_is_valid() -> None:
+def test_every_example_in_configuration_md_is_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what the example of secrets from the environment and files reads
+    monkeypatch.setenv("NW_DB_PASSWORD", "example")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "smtp").write_text("example\n")
+    (tmp_path / "secrets" / "erp-token").write_text("example\n")
     blocks = _yaml_blocks("configuration.md")
     assert len(blocks) >= 4
     for block in blocks:
-        parse_config(block, "configuration.md")
+        parse_config(block, str(tmp_path / "configuration.md"))
 
 
 def test_a_relative_sqlite_path_in_a_sql_probe_is_relative_to_the_config_file(

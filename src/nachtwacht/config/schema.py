@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nachtwacht.alerts.models import Window
 from nachtwacht.analytics.models import AnalyticsSettings
@@ -119,6 +119,11 @@ class Settings(Strict):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
+    # values the loader took from the environment or files (`${VAR}`, `*_file:`): secret
+    # wherever they appear, whatever field they went into (nachtwacht.redact)
+    _sourced: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    # what nachtwacht.redact computed for this object, kept because settings never change
+    _redaction: Any = PrivateAttr(default=None)
 
     @field_validator("timezone")
     @classmethod

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from nachtwacht.durations import Duration
+from nachtwacht.redact import SecretStr
 
 
 class Strict(BaseModel):
@@ -26,8 +27,8 @@ class FrappeErrorLog(Strict):
 
     name: str = Field(min_length=1)
     url: HttpUrl  # the site, e.g. https://erp.example.com
-    api_key: str
-    api_secret: str
+    api_key: SecretStr
+    api_secret: SecretStr
     project: str  # the Nachtwacht project its errors go to (`nachtwacht project add`)
     interval: Duration = 60.0
     environment: str = "production"

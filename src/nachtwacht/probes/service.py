@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Select, bindparam, select, update
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState, Transition, may_alert
+from nachtwacht.redact import model_shown
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -24,7 +25,8 @@ def sync_probes(conn: Connection, configs: Sequence[ProbeConfig], now: float) ->
     existing = {row.name: row for row in conn.execute(select(t.probes)).all()}
     ids: dict[str, int] = {}
     for cfg in configs:
-        payload = cfg.model_dump_json(exclude_defaults=False)
+        # masked: the row is for showing (probe pages, exports, backups), never for running
+        payload = json.dumps(model_shown(cfg), separators=(",", ":"))
         row = existing.get(cfg.name)
         if row is None:
             probe_id = conn.execute(

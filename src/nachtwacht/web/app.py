@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from nachtwacht.notify import reach
 from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
+from nachtwacht.redact import Redactor, settings_secrets
 from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api
@@ -149,6 +151,12 @@ def create_app(
     async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:
         return JSONResponse(app.openapi())
 
+    @cache
+    def health_redactor() -> Redactor:
+        # built once, on first use: the settings never change, and a large config knows
+        # thousands of secrets
+        return Redactor(settings_secrets(settings))
+
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
@@ -178,7 +186,8 @@ def create_app(
             "summary": "; ".join([spool_status.describe(state), *paging["problems"]]),
             "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
-        return JSONResponse(body, status_code=200 if ok else 503)
+        # raw errors may quote a URL or a command line: nothing secret leaves through here
+        return JSONResponse(health_redactor().data(body), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"])
     async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:

@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nachtwacht.probes.base import Probe, ThresholdConfig
 from nachtwacht.probes.results import CheckResult, Status
+from nachtwacht.redact import SecretCommand, SecretNamed
 
 OUTPUT_LIMIT = 64 * 1024
 MESSAGE_LIMIT = 200
@@ -42,9 +43,9 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?
 
 class Config(ThresholdConfig):
     kind: Literal["command"]
-    command: str | list[str]
+    command: SecretCommand
     value_from: Literal["exit", "stdout"] = "exit"
-    env: dict[str, str] = Field(default_factory=dict)
+    env: SecretNamed = Field(default_factory=dict)
     cwd: str | None = Field(default=None, min_length=1)
 
     @field_validator("command")

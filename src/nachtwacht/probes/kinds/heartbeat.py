@@ -36,6 +36,7 @@ from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.heartbeats import first_seen_key, last_events, valid_token
 from nachtwacht.probes.results import CheckResult
+from nachtwacht.redact import SecretStr
 from nachtwacht.store.db import Store, StoreError
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 
 class Config(ProbeConfig):
     kind: Literal["heartbeat"]
-    token: str = Field(description="8-128 characters of A-Z a-z 0-9 _ -, used in /ping/<token>")
+    token: SecretStr = Field(
+        description="8-128 characters of A-Z a-z 0-9 _ -, used in /ping/<token>"
+    )
     period: Duration
     grace: Duration = 300.0
     # how often the stored pings are evaluated; cheap (three indexed look-ups), so fairly often
