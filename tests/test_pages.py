@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Table, insert
 
 from nachtwacht.clock import FakeClock
+from nachtwacht.config.redact import probe_shown
 from nachtwacht.probes import rollups, service, uptime
 from nachtwacht.probes.registry import kinds
-from nachtwacht.redact import probe_shown
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app

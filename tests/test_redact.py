@@ -1,10 +1,10 @@
-"""nachtwacht.redact on its own: URLs, command lines, free text with many known secrets."""
+"""nachtwacht.config.redact on its own: URLs, command lines, free text with many known secrets."""
 
 from __future__ import annotations
 
 import pytest
 
-from nachtwacht.redact import Redactor, mask_capability_url, mask_command, mask_url
+from nachtwacht.config.redact import Redactor, mask_capability_url, mask_command, mask_url
 
 M = "••••••"
 

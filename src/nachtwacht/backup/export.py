@@ -4,7 +4,7 @@ The format (`"format": "nachtwacht-export"`, `format_version` 1) is described in
 docs/backup.md. Every time is written twice: `<name>` as ISO 8601 UTC with milliseconds and
 `<name>_epoch` as epoch seconds (the exact stored value). Columns holding JSON (`*_json`) are
 decoded into `<name>` without the suffix. Secrets are left out: incident acknowledge tokens,
-and what nachtwacht.redact masks in probe configs.
+and what nachtwacht.config.redact masks in probe configs.
 
 Rows are read in keyset pages of PAGE rows inside one read snapshot and written as they come,
 so a year of results does not have to fit in memory.
@@ -36,9 +36,9 @@ from sqlalchemy import (
 
 from nachtwacht import __version__
 from nachtwacht.backup.integrity import backend_of
+from nachtwacht.config.redact import probe_shown
 from nachtwacht.durations import parse_duration
 from nachtwacht.probes.results import Status
-from nachtwacht.redact import probe_shown
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
-from nachtwacht.redact import SecretStr
 
 
 class Strict(BaseModel):

@@ -147,7 +147,7 @@ class _Sources:
     def read_files(self, data: Any, tp: Any, path: list[Any]) -> None:
         """`foo_file: PATH` replaced by `foo: <the file's content>` wherever the schema has a
         `foo` (and no `foo_file`), and in maps of secrets (`runbooks.secret_vars`)."""
-        from nachtwacht.redact import Secret, model_for
+        from nachtwacht.config.redact import Secret, model_for
 
         if isinstance(data, list):
             item = _item_type(tp)

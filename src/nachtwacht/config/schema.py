@@ -120,9 +120,9 @@ class Settings(Strict):
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
     # values the loader took from the environment or files (`${VAR}`, `*_file:`): secret
-    # wherever they appear, whatever field they went into (nachtwacht.redact)
+    # wherever they appear, whatever field they went into (nachtwacht.config.redact)
     _sourced: frozenset[str] = PrivateAttr(default_factory=frozenset)
-    # what nachtwacht.redact computed for this object, kept because settings never change
+    # what nachtwacht.config.redact computed for this object, kept because settings never change
     _redaction: Any = PrivateAttr(default=None)
 
     @field_validator("timezone")

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
-from nachtwacht.redact import SecretStr
 
 
 class Strict(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from nachtwacht.clock import Clock, iso
+from nachtwacht.config.redact import Redactor, settings_secrets
 from nachtwacht.config.schema import Settings
 from nachtwacht.evidence import capture
 from nachtwacht.evidence.verify import (
@@ -35,7 +36,6 @@ from nachtwacht.evidence.verify import (
 )
 from nachtwacht.incidents import service as incidents
 from nachtwacht.probes.report import status_report
-from nachtwacht.redact import Redactor, settings_secrets
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from nachtwacht.config.redact import CapabilityUrl, SecretHeaders, SecretStr
 from nachtwacht.durations import Duration
-from nachtwacht.redact import CapabilityUrl, SecretHeaders, SecretStr
 
 PAGE_LIMIT_FLOOR = 10  # pages per minute per destination when not configured
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
+from nachtwacht.config.redact import model_shown
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState, Transition, may_alert
-from nachtwacht.redact import model_shown
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 

@@ -24,8 +24,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nachtwacht.config.redact import SecretNamed, SecretStr
 from nachtwacht.durations import Duration
-from nachtwacht.redact import SecretNamed, SecretStr
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

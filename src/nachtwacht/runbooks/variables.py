@@ -17,7 +17,14 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from nachtwacht.redact import MASK, Redactor, is_secret_key, mask_url, secrets_in, settings_secrets
+from nachtwacht.config.redact import (
+    MASK,
+    Redactor,
+    is_secret_key,
+    mask_url,
+    secrets_in,
+    settings_secrets,
+)
 from nachtwacht.runbooks.loader import VARIABLE
 from nachtwacht.runbooks.models import Runbook
 

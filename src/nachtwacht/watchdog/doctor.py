@@ -24,9 +24,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from nachtwacht.config.loader import link_warnings
+from nachtwacht.config.redact import mask_url, mask_urls_in
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify import reach
-from nachtwacht.redact import mask_url, mask_urls_in
 from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import CURSOR_KEY
 from nachtwacht.spool.log import backlog_on_disk, on_disk

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nachtwacht.config.redact import CapabilityUrl
 from nachtwacht.durations import Duration
-from nachtwacht.redact import CapabilityUrl
 
 
 class Strict(BaseModel):

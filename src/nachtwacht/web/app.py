@@ -32,6 +32,7 @@ from nachtwacht.auth.deps import (
 from nachtwacht.backup import api as backup_api
 from nachtwacht.checklist import api as checklist_api
 from nachtwacht.clock import Clock
+from nachtwacht.config.redact import Redactor, settings_secrets
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.errors import api as errors_api
@@ -44,7 +45,6 @@ from nachtwacht.notify import reach
 from nachtwacht.notify.api import router as notify_router
 from nachtwacht.oncall.api import router as oncall_router
 from nachtwacht.probes.api import router as probes_router
-from nachtwacht.redact import Redactor, settings_secrets
 from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api

@@ -34,12 +34,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from sqlalchemy import Connection, func, select
 
-from nachtwacht import redact
 from nachtwacht.alerts import windows
 from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access, actor, optional_principal, principal_of, safe_next
 from nachtwacht.auth.models import Principal
 from nachtwacht.checklist.gate import resolution_gate
+from nachtwacht.config import redact
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, describe_target
@@ -100,7 +100,7 @@ RANGES = (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400), 
 
 
 def as_yaml(value: Any) -> str:
-    """Config data as YAML; the caller masks it first (nachtwacht.redact)."""
+    """Config data as YAML; the caller masks it first (nachtwacht.config.redact)."""
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
 
 

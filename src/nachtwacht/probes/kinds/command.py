@@ -30,9 +30,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nachtwacht.config.redact import SecretCommand, SecretNamed
 from nachtwacht.probes.base import Probe, ThresholdConfig
 from nachtwacht.probes.results import CheckResult, Status
-from nachtwacht.redact import SecretCommand, SecretNamed
 
 OUTPUT_LIMIT = 64 * 1024
 MESSAGE_LIMIT = 200

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nachtwacht.clock import iso
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.heartbeats import first_seen_key, last_events, valid_token
 from nachtwacht.probes.results import CheckResult
-from nachtwacht.redact import SecretStr
 from nachtwacht.store.db import Store, StoreError
 
 if TYPE_CHECKING:

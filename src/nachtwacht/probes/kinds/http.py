@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from pydantic import Field, HttpUrl, field_validator
 
+from nachtwacht.config.redact import SecretHeaders, SecretStr, mask_urls_in
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status, worst
-from nachtwacht.redact import SecretHeaders, SecretStr, mask_urls_in
 
 if TYPE_CHECKING:
     from nachtwacht.probes.context import ProbeContext
