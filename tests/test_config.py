@@ -152,7 +152,8 @@ def test_typo_in_a_top_level_and_a_nested_key() -> None:
         "components, engine, errors, evidence, incidents, maintenance, notify, people, probes, "
         "retention, reviews, runbooks, server, site, spool, store, timezone, watchdog; "
         "did you mean 'site'?",
-        "nw.yaml:3: server.prot: unknown key; allowed here: host, port, secure_cookies; "
+        "nw.yaml:3: server.prot: unknown key; allowed here: host, max_body_bytes, "
+        "max_document_bytes, max_json_depth, max_webhook_bytes, port, secure_cookies; "
         "did you mean 'port'?",
     ]
 

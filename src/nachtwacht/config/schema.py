@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nachtwacht import limits
 from nachtwacht.alerts.models import Window
 from nachtwacht.analytics.models import AnalyticsSettings
 from nachtwacht.auth.models import AuthSettings
@@ -68,6 +69,19 @@ class ServerSettings(Strict):
     # set the Secure flag on session cookies even when the request arrives over plain HTTP
     # (behind a TLS-terminating proxy)
     secure_cookies: bool = False
+    # request bodies larger than these are refused with 413 before they are read
+    # (web/bodies.py; Sentry's endpoints use errors.max_envelope_bytes instead)
+    max_body_bytes: int = Field(default=limits.BODY_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB)
+    # a post-incident review or an edited notification
+    max_document_bytes: int = Field(
+        default=limits.DOCUMENT_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB
+    )
+    # an Alertmanager notification (a whole group of alerts)
+    max_webhook_bytes: int = Field(
+        default=limits.WEBHOOK_BYTES, ge=4 * limits.KIB, le=256 * limits.MIB
+    )
+    # JSON nested deeper than this is refused with 422 before it is parsed
+    max_json_depth: int = Field(default=limits.JSON_DEPTH, ge=4, le=128)
 
 
 class EngineSettings(Strict):

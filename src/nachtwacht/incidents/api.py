@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from nachtwacht import limits
 from nachtwacht.auth.deps import actor
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, service, views
@@ -49,11 +50,11 @@ async def _write(request: Request, work: Callable[..., T]) -> T:
 
 
 class Declare(BaseModel):
-    title: str = Field(min_length=3, max_length=300)
+    title: str = Field(min_length=3, max_length=limits.TITLE)
     severity: Literal[1, 2, 3]
-    component: str | None = None
-    impact: str | None = None
-    commander: str | None = None
+    component: str | None = Field(None, max_length=limits.NAME)
+    impact: str | None = Field(None, max_length=limits.TEXT)
+    commander: str | None = Field(None, max_length=limits.CONTACT)
     actor: str = "api"
 
 
@@ -62,35 +63,35 @@ class Actor(BaseModel):
 
 
 class Update(BaseModel):
-    message: str = Field(min_length=1)
+    message: str = Field(min_length=1, max_length=limits.TEXT)
     status: Literal["investigating", "mitigating", "monitoring", "resolved"] | None = None
     actor: str = "api"
 
 
 class SeverityChange(BaseModel):
     severity: Literal[1, 2, 3]
-    reason: str = ""
+    reason: str = Field("", max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Assign(BaseModel):
-    contact: str
+    contact: str = Field(max_length=limits.CONTACT)
     role: Literal["commander", "responder"] = "responder"
     actor: str = "api"
 
 
 class Escalate(BaseModel):
-    reason: str = Field(min_length=3)
+    reason: str = Field(min_length=3, max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Note(BaseModel):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Resolve(BaseModel):
-    message: str = ""
+    message: str = Field("", max_length=limits.TEXT)
     actor: str = "api"
     skip_checklist: str | None = Field(
         None,

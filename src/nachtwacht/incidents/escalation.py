@@ -378,6 +378,7 @@ def escalate_now(
     conn: Connection, settings: Settings, incident_id: int, actor: str, now: float, reason: str
 ) -> int:
     """Fire the next escalation step at once (restart failed 3 times, corruption, ...)."""
+    service.check_length(reason, "reason")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
@@ -395,6 +396,7 @@ def post_update(
     status: str | None = None,
 ) -> int:
     """A status update: recorded, the next one scheduled, and sent to everyone notified so far."""
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if status is not None and status != inc["status"]:
         if status == "resolved":
@@ -445,6 +447,7 @@ def resolve(
     needs a passing restoration checklist or a written `skip_checklist` reason (checklist/gate).
     Nachtwacht's own resolution when every alert recovered does not.
     """
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
