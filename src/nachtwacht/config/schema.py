@@ -14,6 +14,7 @@ from nachtwacht.alerts.models import Window
 from nachtwacht.analytics.models import AnalyticsSettings
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.backup.models import BackupSettings
+from nachtwacht.config import limits
 from nachtwacht.durations import Duration
 from nachtwacht.errors.models import ErrorSettings
 from nachtwacht.evidence.models import EvidenceSettings
@@ -76,6 +77,19 @@ class ServerSettings(Strict):
     keep_alive_timeout: Duration = Field(default=5.0, gt=0)
     # None: derived from the descriptor limit (RLIMIT_NOFILE), keeping a reserve
     max_connections: int | None = Field(default=None, ge=1)
+    # request bodies larger than these are refused with 413 before they are read
+    # (web/bodies.py; Sentry's endpoints use errors.max_envelope_bytes instead)
+    max_body_bytes: int = Field(default=limits.BODY_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB)
+    # a post-incident review or an edited notification
+    max_document_bytes: int = Field(
+        default=limits.DOCUMENT_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB
+    )
+    # an Alertmanager notification (a whole group of alerts)
+    max_webhook_bytes: int = Field(
+        default=limits.WEBHOOK_BYTES, ge=4 * limits.KIB, le=256 * limits.MIB
+    )
+    # JSON nested deeper than this is refused with 422 before it is parsed
+    max_json_depth: int = Field(default=limits.JSON_DEPTH, ge=4, le=128)
 
 
 class EngineSettings(Strict):

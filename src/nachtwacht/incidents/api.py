@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.auth.deps import actor
 from nachtwacht.checklist.gate import resolution_gate
+from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, service, views
 from nachtwacht.incidents.models import OPEN_STATUSES
@@ -51,11 +52,11 @@ async def _write(request: Request, work: Callable[..., T]) -> T:
 
 
 class Declare(BaseModel):
-    title: str = Field(min_length=3, max_length=300)
+    title: str = Field(min_length=3, max_length=limits.TITLE)
     severity: Literal[1, 2, 3]
-    component: str | None = None
-    impact: str | None = None
-    commander: str | None = None
+    component: str | None = Field(None, max_length=limits.NAME)
+    impact: str | None = Field(None, max_length=limits.TEXT)
+    commander: str | None = Field(None, max_length=limits.CONTACT)
     actor: str = "api"
 
 
@@ -64,35 +65,35 @@ class Actor(BaseModel):
 
 
 class Update(BaseModel):
-    message: str = Field(min_length=1)
+    message: str = Field(min_length=1, max_length=limits.TEXT)
     status: Literal["investigating", "mitigating", "monitoring", "resolved"] | None = None
     actor: str = "api"
 
 
 class SeverityChange(BaseModel):
     severity: Literal[1, 2, 3]
-    reason: str = ""
+    reason: str = Field("", max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Assign(BaseModel):
-    contact: str
+    contact: str = Field(max_length=limits.CONTACT)
     role: Literal["commander", "responder"] = "responder"
     actor: str = "api"
 
 
 class Escalate(BaseModel):
-    reason: str = Field(min_length=3)
+    reason: str = Field(min_length=3, max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Note(BaseModel):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=limits.TEXT)
     actor: str = "api"
 
 
 class Resolve(BaseModel):
-    message: str = ""
+    message: str = Field("", max_length=limits.TEXT)
     actor: str = "api"
     skip_checklist: str | None = Field(
         None,

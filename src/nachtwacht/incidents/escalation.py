@@ -381,6 +381,7 @@ def escalate_now(
     conn: Connection, settings: Settings, incident_id: int, actor: str, now: float, reason: str
 ) -> int:
     """Fire the next escalation step at once (restart failed 3 times, corruption, ...)."""
+    service.check_length(reason, "reason")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
@@ -403,6 +404,7 @@ def post_update(
 
     A person posts it: one that resolves passes `gate`, as for `resolve`.
     """
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if status is not None and status != inc["status"]:
         if status == "resolved":
@@ -456,6 +458,7 @@ def resolve(
     then needs a passing restoration checklist or a written `skip_checklist` reason
     (checklist/gate). Nachtwacht's own resolution when every alert recovered passes none.
     """
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")

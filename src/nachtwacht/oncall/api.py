@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
+from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.oncall import service
 from nachtwacht.web.errors import ApiError
@@ -108,8 +109,8 @@ async def get_schedule(
 
 
 class NewOverride(BaseModel):
-    rotation: str
-    contact: str
+    rotation: str = Field(max_length=limits.CONTACT)
+    contact: str = Field(max_length=limits.CONTACT)
     # datetimes without an offset are site time; numbers are epoch seconds
     starts_at: datetime | None = Field(None, description="default now")
     ends_at: datetime

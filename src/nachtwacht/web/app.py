@@ -53,6 +53,7 @@ from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
+from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
@@ -109,6 +110,8 @@ def create_app(
         return await json_error(request, exc)
 
     app.add_exception_handler(ApiError, login_first)
+    # innermost of ours: its refusals (401, 413, 422) are logged and get the security headers
+    app.add_middleware(BodyLimits, settings=settings)
     app.add_middleware(AuditChanges)
     # writes only while the `enable_security_logging` flag is on
     app.add_middleware(SecurityLog)
