@@ -28,6 +28,7 @@ from nachtwacht.alerts.external import (
     signal_from_generic,
     signals_from_alertmanager,
 )
+from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.clock import iso
 from nachtwacht.spool.handlers import ALERT, alert_record
 from nachtwacht.spool.ingest import accept
@@ -198,7 +199,9 @@ class MaintenanceIn(BaseModel):
     components: list[str] = Field(default_factory=list)
     probes: list[str] = Field(default_factory=list)
     comment: str = ""
-    created_by: str = Field("api", min_length=1, max_length=120)
+    created_by: str = Field(
+        "api", min_length=1, max_length=120, deprecated=True, description=IGNORED_ACTOR
+    )
 
 
 @router.get("/maintenance")
@@ -221,6 +224,7 @@ async def list_maintenance(
 @router.post("/maintenance", status_code=201)
 async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, Any]:
     """A one-off window: muted paging for the components/probes (none: the whole site)."""
+    who = actor(request)
 
     def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         start, end = windows.span(
@@ -233,7 +237,7 @@ async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, An
             starts_at=start,
             ends_at=end,
             now=now,
-            created_by=body.created_by,
+            created_by=who,
             components=body.components,
             probes=body.probes,
             comment=body.comment,
@@ -270,7 +274,9 @@ class SilenceIn(BaseModel):
     ends_at: TimeValue = None
     duration: TimeValue = None
     comment: str = ""
-    created_by: str = Field("api", min_length=1, max_length=120)
+    created_by: str = Field(
+        "api", min_length=1, max_length=120, deprecated=True, description=IGNORED_ACTOR
+    )
 
     def to_matcher(self) -> str:
         given = [
@@ -308,6 +314,8 @@ async def list_silences(
 
 @router.post("/silences", status_code=201)
 async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
+    who = actor(request)
+
     def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         matcher = body.to_matcher()
         start, end = windows.span(
@@ -320,7 +328,7 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
             starts_at=start,
             ends_at=end,
             now=now,
-            created_by=body.created_by,
+            created_by=who,
             comment=body.comment,
         )
         row = windows.get_silence(conn, silence_id)

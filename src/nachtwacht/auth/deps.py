@@ -137,8 +137,18 @@ def principal_of(request: Request) -> Principal | None:
 
 
 def actor(request: Request) -> str:
+    """Who to record as having done it: always the authenticated principal (the username, or
+    `token:NAME`), never a name the request body offers."""
     principal = principal_of(request)
     return principal.name if principal is not None else "anonymous"
+
+
+# for the `actor`/`created_by` fields older clients still send: accepted so they keep working,
+# and ignored, since a responder's token must not record its acks as someone else's
+IGNORED_ACTOR = (
+    "Ignored: the actor recorded is the authenticated principal (the user, or token:NAME). "
+    "Still accepted so that older clients keep working."
+)
 
 
 # -- may they --------------------------------------------------------------------------------
