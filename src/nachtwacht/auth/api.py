@@ -251,21 +251,34 @@ async def set_password(
     if not (is_self or principal.allows("admin")):
         raise ApiError(403, "this needs the admin role, or must be your own password")
     settings, ip = settings_of(request), client_ip(request)
-
-    ended = await run_in_store(
-        request,
-        lambda conn, now: service.set_password(
-            conn,
-            name,
-            body.password,
-            now,
-            actor=principal.name,
-            ip=ip,
-            settings=settings,
-            keep_session=principal.session_id if is_self else None,
-            current_password=(body.current_password or "") if is_self else None,
-        ),
-    )
+    if is_self:
+        # your own, even as an admin: with the current password, guesses counted and audited
+        outcome = await run_in_store(
+            request,
+            lambda conn, now: service.change_own_password(
+                conn,
+                name,
+                body.current_password or "",
+                body.password,
+                now,
+                ip=ip,
+                settings=settings,
+                keep_session=principal.session_id,
+            ),
+        )
+        if not outcome.ok:
+            headers = None
+            if outcome.retry_after is not None:
+                headers = {"Retry-After": str(int(outcome.retry_after + 0.999))}
+            raise ApiError(outcome.status_code, outcome.message, outcome.field, headers=headers)
+        ended = outcome.sessions_revoked
+    else:
+        ended = await run_in_store(
+            request,
+            lambda conn, now: service.set_password(
+                conn, name, body.password, now, actor=principal.name, ip=ip, settings=settings
+            ),
+        )
     return {"user": name.strip().lower(), "password_changed": True, "sessions_revoked": ended}
 
 
@@ -380,12 +393,17 @@ async def list_tokens(
 async def create_token(
     request: Request, body: TokenIn, principal: Principal = Depends(admin)
 ) -> dict[str, Any]:
-    """A new API token with a role; `token` in the answer is shown this once only."""
+    """A new API token with a role; `token` in the answer is shown this once only.
+
+    The token acts for the admin who makes it (a token made with a token: for that token's
+    owner): it stops working when that user is disabled or removed, and never has more than
+    that user's current role.
+    """
     ip = client_ip(request)
     return await run_in_store(
         request,
         lambda conn, now: service.create_token(
-            conn, body.name, body.role, now, actor=principal.name, ip=ip
+            conn, body.name, body.role, now, actor=principal.name, ip=ip, owner=principal.user_id
         ),
     )
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nachtwacht.auth import service as auth_service
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.alerting import Alerting
@@ -146,6 +147,10 @@ class Runtime:
 
     async def _retention(self, now: float) -> None:
         await asyncio.to_thread(rollups.apply_retention, self.store, now, self.settings.retention)
+        # login failure counts whose window is over: pruned here, never in the login path
+        await asyncio.to_thread(
+            auth_service.prune_login_failures, self.store, now, self.settings.auth
+        )
 
     async def _persist_health(self, now: float) -> None:
         await asyncio.to_thread(self.engine.persist_health, now)

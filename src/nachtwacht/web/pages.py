@@ -349,7 +349,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 LOGIN_ERRORS = {
     "wrong": "Wrong username or password.",
-    "locked": "This account is locked after too many wrong passwords. "
+    "locked": "This account is locked for your address after too many wrong passwords. "
     "Wait 15 minutes, or ask an admin to unlock it.",
     "throttled": "Too many failed logins from your address. Wait a minute and try again.",
 }
