@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from nachtwacht.auth import service
 from nachtwacht.auth.api import router as auth_router
-from nachtwacht.auth.deps import AuditChanges, access, actor, ingest_key
+from nachtwacht.auth.deps import LOGIN_COOKIE, LOGIN_FIELD, AuditChanges, access, actor, ingest_key
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
@@ -87,3 +88,11 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     response = client.post("/login", json={"username": name, "password": password})
     assert response.status_code == 200, response.text
     return response.json()["csrf_token"]
+
+
+def login_form(client: TestClient) -> dict[str, str]:
+    """What the login page gives a browser: its `nw_login` cookie, and the same value as the
+    form's hidden field (this app has no pages, so the test plays the page)."""
+    token = secrets.token_urlsafe(32)
+    client.cookies.set(LOGIN_COOKIE, token, domain="", path="/login")
+    return {LOGIN_FIELD: token}

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from nachtwacht.auth import service
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
-from tests.auth_helpers import PASSWORD, add_user, fast_hashing, login, make_app  # noqa: F401
+from tests.auth_helpers import PASSWORD, add_user, fast_hashing, login, login_form, make_app  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -113,22 +113,34 @@ def test_wrong_password_is_401_and_the_fifth_locks_with_429(client: TestClient) 
 def test_login_accepts_an_html_form_and_redirects_to_next(client: TestClient) -> None:
     response = client.post(
         "/login",
-        data={"username": "rob", "password": PASSWORD, "next": "/incidents/4"},
+        data={
+            "username": "rob",
+            "password": PASSWORD,
+            "next": "/incidents/4",
+            **login_form(client),
+        },
         headers={"Accept": "text/html"},
         follow_redirects=False,
     )
     assert response.status_code == 303 and response.headers["location"] == "/incidents/4"
     assert client.get("/api/v1/me").json()["name"] == "rob"
-    evil = _fresh(client).post(
+    browser = _fresh(client)
+    evil = browser.post(
         "/login",
-        data={"username": "rob", "password": PASSWORD, "next": "//evil.example/"},
+        data={
+            "username": "rob",
+            "password": PASSWORD,
+            "next": "//evil.example/",
+            **login_form(browser),
+        },
         headers={"Accept": "text/html"},
         follow_redirects=False,
     )
     assert evil.headers["location"] == "/"
-    wrong = _fresh(client).post(
+    browser = _fresh(client)
+    wrong = browser.post(
         "/login",
-        data={"username": "rob", "password": "nope-nope-nope", "next": "/x"},
+        data={"username": "rob", "password": "nope-nope-nope", "next": "/x", **login_form(browser)},
         headers={"Accept": "text/html"},
         follow_redirects=False,
     )

@@ -117,9 +117,11 @@ def test_anonymous_page_redirects_to_login_and_the_form_leads_back(site: Site) -
     form = c.get("/login?next=/incidents").text
     assert 'name="username"' in form and 'name="password"' in form
     assert 'name="next" value="/incidents"' in form
+    # the form's login CSRF token, which its cookie (kept by the client) must match
+    token = {"login_csrf": re.search(r'name="login_csrf" value="([^"]+)"', form)[1]}
     wrong = c.post(
         "/login",
-        data={"username": "rita", "password": "nope", "next": "/incidents"},
+        data={"username": "rita", "password": "nope", "next": "/incidents"} | token,
         headers=HTML,
         follow_redirects=False,
     )
@@ -127,7 +129,8 @@ def test_anonymous_page_redirects_to_login_and_the_form_leads_back(site: Site) -
     assert "Wrong username or password." in c.get(wrong.headers["location"]).text
     ok = c.post(
         "/login",
-        data={"username": "rita", "password": "correct horse battery", "next": "/incidents"},
+        data={"username": "rita", "password": "correct horse battery", "next": "/incidents"}
+        | token,
         headers=HTML,
         follow_redirects=False,
     )

@@ -29,6 +29,7 @@ from nachtwacht.alerts.external import (
     signals_from_alertmanager,
 )
 from nachtwacht.alerts.spooled import ALERT, alert_record
+from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.spool.ingest import accept
@@ -206,7 +207,9 @@ class MaintenanceIn(BaseModel):
     components: Names = Field(default_factory=list)
     probes: Names = Field(default_factory=list)
     comment: str = Field("", max_length=limits.TEXT)
-    created_by: str = Field("api", min_length=1, max_length=limits.NAME)
+    created_by: str = Field(
+        "api", min_length=1, max_length=limits.NAME, deprecated=True, description=IGNORED_ACTOR
+    )
 
 
 @router.get("/maintenance")
@@ -229,6 +232,7 @@ async def list_maintenance(
 @router.post("/maintenance", status_code=201)
 async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, Any]:
     """A one-off window: muted paging for the components/probes (none: the whole site)."""
+    who = actor(request)
 
     def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         start, end = windows.span(
@@ -241,7 +245,7 @@ async def add_maintenance(request: Request, body: MaintenanceIn) -> dict[str, An
             starts_at=start,
             ends_at=end,
             now=now,
-            created_by=body.created_by,
+            created_by=who,
             components=body.components,
             probes=body.probes,
             comment=body.comment,
@@ -278,7 +282,9 @@ class SilenceIn(BaseModel):
     ends_at: TimeValue = None
     duration: TimeValue = None
     comment: str = Field("", max_length=limits.TEXT)
-    created_by: str = Field("api", min_length=1, max_length=limits.NAME)
+    created_by: str = Field(
+        "api", min_length=1, max_length=limits.NAME, deprecated=True, description=IGNORED_ACTOR
+    )
 
     def to_matcher(self) -> str:
         given = [
@@ -316,6 +322,8 @@ async def list_silences(
 
 @router.post("/silences", status_code=201)
 async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
+    who = actor(request)
+
     def work(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         matcher = body.to_matcher()
         start, end = windows.span(
@@ -328,7 +336,7 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
             starts_at=start,
             ends_at=end,
             now=now,
-            created_by=body.created_by,
+            created_by=who,
             comment=body.comment,
         )
         row = windows.get_silence(conn, silence_id)

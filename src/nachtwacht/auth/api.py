@@ -8,6 +8,7 @@ sessions and change their own password (with the current one).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlencode
 
@@ -18,11 +19,15 @@ from sqlalchemy import Connection
 
 from nachtwacht.auth import service
 from nachtwacht.auth.deps import (
+    LOGIN_FIELD,
     SESSION_COOKIE,
     check_csrf,
+    clear_login_cookie,
     clear_session_cookie,
     client_ip,
+    login_form_ok,
     optional_principal,
+    request_site,
     require,
     run_in_store,
     safe_next,
@@ -61,6 +66,10 @@ _LOGIN_BODY = {
                         "username": {"type": "string"},
                         "password": {"type": "string"},
                         "next": {"type": "string", "description": "where to go after login"},
+                        LOGIN_FIELD: {
+                            "type": "string",
+                            "description": "the login page's token (equal to its nw_login cookie)",
+                        },
                     },
                 }
             },
@@ -73,14 +82,23 @@ def _user_agent(request: Request) -> str | None:
     return request.headers.get("user-agent")
 
 
-async def _read_login(request: Request) -> tuple[LoginIn, bool, str]:
-    """The credentials, whether they came from an HTML form, and the form's `next`."""
+@dataclass
+class _LoginForm:
+    body: LoginIn
+    is_form: bool
+    next: str = ""
+    form_token: str | None = None
+
+
+async def _read_login(request: Request) -> _LoginForm:
+    """The credentials, whether they came from an HTML form, its `next` and its login token."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
+    token = None
     if ctype == "application/x-www-form-urlencoded":
         fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
         data: Any = {k: fields.get(k, "") for k in ("username", "password")}
-        is_form, nxt = True, fields.get("next", "")
+        is_form, nxt, token = True, fields.get("next", ""), fields.get(LOGIN_FIELD)
     elif ctype in ("application/json", ""):
         try:
             data = json.loads(raw or b"null")
@@ -92,7 +110,7 @@ async def _read_login(request: Request) -> tuple[LoginIn, bool, str]:
             415, "send the login as application/json or application/x-www-form-urlencoded"
         )
     try:
-        return LoginIn.model_validate(data), is_form, nxt
+        return _LoginForm(LoginIn.model_validate(data), is_form, nxt, token)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
@@ -104,6 +122,7 @@ async def _read_login(request: Request) -> tuple[LoginIn, bool, str]:
     openapi_extra=_LOGIN_BODY,
     responses={
         401: {"description": "wrong username or password"},
+        403: {"description": "a login from another site's page (login CSRF)"},
         429: {"description": "too many failures: account locked or address throttled"},
     },
 )
@@ -113,9 +132,29 @@ async def login(request: Request) -> Response:
     Returns {user, role, csrf_token, expires_at}; the CSRF token goes in the `X-CSRF-Token`
     header (or a `csrf_token` form field) of every later request that changes something. An
     HTML form post (Accept: text/html) is answered with a redirect instead: to `next` on
-    success, to `/login?error=wrong|locked|throttled&next=...` on failure.
+    success, to `/login?error=wrong|locked|throttled|expired&next=...` on failure.
+
+    Login CSRF (another site's form logging the browser into the attacker's account): a
+    request whose Origin or Referer names another site is refused, and a form post must carry
+    the login page's `login_csrf` field equal to its `nw_login` cookie. JSON without Origin or
+    Referer (scripts, curl) needs neither.
     """
-    body, is_form, nxt = await _read_login(request)
+    if request_site(request) is False:
+        raise ApiError(403, "a login must come from this site's own login page", "origin")
+    form = await _read_login(request)
+    body, is_form, nxt = form.body, form.is_form, form.next
+    html = is_form and "text/html" in request.headers.get("accept", "")
+    if is_form and not login_form_ok(request, form.form_token):
+        if html:
+            # a login page from before the cookie, or opened in another browser: a fresh one
+            query = urlencode({"error": "expired", "next": safe_next(nxt)})
+            return RedirectResponse(f"/login?{query}", status_code=303)
+        raise ApiError(
+            403,
+            f"a login form must carry the {LOGIN_FIELD} field of the login page "
+            "(equal to its nw_login cookie); scripts log in with JSON",
+            LOGIN_FIELD,
+        )
     settings = settings_of(request)
     ip = client_ip(request)
     previous = request.cookies.get(SESSION_COOKIE)
@@ -133,7 +172,6 @@ async def login(request: Request) -> Response:
         )
 
     outcome = await run_in_store(request, work)
-    html = is_form and "text/html" in request.headers.get("accept", "")
     if not outcome.ok:
         headers = {}
         if outcome.retry_after is not None and outcome.status_code == 429:
@@ -160,6 +198,8 @@ async def login(request: Request) -> Response:
             }
         )
     set_session_cookie(response, request, outcome.token or "")
+    if is_form:
+        clear_login_cookie(response, request)
     return response
 
 
@@ -251,21 +291,34 @@ async def set_password(
     if not (is_self or principal.allows("admin")):
         raise ApiError(403, "this needs the admin role, or must be your own password")
     settings, ip = settings_of(request), client_ip(request)
-
-    ended = await run_in_store(
-        request,
-        lambda conn, now: service.set_password(
-            conn,
-            name,
-            body.password,
-            now,
-            actor=principal.name,
-            ip=ip,
-            settings=settings,
-            keep_session=principal.session_id if is_self else None,
-            current_password=(body.current_password or "") if is_self else None,
-        ),
-    )
+    if is_self:
+        # your own, even as an admin: with the current password, guesses counted and audited
+        outcome = await run_in_store(
+            request,
+            lambda conn, now: service.change_own_password(
+                conn,
+                name,
+                body.current_password or "",
+                body.password,
+                now,
+                ip=ip,
+                settings=settings,
+                keep_session=principal.session_id,
+            ),
+        )
+        if not outcome.ok:
+            headers = None
+            if outcome.retry_after is not None:
+                headers = {"Retry-After": str(int(outcome.retry_after + 0.999))}
+            raise ApiError(outcome.status_code, outcome.message, outcome.field, headers=headers)
+        ended = outcome.sessions_revoked
+    else:
+        ended = await run_in_store(
+            request,
+            lambda conn, now: service.set_password(
+                conn, name, body.password, now, actor=principal.name, ip=ip, settings=settings
+            ),
+        )
     return {"user": name.strip().lower(), "password_changed": True, "sessions_revoked": ended}
 
 
@@ -380,12 +433,17 @@ async def list_tokens(
 async def create_token(
     request: Request, body: TokenIn, principal: Principal = Depends(admin)
 ) -> dict[str, Any]:
-    """A new API token with a role; `token` in the answer is shown this once only."""
+    """A new API token with a role; `token` in the answer is shown this once only.
+
+    The token acts for the admin who makes it (a token made with a token: for that token's
+    owner): it stops working when that user is disabled or removed, and never has more than
+    that user's current role.
+    """
     ip = client_ip(request)
     return await run_in_store(
         request,
         lambda conn, now: service.create_token(
-            conn, body.name, body.role, now, actor=principal.name, ip=ip
+            conn, body.name, body.role, now, actor=principal.name, ip=ip, owner=principal.user_id
         ),
     )
 

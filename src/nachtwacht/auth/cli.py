@@ -136,6 +136,7 @@ def user_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     for r in rows:
         state = "disabled" if r["disabled"] else "active"
         if r["locked"]:
+            # for the addresses in `--json`'s locked_from only: others may still log in
             state = f"locked to {_local(r['locked_until'])[11:]}"
         typer.echo(
             f"{r['username']:<24} {r['role']:<10} {state:<22} "
@@ -224,9 +225,10 @@ def user_sessions(
 def _print_secrets(rows: list[dict[str, Any]], extra: str) -> None:
     for r in rows:
         state = f"revoked {_local(r['revoked_at'])}" if r["revoked_at"] else "active"
+        owner = f" for {r['owner']}" if r.get("owner") else ""
         typer.echo(
             f"#{r['id']:<5} {r['name']:<24} {r[extra]:<10} by {r['created_by']:<16} "
-            f"last used {_local(r['last_used_at']):<17} {state}"
+            f"last used {_local(r['last_used_at']):<17} {state}{owner}"
         )
 
 
@@ -234,6 +236,14 @@ def _print_secrets(rows: list[dict[str, Any]], extra: str) -> None:
 def token_create(
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. 'backup-script'.")],
     role: RoleOption = "viewer",
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="The user it acts for: it stops when they are disabled, and never has more "
+            "than their role. Without it the token keeps its role until revoked.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -241,7 +251,10 @@ def token_create(
     cfg = settings(config)
     if role not in ROLES:
         fail(f"unknown role '{role}'; use {', '.join(ROLES)}", 2)
-    row = _run(cfg, lambda conn, now: service.create_token(conn, name, role, now, actor=_actor()))
+    row = _run(
+        cfg,
+        lambda conn, now: service.create_token(conn, name, role, now, actor=_actor(), owner=owner),
+    )
     if as_json:
         print_json(row)
         return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -35,6 +36,10 @@ from nachtwacht.web.errors import ApiError
 SESSION_COOKIE = "nw_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+# login CSRF: the login page sets this cookie and puts the same value in this hidden field
+LOGIN_COOKIE = "nw_login"
+LOGIN_FIELD = "login_csrf"
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_REQUIRED = "login required"
 T = TypeVar("T")
@@ -137,8 +142,18 @@ def principal_of(request: Request) -> Principal | None:
 
 
 def actor(request: Request) -> str:
+    """Who to record as having done it: always the authenticated principal (the username, or
+    `token:NAME`), never a name the request body offers."""
     principal = principal_of(request)
     return principal.name if principal is not None else "anonymous"
+
+
+# for the `actor`/`created_by` fields older clients still send: accepted so they keep working,
+# and ignored, since a responder's token must not record its acks as someone else's
+IGNORED_ACTOR = (
+    "Ignored: the actor recorded is the authenticated principal (the user, or token:NAME). "
+    "Still accepted so that older clients keep working."
+)
 
 
 # -- may they --------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         # FastAPI/Starlette keep the body, so the endpoint can still read it afterwards
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
         sent = (fields.get(CSRF_FIELD) or [None])[0]
-    if not sent or not expected or not secrets.compare_digest(sent, expected):
+    if not sent or not expected or not _same_secret(sent, expected):
         raise ApiError(
             403,
             f"missing or wrong CSRF token: send the {CSRF_HEADER} header or the "
@@ -283,6 +298,88 @@ def login_redirect(request: Request) -> RedirectResponse:
         same_site = not referer.netloc or referer.netloc == request.url.netloc
         target = referer.path if same_site and referer.path.startswith("/") else "/"
     return RedirectResponse(f"/login?next={quote(safe_next(target), safe='/')}", status_code=303)
+
+
+# -- login CSRF ------------------------------------------------------------------------------
+
+
+def _host(netloc: str) -> str:
+    # http://x and https://x:443 are one site to us: TLS often ends at a proxy, so the scheme
+    # the server sees need not be the one the browser used
+    value = netloc.strip().lower()
+    for port in (":80", ":443"):
+        if value.endswith(port):
+            return value[: -len(port)]
+    return value
+
+
+def own_hosts(request: Request) -> set[str]:
+    """The host names this server answers to: the Host header, a proxy's X-Forwarded-Host, and
+    the configured public URLs (a proxy may rewrite Host to 127.0.0.1:8080).
+
+    A page on another site cannot set any of these headers on the browser's request, so
+    trusting them here cannot help a forged login through."""
+    hosts = {_host(request.headers.get("host", ""))}
+    hosts.update(_host(h) for h in request.headers.get("x-forwarded-host", "").split(",") if h)
+    settings = getattr(request.app.state.runtime, "settings", None)
+    for section in ("incidents", "errors"):
+        url = getattr(getattr(settings, section, None), "public_url", None)
+        if url:  # a str, or pydantic's HttpUrl
+            hosts.add(_host(urlsplit(str(url)).netloc))
+    hosts.discard("")
+    return hosts
+
+
+def request_site(request: Request) -> bool | None:
+    """Whether the browser says this request came from one of our own pages.
+
+    True or False from `Origin`, else from `Referer` (our pages send it: Referrer-Policy
+    same-origin); None when the request names no origin at all, as scripts and curl do.
+    `Origin: null` (sandboxed frames, no-referrer pages) is another site.
+    """
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        return None
+    parts = urlsplit(source.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    return _host(parts.netloc) in own_hosts(request)
+
+
+def login_form_token(request: Request) -> str:
+    """The login page's pre-session token: the browser's `nw_login` cookie, or a new one."""
+    value = request.cookies.get(LOGIN_COOKIE, "")
+    if _TOKEN_SHAPE.fullmatch(value):
+        return value  # keep it: a second tab's login form stays valid
+    return secrets.token_urlsafe(32)
+
+
+def login_form_ok(request: Request, sent: str | None) -> bool:
+    expected = request.cookies.get(LOGIN_COOKIE)
+    return bool(sent and expected and _same_secret(sent, expected))
+
+
+def _same_secret(sent: str, expected: str) -> bool:
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500)
+    return secrets.compare_digest(sent.encode("utf-8"), expected.encode("utf-8"))
+
+
+def set_login_cookie(response: Response, request: Request, value: str) -> None:
+    # Strict and only for /login: another site's form never carries it, and nothing else needs it
+    response.set_cookie(
+        LOGIN_COOKIE,
+        value,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request),
+    )
+
+
+def clear_login_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        LOGIN_COOKIE, path="/login", httponly=True, samesite="strict", secure=cookie_secure(request)
+    )
 
 
 def set_session_cookie(response: Response, request: Request, token: str) -> None:

@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nachtwacht.durations import Duration
-from nachtwacht.store.tables import api_tokens, audit_log, ingest_keys, sessions, users
+from nachtwacht.store.tables import (
+    api_tokens,
+    audit_log,
+    ingest_keys,
+    login_failures,
+    sessions,
+    users,
+)
 
 __all__ = [
     "ROLES",
@@ -22,6 +29,8 @@ __all__ = [
     "Role",
     "Scope",
     "api_tokens",
+    "lesser_role",
+    "login_failures",
     "audit_log",
     "ingest_keys",
     "role_allows",
@@ -43,12 +52,19 @@ def role_allows(have: str, need: str) -> bool:
     return ROLES.index(have) >= ROLES.index(need)  # type: ignore[arg-type]
 
 
+def lesser_role(a: str, b: str) -> Role:
+    """The weaker of two roles; an unknown role counts as the weakest there is."""
+    rank = {role: i for i, role in enumerate(ROLES)}
+    return ROLES[min(rank.get(a, 0), rank.get(b, 0))]
+
+
 class AuthSettings(BaseModel):
     """`auth:` in nachtwacht.yaml. Every key has a default that suits one small team."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # consecutive wrong passwords for one user before the account is locked
+    # wrong passwords for one username from one address within `lockout_for` before that
+    # address is locked out of that account for `lockout_for` (other addresses are not)
     lockout_after: int = Field(default=5, ge=1, le=100)
     lockout_for: Duration = 15 * 60.0
     # wrong passwords from one address (any usernames) per `ip_window` before it must wait
@@ -67,22 +83,32 @@ class Principal:
 
     kind: Literal["user", "token"]
     name: str  # the username, or "token:<name>" for an API token
-    role: Role
+    role: Role  # for a token: its own role, capped at its owner's current role
     id: int  # the user's id or the token's id
     session_id: int | None = None
     csrf_token: str | None = None
+    owner_id: int | None = None  # a token's owner (None: a CLI token without --owner)
+    owner: str | None = None
 
     def allows(self, need: str) -> bool:
         return role_allows(self.role, need)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "kind": self.kind,
             "name": self.name,
             "role": self.role,
             "session_id": self.session_id,
             "csrf_token": self.csrf_token,
         }
+        if self.kind == "token":
+            out["owner"] = self.owner
+        return out
+
+    @property
+    def user_id(self) -> int | None:
+        """The user this principal acts for: the user, or a token's owner."""
+        return self.id if self.kind == "user" else self.owner_id
 
 
 # -- request bodies --------------------------------------------------------------------------

@@ -8,8 +8,14 @@ Passwords are hashed with argon2id (`HASHER`). Session cookies, API tokens and i
 256-bit random strings stored as sha256 hex: they cannot be guessed, so a slow hash would only
 cost time on every request, and a copy of the table holds nothing that can be replayed.
 
-`login` never raises for a refused login: it returns a `LoginOutcome`, because the failure
-count, the lock and the audit entry must be committed even though the answer is "no".
+`login` and `change_own_password` never raise for a wrong password: they return an outcome,
+because the failure count, the lock and the audit entry must be committed even though the
+answer is "no".
+
+The lockout is per username as typed and client address (`login_failures`): wrong passwords
+from one address lock that address out of that name, whether the account exists or not, so
+the answers cannot tell real names from unknown ones and a guesser elsewhere cannot lock the
+owner out. The per-address throttle across all names (from the audit log) stays on top.
 """
 
 from __future__ import annotations
@@ -27,10 +33,31 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, Select, Table, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from nachtwacht.auth.models import ROLES, SCOPES, AuthSettings, Principal, Role
+from nachtwacht.auth.models import (
+    ROLES,
+    SCOPES,
+    AuthSettings,
+    Principal,
+    Role,
+    lesser_role,
+    role_allows,
+)
 from nachtwacht.clock import iso
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
@@ -256,10 +283,8 @@ def export_jsonl(rows: list[dict[str, Any]]) -> str:
 # -- users -----------------------------------------------------------------------------------
 
 
-def _user_row(conn: Connection, username: str, *, lock: bool = False) -> dict[str, Any] | None:
+def _user_row(conn: Connection, username: str) -> dict[str, Any] | None:
     query = select(t.users).where(t.users.c.username == username)
-    if lock:
-        query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     return None if row is None else dict(row)
 
@@ -272,15 +297,22 @@ def _need_user(conn: Connection, username: str) -> dict[str, Any]:
     return row
 
 
-def _user_view(row: dict[str, Any], now: float, active_sessions: int = 0) -> dict[str, Any]:
-    locked = row["locked_until"] is not None and row["locked_until"] > now
+def _user_view(
+    row: dict[str, Any],
+    now: float,
+    active_sessions: int = 0,
+    locks: list[tuple[str, float]] | None = None,
+) -> dict[str, Any]:
+    """`locked`: some address is locked out of this account; `locked_from` says which."""
+    locks = locks or []
     return {
         "id": row["id"],
         "username": row["username"],
         "role": row["role"],
         "disabled": bool(row["disabled"]),
-        "locked": locked,
-        "locked_until": iso(row["locked_until"]) if locked else None,
+        "locked": bool(locks),
+        "locked_until": iso(max(until for _, until in locks)) if locks else None,
+        "locked_from": [ip or "unknown" for ip, _ in locks],
         "failed_logins": row["failed_logins"],
         "created_at": iso(row["created_at"]),
         "last_login_at": iso(row["last_login_at"]),
@@ -320,16 +352,19 @@ def add_user(
 
 def get_user(conn: Connection, username: str, now: float) -> dict[str, Any]:
     row = _need_user(conn, username)
-    return _user_view(row, now, _active_sessions(conn, now).get(row["id"], 0))
+    locks = _locks(conn, now, row["username"]).get(row["username"])
+    return _user_view(row, now, _active_sessions(conn, now).get(row["id"], 0), locks)
 
 
 def list_users(
     conn: Connection, now: float, limit: int | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
-    counts = _active_sessions(conn, now)
+    counts, locks = _active_sessions(conn, now), _locks(conn, now)
     query = paging.window(select(t.users).order_by(t.users.c.username), limit, offset)
     rows = conn.execute(query).mappings()
-    return [_user_view(dict(r), now, counts.get(r["id"], 0)) for r in rows]
+    return [
+        _user_view(dict(r), now, counts.get(r["id"], 0), locks.get(r["username"])) for r in rows
+    ]
 
 
 def count_users(conn: Connection) -> int:
@@ -346,6 +381,20 @@ def _active_sessions(conn: Connection, now: float) -> dict[int, int]:
     return {user_id: n for user_id, n in conn.execute(query)}
 
 
+def _locks(
+    conn: Connection, now: float, username: str | None = None
+) -> dict[str, list[tuple[str, float]]]:
+    """Running locks by username: [(address, locked until)], oldest address first."""
+    f = t.login_failures.c
+    query = select(f.username, f.ip, f.locked_until).where(f.locked_until > now)
+    if username is not None:
+        query = query.where(f.username == username)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for name, ip, until in conn.execute(query.order_by(f.username, f.ip)):
+        out.setdefault(name, []).append((ip, until))
+    return out
+
+
 def set_password(
     conn: Connection,
     username: str,
@@ -356,28 +405,84 @@ def set_password(
     ip: str | None = None,
     settings: AuthSettings = DEFAULTS,
     keep_session: int | None = None,
-    current_password: str | None = None,
 ) -> int:
-    """Set a new password, lift a lock, and end the user's sessions (but `keep_session`).
+    """Set a new password, lift every lock, and end the user's sessions (but `keep_session`).
 
-    Ending the sessions is the point of a password change after a leak. With
-    `current_password` (users changing their own) that must be right first, so a borrowed
-    session cannot take the account over. Returns how many sessions were ended.
+    Ending the sessions is the point of a password change after a leak. Users changing their
+    own password go through `change_own_password`, which checks the current one first.
+    Returns how many sessions were ended.
     """
     row = _need_user(conn, username)
-    if current_password is not None and not verify_password(
-        row["password_hash"], current_password[:MAX_PASSWORD]
-    ):
-        raise AuthError("the current password is wrong", status_code=403, field="current_password")
     check_password(password, settings)
     conn.execute(
         update(t.users)
         .where(t.users.c.id == row["id"])
-        .values(password_hash=hash_password(password), failed_logins=0, locked_until=None)
+        .values(password_hash=hash_password(password), failed_logins=0)
     )
+    _unlock(conn, row["username"])
     ended = _revoke_user_sessions(conn, row["id"], now, keep_session)
     audit(conn, actor, "user.passwd", row["username"], {"sessions_revoked": ended}, ip, now)
     return ended
+
+
+@dataclass
+class PasswordOutcome:
+    ok: bool
+    status_code: int = 200
+    message: str = ""
+    field: str | None = None
+    retry_after: float | None = None
+    sessions_revoked: int = 0
+
+
+def change_own_password(
+    conn: Connection,
+    username: str,
+    current_password: str,
+    password: str,
+    now: float,
+    *,
+    ip: str | None = None,
+    settings: AuthSettings = DEFAULTS,
+    keep_session: int | None = None,
+) -> PasswordOutcome:
+    """A user changing their own password: the current one must be right first.
+
+    A borrowed session must not be a way to guess the password either: a wrong current
+    password counts toward the same lockout as a wrong login (and the same address throttle),
+    is audited as `user.passwd.failed`, and a locked address may not try at all. Like `login`
+    this returns the refusal instead of raising, so the count is committed.
+    """
+    row = _need_user(conn, username)
+    name, where = row["username"], _ip_key(ip)
+    wait = _lock_wait(conn, name, where, now)
+    throttled = _throttle_wait(conn, ip, now, settings) if wait is None else None
+    if throttled is not None:
+        wait = throttled[0]
+    if wait is not None:
+        audit(conn, name, "user.passwd.locked", name, {"retry_after": round(wait)}, ip, now)
+        return PasswordOutcome(
+            False, 429, f"too many wrong passwords; try again in {_minutes(wait)}", None, wait
+        )
+    if len(current_password) > MAX_PASSWORD or not verify_password(
+        row["password_hash"], current_password
+    ):
+        failures, locked = _count_failure(conn, name, where, now, settings)
+        conn.execute(
+            update(t.users)
+            .where(t.users.c.id == row["id"])
+            .values(failed_logins=t.users.c.failed_logins + 1)
+        )
+        detail = {"reason": "wrong current password", "failures": failures}
+        audit(conn, name, "user.passwd.failed", name, detail, ip, now)
+        if locked:
+            _audit_lock(conn, name, failures, now + settings.lockout_for, ip, now)
+        return PasswordOutcome(False, 403, "the current password is wrong", "current_password")
+    check_password(password, settings)
+    ended = set_password(
+        conn, name, password, now, actor=name, ip=ip, settings=settings, keep_session=keep_session
+    )
+    return PasswordOutcome(True, sessions_revoked=ended)
 
 
 def set_disabled(
@@ -402,7 +507,10 @@ def set_disabled(
             )
         detail["sessions_revoked"] = _revoke_user_sessions(conn, row["id"], now)
     else:
-        values.update(failed_logins=0, locked_until=None)
+        values["failed_logins"] = 0
+        unlocked = _unlock(conn, row["username"])
+        if unlocked:
+            detail["unlocked"] = unlocked
     conn.execute(update(t.users).where(t.users.c.id == row["id"]).values(**values))
     action = "user.disable" if disabled else "user.enable"
     audit(conn, actor, action, row["username"], detail or None, ip, now)
@@ -461,15 +569,121 @@ class LoginOutcome:
 
 
 WRONG = "wrong username or password"
+# audit actions that are a wrong password guessed from an address, for the address throttle
+GUESSES = ("login.failed", "user.passwd.failed")
+
+
+def _ip_key(ip: str | None) -> str:
+    return _clip(ip, 64) or ""
 
 
 def _failed_from(conn: Connection, ip: str, since: float) -> tuple[int, float | None]:
     a = t.audit_log.c
     query = select(func.count(), func.min(a.ts)).where(
-        a.action == "login.failed", a.ip == ip, a.ts > since
+        a.action.in_(GUESSES), a.ip == ip, a.ts > since
     )
     count, oldest = conn.execute(query).one()
     return int(count), oldest
+
+
+def _throttle_wait(
+    conn: Connection, ip: str | None, now: float, settings: AuthSettings
+) -> tuple[float, int] | None:
+    """(seconds to wait, failures) when this address guessed too often for any names lately."""
+    if ip is None:
+        return None
+    failures, oldest = _failed_from(conn, ip, now - settings.ip_window)
+    if failures < settings.ip_max_failures:
+        return None
+    return max(1.0, (oldest or now) + settings.ip_window - now), failures
+
+
+def _lock_wait(conn: Connection, name: str, ip: str, now: float) -> float | None:
+    """Seconds until this address may try this name again, or None when it is not locked."""
+    f = t.login_failures.c
+    until = conn.execute(
+        select(f.locked_until).where(f.username == name, f.ip == ip)
+    ).scalar_one_or_none()
+    return until - now if until is not None and until > now else None
+
+
+def _count_failure(
+    conn: Connection, name: str, ip: str, now: float, settings: AuthSettings
+) -> tuple[int, bool]:
+    """One more wrong password for this name from this address: (failures, now locked).
+
+    The count starts afresh `lockout_for` after its first failure, and after a lock ran out.
+    One upsert, not read-then-insert: parallel guesses of a name nobody has tried yet would
+    otherwise race to insert (and deadlock on MariaDB's gap locks), which real names, whose
+    rows exist, would not: a difference a guesser could see.
+    """
+    f = t.login_failures.c
+    fresh = or_(
+        f.first_at <= now - settings.lockout_for,
+        and_(f.locked_until.is_not(None), f.locked_until <= now),
+    )
+    # ordered: MariaDB evaluates these left to right, each seeing the columns set before it,
+    # so `failures` must be computed while `first_at` still holds the old value
+    changes = [
+        ("failures", case((fresh, 1), else_=f.failures + 1)),
+        ("first_at", case((fresh, now), else_=f.first_at)),
+    ]
+    first = {"username": name, "ip": ip, "failures": 1, "first_at": now, "locked_until": None}
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        ins = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(t.login_failures)
+        conn.execute(
+            ins.values(**first).on_conflict_do_update(
+                index_elements=[f.username, f.ip], set_=dict(changes)
+            )
+        )
+    elif dialect in ("mysql", "mariadb"):
+        conn.execute(
+            mysql.insert(t.login_failures).values(**first).on_duplicate_key_update(changes)
+        )
+    else:  # no upsert known: read, then write (racy only under parallel guesses)
+        if conn.execute(select(f.failures).where(f.username == name, f.ip == ip)).first():
+            conn.execute(
+                update(t.login_failures)
+                .where(f.username == name, f.ip == ip)
+                .values(**dict(changes))
+            )
+        else:
+            conn.execute(insert(t.login_failures).values(**first))
+    key = (f.username == name, f.ip == ip)
+    failures = int(conn.execute(select(f.failures).where(*key)).scalar_one())
+    locked = failures >= settings.lockout_after
+    until = now + settings.lockout_for if locked else None
+    conn.execute(update(t.login_failures).where(*key).values(locked_until=until))
+    return failures, locked
+
+
+def _unlock(conn: Connection, name: str) -> int:
+    """Forget every address's failures for this name (an admin's unlock, a new password)."""
+    f = t.login_failures.c
+    return int(conn.execute(delete(t.login_failures).where(f.username == name)).rowcount or 0)
+
+
+def _audit_lock(
+    conn: Connection, name: str, failures: int, until: float, ip: str | None, now: float
+) -> None:
+    # the entry's address is the one locked out; the others may still log in
+    detail = {"failures": failures, "until": iso(until)}
+    audit(conn, "system", "user.locked", name, detail, ip, now)
+
+
+def prune_login_failures(store: Any, now: float, settings: AuthSettings = DEFAULTS) -> int:
+    """Delete counts that no longer matter (window over, no running lock); the engine's
+    retention job calls this, so the login path never takes range locks for it."""
+    f = t.login_failures.c
+    with store.begin() as conn:
+        result = conn.execute(
+            delete(t.login_failures).where(
+                f.first_at <= now - settings.lockout_for,
+                or_(f.locked_until.is_(None), f.locked_until <= now),
+            )
+        )
+    return int(result.rowcount or 0)
 
 
 def login(
@@ -485,45 +699,50 @@ def login(
 ) -> LoginOutcome:
     """Check a password and open a session; audit every attempt with its address.
 
-    Refusals, in order: too many failures from this address lately (429, nothing checked),
-    account locked (429), wrong username or password (401; the 5th in a row locks the account),
-    account disabled (401, same words, so a guesser learns nothing). `replaces` is the
-    browser's previous session cookie, ended on success so a login never keeps an old session.
+    Refusals, in order: too many failures from this address lately, whatever the names (429,
+    nothing checked); this address locked out of this name (429, nothing checked); wrong
+    username or password (401). Unknown names, wrong passwords and disabled accounts are one
+    answer, each after one argon2 verification, and count toward the lock alike; the lock is
+    keyed by the name as typed, so it answers the same for names that do not exist.
+    `replaces` is the browser's previous session cookie, ended on success so a login never
+    keeps an old session.
     """
-    given = username.strip().lower()[:64]
-    if ip is not None:
-        failures, oldest = _failed_from(conn, ip, now - settings.ip_window)
-        if failures >= settings.ip_max_failures:
-            wait = max(1.0, (oldest or now) + settings.ip_window - now)
-            audit(conn, given or "?", "login.throttled", given, {"failures": failures}, ip, now)
-            message = f"too many failed logins from {ip}; try again in {wait:.0f} s"
-            return LoginOutcome(False, 429, message, "throttled", wait)
-    row = _user_row(conn, given, lock=True) if _USERNAME.fullmatch(given) else None
-    if row is None:
-        _burn_time(password[:MAX_PASSWORD])
-        audit(conn, given or "?", "login.failed", given, {"reason": "unknown user"}, ip, now)
-        return LoginOutcome(False, 401, WRONG, "wrong")
-    locked_until = row["locked_until"]
-    if locked_until is not None and locked_until > now:
-        wait = locked_until - now
-        audit(conn, given, "login.locked", given, {"locked_until": iso(locked_until)}, ip, now)
+    given = _clip(username.strip().lower()[:64], 64) or ""
+    where = _ip_key(ip)
+    throttled = _throttle_wait(conn, ip, now, settings)
+    if throttled is not None:
+        wait, failures = throttled
+        audit(conn, given or "?", "login.throttled", given, {"failures": failures}, ip, now)
+        message = f"too many failed logins from {ip}; try again in {wait:.0f} s"
+        return LoginOutcome(False, 429, message, "throttled", wait)
+    wait = _lock_wait(conn, given, where, now)
+    if wait is not None:
+        audit(conn, given or "?", "login.locked", given, {"retry_after": round(wait)}, ip, now)
         return LoginOutcome(
             False,
             429,
-            f"this account is locked after repeated wrong passwords; "
+            f"this account is locked for your address after too many wrong passwords; "
             f"try again in {_minutes(wait)} or ask an admin to unlock it",
             "locked",
             wait,
         )
+    # no row lock on the user: unknown names have no row to lock, and any difference in how
+    # parallel attempts behave would tell the two apart; the counts are atomic upserts anyway
+    row = _user_row(conn, given) if _USERNAME.fullmatch(given) else None
+    if row is None:
+        _burn_time(password[:MAX_PASSWORD])
+        return _refused(conn, given, None, "unknown user", now, ip, settings)
     if len(password) > MAX_PASSWORD or not verify_password(row["password_hash"], password):
-        return _wrong_password(conn, row, now, ip, settings)
+        return _refused(conn, given, row, "wrong password", now, ip, settings)
     if row["disabled"]:
-        audit(conn, given, "login.failed", given, {"reason": "disabled"}, ip, now)
-        return LoginOutcome(False, 401, WRONG, "wrong")
-    values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
+        return _refused(conn, given, row, "disabled", now, ip, settings)
+    values: dict[str, Any] = {"failed_logins": 0, "last_login_at": now}
     if HASHER.check_needs_rehash(row["password_hash"]):
         values["password_hash"] = hash_password(password)  # parameters were raised since
     conn.execute(update(t.users).where(t.users.c.id == row["id"]).values(**values))
+    # this address got in: its count for this name starts again (other addresses keep theirs)
+    f = t.login_failures.c
+    conn.execute(delete(t.login_failures).where(f.username == given, f.ip == where))
     if replaces:
         end_session(conn, replaces, now, ip=ip, reason="replaced by a new login")
     session_id, token, csrf = create_session(
@@ -544,30 +763,35 @@ def login(
     )
 
 
-def _wrong_password(
-    conn: Connection, row: dict[str, Any], now: float, ip: str | None, settings: AuthSettings
+def _refused(
+    conn: Connection,
+    given: str,
+    row: dict[str, Any] | None,
+    reason: str,
+    now: float,
+    ip: str | None,
+    settings: AuthSettings,
 ) -> LoginOutcome:
-    u = t.users.c
-    # a lock that has run out starts a fresh count: five more tries, not one
-    expired = row["locked_until"] is not None and row["locked_until"] <= now
-    failures = 1 if expired else row["failed_logins"] + 1
-    values: dict[str, Any] = {"failed_logins": failures, "locked_until": None}
-    locked = failures >= settings.lockout_after
-    if locked:
-        values["locked_until"] = now + settings.lockout_for
-    conn.execute(update(t.users).where(u.id == row["id"]).values(**values))
-    name = row["username"]
-    detail = {"reason": "wrong password", "failures": failures}
-    audit(conn, name, "login.failed", name, detail, ip, now)
+    """Count and audit a refused password; the answer depends only on the count, never on
+    `reason`, so it cannot tell an unknown name, a wrong password and a disabled account apart."""
+    failures, locked = _count_failure(conn, given, _ip_key(ip), now, settings)
+    if row is not None and reason != "disabled":
+        # the admin's view of "someone is guessing": wrong passwords in a row, any address
+        conn.execute(
+            update(t.users)
+            .where(t.users.c.id == row["id"])
+            .values(failed_logins=t.users.c.failed_logins + 1)
+        )
+    detail = {"reason": reason, "failures": failures}
+    audit(conn, given or "?", "login.failed", given, detail, ip, now)
     if not locked:
         return LoginOutcome(False, 401, WRONG, "wrong")
-    until = iso(values["locked_until"])
-    audit(conn, "system", "user.locked", name, {"failures": failures, "until": until}, ip, now)
+    _audit_lock(conn, given, failures, now + settings.lockout_for, ip, now)
     return LoginOutcome(
         False,
         401,
-        f"{WRONG}; after {failures} wrong passwords in a row the account is locked for "
-        f"{_minutes(settings.lockout_for)}",
+        f"{WRONG}; after {failures} wrong passwords this account is locked for "
+        f"{_minutes(settings.lockout_for)} for your address",
         "locked",
         settings.lockout_for,
     )
@@ -771,7 +995,7 @@ def _touch(conn: Connection, table: Any, row_id: int, now: float) -> None:
 
 
 def _secret_view(row: dict[str, Any], extra: str) -> dict[str, Any]:
-    return {
+    view = {
         "id": row["id"],
         "name": row["name"],
         extra: row[extra],
@@ -780,6 +1004,9 @@ def _secret_view(row: dict[str, Any], extra: str) -> dict[str, Any]:
         "last_used_at": iso(row["last_used_at"]),
         "revoked_at": iso(row["revoked_at"]),
     }
+    if "owner" in row:
+        view["owner"] = row["owner"]
+    return view
 
 
 def _create_secret(
@@ -793,8 +1020,10 @@ def _create_secret(
     now: float,
     actor: str,
     ip: str | None,
-) -> tuple[dict[str, Any], str]:
-    """Insert a token-like row holding only the secret's hash; return the row and the secret.
+    extra: dict[str, Any] | None = None,
+    noted: dict[str, Any] | None = None,
+) -> tuple[int, str]:
+    """Insert a token-like row holding only the secret's hash; return its id and the secret.
 
     API tokens and ingest keys share this: shown once, stored as sha256, audited on creation.
     """
@@ -806,12 +1035,13 @@ def _create_secret(
             created_by=actor[:120],
             created_at=now,
             **{hash_column: secret_hash(secret), field: value},
+            **(extra or {}),
         )
     )
     row_id = int(result.inserted_primary_key[0])
-    audit(conn, actor, f"{kind}.create", f"{kind}:{row_id}", {"name": name, field: value}, ip, now)
-    row = conn.execute(select(table).where(table.c.id == row_id)).mappings().one()
-    return _secret_view(dict(row), field), secret
+    detail = {"name": name, field: value, **(noted or {})}
+    audit(conn, actor, f"{kind}.create", f"{kind}:{row_id}", detail, ip, now)
+    return row_id, secret
 
 
 def _active(table: Table, include_revoked: bool) -> Select:
@@ -820,11 +1050,41 @@ def _active(table: Table, include_revoked: bool) -> Select:
 
 
 def create_token(
-    conn: Connection, name: str, role: str, now: float, *, actor: str, ip: str | None = None
+    conn: Connection,
+    name: str,
+    role: str,
+    now: float,
+    *,
+    actor: str,
+    ip: str | None = None,
+    owner: str | int | None = None,
 ) -> dict[str, Any]:
-    """A new API token; the result's `token` is the only time the plaintext exists."""
+    """A new API token; the result's `token` is the only time the plaintext exists.
+
+    `owner` (a username or a user id) is the user the token acts for: it works only while that
+    user exists and is enabled, and never with more than the user's role at the time of the
+    request. Without an owner (the CLI's default) the token keeps its role until revoked.
+    """
     name, role = _name(name), check_role(role)
-    view, token = _create_secret(
+    owner_id: int | None = None
+    noted: dict[str, Any] = {}
+    if owner is not None:
+        user = (
+            _need_user(conn, owner)
+            if isinstance(owner, str)
+            else conn.execute(select(t.users).where(t.users.c.id == owner)).mappings().first()
+        )
+        if user is None or user["disabled"]:
+            raise AuthError("a token's owner must be an enabled user", field="owner")
+        if not role_allows(user["role"], role):
+            raise AuthError(
+                f"{user['username']} has the {user['role']} role: a token of theirs cannot have "
+                f"the {role} role",
+                field="role",
+            )
+        owner_id = int(user["id"])
+        noted = {"owner": user["username"]}
+    token_id, token = _create_secret(
         conn,
         t.api_tokens,
         "token",
@@ -835,12 +1095,24 @@ def create_token(
         now,
         actor,
         ip,
+        {"user_id": owner_id},
+        noted,
     )
+    [view] = [
+        _secret_view(dict(r), "role")
+        for r in conn.execute(_tokens_query(True).where(t.api_tokens.c.id == token_id)).mappings()
+    ]
     return {**view, "token": token}
 
 
 def _tokens_query(include_revoked: bool) -> Select:
-    return _active(t.api_tokens, include_revoked)
+    a, u = t.api_tokens, t.users
+    query = (
+        select(a, u.c.username.label("owner"))
+        .select_from(a.outerjoin(u, u.c.id == a.c.user_id))
+        .order_by(a.c.id)
+    )
+    return query if include_revoked else query.where(a.c.revoked_at.is_(None))
 
 
 def list_tokens(
@@ -861,15 +1133,34 @@ def revoke_token(
 
 
 def resolve_token(conn: Connection, token: str, now: float) -> Principal | None:
+    """The principal of an API token, or None (unknown, revoked, or its owner is gone or
+    disabled). Read with its owner on every request, in the same query: there is no cache to
+    outlive a disable, a demotion or a deletion."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    c = t.api_tokens.c
-    query = select(t.api_tokens).where(c.token_hash == secret_hash(token), c.revoked_at.is_(None))
+    c, u = t.api_tokens.c, t.users.c
+    query = (
+        select(c.id, c.name, c.role, c.user_id, u.username, u.role.label("owner_role"), u.disabled)
+        .select_from(t.api_tokens.outerjoin(t.users, u.id == c.user_id))
+        .where(c.token_hash == secret_hash(token), c.revoked_at.is_(None))
+    )
     row = conn.execute(query).mappings().first()
     if row is None:
         return None
+    role = row["role"]
+    if row["user_id"] is not None:
+        if row["username"] is None or row["disabled"]:
+            return None
+        role = lesser_role(role, row["owner_role"])
     _touch(conn, t.api_tokens, row["id"], now)
-    return Principal(kind="token", name=f"token:{row['name']}", role=row["role"], id=row["id"])
+    return Principal(
+        kind="token",
+        name=f"token:{row['name']}",
+        role=role,
+        id=row["id"],
+        owner_id=row["user_id"],
+        owner=row["username"],
+    )
 
 
 def create_ingest_key(
@@ -879,11 +1170,12 @@ def create_ingest_key(
     name = _name(name)
     if scope not in SCOPES:
         raise AuthError(f"unknown scope '{scope}'; use {', '.join(SCOPES)}", field="scope")
-    view, key = _create_secret(
+    key_id, key = _create_secret(
         conn, t.ingest_keys, "ingest_key", name, "key_hash", ("scope", scope), INGEST_PREFIX,
         now, actor, ip,
     )  # fmt: skip
-    return {**view, "key": key}
+    row = conn.execute(select(t.ingest_keys).where(t.ingest_keys.c.id == key_id)).mappings().one()
+    return {**_secret_view(dict(row), "scope"), "key": key}
 
 
 def list_ingest_keys(conn: Connection, *, include_revoked: bool = False) -> list[dict[str, Any]]:
@@ -940,5 +1232,9 @@ def _revoke(
             update(table).where(and_(c.id == row_id, c.revoked_at.is_(None))).values(revoked_at=now)
         )
         audit(conn, actor, f"{kind}.revoke", f"{kind}:{row_id}", {"name": row["name"]}, ip, now)
-    row = conn.execute(select(table).where(c.id == row_id)).mappings().one()
+    if kind == "token":
+        query = _tokens_query(True).where(c.id == row_id)
+    else:
+        query = select(table).where(c.id == row_id)
+    row = conn.execute(query).mappings().one()
     return _secret_view(dict(row), "role" if kind == "token" else "scope")

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from nachtwacht.alerts.maintenance import alert_muted_by
-from nachtwacht.auth.deps import actor
+from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
@@ -57,44 +57,44 @@ class Declare(BaseModel):
     component: str | None = Field(None, max_length=limits.NAME)
     impact: str | None = Field(None, max_length=limits.TEXT)
     commander: str | None = Field(None, max_length=limits.CONTACT)
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Actor(BaseModel):
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Update(BaseModel):
     message: str = Field(min_length=1, max_length=limits.TEXT)
     status: Literal["investigating", "mitigating", "monitoring", "resolved"] | None = None
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class SeverityChange(BaseModel):
     severity: Literal[1, 2, 3]
     reason: str = Field("", max_length=limits.TEXT)
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Assign(BaseModel):
     contact: str = Field(max_length=limits.CONTACT)
     role: Literal["commander", "responder"] = "responder"
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Escalate(BaseModel):
     reason: str = Field(min_length=3, max_length=limits.TEXT)
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Note(BaseModel):
     text: str = Field(min_length=1, max_length=limits.TEXT)
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Resolve(BaseModel):
     message: str = Field("", max_length=limits.TEXT)
-    actor: str = "api"
+    actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
     skip_checklist: str | None = Field(
         None,
         max_length=2000,
@@ -131,6 +131,8 @@ async def list_incidents(
 
 @router.post("/api/v1/incidents", status_code=201)
 async def declare(request: Request, body: Declare) -> dict[str, Any]:
+    who = actor(request)
+
     def work(conn, rt: Runtime, now: float) -> dict[str, Any]:  # noqa: ANN001
         if body.commander:
             _contact(rt, body.commander)
@@ -143,7 +145,7 @@ async def declare(request: Request, body: Declare) -> dict[str, Any]:
             component=body.component,
             origin="declared",
             impact=body.impact,
-            actor=body.actor,
+            actor=who,
             commander=body.commander,
         )
         escalation.advance(conn, rt.settings, incident_id, now, alert_muted_by)
@@ -176,15 +178,16 @@ def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str,
 
 @router.post("/api/v1/incidents/{incident_id}/ack")
 async def ack(request: Request, incident_id: RowId, body: Actor | None = None) -> dict[str, Any]:
-    actor = body.actor if body else "api"
+    who = actor(request)
     return await _write(
         request,
-        _action(incident_id, lambda c, rt, now: service.acknowledge(c, incident_id, actor, now)),
+        _action(incident_id, lambda c, rt, now: service.acknowledge(c, incident_id, who, now)),
     )
 
 
 @router.post("/api/v1/incidents/{incident_id}/updates")
 async def update(request: Request, incident_id: RowId, body: Update) -> dict[str, Any]:
+    who = actor(request)
     return await _write(
         request,
         _action(
@@ -193,7 +196,7 @@ async def update(request: Request, incident_id: RowId, body: Update) -> dict[str
                 c,
                 rt.settings,
                 incident_id,
-                body.actor,
+                who,
                 now,
                 body.message,
                 body.status,
@@ -205,12 +208,13 @@ async def update(request: Request, incident_id: RowId, body: Update) -> dict[str
 
 @router.post("/api/v1/incidents/{incident_id}/severity")
 async def severity(request: Request, incident_id: RowId, body: SeverityChange) -> dict[str, Any]:
+    who = actor(request)
     return await _write(
         request,
         _action(
             incident_id,
             lambda c, rt, now: service.set_severity(
-                c, rt.settings, incident_id, body.severity, body.actor, now, body.reason
+                c, rt.settings, incident_id, body.severity, who, now, body.reason
             ),
         ),
     )
@@ -218,22 +222,25 @@ async def severity(request: Request, incident_id: RowId, body: SeverityChange) -
 
 @router.post("/api/v1/incidents/{incident_id}/assign")
 async def assign(request: Request, incident_id: RowId, body: Assign) -> dict[str, Any]:
+    who = actor(request)
+
     def fn(c, rt: Runtime, now: float) -> None:  # noqa: ANN001
         service.require(c, incident_id)
         _contact(rt, body.contact)
-        service.assign(c, incident_id, body.contact, body.role, body.actor, now)
+        service.assign(c, incident_id, body.contact, body.role, who, now)
 
     return await _write(request, _action(incident_id, fn))
 
 
 @router.post("/api/v1/incidents/{incident_id}/escalate")
 async def escalate(request: Request, incident_id: RowId, body: Escalate) -> dict[str, Any]:
+    who = actor(request)
     return await _write(
         request,
         _action(
             incident_id,
             lambda c, rt, now: escalation.escalate_now(
-                c, rt.settings, incident_id, body.actor, now, body.reason
+                c, rt.settings, incident_id, who, now, body.reason
             ),
         ),
     )
@@ -241,11 +248,12 @@ async def escalate(request: Request, incident_id: RowId, body: Escalate) -> dict
 
 @router.post("/api/v1/incidents/{incident_id}/notes")
 async def note(request: Request, incident_id: RowId, body: Note) -> dict[str, Any]:
+    who = actor(request)
     return await _write(
         request,
         _action(
             incident_id,
-            lambda c, rt, now: service.add_note(c, incident_id, body.actor, now, body.text),
+            lambda c, rt, now: service.add_note(c, incident_id, who, now, body.text),
         ),
     )
 
@@ -255,6 +263,7 @@ async def resolve(
     request: Request, incident_id: RowId, body: Resolve | None = None
 ) -> dict[str, Any]:
     body = body or Resolve()
+    who = actor(request)
     return await _write(
         request,
         _action(
@@ -263,7 +272,7 @@ async def resolve(
                 c,
                 rt.settings,
                 incident_id,
-                body.actor,
+                who,
                 now,
                 body.message,
                 gate=resolution_gate,
@@ -275,11 +284,11 @@ async def resolve(
 
 @router.post("/api/v1/incidents/{incident_id}/close")
 async def close(request: Request, incident_id: RowId, body: Actor | None = None) -> dict[str, Any]:
-    actor = body.actor if body else "api"
+    who = actor(request)
     return await _write(
         request,
         _action(
-            incident_id, lambda c, rt, now: service.set_status(c, incident_id, "closed", actor, now)
+            incident_id, lambda c, rt, now: service.set_status(c, incident_id, "closed", who, now)
         ),
     )
 

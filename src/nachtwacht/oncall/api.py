@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
+from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.oncall import service
@@ -114,11 +115,13 @@ class NewOverride(BaseModel):
     # datetimes without an offset are site time; numbers are epoch seconds
     starts_at: datetime | None = Field(None, description="default now")
     ends_at: datetime
-    actor: str = Field("api", max_length=120)
+    actor: str = Field("api", max_length=120, deprecated=True, description=IGNORED_ACTOR)
 
 
 @router.post("/oncall/overrides", status_code=201)
 async def add_override(request: Request, body: NewOverride) -> dict[str, Any]:
+    who = actor(request)
+
     def work(conn: Connection, rt: Runtime, now: float) -> dict[str, Any]:
         zone = rt.settings.zone
         starts_at = service.to_ts(body.starts_at, zone) if body.starts_at else now
@@ -129,7 +132,7 @@ async def add_override(request: Request, body: NewOverride) -> dict[str, Any]:
             body.contact,
             starts_at,
             service.to_ts(body.ends_at, zone),
-            body.actor,
+            who,
             now,
         )
         rows = service.list_overrides(conn, rt.settings, now, body.rotation)

@@ -335,10 +335,24 @@ users = Table(
     Column("role", String(16), nullable=False),  # viewer | responder | admin
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", Double, nullable=False),
-    Column("failed_logins", Integer, nullable=False, default=0),  # consecutive
-    Column("locked_until", Double),
+    # wrong passwords in a row from any address: shown to admins; locks live in login_failures
+    Column("failed_logins", Integer, nullable=False, default=0),
     Column("last_login_at", Double),
     UniqueConstraint("username"),
+)
+
+# Wrong passwords per (username as typed, client address): the lockout. Keyed by the name as
+# typed, not the user's id, so an unknown name counts and locks exactly like a real one, and a
+# guesser at one address cannot lock the owner out at another.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("ip", String(64), primary_key=True),  # "" when the address is unknown
+    Column("failures", Integer, nullable=False),
+    Column("first_at", Double, nullable=False),  # the count starts again lockout_for after this
+    Column("locked_until", Double),
+    Index(None, "first_at"),
 )
 
 sessions = Table(
@@ -369,6 +383,9 @@ api_tokens = Table(
     Column("created_at", Double, nullable=False),
     Column("last_used_at", Double),
     Column("revoked_at", Double),
+    # the user the token acts for: it works only while that user exists and is enabled, and
+    # never with more than the user's role. None: made by the CLI without --owner
+    Column("user_id", Integer),
     UniqueConstraint("token_hash"),
 )
 

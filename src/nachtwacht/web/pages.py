@@ -36,7 +36,16 @@ from sqlalchemy import Connection, func, select
 
 from nachtwacht.alerts import windows
 from nachtwacht.alerts.maintenance import active_windows
-from nachtwacht.auth.deps import access, actor, optional_principal, principal_of, safe_next
+from nachtwacht.auth.deps import (
+    LOGIN_FIELD,
+    access,
+    actor,
+    login_form_token,
+    optional_principal,
+    principal_of,
+    safe_next,
+    set_login_cookie,
+)
 from nachtwacht.auth.models import Principal
 from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.config import redact
@@ -296,9 +305,10 @@ def _redirect(url: str) -> RedirectResponse:
 
 LOGIN_ERRORS = {
     "wrong": "Wrong username or password.",
-    "locked": "This account is locked after too many wrong passwords. "
+    "locked": "This account is locked for your address after too many wrong passwords. "
     "Wait 15 minutes, or ask an admin to unlock it.",
     "throttled": "Too many failed logins from your address. Wait a minute and try again.",
+    "expired": "The login form had expired. Please log in again.",
 }
 
 
@@ -310,6 +320,9 @@ async def login_page(
     if await optional_principal(request) is not None:
         return _redirect(target)
     rt = request.app.state.runtime
+    # login CSRF: the form carries the value of a cookie that only this page sets, which
+    # another site's form cannot know
+    token = login_form_token(request)
     html = env.get_template("login.html").render(
         site=rt.settings.site,
         next=target,
@@ -317,8 +330,12 @@ async def login_page(
         error=LOGIN_ERRORS.get(error or "", "Please log in again." if error else None),
         user=None,
         path="/login",
+        login_field=LOGIN_FIELD,
+        login_token=token,
     )
-    return HTMLResponse(html, status_code=200, headers=HEADERS)
+    response = HTMLResponse(html, status_code=200, headers=HEADERS)
+    set_login_cookie(response, request, token)
+    return response
 
 
 # ---------------------------------------------------------------------------- overview
