@@ -120,6 +120,8 @@ async def optional_principal(request: Request) -> Principal | None:
             principal = await run_in_store(
                 request, lambda conn, now: service.resolve_session(conn, cookie, now, settings)
             )
+    if principal is not None:
+        remember_verified(request, principal)
     request.state.principal = principal
     return principal
 
@@ -139,6 +141,53 @@ def principal_of(request: Request) -> Principal | None:
 def actor(request: Request) -> str:
     principal = principal_of(request)
     return principal.name if principal is not None else "anonymous"
+
+
+# -- while the store is down -----------------------------------------------------------------
+
+# how long a credential this process verified still counts, for reading /healthz's details
+# only, while the store that would check it again is down: an outage is when those details
+# are wanted most, and they change nothing
+VERIFIED_GRACE = 24 * 3600.0
+VERIFIED_PRUNE_AT = 1000  # entries before old ones are dropped
+
+
+def _credential(request: Request) -> str | None:
+    token = bearer(request)
+    if token is not None:
+        return "bearer:" + service.secret_hash(token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return "session:" + service.secret_hash(cookie) if cookie else None
+
+
+def _verified(request: Request) -> dict[str, tuple[Principal, float]]:
+    state = request.app.state
+    verified = getattr(state, "verified_principals", None)
+    if verified is None:
+        verified = state.verified_principals = {}
+    return verified
+
+
+def remember_verified(request: Request, principal: Principal) -> None:
+    key = _credential(request)
+    if key is None:
+        return
+    now = request.app.state.runtime.clock.now()
+    verified = _verified(request)
+    if len(verified) >= VERIFIED_PRUNE_AT:
+        for old in [k for k, (_, at) in verified.items() if now - at > VERIFIED_GRACE]:
+            del verified[old]
+    verified[key] = (principal, now)
+
+
+def recently_verified(request: Request) -> Principal | None:
+    """The principal of this request's credentials as last verified with the store, if that
+    was within VERIFIED_GRACE; for when the store cannot be asked."""
+    key = _credential(request)
+    known = _verified(request).get(key) if key is not None else None
+    if known is None or request.app.state.runtime.clock.now() - known[1] > VERIFIED_GRACE:
+        return None
+    return known[0]
 
 
 # -- may they --------------------------------------------------------------------------------
