@@ -31,6 +31,7 @@ from nachtwacht.auth import service
 from nachtwacht.auth.models import AuthSettings, Principal
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.refused import refuse
 
 SESSION_COOKIE = "nw_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -280,6 +281,11 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
             row = await run_in_store(
                 request, lambda conn, now: service.resolve_ingest_key(conn, given, scope, now)
             )
+        except ApiError as exc:
+            # counted and logged: a sender with a wrong key would otherwise go unnoticed
+            reason = "wrong_scope" if exc.status_code == 403 else "unknown_key"
+            refuse(request, scope, reason if given else "no_key", given)
+            raise
         except StoreError:
             # the store is down, which is when the spool must take what arrives: a key this
             # process verified recently is still good enough to accept (revocation waits for
@@ -290,6 +296,7 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
                 raise
             row = known[0]
             if row["scope"] not in (scope, "all"):
+                refuse(request, scope, "wrong_scope", given)
                 raise ApiError(
                     403, f"ingest key '{row['name']}' may send {row['scope']}, not {scope}", "key"
                 ) from None

@@ -58,6 +58,7 @@ from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
+from nachtwacht.web.refused import Refusals
 
 
 def create_app(
@@ -75,7 +76,8 @@ def create_app(
         app.state.heartbeat_tokens = {
             p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token")
         }
-        app.state.metrics = registry_for(runtime)
+        app.state.refusals = Refusals(runtime.clock)
+        app.state.metrics = registry_for(runtime, app.state.refusals)
         app.state.uptime_cache = runtime.uptime_cache  # kept warm by the rollups module
         if start_engine:
             runtime.start()
