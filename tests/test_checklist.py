@@ -83,6 +83,7 @@ def test_a_healthy_site_passes_every_item_and_records_the_run(site: Context, mai
     assert "dashboard-http ok" in found["web"]["detail"]
     assert "cache ok" in found["caches"]["detail"]
     assert "/login: login form" in found["dashboard"]["detail"]
+    assert "0 engine modules" not in found["dashboard"]["detail"]
     assert "GET endpoints answered" in found["api"]["detail"]
     assert "integrity_check" in found["integrity"]["detail"]
     assert "anonymous API request refused (401)" in found["access"]["detail"]
@@ -96,9 +97,10 @@ def test_a_healthy_site_passes_every_item_and_records_the_run(site: Context, mai
         tokens = conn.execute(select(t.api_tokens)).mappings().all()
     assert [r["id"] for r in stored] == [run["id"]] and stored[0]["passed"] is True
     assert events[0]["actor"] == "tester" and "passed" in events[0]["message"]
-    # the API item's token was made for the check and revoked after it
-    assert len(tokens) == 1 and tokens[0]["role"] == "viewer"
-    assert tokens[0]["revoked_at"] is not None
+    # the dashboard item's token (for /healthz's details) and the API item's were made for
+    # the check and revoked after it
+    assert len(tokens) == 2 and {tk["role"] for tk in tokens} == {"viewer"}
+    assert all(tk["revoked_at"] is not None for tk in tokens)
 
 
 def test_a_probe_target_down_fails_its_item_and_the_checklist(

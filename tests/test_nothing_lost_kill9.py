@@ -31,6 +31,7 @@ from nachtwacht.errors import projects
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.conftest import free_port
+from tests.helpers import admin_token
 from tests.notify_helpers import Receiver
 
 BIN = Path(sys.executable).parent / "nachtwacht"
@@ -163,7 +164,9 @@ async def test_kill_9_during_ingestion_loses_nothing_acknowledged(tmp_path: Path
             stop.set()
             await asyncio.gather(*tasks)
         await serve.start()  # the restart replays whatever the spool holds
-        async with httpx.AsyncClient(timeout=5) as client:
+        # the spool's backlog is a detail of /healthz: it needs a viewer
+        viewer = {"Authorization": f"Bearer {admin_token(store, role='viewer')}"}
+        async with httpx.AsyncClient(timeout=5, headers=viewer) as client:
             for _ in range(300):
                 health = (await client.get(f"{serve.url}/healthz")).json()
                 if health["spool"]["backlog_bytes"] == 0:

@@ -35,7 +35,7 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.conftest import PG_ADMIN, free_port
-from tests.helpers import settings_for
+from tests.helpers import admin_token, settings_for
 from tests.test_nothing_lost_proxy import TcpProxy, pg_database, proxied_url
 
 TOKEN = "stream-heartbeat-token"
@@ -168,16 +168,30 @@ def stored(database: str) -> tuple[Counter[str], Counter[str]]:
         engine.dispose()
 
 
-async def wait_drained(url: str, timeout: float = 90) -> dict:
+def viewer_token(database: str) -> str:
+    """A viewer's API token in the fresh database (directly, not through the proxy): the
+    store and spool details of /healthz need one."""
+    engine = create_engine(PG_ADMIN.rsplit("/", 1)[0] + f"/{database}")
+    try:
+        store = Store(str(engine.url.render_as_string(hide_password=False)), engine)
+        return admin_token(store, role="viewer")
+    finally:
+        engine.dispose()
+
+
+async def wait_drained(url: str, token: str, timeout: float = 90) -> dict:
     """Until serve says the store is up and nothing waits in the spool (bounded poll)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: object = None
-    async with httpx.AsyncClient(timeout=5) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=5, headers=headers) as client:
         while loop.time() < deadline:
             try:
                 last = (await client.get(f"{url}/healthz")).json()
-                if last["store"]["available"] and last["spool"]["backlog_bytes"] == 0:  # type: ignore[index]
+                # without "store": no details yet (the store cannot check the token)
+                store, spool = last.get("store"), last.get("spool")  # type: ignore[union-attr]
+                if store and store["available"] and spool["backlog_bytes"] == 0:
                     return last  # type: ignore[return-value]
             except httpx.HTTPError as exc:
                 last = exc
@@ -206,6 +220,7 @@ async def test_pings_and_events_through_a_cut_postgres_connection_are_stored_exa
 ) -> None:
     with pg_database() as name:
         project = add_project(name)
+        token = viewer_token(name)
         settings = settings_for(site(tmp_path / "spool"), proxied_url(proxy, name))
         with Served(create_app(settings), free_port()) as served:
             stream = Stream(served.url, project)
@@ -221,7 +236,7 @@ async def test_pings_and_events_through_a_cut_postgres_connection_are_stored_exa
                 await stream.until(lambda: stream.total >= before + 450, "items after")
                 stream.stop.set()
                 await asyncio.gather(*workers)
-            health = await wait_drained(served.url)
+            health = await wait_drained(served.url, token)
         found = stored(name)
     assert not stream.refused, f"items were refused: {stream.refused}"
     cut_events = [n for n in stream.during_cut if n % 3 == 0]
@@ -235,6 +250,7 @@ async def test_kill_9_while_the_store_is_cut_loses_nothing_spooled(
 ) -> None:
     with pg_database() as name:
         project = add_project(name)
+        token = viewer_token(name)
         config = tmp_path / "nachtwacht.yaml"
         config.write_text(f"store:\n  url: {proxied_url(proxy, name)}\n" + site(tmp_path / "sp"))
         port = free_port()
@@ -252,7 +268,7 @@ async def test_kill_9_while_the_store_is_cut_loses_nothing_spooled(
         first = start()
         stream = Stream(url, project)
         try:
-            await wait_drained(url, timeout=60)  # up and serving
+            await wait_drained(url, token, timeout=60)  # up and serving
             async with httpx.AsyncClient(timeout=30) as client:
                 workers = [asyncio.create_task(stream.worker(client)) for _ in range(WORKERS)]
                 await stream.until(lambda: stream.total >= 150, "items before the cut")
@@ -273,7 +289,7 @@ async def test_kill_9_while_the_store_is_cut_loses_nothing_spooled(
         proxy.restore()
         second = start()
         try:
-            await wait_drained(url)
+            await wait_drained(url, token)
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(60)

@@ -72,6 +72,7 @@ def test_list_and_show(config: Path) -> None:
         "suspicious_ip": {
             "description": "an address to block (empty: none identified yet)",
             "default": "",
+            "type": "network",
         }
     }
     assert "no runbook named 'nope'" in invoke(config, "show", "nope", code=2)

@@ -189,4 +189,6 @@ steps:
     cfg = settings(tmp_path, "  vars: {team: ops}\n")
     detail = service.detail(cfg, "custom", {"host": "db1"})
     assert detail["steps"][0]["does"] == "$ ping -c 1 db1 && echo ops"
-    assert detail["inputs"] == {"host": {"description": "the host to check", "default": None}}
+    assert detail["inputs"] == {
+        "host": {"description": "the host to check", "default": None, "type": "text"}
+    }

@@ -147,7 +147,9 @@ def test_no_operation_answers_with_a_server_error(case: Any, api: Api) -> None:
     if (case.method, case.path) == ("GET", "/healthz"):
         # 503 "degraded" is /healthz's documented answer while the engine is not running (as
         # here: start_engine=False), for load balancers; anything else must still not be a 5xx
-        assert response.status_code == 503 and response.json()["status"] == "degraded"
+        # (422: a `details` value that is not a boolean)
+        if response.status_code != 422:
+            assert response.status_code == 503 and response.json()["status"] == "degraded"
         return
     case.validate_response(response, checks=[not_a_server_error])
 

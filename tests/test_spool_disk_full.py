@@ -30,7 +30,7 @@ from nachtwacht.spool.log import SpoolError, SpoolLog
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
-from tests.helpers import settings_for
+from tests.helpers import admin_token, settings_for
 from tests.test_errors_fixtures import add_project, envelope, msg_event
 from tests.test_nothing_lost import outage, pings
 
@@ -215,12 +215,14 @@ def test_a_full_disk_answers_503_says_so_in_health_and_recovers_without_restart(
     assert send_json("json before").status_code == 200
     assert send_alert("before").status_code == 200
     assert client.post(f"/ping/{TOKEN}", content=b"p1").status_code == 200
+    # the details of /healthz need a viewer
+    viewer = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now(), role='viewer')}"}
     disk = FullDisk(monkeypatch, mode)
     disk.fill(room=10)
     refusals = [send_event("refused"), send_event("refused again"), send_json("json refused")]
     # the store still takes pings directly: a full spool disk does not stop those
     assert client.post(f"/ping/{TOKEN}", content=b"p2").status_code == 200
-    health = client.get("/healthz")
+    health = client.get("/healthz", headers=viewer)
     with pytest.raises(RuntimeError, match=f"spool cannot write: {ENOSPC} since"):
         client.portal.call(runtime._check_spool, clock.now())
     status = CliRunner().invoke(cli, ["status", "--config", str(config)])
@@ -248,7 +250,7 @@ def test_a_full_disk_answers_503_says_so_in_health_and_recovers_without_restart(
         assert client.post(f"/ping/{TOKEN}", content=b"p3").status_code == 200
     runtime.drainer.drain_all()
     client.portal.call(runtime._check_spool, clock.now())  # healthy again: does not raise
-    healed = client.get("/healthz").json()
+    healed = client.get("/healthz", headers=viewer).json()
     assert healed["spool"]["writable"] is True and "cannot write" not in healed["summary"]
     assert _messages(sqlite_store) == ["before", "json before", "after"]
     assert [body for _, body in pings(sqlite_store)] == ["p1", "p2", "p3"]

@@ -32,6 +32,7 @@ from nachtwacht.auth import service
 from nachtwacht.auth.models import AuthSettings, Principal
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.refused import refuse
 
 SESSION_COOKIE = "nw_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -125,6 +126,8 @@ async def optional_principal(request: Request) -> Principal | None:
             principal = await run_in_store(
                 request, lambda conn, now: service.resolve_session(conn, cookie, now, settings)
             )
+    if principal is not None:
+        remember_verified(request, principal)
     request.state.principal = principal
     return principal
 
@@ -154,6 +157,53 @@ IGNORED_ACTOR = (
     "Ignored: the actor recorded is the authenticated principal (the user, or token:NAME). "
     "Still accepted so that older clients keep working."
 )
+
+
+# -- while the store is down -----------------------------------------------------------------
+
+# how long a credential this process verified still counts, for reading /healthz's details
+# only, while the store that would check it again is down: an outage is when those details
+# are wanted most, and they change nothing
+VERIFIED_GRACE = 24 * 3600.0
+VERIFIED_PRUNE_AT = 1000  # entries before old ones are dropped
+
+
+def _credential(request: Request) -> str | None:
+    token = bearer(request)
+    if token is not None:
+        return "bearer:" + service.secret_hash(token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return "session:" + service.secret_hash(cookie) if cookie else None
+
+
+def _verified(request: Request) -> dict[str, tuple[Principal, float]]:
+    state = request.app.state
+    verified = getattr(state, "verified_principals", None)
+    if verified is None:
+        verified = state.verified_principals = {}
+    return verified
+
+
+def remember_verified(request: Request, principal: Principal) -> None:
+    key = _credential(request)
+    if key is None:
+        return
+    now = request.app.state.runtime.clock.now()
+    verified = _verified(request)
+    if len(verified) >= VERIFIED_PRUNE_AT:
+        for old in [k for k, (_, at) in verified.items() if now - at > VERIFIED_GRACE]:
+            del verified[old]
+    verified[key] = (principal, now)
+
+
+def recently_verified(request: Request) -> Principal | None:
+    """The principal of this request's credentials as last verified with the store, if that
+    was within VERIFIED_GRACE; for when the store cannot be asked."""
+    key = _credential(request)
+    known = _verified(request).get(key) if key is not None else None
+    if known is None or request.app.state.runtime.clock.now() - known[1] > VERIFIED_GRACE:
+        return None
+    return known[0]
 
 
 # -- may they --------------------------------------------------------------------------------
@@ -246,6 +296,11 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
             row = await run_in_store(
                 request, lambda conn, now: service.resolve_ingest_key(conn, given, scope, now)
             )
+        except ApiError as exc:
+            # counted and logged: a sender with a wrong key would otherwise go unnoticed
+            reason = "wrong_scope" if exc.status_code == 403 else "unknown_key"
+            refuse(request, scope, reason if given else "no_key", given)
+            raise
         except StoreError:
             # the store is down, which is when the spool must take what arrives: a key this
             # process verified recently is still good enough to accept (revocation waits for
@@ -256,6 +311,7 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
                 raise
             row = known[0]
             if row["scope"] not in (scope, "all"):
+                refuse(request, scope, "wrong_scope", given)
                 raise ApiError(
                     403, f"ingest key '{row['name']}' may send {row['scope']}, not {scope}", "key"
                 ) from None

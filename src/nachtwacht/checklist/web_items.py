@@ -90,12 +90,24 @@ async def dashboard(ctx: Context) -> ItemResult:
     ok, detail = await reach(ctx)
     if not ok:
         return ItemResult("dashboard", False, detail)
+    # the engine modules are a detail of /healthz, which anonymous callers do not get
     try:
-        async with _network(ctx) as client:
-            health = (await client.get("/healthz")).json()
+        token_id, token = await asyncio.to_thread(_token, ctx)
+    except StoreError as exc:
+        return ItemResult("dashboard", False, f"{detail}; cannot create the check's token: {exc}")
+    try:
+        async with _network(ctx, {"Authorization": f"Bearer {token}"}) as client:
+            answer = await client.get("/healthz", params={"details": "true"})
+            health = answer.json()
     except (httpx.HTTPError, ValueError) as exc:
         return ItemResult("dashboard", False, f"{detail}; /healthz unreadable: {exc}")
-    modules = health.get("modules", [])
+    finally:
+        await asyncio.to_thread(_revoke, ctx, token_id)
+    if "modules" not in health:
+        return ItemResult(
+            "dashboard", False, f"{detail}; /healthz answered {answer.status_code}: {health}"
+        )
+    modules = health["modules"]
     failing = [
         f"{m['module']} ({m.get('last_error')})" for m in modules if m.get("consecutive_errors")
     ]

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from nachtwacht.auth.deps import ingest_key
+from nachtwacht.auth.deps import bearer, ingest_key
 from nachtwacht.errors import pytrace
 from nachtwacht.errors.envelope import (
     IngestError,
@@ -45,6 +45,7 @@ from nachtwacht.errors.records import build, event_meta
 from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.refused import refuse
 
 router = APIRouter(tags=["errors"])
 KIND = "error_event"
@@ -130,6 +131,26 @@ def _overloaded(request: Request) -> IngestError | None:
 
 
 async def _project(request: Request, key: str | None, project_id: int) -> None:
+    try:
+        await _check_project(request, key, project_id)
+    except IngestError as exc:
+        # counted and logged: the SDK drops what is refused, so the app never hears of it
+        reason = REFUSALS.get((exc.status, exc.field)) if key else "no_key"
+        if reason is not None:
+            refuse(request, "errors", reason, key)
+        raise
+
+
+# what each refusal of _check_project is called in /metrics and the log
+REFUSALS = {
+    (401, "sentry_key"): "unknown_key",
+    (403, "sentry_key"): "wrong_project",
+    (404, "project_id"): "unknown_project",
+    (403, "project_id"): "disabled_project",
+}
+
+
+async def _check_project(request: Request, key: str | None, project_id: int) -> None:
     if not key:
         raise IngestError(
             401,
@@ -183,6 +204,7 @@ async def _ingest(request: Request, envelope: bool) -> Response:
         try:
             project_id = int(request.path_params["project_id"])
         except ValueError:
+            refuse(request, "errors", "unknown_project", _given_key(request))
             raise IngestError(404, "no such project", "project_id") from None
         key = _given_key(request)
         if key is not None:  # a wrong key is refused before the body is read
@@ -219,6 +241,10 @@ async def _ingest(request: Request, envelope: bool) -> Response:
     except SpoolError as exc:
         return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": ids[-1]} if ids else {}, CORS)
+
+
+def _ingest_key_given(request: Request) -> str | None:
+    return bearer(request) or request.query_params.get("key")
 
 
 async def envelope_endpoint(request: Request) -> Response:
@@ -347,8 +373,10 @@ async def json_event(
     except StoreError as exc:
         return _refuse(IngestError(503, f"projects cannot be loaded: {exc}"), cfg.retry_after)
     if entry is None:
+        refuse(request, "errors", "unknown_project", _ingest_key_given(request))
         raise ApiError(422, f"no project named '{body.project}'", "project")
     if entry.disabled:
+        refuse(request, "errors", "disabled_project", _ingest_key_given(request))
         raise ApiError(403, f"project '{body.project}' is disabled", "project")
     event = to_sentry(body, event_id)
     event_json = orjson.dumps(event)

@@ -333,8 +333,9 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
         f"<title>{html.escape(title)}</title>"
-        "<body style='font-family:system-ui;max-width:32rem;margin:2rem auto;padding:0 1rem'>"
-        f"{body}</body>",
+        # a stylesheet, not style attributes: the Content-Security-Policy allows no inline style
+        "<link rel=stylesheet href=/static/ack.css>"
+        f"<body>{body}</body>",
         status_code=status,
     )
 
@@ -375,7 +376,7 @@ async def ack_page(request: Request, token: str) -> HTMLResponse:
         "Acknowledge",
         f"<h1>S{inc['severity']} incident #{inc['id']}</h1><p>{title}</p>"
         f"<form method=post><label>Your name <input name=actor required></label> "
-        "<button style='font-size:1.4rem;padding:.6rem 1.2rem'>Acknowledge</button></form>",
+        "<button>Acknowledge</button></form>",
     )
 
 

@@ -16,6 +16,7 @@ from nachtwacht.config import limits
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.headers import policy_for_inline_styles
 from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"])
@@ -97,7 +98,10 @@ async def review_document(
         if fmt == "json":
             return postmortem.as_json(review)
         if fmt == "html":
-            return HTMLResponse(document.html(review, rt.settings))
+            text = document.html(review, rt.settings)
+            # its own styles are inside it (it must open offline): allowed by hash only
+            csp = {"Content-Security-Policy": policy_for_inline_styles(text)}
+            return HTMLResponse(text, headers=csp)
         return PlainTextResponse(
             document.markdown(review, rt.settings), media_type="text/markdown; charset=utf-8"
         )

@@ -29,6 +29,7 @@ from nachtwacht.checklist.items import Context as ChecklistContext
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
+from nachtwacht.web.headers import policy_for_inline_styles
 from nachtwacht.web.pages import (
     ActionError,
     PageError,
@@ -194,6 +195,8 @@ async def _document(request: Request, incident_id: int, kind: str) -> Response:
             text, status_code=status, media_type="text/markdown; charset=utf-8"
         )
     body, headers = compressed(text.encode(), gzip_ok)
+    # its own styles are inside it (it must open offline): allowed by hash, nothing else
+    headers["Content-Security-Policy"] = policy_for_inline_styles(text)
     return HTMLResponse(body, headers=headers)
 
 

@@ -101,7 +101,7 @@ def show(
         typer.echo(data["description"])
     for name_, spec in data["inputs"].items():
         default = "required" if spec["default"] is None else f"default '{spec['default']}'"
-        typer.echo(f"input {name_}: {spec['description']} ({default})")
+        typer.echo(f"input {name_} ({spec['type']}): {spec['description']} ({default})")
     for s in data["steps"]:
         flags = [s["kind"]]
         if s["destructive"]:

@@ -228,9 +228,16 @@ STEP_KINDS: dict[str, type[StepBase]] = {
 }
 
 
+# what an input holds decides the checks beyond the safe characters (variables.check_input)
+InputType = Literal["text", "name", "path", "address", "network"]
+
+
 class Input(Strict):
     description: str = ""
     default: str | None = None  # None: must be given when the runbook runs
+    # omitted: guessed from the input's name (`…_ip` is a network, `…_path` a path), so a
+    # user runbook written before types existed still gets the address checks
+    type: InputType | None = None
 
 
 class Runbook(Strict):

@@ -12,7 +12,13 @@ from nachtwacht.runbooks import loader
 from nachtwacht.runbooks.models import LoadedRunbook
 from nachtwacht.runbooks.runner import RunError, find
 from nachtwacht.runbooks.steps import describe
-from nachtwacht.runbooks.variables import BUILTIN_HELP, VariableError, known_names, variables
+from nachtwacht.runbooks.variables import (
+    BUILTIN_HELP,
+    VariableError,
+    input_type,
+    known_names,
+    variables,
+)
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -31,7 +37,7 @@ def summary(loaded: LoadedRunbook) -> dict[str, Any]:
         "steps": len(steps),
         "destructive_steps": sum(1 for s in steps if s.destructive),
         "inputs": {
-            k: {"description": v.description, "default": v.default}
+            k: {"description": v.description, "default": v.default, "type": input_type(k, v)}
             for k, v in loaded.runbook.inputs.items()
         },
     }

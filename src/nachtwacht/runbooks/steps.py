@@ -80,7 +80,7 @@ async def run_shell(
 ) -> Outcome:
     """One command through the shell, stderr merged into stdout, killed (with its children)
     at the timeout."""
-    text = env.variables.render(command, masked=False)
+    text = env.variables.render(command, masked=False, shell=True)
     argv = [env.settings.runbooks.shell, "-c", "exec 2>&1\n" + text]
     try:
         async with asyncio.timeout(timeout):
@@ -293,7 +293,7 @@ def describe(step: StepBase, variables: Variables, plan: bool = False) -> str:
     kind = step.kind  # type: ignore[attr-defined]
     text = ""
     if isinstance(step, CommandStep | CheckStep) and step.command is not None:
-        text = "$ " + variables.render(step.command, masked=True)
+        text = "$ " + variables.render(step.command, masked=True, shell=True)
         if step.env:
             env = " ".join(f"{k}={variables.render(v, masked=True)}" for k, v in step.env.items())
             text = f"{text}\n  with {env}"

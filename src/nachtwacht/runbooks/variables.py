@@ -11,7 +11,9 @@ the timeline. A command gets the real values only in the moment it runs.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +28,18 @@ from nachtwacht.config.redact import (
     settings_secrets,
 )
 from nachtwacht.runbooks.loader import VARIABLE
-from nachtwacht.runbooks.models import Runbook
+from nachtwacht.runbooks.models import Input, Runbook
 
 # what an input given at run time may hold: an address, a name, a path; no spaces, quotes or
-# shell operators, because it is pasted into a shell command
-SAFE_INPUT = re.compile(r"^[A-Za-z0-9_.:/@%+=,\-]*$")
+# shell operators, because it is pasted into a shell command. Matched with fullmatch: `$` of
+# re.match lets a trailing newline through, and a newline ends a shell command.
+SAFE_INPUT = re.compile(r"[A-Za-z0-9_.:/@%+=,\-]*")
+# an input with no `type:` is typed by its name, so `block_ip` gets the network checks
+NETWORK_NAME = re.compile(r"(?:^|_)(?:ip|ips|addr|address|cidr|net|network|subnet)$", re.I)
+PATH_NAME = re.compile(r"(?:^|_)(?:path|file|dir|directory|folder)$", re.I)
+# the broadest network an input may name: blocking a /0 (or a /1) locks everyone out,
+# the responder included
+MIN_PREFIX = {4: 16, 6: 32}
 WEB_UNITS = ("nginx", "apache", "httpd", "caddy", "haproxy")
 DB_UNITS = ("mariadb", "mysql", "postgres")
 CACHE_UNITS = ("redis",)
@@ -78,6 +87,7 @@ class Variables:
     values: dict[str, str]
     secret: set[str] = field(default_factory=set)  # names never shown
     redactor: Redactor = field(default_factory=Redactor)
+    inputs: set[str] = field(default_factory=set)  # given at run time: quoted into commands
 
     def shown(self, name: str) -> str:
         value = self.values[name]
@@ -85,14 +95,18 @@ class Variables:
             return MASK if value else ""
         return self.redactor.text(mask_url(value))
 
-    def render(self, text: str, *, masked: bool) -> str:
-        """`{{ name }}` replaced by the value, or by what may be shown of it."""
+    def render(self, text: str, *, masked: bool, shell: bool = False) -> str:
+        """`{{ name }}` replaced by the value, or by what may be shown of it. `shell`: the text
+        is a shell command, and inputs go in quoted. The config's own variables do not: they
+        are written by whoever writes the config, and some are meant as command fragments
+        (`sudo: sudo -n`)."""
 
         def one(m: re.Match[str]) -> str:
             name = m[1]
             if name not in self.values:
                 raise VariableError(f"unknown variable '{name}'")
-            return self.shown(name) if masked else self.values[name]
+            value = self.shown(name) if masked else self.values[name]
+            return shlex.quote(value) if shell and name in self.inputs else value
 
         return VARIABLE.sub(one, text)
 
@@ -211,16 +225,75 @@ def variables(
         value = given.get(name, spec.default)
         if value is None:
             raise VariableError(f"input '{name}' is required: {spec.description or name}", name)
-        if not SAFE_INPUT.match(value):
-            raise VariableError(
-                f"input '{name}' may hold letters, digits and . : / @ % + = , - _ only "
-                "(it goes into shell commands)",
-                name,
-            )
+        problem = check_input(input_type(name, spec), value)
+        if problem is not None:
+            raise VariableError(f"input '{name}' {problem}", name)
         values[name] = value
     secret = set(cfg.secret_vars) | {"db_password"} | {n for n in values if is_secret_key(n)}
     known = {values[n] for n in secret if values.get(n)}
     known |= settings_secrets(settings)
     for value in values.values():
         known.update(secrets_in(value))
-    return Variables(values=values, secret=secret, redactor=Redactor(known))
+    return Variables(values=values, secret=secret, redactor=Redactor(known), inputs=set(inputs))
+
+
+def input_type(name: str, spec: Input) -> str:
+    if spec.type is not None:
+        return spec.type
+    if NETWORK_NAME.search(name):
+        return "network"
+    if PATH_NAME.search(name):
+        return "path"
+    return "text"
+
+
+def check_input(kind: str, value: str) -> str | None:
+    """Why a value given for an input of this type is refused, or None. Empty is allowed: it
+    means "not given" (`if_var` skips the steps that need it)."""
+    if not SAFE_INPUT.fullmatch(value):
+        return "may hold letters, digits and . : / @ % + = , - _ only (it goes into shell commands)"
+    if not value:
+        return None
+    if value.startswith("-"):
+        return "may not start with - (a command would read it as an option)"
+    if kind in ("address", "network"):
+        return _check_network(kind, value)
+    if ".." in value:
+        return "may not contain .. (it could name something outside where it should)"
+    if kind == "name" and "/" in value:
+        return "is a name and may not contain /"
+    if kind == "text" and "/" in value and _is_network(value):
+        # a network given to an untyped input is held to the same bound
+        return _check_network("network", value)
+    return None
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_network(kind: str, value: str) -> str | None:
+    try:
+        network = (
+            ipaddress.ip_network(value, strict=False)
+            if kind == "network"
+            else ipaddress.ip_network(ipaddress.ip_address(value))
+        )
+    except ValueError:
+        what = "an IP address or network (203.0.113.9, 203.0.113.0/24)"
+        return f"is not {what if kind == 'network' else 'an IP address'}"
+    prefix, version = network.prefixlen, network.version
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
+        prefix, version = prefix - 96, 4  # ::ffff:0.0.0.0/96 is every IPv4 address
+    if network.network_address.is_unspecified and network.num_addresses == 1:
+        return "is the unspecified address (0.0.0.0 or ::), which means everyone"
+    if prefix < MIN_PREFIX[version]:
+        return (
+            f"is too broad: a network of at most /{MIN_PREFIX[version]} for IPv{version} "
+            "(blocking more would lock everyone out)"
+        )
+    return None

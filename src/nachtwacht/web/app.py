@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
@@ -22,10 +22,13 @@ from nachtwacht.analytics import pages as analytics_pages
 from nachtwacht.analytics.security import SecurityLog
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import (
+    LOGIN_REQUIRED,
     AuditChanges,
     access,
     ingest_key,
     login_redirect,
+    optional_principal,
+    recently_verified,
     require,
     wants_html,
 )
@@ -50,7 +53,7 @@ from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api
 from nachtwacht.runbooks import pages as runbooks_pages
 from nachtwacht.spool import status as spool_status
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, StoreError
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
 from nachtwacht.web.bodies import BodyLimits
@@ -58,6 +61,7 @@ from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
+from nachtwacht.web.refused import Refusals
 
 
 def create_app(
@@ -75,7 +79,8 @@ def create_app(
         app.state.heartbeat_tokens = {
             p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token")
         }
-        app.state.metrics = registry_for(runtime)
+        app.state.refusals = Refusals(runtime.clock)
+        app.state.metrics = registry_for(runtime, app.state.refusals)
         app.state.uptime_cache = runtime.uptime_cache  # kept warm by the rollups module
         if start_engine:
             runtime.start()
@@ -123,8 +128,9 @@ def create_app(
     # Sentry-compatible and JSON error ingestion authenticate with DSN or ingest keys
     app.include_router(errors_ingest.router)
     app.include_router(auth_router)
-    # public: /healthz, heartbeat pings and acknowledge links (capability URLs with secret
-    # tokens); ingestion takes per-source keys; everything else needs a login or API token
+    # public: /healthz (its verdict; the details need a viewer), heartbeat pings and
+    # acknowledge links (capability URLs with secret tokens); ingestion takes per-source keys;
+    # everything else needs a login or API token
     protected = [Depends(access)]
     app.include_router(probes_router, dependencies=protected)
     app.include_router(incidents_router, dependencies=protected)
@@ -161,7 +167,10 @@ def create_app(
         return Redactor(settings_secrets(settings))
 
     @app.get("/healthz", tags=["health"])
-    async def healthz(request: Request) -> JSONResponse:
+    async def healthz(
+        request: Request,
+        details: bool = Query(False, description="Refuse (401) rather than answer only status."),
+    ) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         modules = runtime.engine.health()
         # the store down, the spool near full or unwritable is degraded at once, not at the
@@ -176,9 +185,29 @@ def create_app(
             and not spool_status.failing(state)
             and paging["ok"]
         )
+        # down: what arrives is kept nowhere, neither in the store nor in the spool
+        down = not state["store"]["available"] and spool_status.failing(state)
+        status = "ok" if ok else "down" if down else "degraded"
+        code = 200 if ok else 503
+        # anonymous callers (load balancers, a second Nachtwacht's probe) hear only the
+        # verdict: the details name paths, hosts, raw errors and the version
+        try:
+            viewer = await optional_principal(request)
+        except StoreError:
+            viewer = recently_verified(request)
+            if viewer is None and details:
+                raise ApiError(
+                    503,
+                    "the store is down and cannot check who is asking; `nachtwacht status` "
+                    "on the server shows the details",
+                ) from None
+        if viewer is None or not viewer.allows("viewer"):
+            if details:
+                raise ApiError(401, LOGIN_REQUIRED)
+            return JSONResponse({"status": status}, status_code=code)
         watchdog = getattr(runtime, "watchdog", None)
         body: dict[str, Any] = {
-            "status": "ok" if ok else "degraded",
+            "status": status,
             "version": __version__,
             "modules": modules,
             "probes": len(runtime.scheduler.runtimes),
@@ -190,7 +219,7 @@ def create_app(
             "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
         # raw errors may quote a URL or a command line: nothing secret leaves through here
-        return JSONResponse(health_redactor().data(body), status_code=200 if ok else 503)
+        return JSONResponse(health_redactor().data(body), status_code=code)
 
     @app.get("/metrics", tags=["health"])
     async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:

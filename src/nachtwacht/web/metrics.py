@@ -9,6 +9,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.probes.results import State
+from nachtwacht.web.refused import Refusals, RefusedCollector
 
 STATE_VALUES = [s.value for s in State]
 
@@ -75,7 +76,9 @@ class ProbeCollector(Collector):
         yield pending
 
 
-def registry_for(runtime: Runtime) -> CollectorRegistry:
+def registry_for(runtime: Runtime, refusals: Refusals | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProbeCollector(runtime))
+    if refusals is not None:
+        registry.register(RefusedCollector(refusals))
     return registry

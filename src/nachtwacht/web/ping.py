@@ -36,6 +36,7 @@ from nachtwacht.probes.spooled import HEARTBEAT, heartbeat_record
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store.db import Store, StoreError
+from nachtwacht.web.refused import refuse
 
 router = APIRouter(tags=["heartbeat"])
 
@@ -54,9 +55,12 @@ _SUMMARY = {
 
 async def ping(request: Request, token: str, event: Event) -> Response:
     if not valid_token(token):
+        refuse(request, "ping", "malformed", token)
         return _error(400, "a heartbeat token is 8-128 characters of A-Z a-z 0-9 _ -")
     tokens = getattr(request.app.state, "heartbeat_tokens", None) or set()
     if token not in tokens:
+        # counted and logged too: the job's own log may be read by nobody
+        refuse(request, "ping", "unknown_key", token)
         return _error(404, "no heartbeat probe has this token")
     store: Store = request.app.state.store
     ts = request.app.state.clock.now()
