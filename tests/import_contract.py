@@ -31,9 +31,19 @@ FOUNDATION = frozenset({"clock", "durations", "store", "config"})
 COMPOSITION = frozenset({"web", "cli", "engine", "__main__"})
 DOOR_NAMES = frozenset({"api", "pages", "cli", "ingest_api", "engine", "deps"})
 # What a door may use of the composition roots and of other domains' doors: the shared web
-# and CLI infrastructure, the auth dependencies, and the Runtime a door is handed.
+# and CLI infrastructure (errors, pagination, rendering, the CSP of a page, the refusal
+# counter of the ingestion doors), the auth dependencies, and the Runtime a door is handed.
 DOOR_SHARED = frozenset(
-    {"web.errors", "web.pagination", "web.pages", "cli.common", "auth.deps", "engine.runtime"}
+    {
+        "web.errors",
+        "web.pagination",
+        "web.pages",
+        "web.headers",
+        "web.refused",
+        "cli.common",
+        "auth.deps",
+        "engine.runtime",
+    }
 )
 # The roots that mount every domain's doors: the app, the command, the engine's runtime.
 ROOTS = frozenset({"web.app", "cli.main", "engine.runtime", "__main__"})

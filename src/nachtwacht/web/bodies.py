@@ -35,6 +35,7 @@ from nachtwacht.auth.deps import LOGIN_REQUIRED, SESSION_COOKIE, login_redirect,
 from nachtwacht.auth.service import NO_INGEST_KEY
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
+from nachtwacht.web import refused
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPES = re.compile(r"^application/(json|[^;\s]+\+json)$")
@@ -160,6 +161,9 @@ def _anonymous(
     if credential == "ingest":
         if request.query_params.get("key"):
             return None
+        # refused here, before the route would have counted it: count it the same way
+        door = "errors" if request.url.path.startswith("/api/v1/errors") else "alerts"
+        refused.refuse(request, door, "no_key", None)
         return _close(JSONResponse({"detail": NO_INGEST_KEY, "field": None}, status_code=401))
     if request.cookies.get(SESSION_COOKIE):
         return None
