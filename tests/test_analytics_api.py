@@ -176,7 +176,7 @@ def test_analytics_page_charts_tables_and_the_admin_flag_form(site: Site) -> Non
     page = c.get("/analytics", headers=HTML)
     assert page.status_code == 200, page.text
     html = page.text
-    data = json.loads(re.search(r'id="analytics-data">(.*?)</script>', html, re.S).group(1))
+    data = json.loads(re.search(r'id="analytics-data"[^>]*>(.*?)</script>', html, re.S).group(1))
     assert data["daily"]["y"] == [24, 48, 72, 96, 120, 144, 250]
     assert data["daily"]["slope"] == pytest.approx(918 / 28)
     assert sum(data["hours"]) == sum(data["series"]["y"]) == 754
@@ -186,7 +186,7 @@ def test_analytics_page_charts_tables_and_the_admin_flag_form(site: Site) -> Non
     assert 'data-probe="root-disk" data-status="filling"' in html
     assert "there is no baseline yet" in html
     assert 'data-flag="disable_advanced_analytics" data-enabled="off"' in html
-    assert "uPlot-1.6.32.iife.min.js" in html
+    assert "uPlot-1.6.32.iife.min.js" in html and "/static/analytics.js" in html
 
     switched = c.post(
         "/analytics/flags",
