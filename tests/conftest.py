@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,12 @@ import pytest
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
+from tests import store_templates
+from tests.store_templates import MARIADB_ADMIN, PG_ADMIN, Templates
+
+__all__ = ["MARIADB_ADMIN", "PG_ADMIN"]  # imported from here by many tests
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_ADMIN = os.environ.get(
-    "NACHTWACHT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MARIADB_ADMIN = os.environ.get(
-    "NACHTWACHT_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
 REDIS_URL = os.environ.get("NACHTWACHT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
@@ -57,61 +54,47 @@ def clock() -> FakeClock:
 
 
 def _pg_store() -> Iterator[Store]:
+    """An empty, unmigrated PostgreSQL database (for tests of migrating itself)."""
     need_service("PostgreSQL", "127.0.0.1", 5432)
-    from sqlalchemy import create_engine, text
-
-    name = f"nw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    store = Store(url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from store_templates.empty_pg()
 
 
 def _mariadb_store() -> Iterator[Store]:
+    """An empty, unmigrated MariaDB database (for tests of migrating itself)."""
     need_service("MariaDB", "127.0.0.1", 3306)
-    from sqlalchemy import create_engine, text
+    yield from store_templates.empty_mariadb()
 
-    name = f"nw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(MARIADB_ADMIN)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    url = MARIADB_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    store = Store(url)
-    try:
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    templates = Templates(tmp_path_factory.mktemp("store-templates"))
+    yield templates
+    templates.drop()
+
+
+def migrated_store(templates: Templates, backend: str, tmp_path: Path) -> Iterator[Store]:
+    """A migrated, empty store of `backend` (a generator: exhaust it to drop the database)."""
+    if backend == "sqlite":
+        store = templates.sqlite(tmp_path / "nachtwacht.db")
         yield store
-    finally:
         store.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    elif backend == "postgresql":
+        need_service("PostgreSQL", "127.0.0.1", 5432)
+        yield from templates.postgresql()
+    else:
+        need_service("MariaDB", "127.0.0.1", 3306)
+        yield from templates.mariadb()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A migrated, empty store on each backend in turn."""
-    if request.param == "sqlite":
-        gen: Iterator[Store] = iter([Store(f"sqlite:///{tmp_path / 'nachtwacht.db'}")])
-    elif request.param == "postgresql":
-        gen = _pg_store()
-    else:
-        gen = _mariadb_store()
-    s = next(gen)
-    s.migrate()
-    yield s
-    for _ in gen:
-        pass
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: Templates
+) -> Iterator[Store]:
+    """A migrated, empty store on each backend in turn (a copy of this worker's template)."""
+    yield from migrated_store(migrated_templates, request.param, tmp_path)
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'nachtwacht.db'}")
-    s.migrate()
-    return s
+def sqlite_store(tmp_path: Path, migrated_templates: Templates) -> Store:
+    """A migrated, empty SQLite store at tmp_path/nachtwacht.db."""
+    return migrated_templates.sqlite(tmp_path / "nachtwacht.db")

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from nachtwacht.errors import projects
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.conftest import free_port
+from tests.helpers import until
 from tests.notify_helpers import Receiver
 
 BIN = Path(sys.executable).parent / "nachtwacht"
@@ -105,14 +106,6 @@ class Serve:
             self.proc.wait(60)
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     r = await Receiver(delay=0.3).start()
@@ -158,7 +151,7 @@ async def test_kill_9_during_ingestion_loses_nothing_acknowledged(tmp_path: Path
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             tasks = [asyncio.create_task(worker(client)) for _ in range(8)]
-            await until(lambda: len(acked["alert"]) >= 60, "alerts before the kill")
+            await until(lambda: len(acked["alert"]) >= 60, "alerts before the kill", 60)
             serve.kill9()
             stop.set()
             await asyncio.gather(*tasks)
@@ -212,7 +205,7 @@ notify:
                     headers={"Authorization": f"Bearer {key}"},
                 )
                 assert r.status_code == 200 and r.json()["alerts"][0]["action"] == "opened"
-        await until(lambda: receiver.keys.total() >= 10, "pages to arrive")
+        await until(lambda: receiver.keys.total() >= 10, "pages to arrive", 60)
         serve.kill9()
         at_kill = outbox(store)
         in_flight = {k for k, s in at_kill.items() if s == "sending"}

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.conftest import PG_ADMIN, free_port
+from tests.helpers import until
 from tests.test_nothing_lost import outage
 from tests.test_nothing_lost_proxy import pg_database
 
@@ -75,16 +75,6 @@ class Receiver:
 
     def pages(self) -> list[dict]:
         return [m for m in self.got if m["kind"] == "emergency_alert"]
-
-
-async def until(predicate: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
-    """Wait (bounded) for it to happen; the assertion is on what, not on when."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Target:
