@@ -6,7 +6,9 @@ CI=true, where it fails instead (CI must exercise every backend).
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,10 +44,55 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+# free_port() hands out ports from a block of its own per xdist worker, below the kernel's
+# ephemeral range (32768-60999 on Linux): the kernel never gives those to a bind(port 0) or to
+# an outgoing connection, so between the check here and the server's own bind only an explicit
+# bind can take the port, and the other workers pick from other blocks. (A port from a port-0
+# bind, closed and handed on, could be taken by any of the suite's many client connections.)
+# The start is random so that two suites running at once (two checkouts) rarely meet.
+_PORT_BASE, _PORT_BLOCK, _PORT_BLOCKS = 20_000, 250, 20
+_ports: Iterator[int] | None = None
+_held: list[socket.socket] = []
+
+
+def _worker_number() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for a server the test starts later on it.
+
+    Prefer binding the server to port 0 and asking it for its port; this is for servers that
+    cannot say (a `nachtwacht serve` or Alertmanager subprocess, a target restarted on the
+    same port). Ports are not repeated until the block has gone round.
+    """
+    global _ports
+    low = _PORT_BASE + (_worker_number() % _PORT_BLOCKS) * _PORT_BLOCK
+    if _ports is None:
+        start = random.randrange(_PORT_BLOCK)
+        _ports = itertools.cycle(low + (start + i) % _PORT_BLOCK for i in range(_PORT_BLOCK))
+    for _ in range(_PORT_BLOCK):
+        port = next(_ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): the next one
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + _PORT_BLOCK - 1}")
+
+
+def closed_port() -> int:
+    """A port where connections are refused for as long as this process runs.
+
+    The socket is bound and never listens: connecting gets a refusal, and no server (in this
+    or any process) can bind the port meanwhile, which a free port cannot promise.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _held.append(s)
+    return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import closed_port, free_port
 
 BIN = Path(sys.executable).parent / "nachtwacht"
 HEADERS: dict[str, str] = {}
@@ -54,7 +54,7 @@ def _wait_for(url: str, predicate, deadline: float = 20.0) -> dict:  # noqa: ANN
 
 
 def test_serve_checks_probes_and_resumes_after_kill_9(tmp_path: Path, listening_port: int) -> None:
-    down_port = free_port()
+    down_port = closed_port()
     config = tmp_path / "nachtwacht.yaml"
     config.write_text(
         f"""site: serve-test
