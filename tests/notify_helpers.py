@@ -62,6 +62,16 @@ class Receiver:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def idle(self) -> bool:
+        """No connection open: every request that reached the socket has been handled.
+
+        aiohttp drops a connection only once its handler is done, and a sender that died
+        closes its connections; so after a kill, `idle()` means that all it had sent before
+        dying has been counted (what reached the socket may wait for the loop to read it).
+        """
+        server = self._runner.server if self._runner is not None else None
+        return server is None or not server.connections
+
     async def _handle(self, request: web.Request) -> web.Response:
         # counted on arrival: a delivery happened even if the sender dies before the answer
         self.seen.append(
