@@ -95,6 +95,26 @@ def closed_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (`--dist loadgroup`)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `serial` tests (kill -9 and restart, real browsers, bursts of load) run one after
+    # another on one xdist worker: two of them at once on 2 cores starve each other's
+    # subprocesses; beside one light test they are fine (they must hold under load anyway)
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+@pytest.fixture(autouse=True)
+def _cwd_per_test(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what the code under test puts in ./ (the spool and data dir of a non-SQLite store,
+    # security.log) goes to a directory of this test's own, not into the checkout that all
+    # xdist workers share; a sibling of tmp_path so tests listing tmp_path see only theirs
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(1_800_000_000.0)

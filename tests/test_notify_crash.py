@@ -64,7 +64,7 @@ async def start(config: Path, name: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)  # a cold start under load
     assert line.strip() == b"ready"
     return proc
 

@@ -170,11 +170,13 @@ async def test_kill_9_while_the_alert_insert_waits_still_pages_after_restart(
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
 
+            # before serve starts, not beside it: two migrations of one empty database at
+            # once collide (one of them fails on a table the other just created)
+            store.migrate()
             first = start()
             second: subprocess.Popen[bytes] | None = None
             lock = locker.connect()
             try:
-                store.migrate()  # serve migrates too; this only lets the test read early
                 await until(lambda: probe_state(store) == "ok", "the probe checked ok", 60)
                 held = lock.begin()
                 lock.execute(text("LOCK TABLE alerts IN EXCLUSIVE MODE"))
