@@ -34,6 +34,8 @@ from tests.conftest import free_port
 from tests.helpers import until
 from tests.notify_helpers import Receiver
 
+pytestmark = pytest.mark.serial  # kill -9 / restarts of real processes: see conftest
+
 BIN = Path(sys.executable).parent / "nachtwacht"
 TOKEN = "kill-nine-heartbeat"
 

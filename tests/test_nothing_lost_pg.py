@@ -42,7 +42,7 @@ TOKEN = "stream-heartbeat-token"
 BIN = Path(sys.executable).parent / "nachtwacht"
 WORKERS = 8
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.serial]
 
 
 def site(spool: Path) -> str:

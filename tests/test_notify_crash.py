@@ -16,6 +16,8 @@ from nachtwacht.store.db import Store
 from tests.helpers import until
 from tests.notify_helpers import Receiver, queue, webhook_messages
 
+pytestmark = pytest.mark.serial  # kill -9 / restarts of real processes: see conftest
+
 SCRIPT = Path(__file__).with_name("notify_sender_script.py")
 ROOT = Path(__file__).parent.parent
 MESSAGES = 50

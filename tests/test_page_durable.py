@@ -144,6 +144,7 @@ def abandon(rt: Runtime) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.serial  # kill -9 and restart of a real serve
 async def test_kill_9_while_the_alert_insert_waits_still_pages_after_restart(
     tmp_path: Path,
 ) -> None:

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import closed_port, free_port
 from tests.helpers import until_sync
 
+pytestmark = pytest.mark.serial  # kill -9 / restarts of real processes: see conftest
+
 BIN = Path(sys.executable).parent / "nachtwacht"
 HEADERS: dict[str, str] = {}
 
