@@ -91,7 +91,7 @@ probes:
         [str(BIN), "token", "create", "tests", "--role", "viewer", "--config", str(config)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert made.returncode == 0, made.stderr
     token = next(w for w in made.stdout.split() if w.startswith("nwt_"))
@@ -118,7 +118,7 @@ probes:
 
     # the store is readable while nothing serves it
     cli = subprocess.run(
-        [str(BIN), "status", "--json", "--config", str(config)], capture_output=True, timeout=30
+        [str(BIN), "status", "--json", "--config", str(config)], capture_output=True, timeout=120
     )
     assert cli.returncode == 2
     assert json.loads(cli.stdout)["overall"] == "critical"
@@ -164,7 +164,7 @@ def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(tmp_path: Pa
             [str(BIN), "serve", "--config", str(config), "--port", str(free_port())],
             capture_output=True,
             cwd=tmp_path,
-            timeout=60,
+            timeout=120,
         )
     finally:
         running.close()
