@@ -97,9 +97,9 @@ def closed_port() -> int:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (`--dist loadgroup`)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # `serial` tests (kill -9 and restart, real browsers, bursts of load) run one after
-    # another on one xdist worker: two of them at once on 2 cores starve each other's
-    # subprocesses; beside one light test they are fine (they must hold under load anyway)
+    # `serial` tests (kill -9 and restart of real processes, Chromium) run one after another
+    # on one xdist worker: two at once on 2 cores starve each other's subprocesses. Beside
+    # the other workers' lighter tests they are fine (they must hold under load anyway).
     for item in items:
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group("serial"))
