@@ -13,14 +13,19 @@ give the same catalog. See docs/decisions/0016-test-stores-copied-from-a-migrate
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pymysql
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from nachtwacht.store.db import Store
 
@@ -88,15 +93,42 @@ def _owned_mariadb(admin: Engine, name: str) -> Iterator[Store]:
         admin.dispose()
 
 
+def _drop_pg(name: str) -> None:
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _drop_mariadb(name: str) -> None:
+    admin = create_engine(MARIADB_ADMIN)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        admin.dispose()
+
+
 @dataclass
 class Templates:
-    """This process's migrated templates, made on first use and dropped at session end."""
+    """This process's migrated templates, made on first use and dropped at session end.
+
+    On the servers even a copy takes the server a while (it writes and syncs every page), so
+    the next test's copy is made in a background thread while this test runs, and a test's
+    database is dropped there too: the test waits for neither, unless it comes first.
+    """
 
     workdir: Path
     _sqlite: Path | None = None
     _pg: str | None = None
-    _mariadb: tuple[str, list[str], str] | None = None  # name, CREATE TABLEs, version
-    _cleanup: list[str] = field(default_factory=list)
+    _mariadb: tuple[list[str], str] | None = None  # the CREATE TABLEs, the schema version
+    _templates: list[tuple[str, str]] = field(default_factory=list)  # (backend, name)
+    _spare: dict[str, Future[str]] = field(default_factory=dict)  # backend → next copy
+    _worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="test-stores")
+    )
 
     # -- SQLite: copy a file ----------------------------------------------------------------
 
@@ -114,36 +146,23 @@ class Templates:
         shutil.copyfile(self._sqlite, path)
         return Store(f"sqlite:///{path}")
 
-    # -- PostgreSQL: CREATE DATABASE ... TEMPLATE ---------------------------------------------
+    # -- the servers: a copy per test, the next one made ahead ------------------------------
 
     def postgresql(self) -> Iterator[Store]:
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         if self._pg is None:
-            name = _unique("nw_tmpl")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            self._cleanup.append(f"pg:{name}")
-            store = Store(pg_url(name))
-            store.migrate()
-            # CREATE DATABASE ... TEMPLATE refuses a template with open connections
+            self._pg = self._migrated_template("postgresql")
+        name = self._take("postgresql", self._pg_copy)
+        store = Store(pg_url(name))
+        try:
+            yield store
+        finally:
             store.dispose()
-            self._pg = name
-        name = _unique("nw_test")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._pg}"'))
-        yield from _owned_pg(admin, name)
-
-    # -- MariaDB: replay the template's CREATE TABLEs -----------------------------------------
+            self._worker.submit(_drop_pg, name)
 
     def mariadb(self) -> Iterator[Store]:
-        admin = create_engine(MARIADB_ADMIN)
         if self._mariadb is None:
-            name = _unique("nw_tmpl")
-            with admin.begin() as conn:
-                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-            self._cleanup.append(f"mariadb:{name}")
+            name = self._migrated_template("mariadb")
             store = Store(mariadb_url(name))
-            store.migrate()
             with store.connect() as conn:
                 tables = conn.execute(text("SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'"))
                 ddl = [
@@ -151,48 +170,100 @@ class Templates:
                 ]
                 version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             store.dispose()
-            self._mariadb = (name, ddl, str(version))
-        _, ddl, version = self._mariadb
-        name = _unique("nw_test")
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        owned = _owned_mariadb(admin, name)
-        store = next(owned)
+            self._mariadb = (ddl, str(version))
+        name = self._take("mariadb", self._mariadb_copy)
+        store = Store(mariadb_url(name))
         try:
-            raw = store.engine.raw_connection()
+            yield store
+        finally:
+            store.dispose()
+            self._worker.submit(_drop_mariadb, name)
+
+    def _migrated_template(self, backend: str) -> str:
+        name = _unique("nw_tmpl")
+        if backend == "postgresql":
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            url = pg_url(name)
+        else:
+            admin = create_engine(MARIADB_ADMIN)
+            with admin.begin() as conn:
+                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            url = mariadb_url(name)
+        admin.dispose()
+        self._templates.append((backend, name))
+        store = Store(url)
+        store.migrate()
+        # CREATE DATABASE ... TEMPLATE refuses a template with open connections
+        store.dispose()
+        return name
+
+    def _take(self, backend: str, make: Callable[[], str]) -> str:
+        spare = self._spare.pop(backend, None)
+        name = spare.result() if spare is not None else make()
+        self._spare[backend] = self._worker.submit(make)
+        return name
+
+    def _pg_copy(self) -> str:
+        name = _unique("nw_test")
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._pg}"'))
+        finally:
+            admin.dispose()
+        return name
+
+    def _mariadb_copy(self) -> str:
+        assert self._mariadb is not None
+        ddl, version = self._mariadb
+        name = _unique("nw_test")
+        admin = create_engine(MARIADB_ADMIN)
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        finally:
+            admin.dispose()
+        try:
+            raw = pymysql.connect(**_mariadb_params(name))
             try:
-                cur = raw.cursor()
-                # the statements come in name order, not in foreign-key order
-                cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-                for statement in ddl:
-                    cur.execute(statement)  # no parameters: the DDL's % and : stay as they are
-                cur.execute("SET FOREIGN_KEY_CHECKS = 1")
-                cur.execute("INSERT INTO alembic_version (version_num) VALUES (%s)", (version,))
-                cur.close()
+                with raw.cursor() as cur:
+                    # the statements come in name order, not in foreign-key order
+                    cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+                    for statement in ddl:
+                        cur.execute(statement)  # no parameters: the DDL's % stays as it is
+                    cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+                    cur.execute("INSERT INTO alembic_version (version_num) VALUES (%s)", (version,))
                 raw.commit()
             finally:
                 raw.close()
         except BaseException:
-            owned.close()  # drops the half-made database
+            _drop_mariadb(name)
             raise
-        yield store
-        yield from owned
+        return name
 
     # -- the session's end ---------------------------------------------------------------------
 
     def drop(self) -> None:
-        for entry in self._cleanup:
-            kind, name = entry.split(":", 1)
-            try:
-                if kind == "pg":
-                    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                else:
-                    admin = create_engine(MARIADB_ADMIN)
-                    with admin.begin() as conn:
-                        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-                admin.dispose()
-            except Exception:  # the server went away at teardown: nothing left to drop
-                pass
-        self._cleanup.clear()
+        spares = [(backend, f) for backend, f in self._spare.items()]
+        self._spare.clear()
+        self._worker.shutdown(wait=True)  # the drops still queued, and the copies made ahead
+        left = [(b, f.result()) for b, f in spares if f.exception() is None]
+        for backend, name in left + self._templates:
+            # a server gone at teardown has nothing left to drop
+            with contextlib.suppress(Exception):
+                (_drop_pg if backend == "postgresql" else _drop_mariadb)(name)
+        self._templates.clear()
+
+
+def _mariadb_params(database: str) -> dict[str, Any]:
+    url = make_url(mariadb_url(database))
+    return {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 3306,
+        "user": url.username or "root",
+        "password": url.password or "",
+        "database": database,
+        "charset": "utf8mb4",
+    }
