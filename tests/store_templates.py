@@ -8,7 +8,7 @@ MariaDB (which has no database templates) a new database built from the template
 `SHOW CREATE TABLE` statements plus its `alembic_version` row. Each test still owns a whole
 database, so a test may alter or break its schema, or hand the URL to a subprocess, without
 touching any other test. tests/test_store_templates.py checks that a copy and a real migration
-give the same catalog. See docs/decisions/0016-test-stores-copied-from-a-migrated-template.md.
+give the same catalog. See docs/decisions/0018-test-stores-copied-from-a-migrated-template.md.
 """
 
 from __future__ import annotations
