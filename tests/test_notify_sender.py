@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.incidents import service
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.outbox import OutboundMessage
 from nachtwacht.notify.sender import OutboxSender, backoff
 from nachtwacht.store import tables as t
@@ -67,7 +68,14 @@ async def sender_factory(sqlite_store: Store, clock: FakeClock) -> AsyncIterator
     made: list[OutboxSender] = []
 
     def make(cfg: Any, store: Store = sqlite_store, **kw: Any) -> OutboxSender:
-        s = OutboxSender(store, cfg, kw.pop("clock", clock), kw.pop("instance", None), **kw)
+        s = OutboxSender(
+            store,
+            cfg,
+            kw.pop("clock", clock),
+            kw.pop("instance", None),
+            on_outcome=record_delivery,
+            **kw,
+        )
         made.append(s)
         return s
 
@@ -220,8 +228,8 @@ async def test_two_senders_racing_for_the_same_rows_claim_each_once(
     cfg = site(receiver, store=store)
     queue(store, webhook_messages(6), clock.now())
     other = Store(store.url)
-    a = OutboxSender(store, cfg, clock, "a", concurrency=10)
-    b = OutboxSender(other, cfg, clock, "b", concurrency=10)
+    a = OutboxSender(store, cfg, clock, "a", concurrency=10, on_outcome=record_delivery)
+    b = OutboxSender(other, cfg, clock, "b", concurrency=10, on_outcome=record_delivery)
     try:
         now = clock.now()
         plan_a = await asyncio.to_thread(a._plan, now, 10, [])
@@ -243,8 +251,8 @@ async def test_two_senders_on_one_store_deliver_every_row_exactly_once(
     cfg = site(receiver, store=store)
     queue(store, webhook_messages(40), clock.now())
     other = Store(store.url)
-    a = OutboxSender(store, cfg, clock, "a", concurrency=8)
-    b = OutboxSender(other, cfg, clock, "b", concurrency=8)
+    a = OutboxSender(store, cfg, clock, "a", concurrency=8, on_outcome=record_delivery)
+    b = OutboxSender(other, cfg, clock, "b", concurrency=8, on_outcome=record_delivery)
     try:
         for _ in range(20):
             claimed = await asyncio.gather(a.tick(clock.now()), b.tick(clock.now()))
@@ -336,7 +344,7 @@ async def test_the_loop_sends_new_work_when_woken_not_on_its_timer(
     wake(); what is asserted is that, not how many milliseconds it took on this machine.
     """
     cfg = site(receiver)
-    sender = OutboxSender(sqlite_store, cfg, clock, "loop")
+    sender = OutboxSender(sqlite_store, cfg, clock, "loop", on_outcome=record_delivery)
     sender.idle_wait = 3600.0
     ticks = 0
     tick = sender.tick
@@ -372,7 +380,7 @@ async def test_the_loop_keeps_going_when_the_store_fails(
     tmp_path: Any, clock: FakeClock, receiver: Receiver
 ) -> None:
     broken = Store(f"sqlite:///{tmp_path / 'never-migrated.db'}")  # no outbox table
-    sender = OutboxSender(broken, site(receiver), clock, "loop")
+    sender = OutboxSender(broken, site(receiver), clock, "loop", on_outcome=record_delivery)
     stop = asyncio.Event()
     task = asyncio.create_task(sender.loop(stop))
     await until(lambda: sender.last_error is not None, "the store error to be reported")

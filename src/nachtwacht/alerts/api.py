@@ -28,8 +28,8 @@ from nachtwacht.alerts.external import (
     signal_from_generic,
     signals_from_alertmanager,
 )
+from nachtwacht.alerts.spooled import ALERT, alert_record
 from nachtwacht.clock import iso
-from nachtwacht.spool.handlers import ALERT, alert_record
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store import paging

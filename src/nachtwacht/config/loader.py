@@ -6,6 +6,7 @@ import difflib
 import gc
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,15 +87,21 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
     return _resolve_paths(settings, Path(filename))
 
 
+Warnings = list[tuple[tuple[str | int, ...], str]]  # (key path, message) pairs
+
+
 def config_warnings(
-    settings: Settings, path: str | os.PathLike[str] | None = None
+    settings: Settings,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    checks: Sequence[Callable[[Settings], Warnings]],
 ) -> list[Problem]:
     """What loads but will not work as meant (a role nobody holds, nobody reachable).
 
     `config validate` prints these as warnings; the file is read again only for line numbers.
+    `checks` are the domains' own (notify's reach); the caller passes them, so config, which
+    every domain imports, imports none of them.
     """
-    from nachtwacht.notify.reach import config_warnings as reach_warnings
-
     file = resolve_config_path(path)
     try:
         node, _ = _load(file.read_text(encoding="utf-8"))
@@ -102,7 +109,8 @@ def config_warnings(
         node = None
     found = [
         Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
-        for loc, message in [*reach_warnings(settings), *link_warnings(settings)]
+        for check in (*checks, link_warnings)
+        for loc, message in check(settings)
     ]
     return sorted(found, key=lambda p: p.line or 0)
 

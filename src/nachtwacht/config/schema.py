@@ -17,7 +17,7 @@ from nachtwacht.backup.models import BackupSettings
 from nachtwacht.durations import Duration
 from nachtwacht.errors.models import ErrorSettings
 from nachtwacht.evidence.models import EvidenceSettings
-from nachtwacht.incidents.policy import IncidentSettings
+from nachtwacht.incidents.models import IncidentSettings
 from nachtwacht.notify.models import NotifySettings
 from nachtwacht.oncall.models import PeopleSettings
 from nachtwacht.probes.base import ProbeConfig
@@ -68,6 +68,14 @@ class ServerSettings(Strict):
     # set the Secure flag on session cookies even when the request arrives over plain HTTP
     # (behind a TLS-terminating proxy)
     secure_cookies: bool = False
+    # Slow and idle clients (docs/security.md, decision 17): each holds a descriptor, and a
+    # few hundred that never finish must not starve the spool, the store and /healthz.
+    header_timeout: Duration = Field(default=10.0, gt=0)
+    body_timeout: Duration = Field(default=15.0, gt=0)
+    body_min_rate: int = Field(default=500, ge=0)  # bytes/s after body_timeout; 0: no check
+    keep_alive_timeout: Duration = Field(default=5.0, gt=0)
+    # None: derived from the descriptor limit (RLIMIT_NOFILE), keeping a reserve
+    max_connections: int | None = Field(default=None, ge=1)
 
 
 class EngineSettings(Strict):

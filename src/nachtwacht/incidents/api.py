@@ -13,7 +13,9 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.auth.deps import actor
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, service, views
 from nachtwacht.incidents.models import OPEN_STATUSES
@@ -143,7 +145,7 @@ async def declare(request: Request, body: Declare) -> dict[str, Any]:
             actor=body.actor,
             commander=body.commander,
         )
-        escalation.advance(conn, rt.settings, incident_id, now)
+        escalation.advance(conn, rt.settings, incident_id, now, alert_muted_by)
         return views.detail(conn, rt.settings, incident_id, now)
 
     return await _write(request, work)
@@ -187,7 +189,14 @@ async def update(request: Request, incident_id: RowId, body: Update) -> dict[str
         _action(
             incident_id,
             lambda c, rt, now: escalation.post_update(
-                c, rt.settings, incident_id, body.actor, now, body.message, body.status
+                c,
+                rt.settings,
+                incident_id,
+                body.actor,
+                now,
+                body.message,
+                body.status,
+                gate=resolution_gate,
             ),
         ),
     )
@@ -256,7 +265,7 @@ async def resolve(
                 body.actor,
                 now,
                 body.message,
-                require_checklist=True,
+                gate=resolution_gate,
                 skip_checklist=body.skip_checklist,
             ),
         ),

@@ -18,7 +18,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
 from nachtwacht.notify.compose import label
-from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, withdraw
+from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, DeliveryOutcome, withdraw
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -54,6 +54,13 @@ def add_event(
             message=message,
             data_json=json.dumps(data, default=str) if data else None,
         )
+    )
+
+
+def record_delivery(conn: Connection, now: float, outcome: DeliveryOutcome) -> None:
+    """The outbox sender's `on_outcome`: each delivery outcome goes on the incident's timeline."""
+    add_event(
+        conn, outcome.incident_id, now, outcome.kind, "nachtwacht", outcome.message, outcome.data
     )
 
 

@@ -185,7 +185,7 @@ class SetFlagStep(StepBase):
     @field_validator("flag")
     @classmethod
     def _known(cls, value: str) -> str:
-        from nachtwacht.analytics.flags import FLAGS
+        from nachtwacht.analytics.models import FLAGS
 
         if value not in FLAGS:
             raise ValueError(f"unknown flag '{value}'; known flags: {', '.join(sorted(FLAGS))}")

@@ -38,16 +38,16 @@ from nachtwacht.alerts import windows
 from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access, actor, optional_principal, principal_of, safe_next
 from nachtwacht.auth.models import Principal
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
-from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, describe_target
 from nachtwacht.incidents.notifications import (
     EDITABLE_KINDS,
     context_for,
     notified_so_far,
     send_custom,
 )
-from nachtwacht.incidents.sla import describe_target
 from nachtwacht.notify import reach
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.templates import TemplateError, render
@@ -768,7 +768,9 @@ async def incident_update(request: Request, incident_id: RowId) -> Response:
             raise incidents.IncidentError(
                 f"status must be one of {', '.join(UPDATE_STATUSES)}", "status", 422
             )
-        escalation.post_update(conn, rt.settings, incident_id, who, now, message, status)
+        escalation.post_update(
+            conn, rt.settings, incident_id, who, now, message, status, gate=resolution_gate
+        )
 
     return await _incident_action(request, incident_id, work)
 
@@ -830,7 +832,7 @@ async def incident_resolve(request: Request, incident_id: RowId) -> Response:
             who,
             now,
             form.get("message", ""),
-            require_checklist=True,
+            gate=resolution_gate,
             skip_checklist=form.get("skip_checklist") or None,
         ),
     )
