@@ -24,10 +24,14 @@ run: install
 	@test -f nachtwacht.yaml || $(BIN)/nachtwacht init --output nachtwacht.yaml
 	$(BIN)/nachtwacht serve --config nachtwacht.yaml
 
+# Parallel workers (pytest-xdist); `serial`-marked tests stay on one worker, in turn.
+# Each worker has its own store templates, port block and tmp dirs. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+
 test: install system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI, free_port
+from tests.helpers import until_sync
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -260,7 +261,7 @@ probes:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
@@ -269,15 +270,22 @@ probes:
 
 
 def _wait_until_serving(server: LiveServer, proc: subprocess.Popen[bytes]) -> None:
-    """Poll /healthz until the server answers (bounded: a server that never starts fails)."""
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
+    """Poll /healthz until the server answers (bounded: a server that never starts fails).
+
+    The bound covers a cold start on a loaded 2-core machine (30 s was not enough there).
+    """
+
+    def serving_or_gone() -> bool:
         if proc.poll() is not None:
-            break
+            return True
         try:
-            if httpx.get(f"{server.url}/healthz", timeout=2).status_code in (200, 503):
-                return
+            return httpx.get(f"{server.url}/healthz", timeout=5).status_code in (200, 503)
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"nachtwacht serve did not start:\n{server.log.read_text()}")
+            return False
+
+    try:
+        until_sync(serving_or_gone, "nachtwacht serve to answer /healthz", 120, interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{server.log.read_text()}") from None
+    if proc.poll() is not None:
+        raise AssertionError(f"nachtwacht serve exited:\n{server.log.read_text()}")

@@ -1,8 +1,11 @@
-"""Small real targets for tests: a TCP listener that can be stopped and started again."""
+"""Small real targets for tests (a TCP listener that can be stopped and started again), and
+the one bounded `until()` wait every test polls with."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
@@ -39,3 +42,30 @@ def admin_token(store, now: float = 1_800_000_000.0, role: str = "admin") -> str
     store.migrate()
     with store.begin() as conn:
         return service.create_token(conn, f"test-{role}", role, now, actor="tests")["token"]
+
+
+async def until(
+    condition: Callable[[], object], what: str, timeout: float = 30.0, interval: float = 0.02
+) -> None:
+    """Wait (bounded) until `condition()` holds: the assertion is on what, not on when.
+
+    The bound is generous on purpose: it only stops a broken test from hanging, so it must
+    hold on a loaded 2-core machine running several suites at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def until_sync(
+    condition: Callable[[], object], what: str, timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """`until` for tests without an event loop (the condition may do blocking I/O)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

@@ -16,7 +16,6 @@ from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
 from nachtwacht.store.db import Store
-from tests.conftest import free_port
 
 
 @dataclass
@@ -54,13 +53,24 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        # port 0: the kernel picks a free port as it binds, so no other test can take it first
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def idle(self) -> bool:
+        """No connection open: every request that reached the socket has been handled.
+
+        aiohttp drops a connection only once its handler is done, and a sender that died
+        closes its connections; so after a kill, `idle()` means that all it had sent before
+        dying has been counted (what reached the socket may wait for the loop to read it).
+        """
+        server = self._runner.server if self._runner is not None else None
+        return server is None or not server.connections
 
     async def _handle(self, request: web.Request) -> web.Response:
         # counted on arrival: a delivery happened even if the sender dies before the answer
@@ -111,9 +121,27 @@ class Authenticator:
         return AuthResult(success=False, handled=False)
 
 
+class PortZeroController(Controller):
+    """aiosmtpd's Controller on a port the kernel picks as it binds (read back as `.port`)."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=0, **kwargs)
+
+    def _create_server(self) -> Any:
+        created = super()._create_server()
+
+        async def bound() -> asyncio.AbstractServer:
+            server = await created
+            # start() then connects to `.port` to check the server answers
+            self.port = server.sockets[0].getsockname()[1]
+            return server
+
+        return bound()
+
+
 def smtp_server(**kwargs: Any) -> tuple[Controller, Mailbox]:
     box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller = PortZeroController(box, **kwargs)
     controller.start()
     return controller, box
 

@@ -3,7 +3,6 @@ acknowledging over the API stops repeats, recovery sends the resolved notice."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from pathlib import Path
@@ -14,6 +13,7 @@ from nachtwacht.config.loader import parse_config
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store.db import Store
 from tests.conftest import free_port
+from tests.helpers import until
 
 
 async def _receiver() -> tuple[web.AppRunner, int, list[dict]]:
@@ -30,16 +30,6 @@ async def _receiver() -> tuple[web.AppRunner, int, list[dict]]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, port, got
-
-
-async def _until(predicate, what: str, deadline: float = 15.0) -> None:  # noqa: ANN001
-    """Wait (bounded) for the engine to get there; the assertion is on what, not on when."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_failure_pages_through_the_outbox_and_recovery_resolves(tmp_path: Path) -> None:
@@ -68,7 +58,7 @@ probes:
     rt = Runtime.build(settings, store)
     rt.start()
     try:
-        await _until(lambda: any(m["kind"] == "emergency_alert" for m in got), "first page")
+        await until(lambda: any(m["kind"] == "emergency_alert" for m in got), "first page")
         page = next(m for m in got if m["kind"] == "emergency_alert")
         assert page["payload"]["severity"] == 1
         assert "db" in page["subject"] or "database" in page["subject"]
@@ -81,7 +71,7 @@ probes:
             service.acknowledge(conn, incident_id, "olga", rt.clock.now())
 
         listener.listen(16)  # the database is back
-        await _until(lambda: any(m["kind"] == "resolved" for m in got), "resolved notice")
+        await until(lambda: any(m["kind"] == "resolved" for m in got), "resolved notice")
         with store.connect() as conn:
             inc = service.require(conn, incident_id)
             kinds = [e["kind"] for e in service.timeline(conn, incident_id)]

@@ -18,7 +18,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.helpers import settings_for
 from tests.test_analytics_data import HOUR, add_hours, add_issue, add_results
 
@@ -211,14 +211,14 @@ async def test_latency_regression_against_the_latest_baseline(
 async def test_fallback_mode_stops_analytics_alerts_but_probes_still_page(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
-    port = free_port()  # nothing listens there: the probe fails
+    port = closed_port()  # nothing listens there: the probe fails
     yaml_text = f"""
 people:
   contacts:
     - {{id: olga, name: Olga, roles: [oncall_engineer], chat: "@olga"}}
 notify:
   channels:
-    hook: {{kind: webhook, url: "http://127.0.0.1:{free_port()}/hook"}}
+    hook: {{kind: webhook, url: "http://127.0.0.1:{closed_port()}/hook"}}
 probes:
   - {{name: db, kind: tcp, host: 127.0.0.1, port: {port}, retries: 0, component: database,
       severity: 1}}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from nachtwacht.store.db import Store
 from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are fixtures
     PASSWORD,
@@ -21,6 +23,9 @@ from tests.test_analytics_data import HOUR, add_hours, add_issue
 
 need_browser(module_level=True)
 from playwright.sync_api import Page, expect  # noqa: E402 - only once we know it is there
+
+# a Chromium and a live serve per module: two modules at once starve each other on 2 cores
+pytestmark = pytest.mark.serial
 
 
 def test_analytics_page_draws_its_charts(

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.helpers import admin_token, settings_for
 
 
@@ -39,7 +39,7 @@ probes:
   - name: down
     kind: tcp
     host: 127.0.0.1
-    port: {free_port()}
+    port: {closed_port()}
     retries: 0
     component: database
     severity: 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are fixtures
     EXPECT_TIMEOUT_MS,
     PASSWORD,
@@ -23,6 +25,9 @@ from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are
 
 need_browser(module_level=True)
 from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402 - only once we know it is there
+
+# a Chromium and a live serve per module: two modules at once starve each other on 2 cores
+pytestmark = pytest.mark.serial
 
 PHONE = {"width": 390, "height": 844}
 

@@ -27,7 +27,7 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.auth_helpers import PASSWORD, add_user, fast_hashing  # noqa: F401 - fixture
-from tests.conftest import free_port, need_service
+from tests.conftest import closed_port, free_port, need_service
 from tests.helpers import admin_token, settings_for
 from tests.test_checklist_support import LiveApp, Mail, add_baseline, settings, site_yaml
 
@@ -108,7 +108,7 @@ def test_a_probe_target_down_fails_its_item_and_the_checklist(
 ) -> None:
     port = free_port()
     text = site_yaml(port, mail.port, tmp_path / "app.db", redis=False).replace(
-        f"http://127.0.0.1:{port}/login", f"http://127.0.0.1:{free_port()}/login"
+        f"http://127.0.0.1:{port}/login", f"http://127.0.0.1:{closed_port()}/login"
     )
     cfg = settings_for(text, sqlite_store.url)
     (tmp_path / "app.db").touch()
@@ -235,7 +235,7 @@ def test_analytics_in_fallback_mode_fails_the_analytics_item(site: Context) -> N
 def test_an_unreachable_mail_server_fails_the_alert_item_on_its_first_attempt(
     site: Context,
 ) -> None:
-    item = _items(asyncio.run(service.verify(_only(site, "alerts", smtp=free_port()))))["alerts"]
+    item = _items(asyncio.run(service.verify(_only(site, "alerts", smtp=closed_port()))))["alerts"]
     assert item["ok"] is False
     assert "test message to olga failed: mail:" in item["detail"], item["detail"]
     # the test message does not linger in the outbox, to be delivered in the middle of a night

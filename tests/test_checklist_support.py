@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from aiosmtpd.controller import Controller
 from sqlalchemy import insert
 
 from nachtwacht.clock import Clock
@@ -17,8 +16,9 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL
 from tests.helpers import settings_for
+from tests.notify_helpers import PortZeroController
 
 
 def site_yaml(
@@ -73,7 +73,7 @@ class Mail:
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
-        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self.controller = PortZeroController(self)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope)

@@ -23,7 +23,7 @@ from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.logfile import count_matches
 from nachtwacht.probes.registry import kinds
 from nachtwacht.probes.results import Status
-from tests.conftest import MARIADB_ADMIN, REDIS_URL, free_port, need_service
+from tests.conftest import MARIADB_ADMIN, REDIS_URL, closed_port, need_service
 
 runner = CliRunner()
 TOKEN = "test-token_0123456789"
@@ -300,8 +300,8 @@ def test_detect_open_ports_finds_a_listener_and_not_a_closed_port() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         open_port = listener.getsockname()[1]
-        closed_port = free_port()
-        assert starter.detect_open_ports([open_port, closed_port]) == {open_port}
+        refused = closed_port()
+        assert starter.detect_open_ports([open_port, refused]) == {open_port}
 
 
 def test_detect_mounts_lists_root_first_and_no_pseudo_filesystems() -> None:

@@ -15,7 +15,7 @@ from nachtwacht.config.loader import load_config
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.conftest import free_port
+from tests.conftest import closed_port
 
 runner = CliRunner()
 
@@ -63,13 +63,13 @@ async def test_status_exits_0_when_all_is_well(tmp_path: Path) -> None:
 
 
 async def test_status_exits_1_when_degraded_and_2_when_critical(tmp_path: Path) -> None:
-    cfg = _write(tmp_path, _tcp("db", free_port(), "database", retries=3))
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database", retries=3))
     await _run_all(cfg)
     result = runner.invoke(app, ["status", "--config", str(cfg)])
     assert result.exit_code == 1, result.output  # pending is degraded, not yet critical
     assert "PEND" in result.output
 
-    cfg = _write(tmp_path, _tcp("db", free_port(), "database", retries=0))
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database", retries=0))
     await _run_all(cfg)
     result = runner.invoke(app, ["status", "--json", "--config", str(cfg)])
     assert result.exit_code == 2
@@ -82,7 +82,7 @@ async def test_status_exits_1_when_degraded_and_2_when_critical(tmp_path: Path) 
 def test_status_exits_2_with_one_line_when_the_store_is_unreachable(tmp_path: Path) -> None:
     cfg = tmp_path / "nachtwacht.yaml"
     cfg.write_text(
-        f"store:\n  url: postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x\nprobes: []\n",
+        f"store:\n  url: postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/x\nprobes: []\n",
         encoding="utf-8",
     )
     result = runner.invoke(app, ["status", "--config", str(cfg)])
@@ -93,7 +93,7 @@ def test_status_exits_2_with_one_line_when_the_store_is_unreachable(tmp_path: Pa
 
 
 def test_check_runs_named_probes_without_a_server(tmp_path: Path) -> None:
-    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database"))
     result = runner.invoke(app, ["check", "db", "--json", "--config", str(cfg)])
     assert result.exit_code == 2
     rows = json.loads(result.output)
@@ -110,7 +110,7 @@ def test_probes_list(tmp_path: Path) -> None:
 
 
 def test_status_lists_open_incidents(tmp_path: Path) -> None:
-    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database"))
     result = runner.invoke(
         app,
         ["incident", "declare", "--severity", "1", "--title", "Database corrupt", "-c", str(cfg)],
@@ -126,7 +126,7 @@ def test_status_lists_open_incidents(tmp_path: Path) -> None:
 
 
 def test_status_says_when_nobody_acknowledged_in_time(tmp_path: Path) -> None:
-    cfg = _write(tmp_path, _tcp("db", free_port(), "database"))
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database"))
     args = ["incident", "declare", "--severity", "1", "--title", "Database corrupt"]
     assert runner.invoke(app, [*args, "-c", str(cfg)]).exit_code == 0
     store = Store(load_config(cfg).store.url)

@@ -16,7 +16,7 @@ from nachtwacht.spool.status import write_state
 from nachtwacht.store.db import Store
 from nachtwacht.store.migrate import upgrade
 from nachtwacht.watchdog.doctor import GB, disk_level, skew_level
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.notify_helpers import Mailbox, Receiver, smtp_server
 
 runner = CliRunner()
@@ -127,7 +127,7 @@ async def test_clock_skew_is_measured_against_the_store_server(
 
 
 async def test_a_broken_installation_fails_each_check_with_its_reason(tmp_path: Path) -> None:
-    down = free_port()
+    down = closed_port()
     path = config(
         tmp_path,
         f"postgresql+psycopg://nobody@127.0.0.1:{down}/x",

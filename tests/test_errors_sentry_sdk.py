@@ -24,7 +24,7 @@ from nachtwacht.errors import issues
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.conftest import free_port
-from tests.helpers import settings_for
+from tests.helpers import settings_for, until_sync
 from tests.test_errors_fixtures import add_project, events
 
 PROGRAM = r"""
@@ -88,14 +88,6 @@ def served(sqlite_store: Store, tmp_path: Path) -> Iterator[tuple[str, Store]]:
         thread.join(20)
 
 
-def _until_stored(store: Store, n: int, deadline: float = 20.0) -> None:
-    """Bounded wait for the running drainer (the assertion is on what is stored, not when)."""
-    end = time.monotonic() + deadline
-    while events(store) < n:
-        assert time.monotonic() < end, f"only {events(store)} of {n} events stored"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("algo", ["default", "gzip"])
 def test_sentry_sdk_events_arrive_grouped(
     served: tuple[str, Store], tmp_path: Path, algo: str
@@ -117,7 +109,7 @@ def test_sentry_sdk_events_arrive_grouped(
     sent = out["ids"]
     assert len(sent) == 5 and all(sent)
     assert out["algo"] == ("br" if algo == "default" else "gzip")
-    _until_stored(store, 5)
+    until_sync(lambda: events(store) >= 5, "the 5 events stored by the drainer", 20)
     with store.connect() as conn:
         rows, total = issues.list_issues(conn, sort="count", limit=None)
         by_title = {r["title"]: r for r in rows}

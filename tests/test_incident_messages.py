@@ -20,7 +20,7 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.helpers import admin_token, settings_for
 
 HTML = {"Accept": "text/html"}
@@ -37,7 +37,7 @@ people:
     - {{id: tina, name: Tina Techlead, roles: [technical_lead], email: tina@example.org}}
 notify:
   channels:
-    mail: {{kind: email, host: 127.0.0.1, port: {free_port()}}}
+    mail: {{kind: email, host: 127.0.0.1, port: {closed_port()}}}
     chat: {{kind: slack, url: "https://hooks.slack.example/services/T01/B02/x", team_wide: true}}
 probes: []
 """,

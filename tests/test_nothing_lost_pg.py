@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,14 +35,14 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.conftest import PG_ADMIN, free_port
-from tests.helpers import admin_token, settings_for
+from tests.helpers import admin_token, settings_for, until
 from tests.test_nothing_lost_proxy import TcpProxy, pg_database, proxied_url
 
 TOKEN = "stream-heartbeat-token"
 BIN = Path(sys.executable).parent / "nachtwacht"
 WORKERS = 8
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.serial]
 
 
 def site(spool: Path) -> str:
@@ -135,13 +135,6 @@ class Stream:
             else:
                 self.refused[f"{kind} {response.status_code}"] += 1
 
-    async def until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            assert loop.time() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.01)
-
 
 def add_project(database: str) -> tuple[int, str]:
     """An error project in the fresh database (directly, not through the proxy)."""
@@ -226,14 +219,14 @@ async def test_pings_and_events_through_a_cut_postgres_connection_are_stored_exa
             stream = Stream(served.url, project)
             async with httpx.AsyncClient(timeout=30) as client:
                 workers = [asyncio.create_task(stream.worker(client)) for _ in range(WORKERS)]
-                await stream.until(lambda: stream.total >= 300, "items before the cut")
+                await until(lambda: stream.total >= 300, "items before the cut", 60)
                 await asyncio.to_thread(proxy.cut)
                 stream.cut = True
-                await stream.until(lambda: len(stream.during_cut) >= 450, "items during the cut")
+                await until(lambda: len(stream.during_cut) >= 450, "items during the cut", 60)
                 stream.cut = False
                 await asyncio.to_thread(proxy.restore)
                 before = stream.total
-                await stream.until(lambda: stream.total >= before + 450, "items after")
+                await until(lambda: stream.total >= before + 450, "items after", 60)
                 stream.stop.set()
                 await asyncio.gather(*workers)
             health = await wait_drained(served.url, token)
@@ -271,10 +264,10 @@ async def test_kill_9_while_the_store_is_cut_loses_nothing_spooled(
             await wait_drained(url, token, timeout=60)  # up and serving
             async with httpx.AsyncClient(timeout=30) as client:
                 workers = [asyncio.create_task(stream.worker(client)) for _ in range(WORKERS)]
-                await stream.until(lambda: stream.total >= 150, "items before the cut")
+                await until(lambda: stream.total >= 150, "items before the cut", 60)
                 await asyncio.to_thread(proxy.cut)
                 stream.cut = True
-                await stream.until(lambda: len(stream.during_cut) >= 450, "items during the cut")
+                await until(lambda: len(stream.during_cut) >= 450, "items during the cut", 60)
                 first.send_signal(signal.SIGKILL)  # mid-stream, the spool full of unstored items
                 first.wait(30)
                 stream.stop.set()

@@ -19,7 +19,7 @@ from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.channels.email import message_id
 from nachtwacht.notify.models import Channel
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.notify_helpers import Authenticator, Receiver, smtp_server
 
 ACK = "https://nw.example.org/ack/tok-1"
@@ -202,7 +202,7 @@ async def test_email_requiring_starttls_from_a_server_without_it_says_so(
 
 
 async def test_email_to_a_closed_port_is_retried(http: httpx.AsyncClient) -> None:
-    port = free_port()
+    port = closed_port()
     cfg = channel(kind="email", host="127.0.0.1", port=port, starttls=False, timeout=2)
     with pytest.raises(DeliveryError, match=f"smtp 127.0.0.1:{port}") as exc:
         await channels.send(cfg, message(), http)
@@ -329,7 +329,7 @@ async def test_429_is_retried_after_what_the_receiver_asks(http: httpx.AsyncClie
 
 
 async def test_refused_connection_and_timeout_are_retried(http: httpx.AsyncClient) -> None:
-    port = free_port()
+    port = closed_port()
     with pytest.raises(DeliveryError, match="webhook mail") as refused:
         await channels.send(
             channel(kind="webhook", url=f"http://127.0.0.1:{port}"), message(), http

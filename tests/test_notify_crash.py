@@ -13,7 +13,10 @@ from sqlalchemy import func, select
 
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
+from tests.helpers import until
 from tests.notify_helpers import Receiver, queue, webhook_messages
+
+pytestmark = pytest.mark.serial  # kill -9 / restarts of real processes: see conftest
 
 SCRIPT = Path(__file__).with_name("notify_sender_script.py")
 ROOT = Path(__file__).parent.parent
@@ -63,17 +66,9 @@ async def start(config: Path, name: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)  # a cold start under load
     assert line.strip() == b"ready"
     return proc
-
-
-async def until(condition: object, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.005)
 
 
 def count(store: Store, status: str) -> int:
@@ -89,7 +84,7 @@ async def test_kill_9_mid_outbox_loses_nothing_and_repeats_at_most_the_in_flight
     store, config = setup
     first = await start(config, "first")
     try:
-        await until(lambda: sum(slow_receiver.keys.values()) >= 15)
+        await until(lambda: sum(slow_receiver.keys.values()) >= 15, "15 deliveries", interval=0.005)
         first.send_signal(signal.SIGKILL)
     finally:
         await first.wait()
@@ -100,7 +95,7 @@ async def test_kill_9_mid_outbox_loses_nothing_and_repeats_at_most_the_in_flight
 
     second = await start(config, "second")
     try:
-        await until(lambda: count(store, "sent") == MESSAGES)
+        await until(lambda: count(store, "sent") == MESSAGES, "every message sent")
     finally:
         second.send_signal(signal.SIGTERM)
         await second.wait()
@@ -118,7 +113,7 @@ async def test_sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice
     store, config = setup
     first = await start(config, "first")
     try:
-        await until(lambda: sum(slow_receiver.keys.values()) >= 15)
+        await until(lambda: sum(slow_receiver.keys.values()) >= 15, "15 deliveries", interval=0.005)
     finally:
         first.send_signal(signal.SIGTERM)
         out, _ = await first.communicate()
@@ -128,7 +123,7 @@ async def test_sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice
 
     second = await start(config, "second")
     try:
-        await until(lambda: count(store, "sent") == MESSAGES)
+        await until(lambda: count(store, "sent") == MESSAGES, "every message sent")
     finally:
         second.send_signal(signal.SIGTERM)
         await second.wait()

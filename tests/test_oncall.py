@@ -24,7 +24,7 @@ from nachtwacht.oncall.service import OncallError
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
-from tests.conftest import free_port
+from tests.conftest import closed_port
 
 AMS = ZoneInfo("Europe/Amsterdam")
 HOUR = 3600.0
@@ -471,7 +471,7 @@ def test_cli_oncall_rejects_an_unreadable_time(config_file: Path) -> None:
 
 def test_cli_oncall_answers_from_config_when_the_store_is_down(tmp_path: Path) -> None:
     path = tmp_path / "nachtwacht.yaml"
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/nowhere"
     path.write_text(f"store:\n  url: {url}\n" + PEOPLE + ROTATIONS)
     result = run("oncall", "-c", str(path), "--at", "2026-12-24 22:00", "--json")
     assert result.exit_code == 0, result.output

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.conftest import PG_ADMIN, free_port
+from tests.helpers import until
 from tests.test_nothing_lost import outage
 from tests.test_nothing_lost_proxy import pg_database
 
@@ -75,16 +75,6 @@ class Receiver:
 
     def pages(self) -> list[dict]:
         return [m for m in self.got if m["kind"] == "emergency_alert"]
-
-
-async def until(predicate: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
-    """Wait (bounded) for it to happen; the assertion is on what, not on when."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Target:
@@ -154,6 +144,7 @@ def abandon(rt: Runtime) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.serial  # kill -9 and restart of a real serve
 async def test_kill_9_while_the_alert_insert_waits_still_pages_after_restart(
     tmp_path: Path,
 ) -> None:
@@ -180,11 +171,13 @@ async def test_kill_9_while_the_alert_insert_waits_still_pages_after_restart(
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
 
+            # before serve starts, not beside it: two migrations of one empty database at
+            # once collide (one of them fails on a table the other just created)
+            store.migrate()
             first = start()
             second: subprocess.Popen[bytes] | None = None
             lock = locker.connect()
             try:
-                store.migrate()  # serve migrates too; this only lets the test read early
                 await until(lambda: probe_state(store) == "ok", "the probe checked ok", 60)
                 held = lock.begin()
                 lock.execute(text("LOCK TABLE alerts IN EXCLUSIVE MODE"))

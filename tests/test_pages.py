@@ -23,7 +23,7 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.helpers import settings_for
 
 HTML = {"Accept": "text/html"}
@@ -78,14 +78,14 @@ people:
     - {{id: tina, name: Tina Techlead, roles: [technical_lead], email: tina@example.org}}
 notify:
   channels:
-    mail: {{kind: email, host: 127.0.0.1, port: {free_port()}, username: nw,
+    mail: {{kind: email, host: 127.0.0.1, port: {closed_port()}, username: nw,
             password: smtp-pass-4711}}
     chat: {{kind: slack, url: "https://hooks.slack.example/services/T01/B02/hook-secret-99"}}
 probes:
   - {{name: db, kind: tcp, host: 127.0.0.1, port: {db.getsockname()[1]}, retries: 0,
       component: database, severity: 1}}
   - {{name: web, kind: tcp, host: 127.0.0.1, port: {db.getsockname()[1]}, component: web}}
-  - {{name: orders, kind: sql, url: "mysql+pymysql://app:hunter2@127.0.0.1:{free_port()}/shop",
+  - {{name: orders, kind: sql, url: "mysql+pymysql://app:hunter2@127.0.0.1:{closed_port()}/shop",
       component: database}}
   - {{name: memory, kind: host, metric: memory, component: host}}
 """,

@@ -20,7 +20,7 @@ from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.http import Config, ProbeImpl, der_not_after
 from nachtwacht.probes.results import Status
-from tests.conftest import free_port
+from tests.conftest import closed_port, free_port
 from tests.helpers import TcpTarget
 
 DAY = 86400.0
@@ -96,13 +96,13 @@ def _app(target: Target) -> web.Application:
 
 
 async def _serve(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Target]:
-    port = free_port()
     scheme = "https" if ssl_context else "http"
-    target = Target(f"{scheme}://127.0.0.1:{port}")
+    target = Target("")
     # Cancel handlers whose client went away, so a slow route never holds up teardown.
     runner = web.AppRunner(_app(target), shutdown_timeout=0.2, handler_cancellation=True)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    target.base = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
     try:
         yield target
     finally:
@@ -300,8 +300,8 @@ async def test_run_times_out_a_server_that_never_answers(ctx: ProbeContext) -> N
     async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer)
 
-    port = free_port()
-    server = await asyncio.start_server(hang, "127.0.0.1", port)
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
         probe = make(ctx, f"http://127.0.0.1:{port}/", timeout=0.3)
         started = time.perf_counter()
@@ -323,7 +323,7 @@ async def test_run_times_out_a_server_that_never_answers(ctx: ProbeContext) -> N
 
 
 async def test_refused_port_is_critical_with_clear_message(ctx: ProbeContext) -> None:
-    port = free_port()
+    port = closed_port()
     result = await make(ctx, f"http://127.0.0.1:{port}/health").run()
     assert result.status is Status.CRITICAL
     assert result.message == f"cannot connect to 127.0.0.1:{port}: Connection refused"
@@ -344,8 +344,8 @@ async def test_server_closing_after_the_request_is_critical_naming_the_url(
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    port = free_port()
-    server = await asyncio.start_server(read_then_close, "127.0.0.1", port)
+    server = await asyncio.start_server(read_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
         result = await make(ctx, f"http://127.0.0.1:{port}/x").check()
     finally:

@@ -14,7 +14,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.redis import Config, ProbeImpl
 from nachtwacht.probes.results import Status
-from tests.conftest import REDIS_URL, free_port, need_service
+from tests.conftest import REDIS_URL, closed_port, need_service
 
 Maker = Callable[..., ProbeImpl]
 
@@ -53,7 +53,7 @@ async def test_reachable_redis_answers_ping_with_round_trip(
 
 
 async def test_refused_port_is_critical_with_clear_message(make_probe: Maker) -> None:
-    port = free_port()
+    port = closed_port()
     result = await make_probe(url=f"redis://127.0.0.1:{port}/0").run()
     assert result.status is Status.CRITICAL
     assert result.message == f"cannot connect to 127.0.0.1:{port}: Connection refused"

@@ -15,7 +15,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.sql import Config, ProbeImpl
 from nachtwacht.probes.results import CheckResult, Status
-from tests.conftest import MARIADB_ADMIN, PG_ADMIN, free_port, need_service
+from tests.conftest import MARIADB_ADMIN, PG_ADMIN, closed_port, need_service
 
 MARIADB = "mariadb"
 POSTGRES = "postgresql"
@@ -86,7 +86,7 @@ async def test_refused_port_is_critical_naming_host_port_and_database(
     server: str, make_probe: Maker
 ) -> None:
     url = server_url(server)
-    port = free_port()
+    port = closed_port()
     result = await run(make_probe, with_port(url, port))
     assert result.status is Status.CRITICAL
     database = url.rsplit("/", 1)[1]

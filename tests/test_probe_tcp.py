@@ -15,7 +15,7 @@ from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.tcp import Config, ProbeImpl, connect_reason
 from nachtwacht.probes.registry import build
 from nachtwacht.probes.results import Status
-from tests.conftest import free_port
+from tests.conftest import closed_port, free_port
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def test_probe_closes_its_connection(listener: Listener) -> None:
 
 
 async def test_refused_port_is_critical_with_clear_message() -> None:
-    port = free_port()
+    port = closed_port()
     result = await make("127.0.0.1", port).check()
     assert result.status is Status.CRITICAL
     assert result.message == f"cannot connect to 127.0.0.1:{port}: Connection refused"
@@ -112,7 +112,7 @@ async def test_run_keeps_the_measured_connect_latency(listener: Listener) -> Non
 
 
 async def test_run_turns_a_refused_port_into_a_result() -> None:
-    port = free_port()
+    port = closed_port()
     result = await make("127.0.0.1", port, timeout=1).run()
     assert result.status is Status.CRITICAL
     assert "Connection refused" in result.message

@@ -18,7 +18,7 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
-from tests.conftest import free_port
+from tests.conftest import closed_port
 from tests.helpers import admin_token, settings_for
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
@@ -123,7 +123,7 @@ def test_api_monthly_report(client: TestClient) -> None:
 def browser(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClient, str]]:
     """A logged-in responder's session (cookie and CSRF token)."""
     # nothing listens at the dashboard's configured address
-    settings = settings_for(f"server: {{port: {free_port()}}}\n" + SITE, sqlite_store.url)
+    settings = settings_for(f"server: {{port: {closed_port()}}}\n" + SITE, sqlite_store.url)
     add_user(sqlite_store, clock, "rita", "responder")
     app = create_app(settings, sqlite_store, clock, start_engine=False)
     with TestClient(app) as c:

@@ -10,7 +10,7 @@ from nachtwacht.engine.runtime import Runtime
 from nachtwacht.probes import service
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.conftest import free_port
+from tests.conftest import closed_port, free_port
 from tests.helpers import TcpTarget, settings_for
 
 
@@ -100,7 +100,7 @@ async def test_outage_goes_pending_then_critical_on_the_retry_interval(
 async def test_state_survives_a_restart_without_new_transitions(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
-    port = free_port()  # nothing listens: every check fails
+    port = closed_port()  # nothing listens: every check fails
     rt = await _build(sqlite_store, clock, _config(port, retries=0))
     clock.advance(60)
     await rt.scheduler.run_due()

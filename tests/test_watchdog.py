@@ -6,9 +6,8 @@ through a TCP proxy that the test cuts (test_nothing_lost_proxy.TcpProxy), time 
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from nachtwacht.watchdog.models import WatchdogSettings
 from nachtwacht.watchdog.storealarm import FINGERPRINT, StoreAlarm
 from nachtwacht.web.app import create_app
 from tests.conftest import free_port
-from tests.helpers import admin_token, settings_for
+from tests.helpers import admin_token, settings_for, until
 from tests.notify_helpers import Mailbox, Receiver, smtp_server
 from tests.test_nothing_lost_pg import Served
 from tests.test_nothing_lost_proxy import TcpProxy, pg_database, proxied_url
@@ -355,11 +354,3 @@ def _recorded(store: Store) -> bool:
             select(t.alerts.c.status).where(t.alerts.c.fingerprint == FINGERPRINT)
         ).first()
     return row is not None and row.status == "resolved"
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)

@@ -24,6 +24,8 @@ import pytest
 
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.serial  # a real serve under a burst of load: one at a time
+
 BIN = Path(sys.executable).parent / "nachtwacht"
 HUGE = 250 * 1024 * 1024
 BLOCK = b"0" * 65536

@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from nachtwacht.web.connections import ConnectionLimits, connection_budget, guarded_protocol
+from tests.helpers import until
 
 # a close must come within this (the deadlines are 0.3 s): a loaded machine is slow, not wrong
 CLOSED_WITHIN = 10.0
@@ -199,11 +200,7 @@ async def test_a_steady_body_and_a_slow_app_are_not_cut() -> None:
 
 async def _wait_until(what: str, items: set[Any], count: int) -> None:
     # the kernel completes a connect before uvicorn accepts it; the order of accepts matters
-    for _ in range(int(CLOSED_WITHIN / 0.01)):
-        if len(items) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the server never had {what}")
+    await until(lambda: len(items) >= count, f"the server to have {what}", CLOSED_WITHIN, 0.01)
 
 
 async def test_the_connection_waiting_longest_is_shed_so_a_new_request_gets_in() -> None:

@@ -37,6 +37,8 @@ from tests.test_errors_fixtures import exc_event, frame
 need_browser(module_level=True)
 from playwright.sync_api import ConsoleMessage, Page, expect  # noqa: E402 - only once we know it is there
 
+pytestmark = pytest.mark.serial  # Chromium and a real serve: one at a time
+
 POLICY = {
     "default-src": "'self'",
     "script-src": "'self'",

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.serial  # a real serve under a burst of load: one at a time
 
 BIN = Path(sys.executable).parent / "nachtwacht"
 DESCRIPTORS = 256

@@ -126,6 +126,10 @@ class Plan:
 
 
 class OutboxSender:
+    # how long the loop sleeps when nothing wakes it: the bound on a retry's or a deferred
+    # row's lateness; new rows do not wait for it (wake()). Tests raise it to prove that.
+    idle_wait = 1.0
+
     def __init__(
         self,
         store: Store,
@@ -628,7 +632,7 @@ class OutboxSender:
     # -- running -------------------------------------------------------------------------
 
     async def loop(self, stop: asyncio.Event) -> None:
-        """Tick, then wait for `wake()`, `stop`, or 1 s (for retries and deferred rows)."""
+        """Tick, then wait for `wake()`, `stop`, or `idle_wait` (retries and deferred rows)."""
         self._loop = asyncio.get_running_loop()
         self._prepare()
         try:
@@ -648,7 +652,9 @@ class OutboxSender:
                 waking = asyncio.ensure_future(self._wake.wait())
                 try:
                     await asyncio.wait(
-                        {waking, stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                        {waking, stopping},
+                        timeout=self.idle_wait,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     waking.cancel()
