@@ -111,6 +111,7 @@ def fire_db(store: Store, settings: Settings, now: float) -> int:
 
 def tick(store: Store, settings: Settings, now: float) -> int:
     """One pass of the escalation module: whatever is due for each incident; messages queued."""
+    from nachtwacht.alerts.maintenance import alert_muted_by
     from nachtwacht.incidents import escalation
 
     with store.connect() as conn:
@@ -118,5 +119,5 @@ def tick(store: Store, settings: Settings, now: float) -> int:
     total = 0
     for incident_id in due:
         with store.begin() as conn:
-            total += escalation.advance(conn, settings, incident_id, now)
+            total += escalation.advance(conn, settings, incident_id, now, alert_muted_by)
     return total

@@ -15,6 +15,7 @@ import sys
 
 from nachtwacht.clock import SystemClock
 from nachtwacht.config import load_config
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.store.db import Store
 
@@ -35,6 +36,7 @@ async def main() -> int:
         args.instance,
         concurrency=args.concurrency,
         lease=args.lease,
+        on_outcome=record_delivery,
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

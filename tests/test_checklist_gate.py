@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from nachtwacht.checklist import service as checklist
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.checklist.items import ITEMS, ItemResult
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
@@ -45,7 +46,7 @@ def _declare(store: Store, settings: Settings, at: float, severity: int = 1) -> 
 def _resolve(store: Store, settings: Settings, incident_id: int, at: float, **kw: object) -> None:
     with store.begin() as conn:
         escalation.resolve(
-            conn, settings, incident_id, "olga", at, "fixed", require_checklist=True, **kw
+            conn, settings, incident_id, "olga", at, "fixed", gate=resolution_gate, **kw
         )
 
 
@@ -130,7 +131,9 @@ def test_a_status_update_to_resolved_is_held_to_the_same_rule(
     settings = settings_for(SITE, sqlite_store.url)
     inc = _declare(sqlite_store, settings, clock.now())
     with pytest.raises(IncidentError), sqlite_store.begin() as conn:
-        escalation.post_update(conn, settings, inc, "olga", clock.now(), "all good", "resolved")
+        escalation.post_update(
+            conn, settings, inc, "olga", clock.now(), "all good", "resolved", gate=resolution_gate
+        )
     assert _status(sqlite_store, inc) == "investigating"
 
 

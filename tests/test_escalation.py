@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nachtwacht.alerts import service as alerts
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.clock import FakeClock
 from nachtwacht.incidents import escalation, service
 from nachtwacht.store.db import Store
@@ -25,7 +26,7 @@ def _tick(store: Store, settings, now: float) -> int:  # noqa: ANN001
         due = escalation.due_incidents(conn, now)
     for incident_id in due:
         with store.begin() as conn:
-            total += escalation.advance(conn, settings, incident_id, now)
+            total += escalation.advance(conn, settings, incident_id, now, alert_muted_by)
     return total
 
 
@@ -232,9 +233,9 @@ def test_two_processes_never_fire_the_same_step_twice(store: Store) -> None:
     inc_id = _fire(store, settings, probe_signal("db", "database", 1, NIGHT), NIGHT).incident_id
     now = NIGHT + 15 * 60
     with store.begin() as conn:
-        first = escalation.advance(conn, settings, inc_id, now)
+        first = escalation.advance(conn, settings, inc_id, now, alert_muted_by)
     with store.begin() as conn:
-        second = escalation.advance(conn, settings, inc_id, now)
+        second = escalation.advance(conn, settings, inc_id, now, alert_muted_by)
     assert first > 0 and second == 0
 
 
@@ -261,7 +262,7 @@ def test_declared_incident_pages_and_can_be_escalated_by_hand(store: Store) -> N
         inc_id = service.open_incident(
             conn, settings, title="Data loss suspected", severity=1, now=NIGHT, origin="declared"
         )
-        escalation.advance(conn, settings, inc_id, NIGHT)
+        escalation.advance(conn, settings, inc_id, NIGHT, alert_muted_by)
         escalation.escalate_now(
             conn, settings, inc_id, "olga", NIGHT + 60, "restart failed 3 times"
         )

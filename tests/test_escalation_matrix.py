@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nachtwacht.alerts import service as alerts
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.incidents import escalation, service
 from nachtwacht.store.db import Store
 from tests.incident_fixtures import events, local, outbox, probe_signal, site
@@ -19,7 +20,7 @@ def _tick(store: Store, settings, *moments: float) -> None:  # noqa: ANN001
             due = escalation.due_incidents(conn, now)
         for incident_id in due:
             with store.begin() as conn:
-                escalation.advance(conn, settings, incident_id, now)
+                escalation.advance(conn, settings, incident_id, now, alert_muted_by)
 
 
 def _run_until(store: Store, settings, start: float, end: float, step: float) -> None:  # noqa: ANN001

@@ -21,9 +21,9 @@ from sqlalchemy import select
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
+from nachtwacht.config.redact import Redactor
 from nachtwacht.config.schema import Settings
 from nachtwacht.evidence import service
-from nachtwacht.evidence.redact import Redactor
 from nachtwacht.incidents import service as incidents
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store

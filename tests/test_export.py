@@ -25,7 +25,7 @@ def _insert(store: Store, table: Any, rows: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def data(store: Store) -> Store:
-    config = {"host": "db", "password": "hunter2", "dsn": "postgresql://app:s3cret@db:5432/app"}
+    config = {"kind": "sql", "url": "postgresql://app:s3/cret@db:5432/app", "query": "SELECT 1"}
     _insert(
         store,
         t.probes,
@@ -146,9 +146,9 @@ def test_export_writes_the_documented_format_for_a_range(data: Store, tmp_path: 
     db = doc["probes"][0]
     assert db["name"] == "db" and "config_json" not in db
     assert db["config"] == {
-        "host": "db",
-        "password": "***",
-        "dsn": "postgresql://app:***@db:5432/app",
+        "kind": "sql",
+        "url": "postgresql://app:••••••@db:5432/app",
+        "query": "SELECT 1",
     }
     # alerts active during the range, their labels decoded
     assert [a["title"] for a in doc["alerts"]] == ["firing", "spans since"]

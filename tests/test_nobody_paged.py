@@ -308,10 +308,10 @@ def test_validate_points_at_the_person_no_channel_reaches(tmp_path: Path) -> Non
         "(technical_lead); give them email or add a chat or webhook channel\n"
     )
     from nachtwacht.config.loader import config_warnings
+    from nachtwacht.notify.reach import config_warnings as reach_warnings
 
-    assert [str(w) for w in config_warnings(load_config(path), path)] == [
-        result.stderr.removeprefix("warning: ").strip()
-    ]
+    warnings = config_warnings(load_config(path), path, checks=[reach_warnings])
+    assert [str(w) for w in warnings] == [result.stderr.removeprefix("warning: ").strip()]
 
 
 @pytest.mark.parametrize("preset", ["host", "frappe"])
@@ -326,6 +326,7 @@ def test_init_writes_a_commented_people_and_notify_example_that_works_uncommente
         text = starter.frappe_config("erp.example.org", bench, mounts=["/"])
     assert "\n# people:\n" in text and "\n# notify:\n" in text
     from nachtwacht.config.loader import config_warnings
+    from nachtwacht.notify.reach import config_warnings as reach_warnings
     from nachtwacht.notify.reach import paging_problems
 
     # as written it loads with the defaults: nobody to page, which everything then reports
@@ -342,7 +343,7 @@ def test_init_writes_a_commented_people_and_notify_example_that_works_uncommente
     assert paging_problems(edited) == []
     path = tmp_path / "edited.yaml"
     path.write_text(text[:start] + block + text[end:], encoding="utf-8")
-    assert config_warnings(load_config(path), path) == []
+    assert config_warnings(load_config(path), path, checks=[reach_warnings]) == []
 
 
 def test_doctor_warns_when_ack_links_point_at_this_machine(sqlite_store: Store) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.incidents import service
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.outbox import OutboundMessage
 from nachtwacht.notify.sender import OutboxSender, backoff
 from nachtwacht.store import tables as t
@@ -68,7 +69,14 @@ async def sender_factory(sqlite_store: Store, clock: FakeClock) -> AsyncIterator
     made: list[OutboxSender] = []
 
     def make(cfg: Any, store: Store = sqlite_store, **kw: Any) -> OutboxSender:
-        s = OutboxSender(store, cfg, kw.pop("clock", clock), kw.pop("instance", None), **kw)
+        s = OutboxSender(
+            store,
+            cfg,
+            kw.pop("clock", clock),
+            kw.pop("instance", None),
+            on_outcome=record_delivery,
+            **kw,
+        )
         made.append(s)
         return s
 
@@ -221,8 +229,8 @@ async def test_two_senders_racing_for_the_same_rows_claim_each_once(
     cfg = site(receiver, store=store)
     queue(store, webhook_messages(6), clock.now())
     other = Store(store.url)
-    a = OutboxSender(store, cfg, clock, "a", concurrency=10)
-    b = OutboxSender(other, cfg, clock, "b", concurrency=10)
+    a = OutboxSender(store, cfg, clock, "a", concurrency=10, on_outcome=record_delivery)
+    b = OutboxSender(other, cfg, clock, "b", concurrency=10, on_outcome=record_delivery)
     try:
         now = clock.now()
         plan_a = await asyncio.to_thread(a._plan, now, 10, [])
@@ -244,8 +252,8 @@ async def test_two_senders_on_one_store_deliver_every_row_exactly_once(
     cfg = site(receiver, store=store)
     queue(store, webhook_messages(40), clock.now())
     other = Store(store.url)
-    a = OutboxSender(store, cfg, clock, "a", concurrency=8)
-    b = OutboxSender(other, cfg, clock, "b", concurrency=8)
+    a = OutboxSender(store, cfg, clock, "a", concurrency=8, on_outcome=record_delivery)
+    b = OutboxSender(other, cfg, clock, "b", concurrency=8, on_outcome=record_delivery)
     try:
         for _ in range(20):
             claimed = await asyncio.gather(a.tick(clock.now()), b.tick(clock.now()))
@@ -333,7 +341,7 @@ async def test_the_loop_sends_new_work_at_once_when_woken(
 ) -> None:
     """No polling on the hot path: enqueue + wake() reaches the receiver in milliseconds."""
     cfg = site(receiver)
-    sender = OutboxSender(sqlite_store, cfg, SystemClock(), "loop")
+    sender = OutboxSender(sqlite_store, cfg, SystemClock(), "loop", on_outcome=record_delivery)
     stop = asyncio.Event()
     task = asyncio.create_task(sender.loop(stop))
     await asyncio.sleep(0.05)  # let the first (empty) tick pass
@@ -362,7 +370,7 @@ async def test_the_loop_sends_new_work_at_once_when_woken(
 
 async def test_the_loop_keeps_going_when_the_store_fails(tmp_path: Any, receiver: Receiver) -> None:
     broken = Store(f"sqlite:///{tmp_path / 'never-migrated.db'}")  # no outbox table
-    sender = OutboxSender(broken, site(receiver), SystemClock(), "loop")
+    sender = OutboxSender(broken, site(receiver), SystemClock(), "loop", on_outcome=record_delivery)
     stop = asyncio.Event()
     task = asyncio.create_task(sender.loop(stop))
     await asyncio.sleep(0.1)

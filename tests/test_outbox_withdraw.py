@@ -18,6 +18,7 @@ from sqlalchemy import update
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, service
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -128,7 +129,7 @@ async def test_a_page_picked_up_before_the_ack_committed_is_not_sent(
     settings = _hook_site(store, receiver)
     clock.set(NIGHT)
     inc_id = fire_db(store, settings, NIGHT)
-    sender = OutboxSender(store, settings, clock, "race:1")
+    sender = OutboxSender(store, settings, clock, "race:1", on_outcome=record_delivery)
     try:
         plan = sender._plan(clock.now(), 8, [])  # read as due ...
         clock.advance(2)
@@ -161,7 +162,7 @@ async def test_a_page_claimed_by_a_sender_that_died_is_not_sent_after_the_ack(
         service.acknowledge(conn, inc_id, "olga", clock.now())
     assert [r["status"] for r in outbox(store)] == ["sending"]  # a claimed row is not recalled
     clock.advance(31)  # the dead sender's lease ran out
-    sender = OutboxSender(store, settings, clock, "race:2")
+    sender = OutboxSender(store, settings, clock, "race:2", on_outcome=record_delivery)
     try:
         assert await sender.tick(clock.now()) == 0
     finally:
@@ -190,7 +191,7 @@ async def test_a_page_written_after_the_ack_is_still_sent(
         service.acknowledge(conn, inc_id, "olga", NIGHT + 60)
         escalation.escalate_now(conn, settings, inc_id, "olga", NIGHT + 61, "need the lead")
     clock.set(NIGHT + 61)
-    sender = OutboxSender(store, settings, clock, "after:1")
+    sender = OutboxSender(store, settings, clock, "after:1", on_outcome=record_delivery)
     try:
         assert await sender.tick(clock.now()) == 1
     finally:
@@ -239,7 +240,7 @@ async def test_a_claim_racing_the_ack_waits_for_it_and_finds_the_page_gone(
     settings = _hook_site(store, receiver)
     clock.set(NIGHT)
     inc_id = fire_db(store, settings, NIGHT)
-    sender = OutboxSender(store, settings, clock, "race:1")
+    sender = OutboxSender(store, settings, clock, "race:1", on_outcome=record_delivery)
     pool = concurrent.futures.ThreadPoolExecutor(1)
     racing: list[concurrent.futures.Future[Any]] = []
     touch = service._touch
@@ -273,7 +274,7 @@ def test_an_acknowledged_incidents_lead_step_says_it_was_acknowledged(
     with sqlite_store.begin() as conn:
         service.acknowledge(conn, inc_id, "olga", NIGHT + 15 * 60 + 5)
     clock = FakeClock(NIGHT + 15 * 60 + 6)
-    sender = OutboxSender(sqlite_store, settings, clock, "t:1")
+    sender = OutboxSender(sqlite_store, settings, clock, "t:1", on_outcome=record_delivery)
     rows, _ = sender._claim(clock.now(), 50, [], None)
     lead = [r for r in rows if r["kind"] == "emergency_notification"]
     assert lead, "the lead's step was withdrawn by the ack"

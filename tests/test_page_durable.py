@@ -33,10 +33,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import create_engine, delete, select, text
 
+from nachtwacht.alerts.worker import Alerting
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
-from nachtwacht.engine.alerting import Alerting
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store

@@ -18,6 +18,7 @@ from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, notifications, service
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.compose import compose
 from nachtwacht.notify.outbox import enqueue
 from nachtwacht.notify.sender import OutboxSender
@@ -93,7 +94,7 @@ async def test_an_unacknowledged_s1_is_repaged_on_schedule_through_a_flood(
     settings = _site(store, receiver)
     clock.set(NIGHT)
     incident_id = fire_db(store, settings, NIGHT)
-    sender = OutboxSender(store, settings, clock, "drill:1")
+    sender = OutboxSender(store, settings, clock, "drill:1", on_outcome=record_delivery)
     try:
         await sender.tick(clock.now())
         n = 0
@@ -142,7 +143,7 @@ async def test_held_messages_are_on_the_timeline_once_with_the_time_they_go(
     settings = _site(store, receiver)
     clock.set(NIGHT)
     incident_id = fire_db(store, settings, NIGHT)
-    sender = OutboxSender(store, settings, clock, "held:1")
+    sender = OutboxSender(store, settings, clock, "held:1", on_outcome=record_delivery)
     await sender.tick(clock.now())  # the first page
     with store.begin() as conn:
         service.acknowledge(conn, incident_id, "olga", NIGHT)  # no repeats in the way
@@ -180,7 +181,7 @@ async def test_the_checklist_alert_test_is_not_held_by_a_flood_of_updates(
     incident_id = fire_db(store, settings, NIGHT)
     with store.begin() as conn:
         service.acknowledge(conn, incident_id, "olga", NIGHT)
-    sender = OutboxSender(store, settings, clock, "busy:1")
+    sender = OutboxSender(store, settings, clock, "busy:1", on_outcome=record_delivery)
     try:
         await sender.tick(clock.now())  # the first page
         for n in range(4):  # a busy incident: four updates used this minute's budget

@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Table, insert
 
 from nachtwacht.clock import FakeClock
+from nachtwacht.config.redact import probe_shown
 from nachtwacht.probes import rollups, service, uptime
 from nachtwacht.probes.registry import kinds
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
-from nachtwacht.web.pages import mask_secrets
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
 from tests.conftest import free_port
 from tests.helpers import settings_for
@@ -395,20 +395,22 @@ def test_oncall_page_names_roles_and_contacts(site: Site) -> None:
     assert "Olga Oncall" in html and "Technical lead" in html and "Tina Techlead" in html
 
 
-def test_mask_secrets_covers_keys_urls_and_query_parameters() -> None:
-    masked = mask_secrets(
+def test_a_stored_probe_config_is_masked_by_its_kinds_schema() -> None:
+    masked = probe_shown(
         {
-            "url": "postgresql://nw:pa55@db:5432/app?sslmode=require&password=x1",
+            "name": "web",
+            "kind": "http",
+            "url": "https://nw:pa55@shop.example/health?lang=en&password=x1",
             "headers": {"Authorization": "Bearer abc", "X-Api-Key": "k", "Accept": "json"},
-            "api_token": "t",
-            "keys_total": 3,
-            "empty_password": None,
+            "body": None,
+            "retries": 3,
+            "old_key": "from an older version",
         }
     )
-    assert masked["url"] == "postgresql://nw:••••••@db:5432/app?sslmode=require&password=••••••"
+    assert masked["url"] == "https://nw:••••••@shop.example/health?lang=••••••&password=••••••"
     assert masked["headers"] == {"Authorization": "••••••", "X-Api-Key": "••••••", "Accept": "json"}
-    assert masked["api_token"] == "••••••" and masked["keys_total"] == 3
-    assert masked["empty_password"] is None
+    assert masked["body"] is None and masked["retries"] == 3
+    assert masked["old_key"] == "••••••"  # a key the schema does not know is not trusted
 
 
 # ---------------------------------------------------------------------------- uptime

@@ -34,14 +34,17 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from nachtwacht.alerts import service as alerts
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.alerts.probe_alerts import signal_for
 from nachtwacht.checklist import service as checklist
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.checklist.items import Context
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
+from nachtwacht.incidents.service import record_delivery
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import service as probes
 from nachtwacht.probes.results import CheckResult, Status
@@ -95,7 +98,7 @@ class Site:
         self.clock.set(ts)
         with self.store.begin() as conn:  # the escalation module's tick
             for incident_id in escalation.due_incidents(conn, ts):
-                escalation.advance(conn, self.settings, incident_id, ts)
+                escalation.advance(conn, self.settings, incident_id, ts, alert_muted_by)
 
     def result(self, name: str, ts: float, ok: bool) -> None:
         self.at(ts)
@@ -120,7 +123,9 @@ class Site:
             )
 
         async def send() -> None:
-            sender = OutboxSender(self.store, self.settings, self.clock, "e2e")
+            sender = OutboxSender(
+                self.store, self.settings, self.clock, "e2e", on_outcome=record_delivery
+            )
             try:
                 await sender.deliver(ids, 20)
             finally:
@@ -244,7 +249,7 @@ def test_an_incident_end_to_end_and_every_figure_of_its_review(
                     "olga",
                     t0 + 1500,
                     "replica rebuilt",
-                    require_checklist=True,
+                    gate=resolution_gate,
                 )
             s.deliver()
             s.result("db-replica", t0 + 1600, ok=True)

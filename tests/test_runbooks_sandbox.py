@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
@@ -165,7 +166,7 @@ def declare(store: Store, settings: Settings, clock: FakeClock, severity: int = 
         incident_id = incidents.open_incident(
             conn, settings, title="Site down", severity=severity, now=clock.now(), origin="declared"
         )
-        escalation.advance(conn, settings, incident_id, clock.now())
+        escalation.advance(conn, settings, incident_id, clock.now(), alert_muted_by)
     return incident_id
 
 

@@ -302,7 +302,7 @@ def test_the_watchdog_api_shows_store_spool_and_switches(
     assert body["store"]["available"] is True and body["spool"]["bytes"] == 0
     assert body["deadman"] == {
         "configured": True,
-        "url": "http://127.0.0.1:9",
+        "url": "http://127.0.0.1:9/••••••",  # the path is the token
         "interval": 60.0,
         "sent": 0,
         "failed": 0,

@@ -28,9 +28,10 @@ from nachtwacht.alerts.external import (
     signal_from_generic,
     signals_from_alertmanager,
 )
+from nachtwacht.alerts.spooled import ALERT, alert_record
 from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.clock import iso
-from nachtwacht.spool.handlers import ALERT, alert_record
+from nachtwacht.config import limits
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store import paging
@@ -46,6 +47,8 @@ RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 T = TypeVar("T")
 
 TimeValue = str | float | None
+Names = Annotated[list[Annotated[str, Field(max_length=limits.NAME)]], Field(max_length=100)]
+Matcher = Annotated[str | None, Field(max_length=limits.TITLE)]
 
 
 def _rt(request: Request) -> Any:
@@ -161,7 +164,12 @@ async def post_alertmanager(request: Request, body: AlertmanagerWebhook) -> dict
 
 def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != "labels_json"}
-    out["labels"] = json.loads(row["labels_json"]) if row["labels_json"] else {}
+    try:
+        labels = json.loads(row["labels_json"]) if row["labels_json"] else {}
+    except (ValueError, RecursionError):
+        labels = {}
+    # labels stored before the door checked depth must not break the list for everyone
+    out["labels"] = limits.clip_depth(labels, limits.JSON_DEPTH)
     for key in ("started_at", "fired_at", "resolved_at", "last_seen"):
         out[key] = iso(row[key])
     return out
@@ -196,11 +204,11 @@ class MaintenanceIn(BaseModel):
     starts_at: TimeValue = None
     ends_at: TimeValue = None
     duration: TimeValue = None
-    components: list[str] = Field(default_factory=list)
-    probes: list[str] = Field(default_factory=list)
-    comment: str = ""
+    components: Names = Field(default_factory=list)
+    probes: Names = Field(default_factory=list)
+    comment: str = Field("", max_length=limits.TEXT)
     created_by: str = Field(
-        "api", min_length=1, max_length=120, deprecated=True, description=IGNORED_ACTOR
+        "api", min_length=1, max_length=limits.NAME, deprecated=True, description=IGNORED_ACTOR
     )
 
 
@@ -265,17 +273,17 @@ class SilenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    matcher: str | None = None
-    probe: str | None = None
-    component: str | None = None
-    fingerprint: str | None = None
+    matcher: Matcher = None
+    probe: Matcher = None
+    component: Matcher = None
+    fingerprint: Matcher = None
     all: bool = False
     starts_at: TimeValue = None
     ends_at: TimeValue = None
     duration: TimeValue = None
-    comment: str = ""
+    comment: str = Field("", max_length=limits.TEXT)
     created_by: str = Field(
-        "api", min_length=1, max_length=120, deprecated=True, description=IGNORED_ACTOR
+        "api", min_length=1, max_length=limits.NAME, deprecated=True, description=IGNORED_ACTOR
     )
 
     def to_matcher(self) -> str:

@@ -3,6 +3,10 @@
 Both doors only translate; the pipeline in `alerts.service` decides what a signal means
 (dedup, muting, grouping, paging). Parsing goes through pydantic models so that a bad request
 is refused with the field it concerns and nothing is written.
+
+Text is held to `nachtwacht.config.limits`: the generic door refuses what is longer (its caller
+wrote it and hears why); Alertmanager's door cuts it instead, since a refused notification is
+an alert nobody hears of and Alertmanager cannot shorten it anyway.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from nachtwacht.alerts.service import Signal
+from nachtwacht.config import limits
 
 FINGERPRINT_MAX = 200  # alerts.fingerprint is String(200)
 
@@ -39,14 +44,26 @@ class GenericAlert(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=300)
-    component: str = Field("external", min_length=1, max_length=120)
+    title: str = Field(min_length=1, max_length=limits.TITLE)
+    component: str = Field("external", min_length=1, max_length=limits.NAME)
     severity: Literal[1, 2, 3] = 2
     status: Literal["firing", "resolved"] = "firing"
     fingerprint: str | None = Field(None, min_length=1, max_length=FINGERPRINT_MAX - 4)
-    message: str = ""
+    message: str = Field("", max_length=limits.TEXT)
     started_at: AwareDatetime | None = None
-    labels: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, Any] = Field(default_factory=dict, max_length=limits.LABELS)
+
+    @field_validator("labels")
+    @classmethod
+    def _short_labels(cls, labels: dict[str, Any]) -> dict[str, Any]:
+        for key, value in labels.items():
+            if len(key) > limits.LABEL_KEY:
+                raise ValueError(f"a label name is longer than {limits.LABEL_KEY} characters")
+            if len(value if isinstance(value, str) else json.dumps(value)) > limits.LABEL_VALUE:
+                raise ValueError(
+                    f"label '{key[:40]}' is longer than {limits.LABEL_VALUE} characters"
+                )
+        return labels
 
 
 class AlertmanagerAlert(BaseModel):
@@ -127,7 +144,7 @@ def component_from_labels(labels: dict[str, str]) -> str:
     for key in _COMPONENT_LABELS:
         value = labels.get(key, "").strip()
         if value:
-            return value[:120]
+            return value[: limits.NAME]
     return "external"
 
 
@@ -150,20 +167,23 @@ def signal_from_alertmanager_alert(alert: AlertmanagerAlert, now: float) -> Sign
         if instance and instance != component:
             # several instances firing one rule would otherwise be indistinguishable
             title = f"{title} on {instance}"
-    message = annotations.get("description", "").strip()
+    message = annotations.get("description", "").strip()[: limits.TEXT]
     if alert.generatorURL:
-        message = f"{message}\nSource: {alert.generatorURL}".strip()
+        message = f"{message}\nSource: {alert.generatorURL[: limits.TITLE]}".strip()
     return Signal(
         fingerprint=_am_fingerprint(alert),
         source="alertmanager",
-        title=title[:300],
+        title=title[: limits.TITLE],
         component=component,
         severity=severity_from_label(labels.get("severity")),
         firing=alert.status == "firing",
         started_at=_started(alert.startsAt, now),
         detected_at=now,
         message=message,
-        labels=dict(labels),
+        labels={
+            k[: limits.LABEL_KEY]: v[: limits.LABEL_VALUE]
+            for k, v in list(labels.items())[: limits.LABELS]
+        },
     )
 
 

@@ -150,4 +150,40 @@ def mute_reason(
     return None
 
 
-__all__ = ["ActiveWindow", "active_silences", "active_windows", "mute_reason", "occurrence"]
+def alert_muted_by(
+    conn: Connection, settings: Settings, alert: dict[str, Any], now: float
+) -> str | None:
+    """Why this firing alert's paging is muted now, or None: escalation's `Muter`.
+
+    An inhibition holds while the probe that inhibits it is still firing; maintenance and
+    silences are looked up afresh, so paging resumes the tick after they end.
+    """
+    reason = alert["muted_by"] or ""
+    if reason.startswith("inhibited:"):
+        cause = conn.execute(
+            select(t.alerts.c.id).where(
+                t.alerts.c.fingerprint == f"probe:{reason.partition(':')[2]}",
+                t.alerts.c.status == "firing",
+            )
+        ).first()
+        if cause is not None:
+            return reason
+    probe = alert["fingerprint"].partition(":")[2] if alert["source"] == "probe" else None
+    return mute_reason(
+        conn,
+        settings,
+        now,
+        probe=probe,
+        component=alert["component"],
+        fingerprint=alert["fingerprint"],
+    )
+
+
+__all__ = [
+    "ActiveWindow",
+    "active_silences",
+    "active_windows",
+    "alert_muted_by",
+    "mute_reason",
+    "occurrence",
+]

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from nachtwacht.alerts.maintenance import mute_reason
+from nachtwacht.alerts.maintenance import alert_muted_by, mute_reason
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
@@ -168,7 +168,7 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
             "detected_at": sig.detected_at,
         },
     )
-    queued = escalation.advance(conn, settings, incident_id, now)
+    queued = escalation.advance(conn, settings, incident_id, now, alert_muted_by)
     return Outcome(alert_id, incident_id, "opened", muted_by, queued)
 
 

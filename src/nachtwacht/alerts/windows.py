@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Select, select, update
 from nachtwacht.alerts.maintenance import DAYS, occurrence
 from nachtwacht.alerts.models import RECURRING, Window
 from nachtwacht.clock import iso
+from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.durations import format_duration, parse_duration
 from nachtwacht.store import paging
@@ -183,7 +184,7 @@ def add_window(
 ) -> int:
     """Store a one-off window; empty components and probes mean the whole site."""
     name = _text(name, "name", 200, required=True)
-    created_by = _text(created_by, "created_by", 120, required=True)
+    created_by = _text(created_by, "created_by", limits.NAME, required=True)
     comps = _names(components, "components")
     probe_names = _names(probes, "probes")
     _check_probes(settings, probe_names, "probes")
@@ -199,7 +200,7 @@ def add_window(
             components_json=json.dumps(comps),
             probes_json=json.dumps(probe_names),
             created_by=created_by,
-            comment=_text(comment, "comment", 10_000) or None,
+            comment=_text(comment, "comment", limits.TEXT) or None,
             ended_early_at=None,
         )
     ).inserted_primary_key[0]
@@ -348,7 +349,7 @@ def add_silence(
     comment: str | None = None,
 ) -> int:
     normalised = parse_matcher(settings, matcher)
-    created_by = _text(created_by, "created_by", 120, required=True)
+    created_by = _text(created_by, "created_by", limits.NAME, required=True)
     if ends_at <= starts_at:
         raise WindowError("ends_at: the end must be after the start", "ends_at")
     if ends_at <= now:
@@ -359,7 +360,7 @@ def add_silence(
             starts_at=starts_at,
             ends_at=ends_at,
             created_by=created_by,
-            comment=_text(comment, "comment", 10_000) or None,
+            comment=_text(comment, "comment", limits.TEXT) or None,
             expired_early_at=None,
         )
     ).inserted_primary_key[0]

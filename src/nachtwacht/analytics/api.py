@@ -111,7 +111,9 @@ class Capture(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=120)
-    window: str | None = Field(None, description="A duration such as 24h (default from config).")
+    window: str | None = Field(
+        None, max_length=32, description="A duration such as 24h (default from config)."
+    )
 
 
 @router.get("/baselines")

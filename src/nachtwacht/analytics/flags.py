@@ -27,23 +27,18 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+# the names live with the config models (a runbook's set_flag step checks them); callers keep
+# reading them here, next to what switches them
+from nachtwacht.analytics.models import DISABLE_ANALYTICS as DISABLE_ANALYTICS
+from nachtwacht.analytics.models import FLAGS
+from nachtwacht.analytics.models import PERFORMANCE as PERFORMANCE
+from nachtwacht.analytics.models import SECURITY_LOGGING as SECURITY_LOGGING
 from nachtwacht.auth import service as auth
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-DISABLE_ANALYTICS = "disable_advanced_analytics"
-PERFORMANCE = "enable_performance_optimization"
-SECURITY_LOGGING = "enable_security_logging"
-
-FLAGS: dict[str, str] = {
-    DISABLE_ANALYTICS: "Fallback mode: pattern analysis, forecasts and analytics alerts stop; "
-    "probes and paging go on untouched.",
-    PERFORMANCE: "Cache analytics results longer and compute the dashboard's analytics ahead "
-    "of time.",
-    SECURITY_LOGGING: "Log every authentication, refusal and admin change to the security log.",
-}
 DEFAULT_TTL = 5.0
 
 

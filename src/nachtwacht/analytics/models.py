@@ -10,6 +10,20 @@ from nachtwacht.durations import Duration
 
 Severity = Literal[1, 2, 3]
 
+# The run-time flags (analytics/flags.py stores and switches them). Their names are here, with
+# the config, because a runbook's `set_flag` step is validated against them when it loads.
+DISABLE_ANALYTICS = "disable_advanced_analytics"
+PERFORMANCE = "enable_performance_optimization"
+SECURITY_LOGGING = "enable_security_logging"
+
+FLAGS: dict[str, str] = {
+    DISABLE_ANALYTICS: "Fallback mode: pattern analysis, forecasts and analytics alerts stop; "
+    "probes and paging go on untouched.",
+    PERFORMANCE: "Cache analytics results longer and compute the dashboard's analytics ahead "
+    "of time.",
+    SECURITY_LOGGING: "Log every authentication, refusal and admin change to the security log.",
+}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

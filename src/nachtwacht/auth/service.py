@@ -1189,10 +1189,13 @@ def revoke_ingest_key(
     return _revoke(conn, t.ingest_keys, "ingest_key", key_id, now, actor, ip)
 
 
+NO_INGEST_KEY = "an ingest key is required (Authorization: Bearer <key> or ?key=)"
+
+
 def resolve_ingest_key(conn: Connection, key: str | None, scope: str, now: float) -> dict[str, Any]:
     """The key's {id, name, scope} when it may send `scope`; AuthError 401/403 otherwise."""
     if not key:
-        raise AuthError("an ingest key is required (Authorization: Bearer <key> or ?key=)", 401)
+        raise AuthError(NO_INGEST_KEY, 401)
     c = t.ingest_keys.c
     row = None
     if key.startswith(INGEST_PREFIX) and len(key) <= 200:

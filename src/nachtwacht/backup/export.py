@@ -4,7 +4,7 @@ The format (`"format": "nachtwacht-export"`, `format_version` 1) is described in
 docs/backup.md. Every time is written twice: `<name>` as ISO 8601 UTC with milliseconds and
 `<name>_epoch` as epoch seconds (the exact stored value). Columns holding JSON (`*_json`) are
 decoded into `<name>` without the suffix. Secrets are left out: incident acknowledge tokens,
-and passwords, tokens and URL credentials inside probe configs.
+and what nachtwacht.config.redact masks in probe configs.
 
 Rows are read in keyset pages of PAGE rows inside one read snapshot and written as they come,
 so a year of results does not have to fit in memory.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from sqlalchemy import (
 
 from nachtwacht import __version__
 from nachtwacht.backup.integrity import backend_of
+from nachtwacht.config.redact import probe_shown
 from nachtwacht.durations import parse_duration
 from nachtwacht.probes.results import Status
 from nachtwacht.store import tables as t
@@ -55,12 +55,7 @@ SECTIONS = (
     "error_events",
 )
 _TIME_NAMES = {"ts", "since", "first_seen", "last_seen", "first_failure", "last_check"}
-_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_?key|authorization|private)", re.I)
-_URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*):[^/@\s]*@", re.I
-)
 _OMIT = {"incidents": {"ack_token"}}
-REDACTED = "***"
 
 
 class ExportError(Exception):
@@ -126,22 +121,9 @@ def export_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     if "status" in out and table.name in ("results", "state_changes"):
         out["status_label"] = Status(out["status"]).label if out["status"] in (0, 1, 2, 3) else None
     if table.name == "probes":
-        out["config"] = redact(out.get("config"))
+        config = out.get("config")
+        out["config"] = probe_shown(config) if isinstance(config, dict) else config
     return out
-
-
-def redact(value: Any) -> Any:
-    """Passwords, tokens and URL credentials replaced by ***; the structure is kept."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if _SECRET_KEYS.search(str(k)) and v else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
-    return value
 
 
 def _decode(value: str | None) -> Any:

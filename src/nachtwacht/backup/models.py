@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
 
 
@@ -26,4 +27,4 @@ class BackupSettings(Strict):
     keep: int = Field(default=7, ge=1, le=10_000)
     # the token of a `heartbeat` probe: pinged after each scheduled backup (`fail` when it
     # failed), so a backup that stops running raises that probe's alert
-    heartbeat: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,128}$")
+    heartbeat: SecretStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,128}$")

@@ -26,10 +26,7 @@ class RunChecklist(BaseModel):
 
 def context(request: Request, incident_id: int | None) -> Context:
     """A checklist run by the server itself: the APIs are asked in-process, of this very app."""
-    rt = request.app.state.runtime
-    return Context(
-        rt.settings, rt.store, rt.clock, actor(request), incident_id=incident_id, app=request.app
-    )
+    return Context.in_server(request.app.state.runtime, actor(request), incident_id, request.app)
 
 
 @router.post("/checklist", status_code=201)

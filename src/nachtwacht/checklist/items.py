@@ -74,6 +74,17 @@ class Context:
     app: Any = None
     reached: tuple[bool, str] | None = field(default=None, repr=False)
 
+    @classmethod
+    def in_server(cls, runtime: Any, actor: str, incident_id: int | None, app: Any) -> Context:
+        """A run by the server itself: the APIs are asked in-process, of this very app.
+
+        Here rather than in checklist/api.py so that the review pages, another domain's door,
+        start one without importing this one's.
+        """
+        return cls(
+            runtime.settings, runtime.store, runtime.clock, actor, incident_id=incident_id, app=app
+        )
+
     @property
     def cfg(self) -> ChecklistSettings:
         return self.settings.reviews.checklist

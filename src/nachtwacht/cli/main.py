@@ -25,12 +25,13 @@ from nachtwacht.cli.common import (
     settings,
     state,
 )
-from nachtwacht.config import starter
+from nachtwacht.config import Settings, starter
 from nachtwacht.config.loader import config_warnings
 from nachtwacht.errors import cli as errors_cli
 from nachtwacht.evidence import cli as evidence_cli
 from nachtwacht.incidents.cli import incident_app
 from nachtwacht.notify.cli import notify_app
+from nachtwacht.notify.reach import config_warnings as reach_warnings
 from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
 from nachtwacht.reviews import cli as reviews_cli
@@ -145,7 +146,7 @@ def validate(config: ConfigOption = None) -> None:
     a monitor without paging still monitors.
     """
     cfg = settings(config)
-    warnings = config_warnings(cfg, config_path(config))
+    warnings = config_warnings(cfg, config_path(config), checks=[reach_warnings])
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     noted = f"; {len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else ""
@@ -211,6 +212,34 @@ def serve(
         log_level=log_level,
         loop="uvloop" if _has_uvloop() else "asyncio",
         access_log=False,
+        http=_guarded_http(cfg),
+        # uvicorn's signature says int; it is handed to call_later, so 0.5s works too
+        timeout_keep_alive=cfg.server.keep_alive_timeout,  # type: ignore[arg-type]
+    )
+
+
+def _guarded_http(cfg: Settings) -> type:
+    """uvicorn's protocol with read deadlines and a connection bound (decision 17)."""
+    from nachtwacht.web.connections import ConnectionLimits, connection_budget, guarded_protocol
+
+    server = cfg.server
+    bound, descriptors = connection_budget(server.max_connections, len(cfg.probes))
+    logging.getLogger(__name__).info(
+        "at most %d connections (descriptor limit %s); a request gets %gs for its headers, "
+        "its body %gs a pause and %d bytes/s",
+        bound,
+        descriptors if descriptors is not None else "none",
+        server.header_timeout,
+        server.body_timeout,
+        server.body_min_rate,
+    )
+    return guarded_protocol(
+        ConnectionLimits(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            body_min_rate=float(server.body_min_rate),
+            max_connections=bound,
+        )
     )
 
 

@@ -6,9 +6,11 @@ import difflib
 import gc
 import os
 import re
+import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -77,24 +79,183 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
     # is the kind of mistake this loader exists to catch.
     problems = _duplicate_keys(node, filename)
     model = settings_model()
+    sources = _Sources(filename, node, Path(filename).parent)
+    data = sources.expand(data, [])
+    sources.read_files(data, model, [])
+    if sources.problems:
+        # a value that could not be filled in would only fail validation in confusing words
+        raise ConfigError(sorted(problems + sources.problems, key=lambda p: p.line or 0))
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
         problems += _problems(exc, node, filename, model)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
-    return _resolve_paths(settings, Path(filename))
+    settings = _resolve_paths(settings, Path(filename))
+    settings._sourced = frozenset(sources.values)
+    return settings
+
+
+# `${NAME}`, and `$${` for a literal `${`
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FILE_SUFFIX = "_file"
+
+
+class _Sources:
+    """Values taken from the environment (`${NAME}`) and from files (`password_file: PATH`),
+    so the YAML itself need hold no secret. Every value taken is remembered in `values`: the
+    redaction treats it as secret wherever it ends up."""
+
+    def __init__(self, filename: str, node: yaml.Node | None, base: Path) -> None:
+        self.filename = filename
+        self.node = node
+        self.base = base
+        self.problems: list[Problem] = []
+        self.values: set[str] = set()
+
+    def _problem(self, path: list[Any], message: str) -> None:
+        self.problems.append(Problem(self.filename, _line_at(self.node, path), _key(path), message))
+
+    def expand(self, value: Any, path: list[Any]) -> Any:
+        """`${NAME}` in every string value replaced by the variable's value."""
+        if isinstance(value, dict):
+            return {k: self.expand(v, [*path, k]) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.expand(v, [*path, i]) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def one(m: re.Match[str]) -> str:
+            if m[0] == "$${":
+                return "${"
+            name = m[1]
+            if not _ENV_NAME.match(name):
+                self._problem(
+                    path, f"'${{{name}}}' is not an environment variable; write $${{ for a ${{"
+                )
+                return m[0]
+            found = os.environ.get(name)
+            if found is None:
+                self._problem(path, f"environment variable {name} is not set")
+                return m[0]
+            self.values.add(found)
+            return found
+
+        return _REFERENCE.sub(one, value)
+
+    def read_files(self, data: Any, tp: Any, path: list[Any]) -> None:
+        """`foo_file: PATH` replaced by `foo: <the file's content>` wherever the schema has a
+        `foo` (and no `foo_file`), and in maps of secrets (`runbooks.secret_vars`)."""
+        from nachtwacht.config.redact import Secret, model_for
+
+        if isinstance(data, list):
+            item = _item_type(tp)
+            for index, value in enumerate(data):
+                self.read_files(value, item, [*path, index])
+            return
+        if not isinstance(data, dict):
+            return
+        model = model_for(tp, data)
+        if model is not None:
+            for key in [k for k in data if isinstance(k, str) and k.endswith(FILE_SUFFIX)]:
+                target = key.removesuffix(FILE_SUFFIX)
+                if key not in model.model_fields and target in model.model_fields:
+                    self._take_file(data, key, target, path)
+            for key, value in data.items():
+                field = model.model_fields.get(key)
+                if field is not None:
+                    self.read_files(value, _with_metadata(field), [*path, key])
+            return
+        value_tp = _value_type(tp)
+        if value_tp is None:
+            return
+        secret_values = any(
+            isinstance(m, Secret) and m.how == "value"
+            for m in getattr(value_tp, "__metadata__", ())
+        )
+        if secret_values:
+            for key in [k for k in data if isinstance(k, str) and k.endswith(FILE_SUFFIX)]:
+                self._take_file(data, key, key.removesuffix(FILE_SUFFIX), path)
+        for key, value in data.items():
+            self.read_files(value, value_tp, [*path, key])
+
+    def _take_file(self, data: dict[Any, Any], key: str, target: str, path: list[Any]) -> None:
+        where = [*path, key]
+        if target in data:
+            self._problem(where, f"set {target} or {key}, not both")
+            return
+        raw = data.pop(key)
+        if not isinstance(raw, str) or not raw.strip():
+            self._problem(where, "must be the path of a file")
+            return
+        file = Path(raw).expanduser()
+        if not file.is_absolute():
+            file = self.base / file  # like SQLite paths: relative to the config file
+        try:
+            content = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self._problem(where, f"cannot read {file}: {reason}")
+            return
+        # `echo secret > file` adds a newline that is no part of the secret
+        value = content.rstrip("\r\n")
+        self.values.add(value)
+        data[target] = value
+
+
+def _with_metadata(field: Any) -> Any:
+    if field.metadata:
+        return Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+    return field.annotation
+
+
+def _strip(tp: Any) -> Any:
+    """The type without Annotated and Optional around it."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def _item_type(tp: Any) -> Any:
+    base = _strip(tp)
+    if get_origin(base) in (list, tuple):
+        args = get_args(base)
+        return args[0] if args else Any
+    return Any
+
+
+def _value_type(tp: Any) -> Any:
+    base = _strip(tp)
+    if get_origin(base) is dict:
+        args = get_args(base)
+        return args[1] if len(args) == 2 else None
+    return None
+
+
+Warnings = list[tuple[tuple[str | int, ...], str]]  # (key path, message) pairs
 
 
 def config_warnings(
-    settings: Settings, path: str | os.PathLike[str] | None = None
+    settings: Settings,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    checks: Sequence[Callable[[Settings], Warnings]],
 ) -> list[Problem]:
     """What loads but will not work as meant (a role nobody holds, nobody reachable).
 
     `config validate` prints these as warnings; the file is read again only for line numbers.
+    `checks` are the domains' own (notify's reach); the caller passes them, so config, which
+    every domain imports, imports none of them.
     """
-    from nachtwacht.notify.reach import config_warnings as reach_warnings
-
     file = resolve_config_path(path)
     try:
         node, _ = _load(file.read_text(encoding="utf-8"))
@@ -102,7 +263,8 @@ def config_warnings(
         node = None
     found = [
         Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
-        for loc, message in [*reach_warnings(settings), *link_warnings(settings)]
+        for check in (*checks, link_warnings)
+        for loc, message in check(settings)
     ]
     return sorted(found, key=lambda p: p.line or 0)
 

@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nachtwacht.alerts.models import Window
 from nachtwacht.analytics.models import AnalyticsSettings
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.backup.models import BackupSettings
+from nachtwacht.config import limits
 from nachtwacht.durations import Duration
 from nachtwacht.errors.models import ErrorSettings
 from nachtwacht.evidence.models import EvidenceSettings
-from nachtwacht.incidents.policy import IncidentSettings
+from nachtwacht.incidents.models import IncidentSettings
 from nachtwacht.notify.models import NotifySettings
 from nachtwacht.oncall.models import PeopleSettings
 from nachtwacht.probes.base import ProbeConfig
@@ -68,6 +69,27 @@ class ServerSettings(Strict):
     # set the Secure flag on session cookies even when the request arrives over plain HTTP
     # (behind a TLS-terminating proxy)
     secure_cookies: bool = False
+    # Slow and idle clients (docs/security.md, decision 17): each holds a descriptor, and a
+    # few hundred that never finish must not starve the spool, the store and /healthz.
+    header_timeout: Duration = Field(default=10.0, gt=0)
+    body_timeout: Duration = Field(default=15.0, gt=0)
+    body_min_rate: int = Field(default=500, ge=0)  # bytes/s after body_timeout; 0: no check
+    keep_alive_timeout: Duration = Field(default=5.0, gt=0)
+    # None: derived from the descriptor limit (RLIMIT_NOFILE), keeping a reserve
+    max_connections: int | None = Field(default=None, ge=1)
+    # request bodies larger than these are refused with 413 before they are read
+    # (web/bodies.py; Sentry's endpoints use errors.max_envelope_bytes instead)
+    max_body_bytes: int = Field(default=limits.BODY_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB)
+    # a post-incident review or an edited notification
+    max_document_bytes: int = Field(
+        default=limits.DOCUMENT_BYTES, ge=4 * limits.KIB, le=64 * limits.MIB
+    )
+    # an Alertmanager notification (a whole group of alerts)
+    max_webhook_bytes: int = Field(
+        default=limits.WEBHOOK_BYTES, ge=4 * limits.KIB, le=256 * limits.MIB
+    )
+    # JSON nested deeper than this is refused with 422 before it is parsed
+    max_json_depth: int = Field(default=limits.JSON_DEPTH, ge=4, le=128)
 
 
 class EngineSettings(Strict):
@@ -111,6 +133,11 @@ class Settings(Strict):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
+    # values the loader took from the environment or files (`${VAR}`, `*_file:`): secret
+    # wherever they appear, whatever field they went into (nachtwacht.config.redact)
+    _sourced: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    # what nachtwacht.config.redact computed for this object, kept because settings never change
+    _redaction: Any = PrivateAttr(default=None)
 
     @field_validator("timezone")
     @classmethod

@@ -7,18 +7,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nachtwacht.alerts import spooled as alert_records
+from nachtwacht.alerts.maintenance import alert_muted_by
+from nachtwacht.alerts.worker import Alerting
 from nachtwacht.auth import service as auth_service
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
-from nachtwacht.engine.alerting import Alerting
 from nachtwacht.engine.core import Engine
+from nachtwacht.incidents import escalation
+from nachtwacht.incidents import service as incidents
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import rollups, service
+from nachtwacht.probes import spooled as probe_records
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
-from nachtwacht.spool import handlers as spool_handlers
 from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import Drainer
 from nachtwacht.spool.log import SpoolLog
@@ -73,7 +77,9 @@ class Runtime:
             startup_spread=settings.engine.startup_spread,
         )
         engine = Engine(store, clock)
-        sender = OutboxSender(store, settings, clock, engine.instance)
+        sender = OutboxSender(
+            store, settings, clock, engine.instance, on_outcome=incidents.record_delivery
+        )
         alerting = Alerting(settings, store, clock, sender, scheduler, writer)
         scheduler.listeners.append(alerting.listener())
         spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes, clock=clock)
@@ -86,10 +92,10 @@ class Runtime:
         engine.add("rollups", 30.0, runtime._rollups)
         engine.add("retention", 600.0, runtime._retention)
         engine.add("health", 15.0, runtime._persist_health)
-        engine.add("escalation", 5.0, alerting.escalate)
+        engine.add("escalation", 5.0, runtime._escalate)
         engine.add("spool", 5.0, runtime._check_spool)
         # heartbeats, external alerts and probe results: what the drainer replays
-        spool_handlers.install(runtime)
+        _install_spool_handlers(runtime)
         # each domain package adds its own modules, spool handlers and listeners
         for install in _installers():
             install(runtime)
@@ -152,6 +158,25 @@ class Runtime:
             auth_service.prune_login_failures, self.store, now, self.settings.auth
         )
 
+    async def _escalate(self, now: float) -> int:
+        """Engine module tick: whatever escalation, page repeat, breach or reminder is due."""
+
+        def work() -> int:
+            with self.store.connect() as conn:
+                due = escalation.due_incidents(conn, now)
+            total = 0
+            for incident_id in due:
+                with self.store.begin() as conn:
+                    total += escalation.advance(
+                        conn, self.settings, incident_id, now, alert_muted_by
+                    )
+            return total
+
+        queued = await asyncio.to_thread(work)
+        if queued:
+            self.sender.wake()
+        return queued
+
     async def _persist_health(self, now: float) -> None:
         await asyncio.to_thread(self.engine.persist_health, now)
 
@@ -193,6 +218,25 @@ class Runtime:
             log.exception("spool not drained at shutdown; it is replayed at the next start")
         self.spool.close()
         await self.ctx.close()
+
+
+def _install_spool_handlers(runtime: Runtime) -> None:
+    """What the drainer replays: heartbeats, external alerts and probe results."""
+    drainer = runtime.drainer
+    drainer.register(probe_records.HEARTBEAT, probe_records.store_heartbeats)
+    drainer.register(alert_records.ALERT, alert_records.alert_handler(runtime))
+    drainer.register(probe_records.KIND, probe_records.handler)
+    runtime.writer.attach(drainer)
+
+    def replayed(kind: str, n: int) -> None:
+        # replayed alerts may have queued pages: send them now, not at the next poll
+        if kind == alert_records.ALERT:
+            runtime.wake_outbox()
+        # replayed state changes left flips: the alert worker raises their alerts now
+        if kind == probe_records.KIND:
+            runtime.alerting.wake()
+
+    drainer.listeners.append(replayed)
 
 
 def _installers() -> list[Callable[[Runtime], None]]:

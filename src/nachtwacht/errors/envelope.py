@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import brotli
 import orjson
 
+from nachtwacht.config import limits
+
 EVENT_TYPES = frozenset({"event", "error"})
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -182,9 +184,15 @@ def clean_event_id(value: Any) -> str | None:
     return text if _HEX32.match(text) else None
 
 
-def load_event(payload: bytes, fallback_id: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
+def load_event(
+    payload: bytes, fallback_id: str | None = None, max_depth: int = limits.EVENT_DEPTH
+) -> tuple[str, bytes, dict[str, Any]]:
     """(event_id, the event's JSON, the event) with an event_id always present (given, or a
-    new one); the JSON is the payload itself unless the event_id had to be set."""
+    new one); the JSON is the payload itself unless the event_id had to be set.
+
+    An event nested deeper than `max_depth` is refused: stored, it broke the issue page."""
+    if limits.too_deep(payload, max_depth):
+        raise IngestError(400, f"the event is nested deeper than {max_depth} levels", "body")
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

@@ -6,7 +6,8 @@ The Sentry endpoints are the hot path: plain Starlette routes (no dependency sol
 pydantic), orjson, the project keys from memory (`projects.KeyCache`), and no store query.
 An accepted event is in the spool, fsync'd, before the 200 goes out; the drainer stores it.
 
-Status codes: 200 `{"id": event_id}`; 400 malformed (JSON `detail`); 401 no or unknown key;
+Status codes: 200 `{"id": event_id}`; 400 malformed or nested deeper than
+`errors.max_event_depth` (JSON `detail`); 401 no or unknown key;
 403 a key of another project or a disabled project; 404 no such project; 413 an event over
 `errors.max_event_bytes` or a body over `errors.max_envelope_bytes` (decompressed); 415 an
 unknown Content-Encoding; 429 with `Retry-After` when the drainer is behind or the spool is
@@ -207,7 +208,7 @@ async def _ingest(request: Request, envelope: bool) -> Response:
         ids: list[str] = []
         records: list[bytes] = []
         for payload in payloads:
-            event_id, event_json, event = load_event(payload, header_id)
+            event_id, event_json, event = load_event(payload, header_id, cfg.max_event_depth)
             ids.append(event_id)
             records.append(build(project_id, now, event_json, event_meta(event, now)))
         await _accept(request, records)

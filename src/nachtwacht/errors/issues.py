@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.auth.service import audit
 from nachtwacht.clock import iso
+from nachtwacht.config import limits
 from nachtwacht.errors import normalize as n
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
@@ -148,6 +149,10 @@ def daily(counts: list[int], days: int) -> list[int]:
 
 # -- one issue with its latest event ---------------------------------------------------------
 
+# how deep a frame's variables and the user are shown: sentry-sdk sends 5 levels; deeper data
+# stored before the door checked depth broke the issue's page and API answer
+SHOWN_DEPTH = 16
+
 
 def _frames(exc: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
@@ -162,7 +167,11 @@ def _frames(exc: dict[str, Any]) -> list[dict[str, Any]]:
                 "context_line": f.get("context_line"),
                 "pre_context": [x for x in f.get("pre_context") or [] if isinstance(x, str)],
                 "post_context": [x for x in f.get("post_context") or [] if isinstance(x, str)],
-                "vars": f.get("vars") if isinstance(f.get("vars"), dict) else None,
+                "vars": (
+                    limits.clip_depth(f["vars"], SHOWN_DEPTH)
+                    if isinstance(f.get("vars"), dict)
+                    else None
+                ),
             }
         )
     return out
@@ -190,7 +199,11 @@ def event_view(row: Any) -> dict[str, Any]:
         "platform": data.get("platform"),
         "logger": data.get("logger"),
         "tags": n.tags(data),
-        "user": data.get("user") if isinstance(data.get("user"), dict) else None,
+        "user": (
+            limits.clip_depth(data["user"], SHOWN_DEPTH)
+            if isinstance(data.get("user"), dict)
+            else None
+        ),
         "request": {k: request.get(k) for k in ("method", "url") if request.get(k)},
         "sdk": {k: sdk.get(k) for k in ("name", "version") if sdk.get(k)},
         "exceptions": [

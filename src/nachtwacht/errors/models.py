@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
+from nachtwacht.config import limits
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
 
 
@@ -26,8 +28,8 @@ class FrappeErrorLog(Strict):
 
     name: str = Field(min_length=1)
     url: HttpUrl  # the site, e.g. https://erp.example.com
-    api_key: str
-    api_secret: str
+    api_key: SecretStr
+    api_secret: SecretStr
     project: str  # the Nachtwacht project its errors go to (`nachtwacht project add`)
     interval: Duration = 60.0
     environment: str = "production"
@@ -79,6 +81,8 @@ def _zone_name(value: str) -> str:
 class ErrorSettings(Strict):
     max_event_bytes: int = Field(default=1 << 20, ge=1024)  # one event, decompressed
     max_envelope_bytes: int = Field(default=20 << 20, ge=1024)  # a whole body, decompressed
+    # an event nested deeper is refused with 400, so nothing stored can break a reader
+    max_event_depth: int = Field(default=limits.EVENT_DEPTH, ge=8, le=128)
     # answer 429 when this many bytes wait in the spool (the drainer is behind)
     backlog_limit_bytes: int = Field(default=256 << 20, ge=1 << 20)
     retry_after: int = Field(default=30, ge=1)  # seconds, the 429's Retry-After

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from nachtwacht.clock import Clock, iso
+from nachtwacht.config.redact import Redactor, settings_secrets
 from nachtwacht.config.schema import Settings
 from nachtwacht.evidence import capture
-from nachtwacht.evidence.redact import Redactor, settings_secrets
 from nachtwacht.evidence.verify import (
     FORMAT,
     MANIFEST,
@@ -55,11 +55,10 @@ def evidence_dir(settings: Settings) -> Path:
 
 
 def redactor(settings: Settings) -> Redactor:
-    """Knows every secret of the config (store URL, probe URLs, channel passwords, runbook
-    secret variables) before it reads a single collected file."""
-    known = settings_secrets(settings.model_dump(mode="json"))
-    known |= set(settings.runbooks.secret_vars.values())
-    return Redactor(known)
+    """Knows every secret of the config (what the settings page masks: passwords, URL
+    passwords and signatures, webhook and dead man's URLs, header values, secret variables,
+    values from the environment or files) before it reads a single collected file."""
+    return Redactor(settings_secrets(settings))
 
 
 def nachtwacht_state(
@@ -151,7 +150,8 @@ def capture_bundle(
         "created_at_epoch": now,
         "incident_id": incident_id,
         "created_by": actor,
-        "redacted": "values of password/token/secret/key settings and URL passwords are masked",
+        "redacted": "the config's secrets, URL passwords and values assigned to secret-named "
+        "keys are masked",
         "notes": [redact.text(n) for n in collected.notes],
         "files": [
             {"path": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}

@@ -13,7 +13,10 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.auth.deps import IGNORED_ACTOR, actor
+from nachtwacht.checklist.gate import resolution_gate
+from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, service, views
 from nachtwacht.incidents.models import OPEN_STATUSES
@@ -49,11 +52,11 @@ async def _write(request: Request, work: Callable[..., T]) -> T:
 
 
 class Declare(BaseModel):
-    title: str = Field(min_length=3, max_length=300)
+    title: str = Field(min_length=3, max_length=limits.TITLE)
     severity: Literal[1, 2, 3]
-    component: str | None = None
-    impact: str | None = None
-    commander: str | None = None
+    component: str | None = Field(None, max_length=limits.NAME)
+    impact: str | None = Field(None, max_length=limits.TEXT)
+    commander: str | None = Field(None, max_length=limits.CONTACT)
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
@@ -62,35 +65,35 @@ class Actor(BaseModel):
 
 
 class Update(BaseModel):
-    message: str = Field(min_length=1)
+    message: str = Field(min_length=1, max_length=limits.TEXT)
     status: Literal["investigating", "mitigating", "monitoring", "resolved"] | None = None
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class SeverityChange(BaseModel):
     severity: Literal[1, 2, 3]
-    reason: str = ""
+    reason: str = Field("", max_length=limits.TEXT)
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Assign(BaseModel):
-    contact: str
+    contact: str = Field(max_length=limits.CONTACT)
     role: Literal["commander", "responder"] = "responder"
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Escalate(BaseModel):
-    reason: str = Field(min_length=3)
+    reason: str = Field(min_length=3, max_length=limits.TEXT)
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Note(BaseModel):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=limits.TEXT)
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
 
 
 class Resolve(BaseModel):
-    message: str = ""
+    message: str = Field("", max_length=limits.TEXT)
     actor: str = Field("api", deprecated=True, description=IGNORED_ACTOR)
     skip_checklist: str | None = Field(
         None,
@@ -145,7 +148,7 @@ async def declare(request: Request, body: Declare) -> dict[str, Any]:
             actor=who,
             commander=body.commander,
         )
-        escalation.advance(conn, rt.settings, incident_id, now)
+        escalation.advance(conn, rt.settings, incident_id, now, alert_muted_by)
         return views.detail(conn, rt.settings, incident_id, now)
 
     return await _write(request, work)
@@ -190,7 +193,14 @@ async def update(request: Request, incident_id: RowId, body: Update) -> dict[str
         _action(
             incident_id,
             lambda c, rt, now: escalation.post_update(
-                c, rt.settings, incident_id, who, now, body.message, body.status
+                c,
+                rt.settings,
+                incident_id,
+                who,
+                now,
+                body.message,
+                body.status,
+                gate=resolution_gate,
             ),
         ),
     )
@@ -252,6 +262,7 @@ async def note(request: Request, incident_id: RowId, body: Note) -> dict[str, An
 async def resolve(
     request: Request, incident_id: RowId, body: Resolve | None = None
 ) -> dict[str, Any]:
+    who = actor(request)
     body = body or Resolve()
     who = actor(request)
     return await _write(
@@ -265,7 +276,7 @@ async def resolve(
                 who,
                 now,
                 body.message,
-                require_checklist=True,
+                gate=resolution_gate,
                 skip_checklist=body.skip_checklist,
             ),
         ),

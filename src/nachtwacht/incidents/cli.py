@@ -13,6 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Connection
 
+from nachtwacht.alerts.maintenance import alert_muted_by
+from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
@@ -107,7 +109,7 @@ def declare(
             actor=_actor(actor),
             commander=commander,
         )
-        escalation.advance(conn, cfg, incident_id, now)
+        escalation.advance(conn, cfg, incident_id, now, alert_muted_by)
         return views.detail(conn, cfg, incident_id, now)
 
     _show(*_run(config, work), as_json)
@@ -206,7 +208,7 @@ def update(
         config,
         as_json,
         lambda conn, cfg, now: escalation.post_update(
-            conn, cfg, incident_id, _actor(actor), now, message, status
+            conn, cfg, incident_id, _actor(actor), now, message, status, gate=resolution_gate
         ),
     )
 
@@ -320,7 +322,7 @@ def resolve(
             _actor(actor),
             now,
             message,
-            require_checklist=True,
+            gate=resolution_gate,
             skip_checklist=skip_checklist,
         ),
     )

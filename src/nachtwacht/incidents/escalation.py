@@ -5,25 +5,48 @@ pages of a repeating step until acknowledged (then its backups), a breach of the
 target (recorded, and the next step fired at once), and a reminder when a status update is
 overdue. Each action is claimed with a conditional UPDATE on the incident's counters, so two
 processes on one database never send the same page twice.
+
+What escalation needs from other domains is handed in, as Alertmanager's notify stage takes a
+`Muter`: whether a firing alert is muted (alerts: maintenance, silences, inhibition) and the
+gate a person's resolution must pass (checklist). Incidents then never import either, and
+they can import incidents (tests/import_contract.py keeps the domain graph free of cycles).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, or_, select, update
 
-from nachtwacht.alerts.maintenance import mute_reason
-from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import notifications, service
-from nachtwacht.incidents.models import OPEN_STATUSES
-from nachtwacht.incidents.policy import EscalationPolicy, EscalationStep
+from nachtwacht.incidents.models import OPEN_STATUSES, EscalationPolicy, EscalationStep
 from nachtwacht.notify.compose import PER_CONTACT
 from nachtwacht.notify.outbox import STALE_ON_RESOLVE, withdraw
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import external_contacts
 from nachtwacht.store import tables as t
+
+
+class Muter(Protocol):
+    """Why this firing alert is muted now (maintenance, silence, inhibition), or None."""
+
+    def __call__(
+        self, conn: Connection, settings: Settings, alert: dict[str, Any], now: float
+    ) -> str | None: ...
+
+
+class ResolutionGate(Protocol):
+    """Allow a person's resolution of `inc` (recording why) or raise IncidentError."""
+
+    def __call__(
+        self,
+        conn: Connection,
+        inc: dict[str, Any],
+        skip_reason: str | None,
+        actor: str,
+        now: float,
+    ) -> None: ...
 
 
 def due_incidents(conn: Connection, now: float) -> list[int]:
@@ -62,7 +85,9 @@ def _claim(conn: Connection, incident_id: int, now: float, where: list, values: 
     return result.rowcount == 1
 
 
-def advance(conn: Connection, settings: Settings, incident_id: int, now: float) -> int:
+def advance(
+    conn: Connection, settings: Settings, incident_id: int, now: float, muter: Muter
+) -> int:
     """Do what is due for one incident; return the number of messages queued."""
     inc = service.get_incident(conn, incident_id)
     if inc is None or inc["status"] not in OPEN_STATUSES:
@@ -90,7 +115,7 @@ def advance(conn: Connection, settings: Settings, incident_id: int, now: float) 
         if not inc["muted"]:
             queued += _fire_next(conn, settings, incident_id, now, "response target missed")
         inc = service.require(conn, incident_id)
-    if _muted_now(conn, settings, inc, now):
+    if _muted_now(conn, settings, inc, now, muter):
         return queued  # maintenance, silence or inhibition: recorded, not paged
     elapsed = now - inc["detected_at"]
     while inc["next_step"] < len(policy.steps) and policy.steps[inc["next_step"]].after <= elapsed:
@@ -111,7 +136,9 @@ def advance(conn: Connection, settings: Settings, incident_id: int, now: float) 
     return queued
 
 
-def _muted_now(conn: Connection, settings: Settings, inc: dict[str, Any], now: float) -> bool:
+def _muted_now(
+    conn: Connection, settings: Settings, inc: dict[str, Any], now: float, muter: Muter
+) -> bool:
     """Is paging for this incident muted right now? Re-evaluated on every tick.
 
     An alert-born incident is muted while every firing alert is muted: its maintenance window
@@ -131,7 +158,7 @@ def _muted_now(conn: Connection, settings: Settings, inc: dict[str, Any], now: f
     )
     if not firing:
         return bool(inc["muted"])
-    reasons = [_alert_muted_by(conn, settings, dict(a), now) for a in firing]
+    reasons = [muter(conn, settings, dict(a), now) for a in firing]
     muted = all(reasons)
     if muted != bool(inc["muted"]):
         conn.execute(update(t.incidents).where(t.incidents.c.id == inc["id"]).values(muted=muted))
@@ -142,30 +169,6 @@ def _muted_now(conn: Connection, settings: Settings, inc: dict[str, Any], now: f
         )
         service.add_event(conn, inc["id"], now, "note", "nachtwacht", text)
     return muted
-
-
-def _alert_muted_by(
-    conn: Connection, settings: Settings, alert: dict[str, Any], now: float
-) -> str | None:
-    reason = alert["muted_by"] or ""
-    if reason.startswith("inhibited:"):
-        cause = conn.execute(
-            select(t.alerts.c.id).where(
-                t.alerts.c.fingerprint == f"probe:{reason.partition(':')[2]}",
-                t.alerts.c.status == "firing",
-            )
-        ).first()
-        if cause is not None:
-            return reason
-    probe = alert["fingerprint"].partition(":")[2] if alert["source"] == "probe" else None
-    return mute_reason(
-        conn,
-        settings,
-        now,
-        probe=probe,
-        component=alert["component"],
-        fingerprint=alert["fingerprint"],
-    )
 
 
 def _fire_next(conn: Connection, settings: Settings, incident_id: int, now: float, why: str) -> int:
@@ -378,6 +381,7 @@ def escalate_now(
     conn: Connection, settings: Settings, incident_id: int, actor: str, now: float, reason: str
 ) -> int:
     """Fire the next escalation step at once (restart failed 3 times, corruption, ...)."""
+    service.check_length(reason, "reason")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
@@ -393,12 +397,21 @@ def post_update(
     now: float,
     message: str,
     status: str | None = None,
+    *,
+    gate: ResolutionGate | None = None,
 ) -> int:
-    """A status update: recorded, the next one scheduled, and sent to everyone notified so far."""
+    """A status update: recorded, the next one scheduled, and sent to everyone notified so far.
+
+    A person posts it: one that resolves passes `gate`, as for `resolve`.
+    """
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if status is not None and status != inc["status"]:
         if status == "resolved":
-            return resolve(conn, settings, incident_id, actor, now, message, require_checklist=True)
+            if gate is None:
+                # a caller that forgot the gate must not let an S1 close without its checklist
+                raise TypeError("post_update resolving an incident needs the resolution gate")
+            return resolve(conn, settings, incident_id, actor, now, message, gate=gate)
         inc = service.set_status(conn, incident_id, status, actor, now)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
@@ -436,20 +449,21 @@ def resolve(
     now: float,
     message: str = "",
     *,
-    require_checklist: bool = False,
+    gate: ResolutionGate | None = None,
     skip_checklist: str | None = None,
 ) -> int:
     """Resolve; an incident that paged sends its resolved notice, even during maintenance.
 
-    People resolving (CLI, API, dashboard) pass `require_checklist`: an S1 or S2 incident then
-    needs a passing restoration checklist or a written `skip_checklist` reason (checklist/gate).
-    Nachtwacht's own resolution when every alert recovered does not.
+    People resolving (CLI, API, dashboard) pass the checklist's `gate`: an S1 or S2 incident
+    then needs a passing restoration checklist or a written `skip_checklist` reason
+    (checklist/gate). Nachtwacht's own resolution when every alert recovered passes none.
     """
+    service.check_length(message, "message")
     inc = service.require(conn, incident_id)
     if inc["status"] not in OPEN_STATUSES:
         raise service.IncidentError(f"incident {incident_id} is {inc['status']}", "status")
-    if require_checklist:
-        resolution_gate(conn, inc, skip_checklist, actor, now)
+    if gate is not None:
+        gate(conn, inc, skip_checklist, actor, now)
     why = f"resolved by {actor}"
     # before the status changes, as for an ack: a sender's claim then waits and finds them gone
     withdrawn = withdraw(conn, incident_id, STALE_ON_RESOLVE, f"withdrawn: {why}")

@@ -1,8 +1,18 @@
-"""Incident states, event kinds and roles, shared by service, API and CLI."""
+"""Incident states, event kinds and roles, shared by service, API and CLI; the config models
+for escalation policies, with the protocol's matrix as the default (the `incidents:` section).
+
+Config schema pieces import only foundation and other `models` modules (tests/import_contract.py):
+notify and config read these without depending on the incident service.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nachtwacht.durations import Duration
 
 STATUSES = ("investigating", "mitigating", "monitoring", "resolved", "closed")
 OPEN_STATUSES = ("investigating", "mitigating", "monitoring")
@@ -35,3 +45,124 @@ EVENT_KINDS = (
     "external_support",
     "customer_communication",
 )
+
+
+def describe_target(severity: int) -> str:
+    """The response target in words (incidents/sla.py computes it); messages quote it."""
+    return {
+        1: "15 minutes, at any hour",
+        2: "1 hour in business hours, 2 hours outside",
+        3: "4 business hours (next business day when raised outside business hours)",
+    }[severity]
+
+
+# oncall | oncall:<rotation> | role:<role> | contact:<id> | external:<id or kind> | channel:<name>
+TARGET = re.compile(r"^(oncall(:[a-z0-9_.-]+)?|(role|contact|external|channel):[a-z0-9_.-]+)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EscalationStep(Strict):
+    after: Duration  # elapsed since detection
+    notify: list[str] = Field(default_factory=list)
+    # repeat this step's pages every `repeat` until the incident is acknowledged
+    repeat: Duration | None = None
+    # after this many unanswered pages, page each target's backup contact as well
+    backup_after: int | None = Field(default=None, ge=1)
+    action: Literal["external_support", "customer_communication"] | None = None
+    description: str = ""
+
+    @field_validator("notify")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not TARGET.match(target):
+                raise ValueError(
+                    f"'{target}' is not a target; use oncall, oncall:ROTATION, role:ROLE, "
+                    "contact:ID, external:ID or channel:NAME"
+                )
+        return value
+
+
+class EscalationPolicy(Strict):
+    steps: list[EscalationStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EscalationPolicy:
+        afters = [s.after for s in self.steps]
+        if afters != sorted(afters):
+            raise ValueError("steps must be in order of `after`")
+        return self
+
+
+def protocol_matrix() -> EscalationPolicy:
+    """The escalation matrix of emergency-response-protocols.md, counted from detection."""
+    return EscalationPolicy(
+        steps=[
+            EscalationStep(
+                after=0,
+                notify=["oncall"],
+                repeat=300,
+                backup_after=2,
+                description="Initial response and stabilisation: on-call engineer",
+            ),
+            EscalationStep(
+                after=15 * 60,
+                notify=["role:technical_lead"],
+                description="Technical lead notification",
+            ),
+            EscalationStep(
+                after=30 * 60, notify=["role:management"], description="Management notification"
+            ),
+            EscalationStep(
+                after=3600,
+                notify=["role:technical_lead"],
+                action="external_support",
+                description="External support engagement",
+            ),
+            EscalationStep(
+                after=2 * 3600,
+                notify=["role:executives"],
+                description="Executive notification",
+            ),
+            EscalationStep(
+                after=4 * 3600,
+                notify=["role:management"],
+                action="customer_communication",
+                description="Customer and stakeholder communication; consider disaster recovery",
+            ),
+        ]
+    )
+
+
+class IncidentSettings(Strict):
+    policies: dict[str, EscalationPolicy] = Field(
+        default_factory=lambda: {"protocol": protocol_matrix()}
+    )
+    # which policy each severity uses
+    severity_policy: dict[Literal[1, 2, 3], str] = Field(
+        default_factory=lambda: {1: "protocol", 2: "protocol", 3: "protocol"}
+    )
+    # how often the commander owes a status update, per severity
+    update_every: dict[Literal[1, 2, 3], Duration] = Field(
+        default_factory=lambda: {1: 1800.0, 2: 3600.0, 3: 4 * 3600.0}
+    )
+    # the address responders reach this server at, for acknowledge links in notifications;
+    # unset, it is this server's own `server.host:port` (filled in by Settings)
+    public_url: str = ""
+
+    @model_validator(mode="after")
+    def _known_policies(self) -> IncidentSettings:
+        if "protocol" not in self.policies:
+            # user policies add to the protocol's default rather than replace it
+            object.__setattr__(self, "policies", {"protocol": protocol_matrix(), **self.policies})
+        for severity, name in self.severity_policy.items():
+            if name not in self.policies:
+                raise ValueError(f"severity_policy.{severity}: no policy named '{name}'")
+        return self
+
+    def policy_for(self, severity: int) -> tuple[str, EscalationPolicy]:
+        name = self.severity_policy.get(severity, "protocol")  # type: ignore[call-overload]
+        return name, self.policies[name]

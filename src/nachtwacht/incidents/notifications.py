@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import IncidentError, add_event, require, timeline
 from nachtwacht.notify import reach
@@ -179,8 +180,8 @@ def followup_channels(conn: Connection, settings: Settings, incident_id: int) ->
 
 # the messages a responder may edit on the incident page (or through the API) and send
 EDITABLE_KINDS = ("status_update", "emergency_notification", "customer_notice")
-MAX_SUBJECT = 300
-MAX_BODY = 20_000
+MAX_SUBJECT = limits.TITLE
+MAX_BODY = limits.DOCUMENT
 
 
 def recipients(

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select, update
 
+from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
 from nachtwacht.notify.compose import label
-from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, withdraw
+from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, DeliveryOutcome, withdraw
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -30,6 +31,13 @@ class IncidentError(Exception):
         super().__init__(message)
         self.field = field
         self.status_code = status_code
+
+
+def check_length(value: str | None, field: str, limit: int = limits.TEXT) -> None:
+    """Refuse a text longer than a person writes: one check for the API, dashboard and CLI
+    (a 50 MB impact was stored, paged and rendered into a 262 MB incident page)."""
+    if value is not None and len(value) > limit:
+        raise IncidentError(limits.too_long(field, limit), field, 422)
 
 
 def calendar(settings: Settings) -> BusinessCalendar:
@@ -57,6 +65,13 @@ def add_event(
     )
 
 
+def record_delivery(conn: Connection, now: float, outcome: DeliveryOutcome) -> None:
+    """The outbox sender's `on_outcome`: each delivery outcome goes on the incident's timeline."""
+    add_event(
+        conn, outcome.incident_id, now, outcome.kind, "nachtwacht", outcome.message, outcome.data
+    )
+
+
 def open_incident(
     conn: Connection,
     settings: Settings,
@@ -75,6 +90,12 @@ def open_incident(
 ) -> int:
     if severity not in (1, 2, 3):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+    if origin == "declared":  # a person's words: refused when too long
+        check_length(title, "title", limits.TITLE)
+        check_length(component, "component", limits.NAME)
+        check_length(impact, "impact")
+    elif impact is not None:  # an alert's message: cut, an alert must open its incident
+        impact = impact[: limits.TEXT]
     detected = detected_at if detected_at is not None else now
     policy_name, _policy = settings.incidents.policy_for(severity)
     due = response_due(severity, detected, calendar(settings))
@@ -328,6 +349,7 @@ def set_severity(
 ) -> dict[str, Any]:
     if severity not in (1, 2, 3):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+    check_length(reason, "reason")
     inc = require(conn, incident_id)
     if inc["severity"] == severity:
         return inc
@@ -384,6 +406,7 @@ def assign(
 
 
 def add_note(conn: Connection, incident_id: int, actor: str, now: float, text: str) -> None:
+    check_length(text, "text")
     require(conn, incident_id)
     add_event(conn, incident_id, now, "note", actor, text)
 

@@ -70,11 +70,3 @@ def response_due(severity: int, detected_at: float, calendar: BusinessCalendar) 
     if severity == 2:
         return detected_at + (3600 if in_hours else 2 * 3600)
     return calendar.add_business_time(detected_at, 4 * 3600)
-
-
-def describe_target(severity: int) -> str:
-    return {
-        1: "15 minutes, at any hour",
-        2: "1 hour in business hours, 2 hours outside",
-        3: "4 business hours (next business day when raised outside business hours)",
-    }[severity]

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service
-from nachtwacht.incidents.sla import describe_target
+from nachtwacht.incidents.models import describe_target
 
 TIMES = (
     "started_at",

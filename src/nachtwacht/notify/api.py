@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from nachtwacht.config import limits
 from nachtwacht.notify.sender import (
     STATUSES,
     NotifyTestError,
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["notify"])
 
 
 class NotifyTestBody(BaseModel):
-    contact: str = Field(description="A contact id from people.contacts")
+    contact: str = Field(max_length=limits.CONTACT, description="A contact id from people.contacts")
     wait: float = Field(default=10.0, ge=0, le=60, description="Seconds to keep retrying")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from nachtwacht.clock import SystemClock, iso
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.sla import describe_target
+from nachtwacht.incidents.models import describe_target
 from nachtwacht.notify.outbox import OutboundMessage
 from nachtwacht.notify.templates import render, render_text
 from nachtwacht.oncall.models import Contact

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from nachtwacht.config.redact import CapabilityUrl, SecretHeaders, SecretStr
 from nachtwacht.durations import Duration
 
 PAGE_LIMIT_FLOOR = 10  # pages per minute per destination when not configured
@@ -24,7 +25,7 @@ class EmailChannel(Strict):
     starttls: bool = True
     ssl: bool = False  # implicit TLS (port 465)
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     sender: str = "nachtwacht@localhost"
     timeout: Duration = 15.0
 
@@ -33,8 +34,8 @@ class WebhookChannel(Strict):
     """A generic JSON POST with the whole message; one per channel, not per contact."""
 
     kind: Literal["webhook"]
-    url: HttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: CapabilityUrl  # receivers rarely check more than that the URL is known
+    headers: SecretHeaders = Field(default_factory=dict)
     timeout: Duration = 10.0
     # hears every incident's follow-ups (updates, notices, resolved), not only those of the
     # incidents whose pages it carried
@@ -45,7 +46,7 @@ class ChatChannel(Strict):
     """Slack- or Mattermost-compatible (`{"text": ...}`) or Microsoft Teams incoming webhook."""
 
     kind: Literal["slack", "mattermost", "teams"]
-    url: HttpUrl
+    url: CapabilityUrl  # whoever has an incoming webhook's URL can post to the channel
     timeout: Duration = 10.0
     team_wide: bool = False  # as for webhooks
 
@@ -60,8 +61,9 @@ class SmsChannel(Strict):
     kind: Literal["sms"]
     url: HttpUrl
     method: Literal["POST", "GET"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
+    headers: SecretHeaders = Field(default_factory=dict)
+    # the gateway's account key often sits in the body template
+    body: SecretStr = '{"to": {{ to | tojson }}, "text": {{ text | tojson }}}'
     content_type: str = "application/json"
     max_length: int = Field(default=480, ge=70)
     timeout: Duration = 10.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Row, select, update
 
@@ -38,6 +38,25 @@ class OutboundMessage:
     contact: str | None = None  # None for broadcast channels (chat, webhook)
     address: str | None = None  # email address or phone number for per-contact channels
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What became of a message of an incident, for whoever keeps its record (incidents)."""
+
+    incident_id: int
+    # notification_sent | notification_failed | notification_deferred | notification_withdrawn
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+
+class OutcomeListener(Protocol):
+    """Called inside the transaction that records the row's new status, so the two commit
+    together; the composition root hands incidents' listener to the sender, and notify never
+    writes another domain's records itself."""
+
+    def __call__(self, conn: Connection, now: float, outcome: DeliveryOutcome) -> None: ...
 
 
 def enqueue(conn: Connection, messages: list[OutboundMessage], now: float) -> list[int]:

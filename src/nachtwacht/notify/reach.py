@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.policy import EscalationStep
+from nachtwacht.incidents.models import EscalationStep
 from nachtwacht.notify.outbox import OutboundMessage
 from nachtwacht.oncall.models import Contact
 

@@ -11,7 +11,8 @@ Guarantees (docs/notifications.md has the long form):
   stop nothing is sent twice.
 - Failures retry after `retry_backoff * 2**(attempts-1)` (at most 10 minutes); a permanent
   error or `max_attempts` failures make the row `dead`. Each outcome of a row that belongs to
-  an incident goes on its timeline in the same transaction as the row's new status.
+  an incident goes to the `on_outcome` listener (incidents puts it on the timeline) in the
+  same transaction as the row's new status.
 - Pages (first pages, repeats, escalation steps) are claimed before everything else, S1
   first, then test messages, then the rest (updates, notices, reminders).
 - Per destination (channel and address; the channel alone for broadcast channels) at most
@@ -51,11 +52,17 @@ from sqlalchemy import Connection, Select, and_, case, func, or_, select, update
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.models import OPEN_STATUSES
-from nachtwacht.incidents.service import add_event
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.compose import BROADCAST, compose, fit, label
-from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, STALE_ON_RESOLVE, enqueue
+from nachtwacht.notify.outbox import (
+    PAGES,
+    STALE_ON_ACK,
+    STALE_ON_RESOLVE,
+    DeliveryOutcome,
+    OutcomeListener,
+    enqueue,
+)
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
@@ -130,8 +137,12 @@ class OutboxSender:
         lease: float | None = None,
         batch: int = 200,
         http: httpx.AsyncClient | None = None,
+        on_outcome: OutcomeListener | None,
     ) -> None:
         self.store = store
+        # No default: a sender of incident rows that forgot it would leave their timelines
+        # silent. None only where no row belongs to an incident (test messages).
+        self.on_outcome = on_outcome
         self.settings = settings
         self.clock = clock
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
@@ -358,7 +369,7 @@ class OutboxSender:
     def _note_deferred(
         self, conn: Connection, now: float, deferred: dict[int, tuple[float, Held]]
     ) -> None:
-        """Put held messages on their incident's timeline: when first held, or held much longer.
+        """Report held messages for their incident's timeline: when first held, or held much longer.
 
         A row the limiter holds again when its slot comes (others took it) is not written
         again unless its time moved by more than the window: one line per real delay.
@@ -392,12 +403,11 @@ class OutboxSender:
                 f"{label(h.kind)} {self._to(h.channel, h.contact)} until {self._local(until)}"
                 for _, until, h in items
             )
-            add_event(
+            self._report(
                 conn,
-                incident_id,
                 now,
+                incident_id,
                 "notification_deferred",
-                "nachtwacht",
                 f"held by the rate limit ({budget}): {what}",
                 {"held": {str(r): u for r, u, _ in items}, "limit": limit, "lane": which},
             )
@@ -430,12 +440,11 @@ class OutboxSender:
             ).rowcount
             if got != 1:
                 continue
-            add_event(
+            self._report(
                 conn,
-                row["incident_id"],
                 now,
+                row["incident_id"],
                 "notification_withdrawn",
-                "nachtwacht",
                 f"{label(row['kind'])} {self._to(row['channel'], row['contact'])} "
                 f"withdrawn before sending: {why}",
                 {"outbox_ids": [row["id"]], "kinds": {row["kind"]: 1}, "reason": why},
@@ -594,12 +603,24 @@ class OutboxSender:
                 log.warning("outbox row %s was taken over before it was recorded", row["id"])
                 return
             if row["incident_id"] is not None:
-                add_event(conn, row["incident_id"], now, kind, "nachtwacht", text, data)
+                self._report(conn, now, row["incident_id"], kind, text, data)
         if error is None:
             self.sent += 1
         else:
             self.failed += 1
             log.warning("%s", text)
+
+    def _report(
+        self,
+        conn: Connection,
+        now: float,
+        incident_id: int,
+        kind: str,
+        text: str,
+        data: dict[str, Any],
+    ) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(conn, now, DeliveryOutcome(incident_id, kind, text, data))
 
     def _local(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.settings.zone).strftime("%H:%M:%S")
@@ -848,6 +869,7 @@ async def send_test(
         clock,
         f"{socket.gethostname()}:{os.getpid()}:test",
         concurrency=max(1, len(ids)),
+        on_outcome=None,  # test messages belong to no incident
     )
     try:
         rows = await runner.deliver(ids, wait)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from nachtwacht.auth.deps import IGNORED_ACTOR, actor
+from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.oncall import service
 from nachtwacht.web.errors import ApiError
@@ -109,8 +110,8 @@ async def get_schedule(
 
 
 class NewOverride(BaseModel):
-    rotation: str
-    contact: str
+    rotation: str = Field(max_length=limits.CONTACT)
+    contact: str = Field(max_length=limits.CONTACT)
     # datetimes without an offset are site time; numbers are epoch seconds
     starts_at: datetime | None = Field(None, description="default now")
     ends_at: datetime

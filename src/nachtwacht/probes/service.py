@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
+from nachtwacht.config.redact import model_shown
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState, Transition, may_alert
@@ -24,7 +25,8 @@ def sync_probes(conn: Connection, configs: Sequence[ProbeConfig], now: float) ->
     existing = {row.name: row for row in conn.execute(select(t.probes)).all()}
     ids: dict[str, int] = {}
     for cfg in configs:
-        payload = cfg.model_dump_json(exclude_defaults=False)
+        # masked: the row is for showing (probe pages, exports, backups), never for running
+        payload = json.dumps(model_shown(cfg), separators=(",", ":"))
         row = existing.get(cfg.name)
         if row is None:
             probe_id = conn.execute(

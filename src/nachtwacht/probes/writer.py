@@ -1,7 +1,7 @@
 """Buffer results and state in memory; write them in one transaction per flush.
 
 When the store is down a flush goes to the durable spool instead (kind "results", see
-`spool.results`), so a kill -9 during an outage loses no results and memory stays bounded;
+`probes.spooled`), so a kill -9 during an outage loses no results and memory stays bounded;
 the drainer writes them later with the same `write_batch`. Once one flush is in the spool,
 later flushes follow it there until it is stored, so a probe's state never goes backwards.
 """
@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nachtwacht.probes import service
+from nachtwacht.probes import service, spooled
 from nachtwacht.probes.service import ResultRow
 from nachtwacht.probes.state import ProbeState, Transition
-from nachtwacht.spool import results as spooled
 from nachtwacht.spool.drain import store_unavailable
 from nachtwacht.spool.log import SpoolError
 from nachtwacht.store.db import Store

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from nachtwacht.auth.deps import actor
+from nachtwacht.config import limits
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
 from nachtwacht.web.errors import ApiError
@@ -47,8 +48,8 @@ class Fields(BaseModel):
 
 class NewFollowup(BaseModel):
     incident_id: int = Field(ge=1, le=2**31 - 1)
-    title: str = Field(min_length=3, max_length=300)
-    owner: str = Field(description="a contact id from people.contacts")
+    title: str = Field(min_length=3, max_length=limits.TITLE)
+    owner: str = Field(max_length=limits.CONTACT, description="a contact id from people.contacts")
     due: str = Field(
         description="YYYY-MM-DD (when business hours open that day), an ISO date-time, "
         "or a duration from now such as 7d"

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.clock import iso
+from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
 from nachtwacht.reviews.service import ReviewError
@@ -52,8 +53,8 @@ def add(
 ) -> dict[str, Any]:
     incidents.require(conn, incident_id)
     title = title.strip()
-    if not 3 <= len(title) <= 300:
-        raise ReviewError("the title must be 3 to 300 characters", "title", 422)
+    if not 3 <= len(title) <= limits.TITLE:
+        raise ReviewError(f"the title must be 3 to {limits.TITLE} characters", "title", 422)
     contact = settings.people.contact(owner)
     if contact is None:
         known = ", ".join(c.id for c in settings.people.contacts) or "none configured"

@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from nachtwacht.auth.deps import access, actor
 from nachtwacht.checklist import gate
 from nachtwacht.checklist import service as checklist
-from nachtwacht.checklist.api import context as checklist_context
+from nachtwacht.checklist.items import Context as ChecklistContext
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
@@ -153,7 +153,11 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
     """Run the restoration checklist now, in this server, recorded on the incident."""
     await _form(request)
     try:
-        await checklist.verify(checklist_context(request, incident_id))
+        await checklist.verify(
+            ChecklistContext.in_server(
+                request.app.state.runtime, actor(request), incident_id, request.app
+            )
+        )
     except IncidentError as exc:
         return await _show(
             request,

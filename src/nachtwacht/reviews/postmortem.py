@@ -25,7 +25,7 @@ from sqlalchemy import Connection, select
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
-from nachtwacht.incidents.sla import describe_target
+from nachtwacht.incidents.models import describe_target
 from nachtwacht.notify.compose import SEVERITY_NAMES
 from nachtwacht.reviews import followups, service
 from nachtwacht.reviews.downtime import downtime

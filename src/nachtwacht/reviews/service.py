@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, select, update
 
 from nachtwacht.clock import iso
+from nachtwacht.config import limits
 from nachtwacht.durations import parse_duration
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.service import IncidentError
@@ -26,7 +27,7 @@ LABELS = {
     "impact": "impact",
     "lessons": "lessons",
 }
-MAX_FIELD = 20_000
+MAX_FIELD = limits.DOCUMENT
 # the protocol's two deadlines: which fields make each of them done
 ANALYSIS_FIELDS = ("root_cause", "impact")  # immediate analysis (24 h)
 REVIEW_FIELDS = ("lessons",)  # formal review (1 week): the review meeting's lessons

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from nachtwacht.auth.deps import actor, principal_of
+from nachtwacht.config import limits
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.runner import Policy, RunError, Runner, Who
 from nachtwacht.web.errors import ApiError
@@ -30,7 +31,12 @@ class RunRequest(BaseModel):
     incident_id: int | None = Field(None, ge=1, le=2**31 - 1)
     dry_run: bool = False
     confirm: bool = Field(False, description="Run destructive steps (else they are refused).")
-    vars: dict[str, str] = Field(default_factory=dict, description="The runbook's inputs.")
+    vars: dict[
+        Annotated[str, Field(max_length=limits.NAME)],
+        Annotated[str, Field(max_length=limits.RUNBOOK_INPUT)],
+    ] = Field(
+        default_factory=dict, max_length=limits.RUNBOOK_INPUTS, description="The runbook's inputs."
+    )
 
 
 class ResumeRequest(BaseModel):

@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nachtwacht.config.redact import SecretNamed, SecretStr
 from nachtwacht.durations import Duration
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -42,13 +43,13 @@ class RunbookSettings(Strict):
     # preset of `nachtwacht init` writes `variant: frappe`.
     variant: Literal["systemd", "frappe"] = "systemd"
     # variables for `{{ name }}` in runbooks; they override the built-ins of the same name
-    vars: dict[str, str] = Field(default_factory=dict)
+    vars: SecretNamed = Field(default_factory=dict)
     # like vars, but never shown: masked in dry runs, output, the store and the timeline
-    secret_vars: dict[str, str] = Field(default_factory=dict)
+    secret_vars: dict[str, SecretStr] = Field(default_factory=dict)
     # directories put in front of PATH for runbook commands (where your tools live, or the
     # stand-ins of a rehearsal sandbox: see docs/runbooks.md)
     path: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)  # extra environment for commands
+    env: SecretNamed = Field(default_factory=dict)  # extra environment for commands
     shell: str = "/bin/sh"
     command_timeout: Duration = 120.0  # a step's default timeout
     output_limit: int = Field(default=8000, ge=200, le=1_000_000)  # characters kept per step
@@ -185,7 +186,7 @@ class SetFlagStep(StepBase):
     @field_validator("flag")
     @classmethod
     def _known(cls, value: str) -> str:
-        from nachtwacht.analytics.flags import FLAGS
+        from nachtwacht.analytics.models import FLAGS
 
         if value not in FLAGS:
             raise ValueError(f"unknown flag '{value}'; known flags: {', '.join(sorted(FLAGS))}")

@@ -17,14 +17,20 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from nachtwacht.evidence.redact import MASK, Redactor, is_secret_key, settings_secrets
+from nachtwacht.config.redact import (
+    MASK,
+    Redactor,
+    is_secret_key,
+    mask_url,
+    secrets_in,
+    settings_secrets,
+)
 from nachtwacht.runbooks.loader import VARIABLE
 from nachtwacht.runbooks.models import Runbook
 
 # what an input given at run time may hold: an address, a name, a path; no spaces, quotes or
 # shell operators, because it is pasted into a shell command
 SAFE_INPUT = re.compile(r"^[A-Za-z0-9_.:/@%+=,\-]*$")
-URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]+)@", re.I)
 WEB_UNITS = ("nginx", "apache", "httpd", "caddy", "haproxy")
 DB_UNITS = ("mariadb", "mysql", "postgres")
 CACHE_UNITS = ("redis",)
@@ -77,7 +83,7 @@ class Variables:
         value = self.values[name]
         if name in self.secret:
             return MASK if value else ""
-        return URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", value)
+        return self.redactor.text(mask_url(value))
 
     def render(self, text: str, *, masked: bool) -> str:
         """`{{ name }}` replaced by the value, or by what may be shown of it."""
@@ -214,7 +220,7 @@ def variables(
         values[name] = value
     secret = set(cfg.secret_vars) | {"db_password"} | {n for n in values if is_secret_key(n)}
     known = {values[n] for n in secret if values.get(n)}
-    known |= settings_secrets(settings.model_dump(mode="json"))
+    known |= settings_secrets(settings)
     for value in values.values():
-        known |= {m["pw"] for m in URL_PASSWORD.finditer(value)}
+        known.update(secrets_in(value))
     return Variables(values=values, secret=secret, redactor=Redactor(known))

@@ -20,6 +20,7 @@ import httpx
 
 from nachtwacht import __version__
 from nachtwacht.clock import Clock, iso
+from nachtwacht.config.redact import mask_capability_url
 from nachtwacht.watchdog.models import WatchdogSettings
 
 log = logging.getLogger(__name__)
@@ -90,5 +91,4 @@ class DeadMan:
 
 def _safe(url: str) -> str:
     """The URL without its path: a heartbeat URL's path is its secret token."""
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+    return mask_capability_url(url)

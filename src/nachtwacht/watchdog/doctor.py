@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from nachtwacht.config.loader import link_warnings
+from nachtwacht.config.redact import mask_url, mask_urls_in
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify import reach
 from nachtwacht.spool import status as spool_status
@@ -240,17 +241,20 @@ def check_clock(settings: Settings, store: Store | None) -> Check:
             "SQLite has no server clock and no http probe is configured to compare with",
         )
     before = time.time()
+    shown = mask_url(target)  # the query may be a signature; doctor's output gets pasted
     try:
         response = httpx.head(target, timeout=NET_TIMEOUT, follow_redirects=False, verify=False)
     except httpx.HTTPError as exc:
-        return Check("clock skew", "skip", f"cannot ask {target} for the time: {exc}")
+        return Check(
+            "clock skew", "skip", f"cannot ask {shown} for the time: {mask_urls_in(str(exc))}"
+        )
     after = time.time()
     date = response.headers.get("date")
     if not date:
-        return Check("clock skew", "skip", f"{target} sends no Date header")
+        return Check("clock skew", "skip", f"{shown} sends no Date header")
     server = parsedate_to_datetime(date).timestamp()
     # the Date header has whole seconds: it is up to 1 s behind the moment it was written
-    return skew_level(server + 0.5 - (before + after) / 2, (after - before) / 2 + 0.5, target)
+    return skew_level(server + 0.5 - (before + after) / 2, (after - before) / 2 + 0.5, shown)
 
 
 def skew_level(skew: float, error: float, against: str) -> Check:

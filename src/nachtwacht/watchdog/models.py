@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field
 
+from nachtwacht.config.redact import CapabilityUrl
 from nachtwacht.durations import Duration
 
 
@@ -17,7 +18,8 @@ class WatchdogSettings(Strict):
     # dead man's switch: an external heartbeat URL (a second Nachtwacht's /ping/<token>,
     # healthchecks.io, Uptime Kuma push...) called every `deadman_interval`; when the calls
     # stop, that service raises the alarm that this one cannot
-    deadman_url: HttpUrl | None = None
+    # (a capability: whoever has it can keep the switch green from anywhere)
+    deadman_url: CapabilityUrl | None = None
     deadman_interval: Duration = Field(default=60.0, gt=0)
     deadman_method: Literal["GET", "POST"] = "POST"
     deadman_timeout: Duration = Field(default=10.0, gt=0)

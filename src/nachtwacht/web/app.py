@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from nachtwacht.auth.deps import (
 from nachtwacht.backup import api as backup_api
 from nachtwacht.checklist import api as checklist_api
 from nachtwacht.clock import Clock
+from nachtwacht.config.redact import Redactor, settings_secrets
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.errors import api as errors_api
@@ -51,6 +53,7 @@ from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, pages
+from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
@@ -107,6 +110,8 @@ def create_app(
         return await json_error(request, exc)
 
     app.add_exception_handler(ApiError, login_first)
+    # innermost of ours: its refusals (401, 413, 422) are logged and get the security headers
+    app.add_middleware(BodyLimits, settings=settings)
     app.add_middleware(AuditChanges)
     # writes only while the `enable_security_logging` flag is on
     app.add_middleware(SecurityLog)
@@ -149,6 +154,12 @@ def create_app(
     async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:
         return JSONResponse(app.openapi())
 
+    @cache
+    def health_redactor() -> Redactor:
+        # built once, on first use: the settings never change, and a large config knows
+        # thousands of secrets
+        return Redactor(settings_secrets(settings))
+
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
@@ -178,7 +189,8 @@ def create_app(
             "summary": "; ".join([spool_status.describe(state), *paging["problems"]]),
             "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
-        return JSONResponse(body, status_code=200 if ok else 503)
+        # raw errors may quote a URL or a command line: nothing secret leaves through here
+        return JSONResponse(health_redactor().data(body), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"])
     async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:

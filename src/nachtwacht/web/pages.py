@@ -24,7 +24,7 @@ from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -47,16 +47,17 @@ from nachtwacht.auth.deps import (
     set_login_cookie,
 )
 from nachtwacht.auth.models import Principal
+from nachtwacht.checklist.gate import resolution_gate
+from nachtwacht.config import redact
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
-from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, describe_target
 from nachtwacht.incidents.notifications import (
     EDITABLE_KINDS,
     context_for,
     notified_so_far,
     send_custom,
 )
-from nachtwacht.incidents.sla import describe_target
 from nachtwacht.notify import reach
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.templates import TemplateError, render
@@ -102,68 +103,14 @@ ORDER = ("critical", "warning", "unknown", "pending", "maintenance", "new", "ok"
 STATUS_NAMES = {0: "ok", 1: "warning", 2: "critical", 3: "unknown"}
 PREVIEW_KINDS = ("emergency_alert", "status_update", "customer_notice", "resolved")
 UPDATE_STATUSES = ("investigating", "mitigating", "monitoring", "resolved")
-CHAT_KINDS = ("slack", "mattermost", "teams")
 RANGES = (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400), ("90d", 90 * 86400))
 
 # ---------------------------------------------------------------------------- secrets
 
-MASK = "••••••"
-# a key is secret when its last word (split at _ - . or camelCase) is one of these:
-# `smtp_password`, `api_key`, `X-Api-Key`, `client_secret`, but not `min_password_length`
-SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credentials"}
-    | {"credential", "authorization", "cookie", "dsn"}
-)
-URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]*)@", re.I)
-URL_QUERY_SECRET = re.compile(
-    r"(?P<head>[?&](?:password|passwd|pwd|token|secret|key|api_key|apikey|access_token|auth)=)"
-    r"(?P<value>[^&#\s]*)",
-    re.I,
-)
-
-
-def is_secret_key(key: str) -> bool:
-    words = re.split(
-        r"[_\-.\s]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower().strip("_-. ")
-    )
-    return bool(words) and words[-1] in SECRET_WORDS
-
-
-def mask_text(value: str) -> str:
-    """A string with URL passwords and secret query parameters masked."""
-    value = URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@" if m["pw"] else m[0], value)
-    return URL_QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}" if m["value"] else m[0], value)
-
-
-def mask_secrets(value: Any) -> Any:
-    """Config data with its secrets masked: for showing, never for using.
-
-    Masks the values of keys named like a secret (password, token, secret, key, credentials,
-    Authorization ...), passwords in URLs (`mysql://app:s3cret@db` → `mysql://app:••••••@db`)
-    and secret query parameters. A chat webhook URL is a credential as a whole (whoever has it
-    can post), so only its scheme and host remain.
-    """
-    if isinstance(value, dict):
-        chat = value.get("kind") in CHAT_KINDS
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if is_secret_key(str(key)) and item not in (None, "", [], {}):
-                out[key] = MASK
-            elif chat and key == "url" and isinstance(item, str):
-                parts = urlsplit(item)
-                out[key] = urlunsplit((parts.scheme, parts.hostname or "", f"/{MASK}", "", ""))
-            else:
-                out[key] = mask_secrets(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [mask_secrets(v) for v in value]
-    if isinstance(value, str):
-        return mask_text(value)
-    return value
-
 
 def as_yaml(value: Any) -> str:
-    return yaml.safe_dump(mask_secrets(value), sort_keys=False, allow_unicode=True, width=100)
+    """Config data as YAML; the caller masks it first (nachtwacht.config.redact)."""
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -578,7 +525,7 @@ async def probe_page(request: Request, name: str) -> HTMLResponse:
         return {
             "probe": {**probe, "state": probe["state"] or "new"},
             "maintenance": window.name if window is not None else None,
-            "config_yaml": as_yaml(json.loads(raw) if raw else {}),
+            "config_yaml": as_yaml(redact.probe_shown(json.loads(raw)) if raw else {}),
             "history": history,
             "results": [{**r, "status_name": STATUS_NAMES.get(r["status"], "?")} for r in results],
             "uptime": uptime(conn, now, [probe["id"]], cache=cache)[probe["id"]],
@@ -785,7 +732,9 @@ async def incident_update(request: Request, incident_id: RowId) -> Response:
             raise incidents.IncidentError(
                 f"status must be one of {', '.join(UPDATE_STATUSES)}", "status", 422
             )
-        escalation.post_update(conn, rt.settings, incident_id, who, now, message, status)
+        escalation.post_update(
+            conn, rt.settings, incident_id, who, now, message, status, gate=resolution_gate
+        )
 
     return await _incident_action(request, incident_id, work)
 
@@ -847,7 +796,7 @@ async def incident_resolve(request: Request, incident_id: RowId) -> Response:
             who,
             now,
             form.get("message", ""),
-            require_checklist=True,
+            gate=resolution_gate,
             skip_checklist=form.get("skip_checklist") or None,
         ),
     )
@@ -903,9 +852,8 @@ async def oncall_page(request: Request) -> HTMLResponse:
 
 def settings_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
     settings = rt.settings
-    dumped = settings.model_dump(mode="json")
     return {
-        "config_yaml": as_yaml(dumped),
+        "config_yaml": as_yaml(redact.settings_shown(settings)),
         "maintenance": windows.list_windows(conn, settings, now),
         "components": settings.component_names(),
     }
@@ -975,4 +923,4 @@ async def maintenance_end(request: Request, window_id: RowId) -> Response:
 
 router.include_router(protected)
 
-__all__ = ["as_yaml", "is_secret_key", "mask_secrets", "mask_text", "router"]
+__all__ = ["as_yaml", "router"]

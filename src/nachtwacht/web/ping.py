@@ -32,7 +32,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from nachtwacht.probes.heartbeats import MAX_BODY_BYTES, Event, record_ping, valid_token
-from nachtwacht.spool.handlers import HEARTBEAT, heartbeat_record
+from nachtwacht.probes.spooled import HEARTBEAT, heartbeat_record
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.store.db import Store, StoreError

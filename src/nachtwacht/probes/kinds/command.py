@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nachtwacht.config.redact import SecretCommand, SecretNamed
 from nachtwacht.probes.base import Probe, ThresholdConfig
 from nachtwacht.probes.results import CheckResult, Status
 
@@ -42,9 +43,9 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?
 
 class Config(ThresholdConfig):
     kind: Literal["command"]
-    command: str | list[str]
+    command: SecretCommand
     value_from: Literal["exit", "stdout"] = "exit"
-    env: dict[str, str] = Field(default_factory=dict)
+    env: SecretNamed = Field(default_factory=dict)
     cwd: str | None = Field(default=None, min_length=1)
 
     @field_validator("command")

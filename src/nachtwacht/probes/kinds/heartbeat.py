@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nachtwacht.clock import iso
+from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.heartbeats import first_seen_key, last_events, valid_token
@@ -46,7 +47,9 @@ _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 
 class Config(ProbeConfig):
     kind: Literal["heartbeat"]
-    token: str = Field(description="8-128 characters of A-Z a-z 0-9 _ -, used in /ping/<token>")
+    token: SecretStr = Field(
+        description="8-128 characters of A-Z a-z 0-9 _ -, used in /ping/<token>"
+    )
     period: Duration
     grace: Duration = 300.0
     # how often the stored pings are evaluated; cheap (three indexed look-ups), so fairly often

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from pydantic import Field, HttpUrl, field_validator
 
+from nachtwacht.config.redact import SecretHeaders, SecretStr, mask_urls_in
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status, worst
@@ -28,8 +29,8 @@ class Config(ProbeConfig):
     kind: Literal["http"]
     url: HttpUrl
     method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str | None = None
+    headers: SecretHeaders = Field(default_factory=dict)
+    body: SecretStr | None = None
     expected_status: list[int] = Field(default_factory=lambda: [200])
     body_contains: str | None = None
     body_not_contains: str | None = None
@@ -111,7 +112,9 @@ class ProbeImpl(Probe):
             # `Connection reset by peer`, not `[Errno 104] Connection reset by peer`.
             reason = os_reason(exc) if isinstance(exc, OSError) else str(exc).strip()
             reason = reason or exc.__class__.__name__
-            return CheckResult.critical(f"{cfg.method} {self._url} failed: {reason}"[:500])
+            # results are shown to viewers and exported: the URL's query may be a signature
+            message = mask_urls_in(f"{cfg.method} {self._url} failed: {reason}")
+            return CheckResult.critical(message[:500])
         latency_ms = (time.perf_counter() - started) * 1000
         return self._judge(status_code, text, latency_ms, expires)
 

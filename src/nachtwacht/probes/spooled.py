@@ -1,9 +1,13 @@
-"""Probe results as spool records: what the result writer could not put in the store.
+"""Probe results and heartbeat pings as spool records: what could not go into the store.
 
-A record holds a slice of a flush: raw results, and (in the last slice of a flush) the state
-changes and the latest state of each probe, so the drainer writes them with the same
-`probes.service.write_batch` the writer uses. `maybe` marks a flush whose COMMIT failed: it may
-have gone through, so the drainer skips rows that are already there.
+The record formats and their replay handlers live with the data they store, so the spool (the
+durable log and its drainer) depends on no domain; engine/runtime.py registers the handlers.
+
+A results record holds a slice of a flush the result writer could not write: raw results, and
+(in the last slice of a flush) the state changes and the latest state of each probe, so the
+drainer writes them with the same `probes.service.write_batch` the writer uses. `maybe` marks
+a flush whose COMMIT failed: it may have gone through, so the drainer skips rows that are
+already there.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, and_, select
 
 from nachtwacht.probes import service
+from nachtwacht.probes.heartbeats import Event, record_ping, trim_body
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.service import ResultRow
 from nachtwacht.probes.state import ProbeState, Transition
 from nachtwacht.store import tables as t
 
 KIND = "results"
+HEARTBEAT = "heartbeat"
 SLICE = 5000  # results per record: keeps one record (and one replay statement) modest
 
 Batch = tuple[list[ResultRow], list[tuple[int, Transition, ResultRow]], dict[int, ProbeState]]
@@ -129,3 +135,43 @@ def _unstate(v: list[Any]) -> ProbeState:
         v[7],
         v[8],
     )
+
+
+# -- heartbeats ------------------------------------------------------------------------------
+
+
+def heartbeat_record(
+    token: str,
+    event: Event,
+    ts: float,
+    body: bytes | None,
+    remote: str | None,
+    maybe: bool,
+) -> bytes:
+    return json.dumps(
+        {
+            "token": token,
+            "event": event,
+            "ts": ts,
+            "body": trim_body(body),
+            "remote": remote,
+            "maybe": maybe,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def store_heartbeats(conn: Connection, payloads: list[bytes], now: float) -> None:
+    for payload in payloads:
+        ping = json.loads(payload)
+        if ping.get("maybe") and _ping_stored(conn, ping):
+            continue
+        record_ping(conn, ping["token"], ping["event"], ping["ts"], ping["body"], ping["remote"])
+
+
+def _ping_stored(conn: Connection, ping: dict[str, Any]) -> bool:
+    # the receive time is stamped once per request (microseconds): token, time and event
+    # together name one ping
+    c = t.heartbeat_pings.c
+    query = select(c.id).where(c.token == ping["token"], c.ts == ping["ts"])
+    return conn.execute(query.where(c.event == ping["event"])).first() is not None

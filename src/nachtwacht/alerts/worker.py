@@ -1,4 +1,4 @@
-"""The alert worker, the escalation module and the outbox sender of one process.
+"""The alert worker: turns committed probe flips into alerts, then wakes the outbox sender.
 
 The worker raises and resolves probe alerts from committed `probe_flips` rows (see
 `alerts.probe_alerts`), never from memory: a transition is a flip in the store from the
@@ -21,7 +21,6 @@ from nachtwacht.alerts import service as alerts
 from nachtwacht.alerts.service import Signal
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents import escalation
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import CheckResult, State
 from nachtwacht.probes.scheduler import Runtime as ProbeRuntime
@@ -39,7 +38,7 @@ BATCH = 500  # flips read at once
 
 
 class Alerting:
-    """Turns committed probe flips into alerts; runs escalation; wakes the outbox sender."""
+    """Turns committed probe flips into alerts; wakes the outbox sender."""
 
     def __init__(
         self,
@@ -227,20 +226,3 @@ class Alerting:
                     finally:
                         waiter.cancel()
                         stopper.cancel()
-
-    async def escalate(self, now: float) -> int:
-        """Engine module tick: whatever escalation, page repeat, breach or reminder is due."""
-
-        def work() -> int:
-            with self.store.connect() as conn:
-                due = escalation.due_incidents(conn, now)
-            total = 0
-            for incident_id in due:
-                with self.store.begin() as conn:
-                    total += escalation.advance(conn, self.settings, incident_id, now)
-            return total
-
-        queued = await asyncio.to_thread(work)
-        if queued:
-            self.sender.wake()
-        return queued
