@@ -262,7 +262,6 @@ async def note(request: Request, incident_id: RowId, body: Note) -> dict[str, An
 async def resolve(
     request: Request, incident_id: RowId, body: Resolve | None = None
 ) -> dict[str, Any]:
-    who = actor(request)
     body = body or Resolve()
     who = actor(request)
     return await _write(
