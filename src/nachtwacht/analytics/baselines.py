@@ -20,6 +20,7 @@ from sqlalchemy import Connection, case, func, select
 from nachtwacht.analytics.models import BaselineSettings
 from nachtwacht.analytics.stats import percentile, rounded
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 
 class BaselineError(Exception):
@@ -193,16 +194,18 @@ def capture(
         raise BaselineError("the name is longer than 120 characters", field="name")
     start = now - window
     data = measure(conn, start, now)
-    baseline_id = conn.execute(
-        t.baselines.insert().values(
-            name=name,
-            captured_at=now,
-            captured_by=actor[:120],
-            window_start=start,
-            window_end=now,
-            data_json=json.dumps(data, sort_keys=True),
+    baseline_id = inserted_id(
+        conn.execute(
+            t.baselines.insert().values(
+                name=name,
+                captured_at=now,
+                captured_by=actor[:120],
+                window_start=start,
+                window_end=now,
+                data_json=json.dumps(data, sort_keys=True),
+            )
         )
-    ).inserted_primary_key[0]
+    )
     return get_baseline(conn, int(baseline_id))
 
 

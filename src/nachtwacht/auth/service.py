@@ -61,6 +61,7 @@ from nachtwacht.auth.models import (
 from nachtwacht.clock import iso
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 HASHER = PasswordHasher()  # RFC 9106 low-memory profile: argon2id, 64 MiB, t=3, p=4
 DEFAULTS = AuthSettings()
@@ -833,7 +834,7 @@ def create_session(
             user_agent=_clip(user_agent, 300),
         )
     )
-    return int(result.inserted_primary_key[0]), token, csrf
+    return inserted_id(result), token, csrf
 
 
 def resolve_session(
@@ -1038,7 +1039,7 @@ def _create_secret(
             **(extra or {}),
         )
     )
-    row_id = int(result.inserted_primary_key[0])
+    row_id = inserted_id(result)
     detail = {"name": name, field: value, **(noted or {})}
     audit(conn, actor, f"{kind}.create", f"{kind}:{row_id}", detail, ip, now)
     return row_id, secret
