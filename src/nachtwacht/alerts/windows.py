@@ -283,11 +283,11 @@ def next_occurrence(window: Window, now: float, settings: Settings) -> tuple[flo
         day = today + timedelta(days=ahead)
         if day.weekday() not in days:
             continue
-        start = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone).timestamp()
-        if start <= now:
+        opens = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone).timestamp()
+        if opens <= now:
             continue
         # the same arithmetic as `occurrence`, so the end shown is the end that mutes
-        found = occurrence(window, start, settings)
+        found = occurrence(window, opens, settings)
         if found is not None:
             return found
     return None

@@ -11,6 +11,7 @@ baseline" step after an incident: capture, then compare against it later.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -33,7 +34,7 @@ class BaselineError(Exception):
 # ---------------------------------------------------------------------------- measuring
 
 
-def _probes(conn: Connection) -> list[Any]:
+def _probes(conn: Connection) -> Sequence[Any]:
     p = t.probes.c
     return conn.execute(
         select(p.id, p.name, p.kind, p.component, p.config_json)

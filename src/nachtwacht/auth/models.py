@@ -54,7 +54,7 @@ def role_allows(have: str, need: str) -> bool:
 
 def lesser_role(a: str, b: str) -> Role:
     """The weaker of two roles; an unknown role counts as the weakest there is."""
-    rank = {role: i for i, role in enumerate(ROLES)}
+    rank: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
     return ROLES[min(rank.get(a, 0), rank.get(b, 0))]
 
 

@@ -712,10 +712,10 @@ def login(
     where = _ip_key(ip)
     throttled = _throttle_wait(conn, ip, now, settings)
     if throttled is not None:
-        wait, failures = throttled
+        retry, failures = throttled
         audit(conn, given or "?", "login.throttled", given, {"failures": failures}, ip, now)
-        message = f"too many failed logins from {ip}; try again in {wait:.0f} s"
-        return LoginOutcome(False, 429, message, "throttled", wait)
+        message = f"too many failed logins from {ip}; try again in {retry:.0f} s"
+        return LoginOutcome(False, 429, message, "throttled", retry)
     wait = _lock_wait(conn, given, where, now)
     if wait is not None:
         audit(conn, given or "?", "login.locked", given, {"retry_after": round(wait)}, ip, now)

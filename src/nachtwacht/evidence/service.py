@@ -142,7 +142,7 @@ def capture_bundle(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     top = _name(now, incident_id, directory)
     host = socket.gethostname()
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "site": settings.site,
         "host": host,

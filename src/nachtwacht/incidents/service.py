@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, is_severity
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
 from nachtwacht.notify.compose import label
 from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, DeliveryOutcome, withdraw
@@ -89,7 +89,7 @@ def open_incident(
     muted: bool = False,
     commander: str | None = None,
 ) -> int:
-    if severity not in (1, 2, 3):
+    if not is_severity(severity):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
     if origin == "declared":  # a person's words: refused when too long
         check_length(title, "title", limits.TITLE)
@@ -350,7 +350,7 @@ def set_severity(
     now: float,
     reason: str = "",
 ) -> dict[str, Any]:
-    if severity not in (1, 2, 3):
+    if not is_severity(severity):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
     check_length(reason, "reason")
     inc = require(conn, incident_id)

@@ -430,7 +430,9 @@ def delete_override(conn: Connection, override_id: int) -> dict[str, Any]:
 # -- targets and people ------------------------------------------------------------------------
 
 
-def resolve_target(conn: Connection, settings: Settings, target: str, now: float) -> list[Contact]:
+def resolve_target(
+    conn: Connection | None, settings: Settings, target: str, now: float
+) -> list[Contact]:
     """The contacts a policy target names at `now`.
 
     `oncall`: whoever is on call in each rotation (contacts with the role oncall_engineer when

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from sqlalchemy import select, update
 
@@ -36,6 +36,10 @@ from nachtwacht.store.db import inserted_id
 
 Answer = Literal["yes", "no", "pause", "ask"]
 Action = Literal["run", "skip", "refuse"]
+
+
+def is_action(value: str) -> TypeGuard[Action]:
+    return value in ("run", "skip", "refuse")
 
 
 @dataclass
