@@ -49,7 +49,7 @@ def role_allows(have: str, need: str) -> bool:
     """Whether a principal with role `have` may do what needs role `need`."""
     if have not in ROLES or need not in ROLES:
         return False
-    return ROLES.index(have) >= ROLES.index(need)  # type: ignore[arg-type]
+    return ROLES.index(have) >= ROLES.index(need)
 
 
 def lesser_role(a: str, b: str) -> Role:

@@ -148,7 +148,7 @@ def check_password(password: str, settings: AuthSettings = DEFAULTS) -> None:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise AuthError(f"unknown role '{role}'; use {', '.join(ROLES)}", field="role")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def _name(value: str, field: str = "name") -> str:

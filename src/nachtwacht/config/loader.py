@@ -207,7 +207,7 @@ class _Sources:
 
 def _with_metadata(field: Any) -> Any:
     if field.metadata:
-        return Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+        return Annotated[(field.annotation, *field.metadata)]
     return field.annotation
 
 

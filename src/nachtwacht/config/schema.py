@@ -292,7 +292,7 @@ def _build(union: Any) -> type[Settings]:
     if key not in _cache:
         from pydantic import create_model
 
-        _cache[key] = create_model(  # type: ignore[call-overload]
+        _cache[key] = create_model(
             "NachtwachtConfig",
             __base__=Settings,
             probes=(list[union], Field(default_factory=list)),

@@ -132,7 +132,7 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
             run_id,
             who=who(request),
             action=action,
-            policy=Policy(step_by_step=True),  # type: ignore[arg-type]
+            policy=Policy(step_by_step=True),
         )
     except RunError as exc:
         return await _refused(request, incident_id, exc, exc.status_code)

@@ -281,9 +281,7 @@ def check_channels(settings: Settings) -> list[Check]:
     for name, cfg in configured.items():
         label = f"channel {name}"
         try:
-            found = (
-                smtp_reachable(cfg) if cfg.kind == "email" else tcp_reachable(str(cfg.url))  # type: ignore[union-attr]
-            )
+            found = smtp_reachable(cfg) if cfg.kind == "email" else tcp_reachable(str(cfg.url))
         except Exception as exc:  # noqa: BLE001 - one line per channel
             found = Check(label, "fail", f"{exc.__class__.__name__}: {exc}"[:300])
         found.name = label
