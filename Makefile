@@ -52,4 +52,4 @@ bench: install
 	$(BIN)/python bench/probes.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache
