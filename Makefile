@@ -31,6 +31,7 @@ TEST_WORKERS ?= 3
 test: install system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
@@ -51,4 +52,4 @@ bench: install
 	$(BIN)/python bench/probes.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -58,13 +58,13 @@ def occurrence(window: Window, ts: float, settings: Settings) -> tuple[float, fl
         day = (local - timedelta(days=back)).date()
         if day.weekday() not in days:
             continue
-        start = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone)
+        opens = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone)
         end_day = day if (eh, em) > (sh, sm) else day + timedelta(days=1)
-        end = datetime(end_day.year, end_day.month, end_day.day, 0, 0, tzinfo=zone) + timedelta(
+        closes = datetime(end_day.year, end_day.month, end_day.day, 0, 0, tzinfo=zone) + timedelta(
             hours=eh, minutes=em
         )
-        if start.timestamp() <= ts < end.timestamp():
-            return start.timestamp(), end.timestamp()
+        if opens.timestamp() <= ts < closes.timestamp():
+            return opens.timestamp(), closes.timestamp()
     return None
 
 

@@ -20,6 +20,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 
 @dataclass
@@ -105,24 +106,26 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
     if incident is None:
         incident = incidents.open_for_component(conn, sig.component)
 
-    alert_id = conn.execute(
-        t.alerts.insert().values(
-            fingerprint=sig.fingerprint,
-            source=sig.source,
-            probe_id=sig.probe_id,
-            title=sig.title[:300],
-            component=sig.component,
-            severity=sig.severity,
-            status="firing",
-            state=sig.state,
-            message=sig.message,
-            labels_json=json.dumps(sig.labels) if sig.labels else None,
-            started_at=sig.started_at,
-            fired_at=sig.detected_at,
-            last_seen=now,
-            muted_by=muted_by,
+    alert_id = inserted_id(
+        conn.execute(
+            t.alerts.insert().values(
+                fingerprint=sig.fingerprint,
+                source=sig.source,
+                probe_id=sig.probe_id,
+                title=sig.title[:300],
+                component=sig.component,
+                severity=sig.severity,
+                status="firing",
+                state=sig.state,
+                message=sig.message,
+                labels_json=json.dumps(sig.labels) if sig.labels else None,
+                started_at=sig.started_at,
+                fired_at=sig.detected_at,
+                last_seen=now,
+                muted_by=muted_by,
+            )
         )
-    ).inserted_primary_key[0]
+    )
 
     if incident is None:
         incident_id = incidents.open_incident(

@@ -23,6 +23,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.durations import format_duration, parse_duration
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 MATCHER_KINDS = ("probe", "component", "fingerprint")
 # 9999-01-01T00:00:00Z: the latest time datetime can still show in any timezone; later (or
@@ -192,18 +193,20 @@ def add_window(
         raise WindowError("ends_at: the end must be after the start", "ends_at")
     if ends_at <= now:
         raise WindowError("ends_at: the end is already in the past", "ends_at")
-    return conn.execute(
-        t.maintenance.insert().values(
-            name=name,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            components_json=json.dumps(comps),
-            probes_json=json.dumps(probe_names),
-            created_by=created_by,
-            comment=_text(comment, "comment", limits.TEXT) or None,
-            ended_early_at=None,
+    return inserted_id(
+        conn.execute(
+            t.maintenance.insert().values(
+                name=name,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                components_json=json.dumps(comps),
+                probes_json=json.dumps(probe_names),
+                created_by=created_by,
+                comment=_text(comment, "comment", limits.TEXT) or None,
+                ended_early_at=None,
+            )
         )
-    ).inserted_primary_key[0]
+    )
 
 
 def get_window(conn: Connection, window_id: int) -> dict[str, Any] | None:
@@ -280,11 +283,11 @@ def next_occurrence(window: Window, now: float, settings: Settings) -> tuple[flo
         day = today + timedelta(days=ahead)
         if day.weekday() not in days:
             continue
-        start = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone).timestamp()
-        if start <= now:
+        opens = datetime(day.year, day.month, day.day, sh, sm, tzinfo=zone).timestamp()
+        if opens <= now:
             continue
         # the same arithmetic as `occurrence`, so the end shown is the end that mutes
-        found = occurrence(window, start, settings)
+        found = occurrence(window, opens, settings)
         if found is not None:
             return found
     return None
@@ -354,16 +357,18 @@ def add_silence(
         raise WindowError("ends_at: the end must be after the start", "ends_at")
     if ends_at <= now:
         raise WindowError("ends_at: the end is already in the past", "ends_at")
-    return conn.execute(
-        t.silences.insert().values(
-            matcher=normalised,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            created_by=created_by,
-            comment=_text(comment, "comment", limits.TEXT) or None,
-            expired_early_at=None,
+    return inserted_id(
+        conn.execute(
+            t.silences.insert().values(
+                matcher=normalised,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                created_by=created_by,
+                comment=_text(comment, "comment", limits.TEXT) or None,
+                expired_early_at=None,
+            )
         )
-    ).inserted_primary_key[0]
+    )
 
 
 def get_silence(conn: Connection, silence_id: int) -> dict[str, Any] | None:

@@ -152,7 +152,7 @@ def spike_signals(conn: Connection, settings: Settings, now: float) -> list[Sign
     cfg = settings.analytics
     last = int(now // HOUR)
     first = last - max(int(cfg.alerts.spike_baseline // HOUR), 3) + 1
-    envs = cfg.alerts.environments or [None]
+    envs: list[str | None] = [*cfg.alerts.environments] or [None]
     firing = []
     for env in envs:
         fp = f"{SPIKE}{env or ALL_ENVIRONMENTS}"

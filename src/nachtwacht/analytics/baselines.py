@@ -11,6 +11,7 @@ baseline" step after an incident: capture, then compare against it later.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, case, func, select
 from nachtwacht.analytics.models import BaselineSettings
 from nachtwacht.analytics.stats import percentile, rounded
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 
 class BaselineError(Exception):
@@ -32,7 +34,7 @@ class BaselineError(Exception):
 # ---------------------------------------------------------------------------- measuring
 
 
-def _probes(conn: Connection) -> list[Any]:
+def _probes(conn: Connection) -> Sequence[Any]:
     p = t.probes.c
     return conn.execute(
         select(p.id, p.name, p.kind, p.component, p.config_json)
@@ -193,16 +195,18 @@ def capture(
         raise BaselineError("the name is longer than 120 characters", field="name")
     start = now - window
     data = measure(conn, start, now)
-    baseline_id = conn.execute(
-        t.baselines.insert().values(
-            name=name,
-            captured_at=now,
-            captured_by=actor[:120],
-            window_start=start,
-            window_end=now,
-            data_json=json.dumps(data, sort_keys=True),
+    baseline_id = inserted_id(
+        conn.execute(
+            t.baselines.insert().values(
+                name=name,
+                captured_at=now,
+                captured_by=actor[:120],
+                window_start=start,
+                window_end=now,
+                data_json=json.dumps(data, sort_keys=True),
+            )
         )
-    ).inserted_primary_key[0]
+    )
     return get_baseline(conn, int(baseline_id))
 
 

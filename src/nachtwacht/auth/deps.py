@@ -218,7 +218,8 @@ async def check_csrf(request: Request, principal: Principal) -> None:
     if sent is None and _is_form(request):
         # FastAPI/Starlette keep the body, so the endpoint can still read it afterwards
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-        sent = (fields.get(CSRF_FIELD) or [None])[0]
+        given = fields.get(CSRF_FIELD)
+        sent = given[0] if given else None
     if not sent or not expected or not _same_secret(sent, expected):
         raise ApiError(
             403,

@@ -49,12 +49,12 @@ def role_allows(have: str, need: str) -> bool:
     """Whether a principal with role `have` may do what needs role `need`."""
     if have not in ROLES or need not in ROLES:
         return False
-    return ROLES.index(have) >= ROLES.index(need)  # type: ignore[arg-type]
+    return ROLES.index(have) >= ROLES.index(need)
 
 
 def lesser_role(a: str, b: str) -> Role:
     """The weaker of two roles; an unknown role counts as the weakest there is."""
-    rank = {role: i for i, role in enumerate(ROLES)}
+    rank: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
     return ROLES[min(rank.get(a, 0), rank.get(b, 0))]
 
 

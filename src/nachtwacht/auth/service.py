@@ -61,6 +61,7 @@ from nachtwacht.auth.models import (
 from nachtwacht.clock import iso
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 HASHER = PasswordHasher()  # RFC 9106 low-memory profile: argon2id, 64 MiB, t=3, p=4
 DEFAULTS = AuthSettings()
@@ -147,7 +148,7 @@ def check_password(password: str, settings: AuthSettings = DEFAULTS) -> None:
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise AuthError(f"unknown role '{role}'; use {', '.join(ROLES)}", field="role")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def _name(value: str, field: str = "name") -> str:
@@ -711,10 +712,10 @@ def login(
     where = _ip_key(ip)
     throttled = _throttle_wait(conn, ip, now, settings)
     if throttled is not None:
-        wait, failures = throttled
+        retry, failures = throttled
         audit(conn, given or "?", "login.throttled", given, {"failures": failures}, ip, now)
-        message = f"too many failed logins from {ip}; try again in {wait:.0f} s"
-        return LoginOutcome(False, 429, message, "throttled", wait)
+        message = f"too many failed logins from {ip}; try again in {retry:.0f} s"
+        return LoginOutcome(False, 429, message, "throttled", retry)
     wait = _lock_wait(conn, given, where, now)
     if wait is not None:
         audit(conn, given or "?", "login.locked", given, {"retry_after": round(wait)}, ip, now)
@@ -833,7 +834,7 @@ def create_session(
             user_agent=_clip(user_agent, 300),
         )
     )
-    return int(result.inserted_primary_key[0]), token, csrf
+    return inserted_id(result), token, csrf
 
 
 def resolve_session(
@@ -1038,7 +1039,7 @@ def _create_secret(
             **(extra or {}),
         )
     )
-    row_id = int(result.inserted_primary_key[0])
+    row_id = inserted_id(result)
     detail = {"name": name, field: value, **(noted or {})}
     audit(conn, actor, f"{kind}.create", f"{kind}:{row_id}", detail, ip, now)
     return row_id, secret

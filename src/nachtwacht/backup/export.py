@@ -237,8 +237,10 @@ def _with_timelines(conn: Connection, batch: list[dict[str, Any]]) -> Iterator[d
         .where(e.incident_id.in_([r["id"] for r in batch]))
         .order_by(e.incident_id, e.ts, e.id)
     )
-    for row in conn.execute(query).mappings():
-        events.setdefault(row["incident_id"], []).append(export_row(t.incident_events, dict(row)))
+    for event in conn.execute(query).mappings():
+        events.setdefault(event["incident_id"], []).append(
+            export_row(t.incident_events, dict(event))
+        )
     for row in batch:
         yield {**export_row(t.incidents, row), "timeline": events.get(row["id"], [])}
 

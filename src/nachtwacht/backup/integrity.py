@@ -115,7 +115,7 @@ def check_store(store: Store) -> IntegrityReport:
             _run(conn, report, "catalog", lambda: _catalog(conn))
             _run(conn, report, "row counts", lambda: _counts(conn, report))
             for name, check in _BACKEND_CHECKS.get(report.backend, ()):
-                _run(conn, report, name, lambda check=check: check(conn))
+                _run(conn, report, name, functools.partial(check, conn))
     except (StoreError, SQLAlchemyError, sqlite3.Error, OSError) as exc:
         report.checks.append(Check("connect", "failed", _reason(exc)))
     return report

@@ -21,6 +21,7 @@ from nachtwacht.clock import iso
 from nachtwacht.incidents import service as incidents
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 Item = Callable[[Context], Awaitable[ItemResult]]
 CHECKS: dict[str, Item] = {
@@ -67,15 +68,17 @@ def record(
 ) -> dict[str, Any]:
     passed = all(r.ok for r in results)
     rows = [r.as_dict() for r in results]
-    run_id = conn.execute(
-        t.checklist_runs.insert().values(
-            incident_id=incident_id,
-            passed=passed,
-            items_json=json.dumps(rows),
-            ran_by=actor[:120],
-            ran_at=now,
+    run_id = inserted_id(
+        conn.execute(
+            t.checklist_runs.insert().values(
+                incident_id=incident_id,
+                passed=passed,
+                items_json=json.dumps(rows),
+                ran_by=actor[:120],
+                ran_at=now,
+            )
         )
-    ).inserted_primary_key[0]
+    )
     if incident_id is not None:
         failed = [r.item for r in results if not r.ok]
         skipped = [r.item for r in results if r.skipped]

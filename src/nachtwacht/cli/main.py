@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -283,7 +283,8 @@ def main() -> None:
 
 def _invoke() -> int:
     # typer vendors click; its UsageError is BadParameter's base class
-    usage_error = typer.BadParameter.__mro__[1]
+    # __mro__ is typed as a tuple of plain `type`; this entry is click's UsageError
+    usage_error = cast(type[Exception], typer.BadParameter.__mro__[1])
     try:
         code = app(standalone_mode=False)
     except usage_error as exc:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nachtwacht.config.schema import Settings, settings_model
+from nachtwacht.probes.base import ProbeConfig
 
 DEFAULT_PATH = "nachtwacht.yaml"
 ENV_VAR = "NACHTWACHT_CONFIG"
@@ -206,7 +207,7 @@ class _Sources:
 
 def _with_metadata(field: Any) -> Any:
     if field.metadata:
-        return Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+        return Annotated[(field.annotation, *field.metadata)]
     return field.annotation
 
 
@@ -269,7 +270,7 @@ def config_warnings(
     return sorted(found, key=lambda p: p.line or 0)
 
 
-def link_warnings(settings: Settings) -> list[tuple[tuple[str, ...], str]]:
+def link_warnings(settings: Settings) -> Warnings:
     """An acknowledge link on a loopback address works only on this machine, not on a phone."""
     url = settings.incidents.public_url
     host = (urlsplit(url).hostname or "").lower()
@@ -350,13 +351,16 @@ def _resolve_paths(settings: Settings, file: Path) -> Settings:
     so `status` and `serve` mean the same files from any working directory."""
     base = file.parent.resolve()
     store = settings.store.model_copy(update={"url": _absolute_sqlite(settings.store.url, base)})
-    probes = [
-        p.model_copy(update={"url": _absolute_sqlite(p.url, base)})
-        if p.kind == "sql" and isinstance(getattr(p, "url", None), str)
-        else p
-        for p in settings.probes
-    ]
+    probes = [_resolve_probe_path(p, base) for p in settings.probes]
     return settings.model_copy(update={"store": store, "probes": probes})
+
+
+def _resolve_probe_path(probe: ProbeConfig, base: Path) -> ProbeConfig:
+    # config imports no probe kinds, so the `sql` probe's `url` is read by name
+    url = getattr(probe, "url", None)
+    if probe.kind == "sql" and isinstance(url, str):
+        return probe.model_copy(update={"url": _absolute_sqlite(url, base)})
+    return probe
 
 
 def _absolute_sqlite(url: str, base: Path) -> str:

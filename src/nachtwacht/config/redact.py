@@ -335,7 +335,7 @@ def _marker(metadata: Iterable[Any]) -> Secret | None:
 def _field_type(field: Any) -> Any:
     """A pydantic field's type with its metadata (the Secret marker) put back on."""
     if field.metadata:
-        return Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+        return Annotated[(field.annotation, *field.metadata)]
     return field.annotation
 
 

@@ -35,8 +35,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# named, not a lambda: mypy infers a lambda's list as list[str], not list[Weekday]
+def _weekdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
 class BusinessHours(Strict):
-    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=_weekdays)
     start: time = time(9, 0)
     end: time = time(17, 0)
     holidays: list[date] = Field(default_factory=list)
@@ -287,7 +292,7 @@ def _build(union: Any) -> type[Settings]:
     if key not in _cache:
         from pydantic import create_model
 
-        _cache[key] = create_model(  # type: ignore[call-overload]
+        _cache[key] = create_model(
             "NachtwachtConfig",
             __base__=Settings,
             probes=(list[union], Field(default_factory=list)),

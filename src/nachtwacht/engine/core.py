@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import update
 
@@ -106,7 +107,7 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=delay)
 
-    def start(self, extra: list[Awaitable[None]] | None = None) -> None:
+    def start(self, extra: list[Coroutine[Any, Any, None]] | None = None) -> None:
         for module in self.modules.values():
             self._tasks.append(asyncio.create_task(self._run_module(module), name=module.name))
         for coro in extra or []:

@@ -394,7 +394,8 @@ def build_event(
     """A Sentry event from one Error Log row (the traceback parsed into exception frames)."""
     name = str(row["name"])
     title = (row.get("method") or "").strip() if isinstance(row.get("method"), str) else ""
-    text = row.get("error") if isinstance(row.get("error"), str) else ""
+    error = row.get("error")
+    text = error if isinstance(error, str) else ""
     created = parse_creation(row.get("creation"), zone)
     host = yarl.URL(site).host or site
     tags = {"frappe.site": host, "frappe.error_log": name}

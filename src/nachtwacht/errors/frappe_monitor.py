@@ -441,12 +441,12 @@ class MonitorTail:
         p95 = None if p95_us is None else min(p95_us / 1000.0, values["duration_max_ms"])
         if total is None and row.p95_ms is not None and p95 is not None:
             p95 = max(p95, row.p95_ms)
-        values["p95_ms"] = p95
+        columns: dict[str, float | None] = {**values, "p95_ms": p95}
         if row is None:
-            conn.execute(rm.insert().values(source=self.cfg.name, minute=m, **values))
+            conn.execute(rm.insert().values(source=self.cfg.name, minute=m, **columns))
         else:
             conn.execute(
-                update(rm).where(rm.c.source == self.cfg.name, rm.c.minute == m).values(**values)
+                update(rm).where(rm.c.source == self.cfg.name, rm.c.minute == m).values(**columns)
             )
         return total
 

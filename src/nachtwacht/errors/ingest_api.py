@@ -142,7 +142,7 @@ async def _project(request: Request, key: str | None, project_id: int) -> None:
 
 
 # what each refusal of _check_project is called in /metrics and the log
-REFUSALS = {
+REFUSALS: dict[tuple[int, str | None], str] = {
     (401, "sentry_key"): "unknown_key",
     (403, "sentry_key"): "wrong_project",
     (404, "project_id"): "unknown_project",

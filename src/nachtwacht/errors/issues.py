@@ -184,8 +184,10 @@ def event_view(row: Any) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    request = data.get("request") if isinstance(data.get("request"), dict) else {}
-    sdk = data.get("sdk") if isinstance(data.get("sdk"), dict) else {}
+    request = data.get("request")
+    request = request if isinstance(request, dict) else {}
+    sdk = data.get("sdk")
+    sdk = sdk if isinstance(sdk, dict) else {}
     return {
         "event_id": row["event_id"],
         "ts": iso(row["ts"]),

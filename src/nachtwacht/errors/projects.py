@@ -27,7 +27,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from nachtwacht.auth.service import audit
 from nachtwacht.clock import Clock, SystemClock, iso
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import StoreError
+from nachtwacht.store.db import StoreError, inserted_id
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 CHUNK = 5000
@@ -99,16 +99,18 @@ def add_project(
     if by_name(conn, name) is not None:
         raise ProjectError(f"a project named '{name}' exists", 409, "name")
     key = secrets.token_hex(16)
-    project_id = conn.execute(
-        insert(t.error_projects).values(
-            name=name,
-            public_key=key,
-            environment=environment,
-            created_by=actor[:120],
-            created_at=now,
-            disabled=False,
+    project_id = inserted_id(
+        conn.execute(
+            insert(t.error_projects).values(
+                name=name,
+                public_key=key,
+                environment=environment,
+                created_by=actor[:120],
+                created_at=now,
+                disabled=False,
+            )
         )
-    ).inserted_primary_key[0]
+    )
     audit(conn, actor, "project.add", f"project:{project_id}", {"name": name}, ip, now)
     row = conn.execute(select(t.error_projects).where(t.error_projects.c.id == project_id)).one()
     return view(row._mapping, base)

@@ -26,6 +26,7 @@ from nachtwacht.errors import normalize as n
 from nachtwacht.errors.fingerprint import labels
 from nachtwacht.errors.records import Item, parse
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 log = logging.getLogger(__name__)
 STORED_LIMIT = 60_000  # bytes of data_json; MariaDB's TEXT holds 65,535
@@ -188,7 +189,7 @@ def _new_issue(
         "last_event_id": latest.event_id,
     }
     values = _clean(values)
-    return int(conn.execute(INSERT_ISSUE.values(**values)).inserted_primary_key[0])
+    return inserted_id(conn.execute(INSERT_ISSUE.values(**values)))
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

@@ -182,6 +182,9 @@ def processes() -> str:
 def load() -> dict[str, Any]:
     mem = psutil.virtual_memory()
     swap = psutil.swap_memory()
+    load1: float | None
+    load5: float | None
+    load15: float | None
     try:
         load1, load5, load15 = os.getloadavg()
     except OSError:

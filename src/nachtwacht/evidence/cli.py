@@ -153,7 +153,7 @@ def list_bundles(
         )
 
 
-def _locate(bundle: Path, config: Path | None) -> Path:
+def _locate(bundle: Path, config: str | None) -> Path:
     """A path as given; else a name in the evidence directory; else an id in the store."""
     if bundle.exists() or bundle.is_absolute() or len(bundle.parts) > 1:
         return bundle

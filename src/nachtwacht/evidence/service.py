@@ -38,7 +38,7 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.probes.report import status_report
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, inserted_id
 
 RECENT_ALERTS = 200
 
@@ -142,7 +142,7 @@ def capture_bundle(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     top = _name(now, incident_id, directory)
     host = socket.gethostname()
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "site": settings.site,
         "host": host,
@@ -166,19 +166,21 @@ def capture_bundle(
     bundle_sha = capture_hash(path)
     size = path.stat().st_size
     with store.begin() as conn:
-        bundle_id = conn.execute(
-            t.evidence_bundles.insert().values(
-                incident_id=incident_id,
-                path=str(path),
-                manifest_sha256=manifest_sha,
-                bundle_sha256=bundle_sha,
-                host=host[:200],
-                files=len(manifest["files"]),
-                size_bytes=size,
-                created_by=actor,
-                created_at=now,
+        bundle_id = inserted_id(
+            conn.execute(
+                t.evidence_bundles.insert().values(
+                    incident_id=incident_id,
+                    path=str(path),
+                    manifest_sha256=manifest_sha,
+                    bundle_sha256=bundle_sha,
+                    host=host[:200],
+                    files=len(manifest["files"]),
+                    size_bytes=size,
+                    created_by=actor,
+                    created_at=now,
+                )
             )
-        ).inserted_primary_key[0]
+        )
         if incident_id is not None:
             incidents.add_event(
                 conn,

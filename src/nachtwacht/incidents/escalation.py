@@ -197,8 +197,7 @@ def _fire_step(
         "next_step": index + 1,
         "next_step_at": inc["detected_at"] + following.after if following else None,
     }
-    repeating = step.repeat is not None and inc["acknowledged_at"] is None
-    if repeating:
+    if step.repeat is not None and inc["acknowledged_at"] is None:  # a repeating step
         values.update(pages_sent=1, next_page_at=now + step.repeat)
     if index == 0 or step.notify:
         values["paged"] = True
@@ -290,7 +289,7 @@ def _repeat_page(
     for s in policy.steps[: inc["next_step"]]:
         if s.repeat is not None:
             step = s
-    if step is None:
+    if step is None or step.repeat is None:  # the second only tells mypy what the loop chose
         conn.execute(
             update(t.incidents).where(t.incidents.c.id == inc["id"]).values(next_page_at=None)
         )

@@ -8,7 +8,7 @@ notify and config read these without depending on the incident service.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,12 @@ STATUSES = ("investigating", "mitigating", "monitoring", "resolved", "closed")
 OPEN_STATUSES = ("investigating", "mitigating", "monitoring")
 Status = Literal["investigating", "mitigating", "monitoring", "resolved", "closed"]
 Role = Literal["commander", "responder"]
+Severity = Literal[1, 2, 3]
+
+
+def is_severity(value: int) -> TypeGuard[Severity]:
+    return value in (1, 2, 3)
+
 
 # every kind of timeline entry
 EVENT_KINDS = (
@@ -137,18 +143,23 @@ def protocol_matrix() -> EscalationPolicy:
     )
 
 
+# named, not lambdas: mypy infers a lambda's dict as dict[int, ...], not keyed by Severity
+def _protocol_for_each() -> dict[Severity, str]:
+    return {1: "protocol", 2: "protocol", 3: "protocol"}
+
+
+def _update_every() -> dict[Severity, Duration]:
+    return {1: 1800.0, 2: 3600.0, 3: 4 * 3600.0}
+
+
 class IncidentSettings(Strict):
     policies: dict[str, EscalationPolicy] = Field(
         default_factory=lambda: {"protocol": protocol_matrix()}
     )
     # which policy each severity uses
-    severity_policy: dict[Literal[1, 2, 3], str] = Field(
-        default_factory=lambda: {1: "protocol", 2: "protocol", 3: "protocol"}
-    )
+    severity_policy: dict[Severity, str] = Field(default_factory=_protocol_for_each)
     # how often the commander owes a status update, per severity
-    update_every: dict[Literal[1, 2, 3], Duration] = Field(
-        default_factory=lambda: {1: 1800.0, 2: 3600.0, 3: 4 * 3600.0}
-    )
+    update_every: dict[Severity, Duration] = Field(default_factory=_update_every)
     # the address responders reach this server at, for acknowledge links in notifications;
     # unset, it is this server's own `server.host:port` (filled in by Settings)
     public_url: str = ""

@@ -278,7 +278,7 @@ def _edited(
     text = body
     if cfg.kind == "sms":
         # a text message has no subject line: both go in, cut to the channel's length
-        text = fit(f"{subject}: {body}", None, cfg.max_length)  # type: ignore[union-attr]
+        text = fit(f"{subject}: {body}", None, cfg.max_length)
     elif m.contact is None:
         # broadcast channels mention the people concerned, as the composed message did
         mentions = " ".join(p.chat for p in contacts if p.chat)

@@ -16,12 +16,13 @@ from sqlalchemy import Connection, Select, select, update
 
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, is_severity
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
 from nachtwacht.notify.compose import label
 from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, DeliveryOutcome, withdraw
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 
 class IncidentError(Exception):
@@ -88,7 +89,7 @@ def open_incident(
     muted: bool = False,
     commander: str | None = None,
 ) -> int:
-    if severity not in (1, 2, 3):
+    if not is_severity(severity):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
     if origin == "declared":  # a person's words: refused when too long
         check_length(title, "title", limits.TITLE)
@@ -99,30 +100,32 @@ def open_incident(
     detected = detected_at if detected_at is not None else now
     policy_name, _policy = settings.incidents.policy_for(severity)
     due = response_due(severity, detected, calendar(settings))
-    incident_id = conn.execute(
-        t.incidents.insert().values(
-            title=title[:300],
-            severity=severity,
-            status="investigating",
-            component=component,
-            origin=origin,
-            commander=commander,
-            impact=impact,
-            started_at=started_at if started_at is not None else detected,
-            detected_at=detected,
-            response_due_at=due,
-            policy=policy_name,
-            next_step=0,
-            next_step_at=detected,
-            pages_sent=0,
-            update_due_at=detected + settings.incidents.update_every[severity],
-            paged=False,
-            muted=muted,
-            ack_token=secrets.token_urlsafe(24),
-            created_at=now,
-            updated_at=now,
+    incident_id = inserted_id(
+        conn.execute(
+            t.incidents.insert().values(
+                title=title[:300],
+                severity=severity,
+                status="investigating",
+                component=component,
+                origin=origin,
+                commander=commander,
+                impact=impact,
+                started_at=started_at if started_at is not None else detected,
+                detected_at=detected,
+                response_due_at=due,
+                policy=policy_name,
+                next_step=0,
+                next_step_at=detected,
+                pages_sent=0,
+                update_due_at=detected + settings.incidents.update_every[severity],
+                paged=False,
+                muted=muted,
+                ack_token=secrets.token_urlsafe(24),
+                created_at=now,
+                updated_at=now,
+            )
         )
-    ).inserted_primary_key[0]
+    )
     kind = "declared" if origin == "declared" else "detected"
     add_event(
         conn,
@@ -347,7 +350,7 @@ def set_severity(
     now: float,
     reason: str = "",
 ) -> dict[str, Any]:
-    if severity not in (1, 2, 3):
+    if not is_severity(severity):
         raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
     check_length(reason, "reason")
     inc = require(conn, incident_id)

@@ -119,7 +119,7 @@ def compose(
                     )
                     # the link survives the cut only if the message carried one
                     ack = base["ack_url"] if base["ack_url"] and base["ack_url"] in body else None
-                    body = fit(text, ack, cfg.max_length)  # type: ignore[union-attr]
+                    body = fit(text, ack, cfg.max_length)
                 messages.append(
                     OutboundMessage(
                         idempotency_key=f"{key}:{name}:{person.id}",
@@ -184,7 +184,7 @@ def base_context(
         current = f"{status.capitalize()}; not yet acknowledged."
     else:
         current = ""
-    update_every = settings.incidents.update_every.get(severity) if severity else None  # type: ignore[call-overload]
+    update_every = settings.incidents.update_every.get(severity) if severity else None
     names = [p.name for p in people]
     ctx: dict[str, Any] = {
         "site": settings.site,

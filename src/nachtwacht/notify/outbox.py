@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Row, select, update
 
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 # the messages that page someone: sent before every other message, with their own rate limit
 PAGES = ("emergency_alert", "emergency_notification")
@@ -75,23 +76,25 @@ def enqueue(conn: Connection, messages: list[OutboundMessage], now: float) -> li
             continue
         existing.add(m.idempotency_key)
         ids.append(
-            conn.execute(
-                t.outbox.insert().values(
-                    idempotency_key=m.idempotency_key[:200],
-                    incident_id=m.incident_id,
-                    kind=m.kind,
-                    channel=m.channel,
-                    contact=m.contact,
-                    address=m.address,
-                    subject=m.subject[:300],
-                    body=m.body,
-                    payload_json=json.dumps(m.payload, default=str),
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+            inserted_id(
+                conn.execute(
+                    t.outbox.insert().values(
+                        idempotency_key=m.idempotency_key[:200],
+                        incident_id=m.incident_id,
+                        kind=m.kind,
+                        channel=m.channel,
+                        contact=m.contact,
+                        address=m.address,
+                        subject=m.subject[:300],
+                        body=m.body,
+                        payload_json=json.dumps(m.payload, default=str),
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
                 )
-            ).inserted_primary_key[0]
+            )
         )
     return ids
 

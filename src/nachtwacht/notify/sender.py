@@ -470,7 +470,7 @@ class OutboxSender:
         cfg = self.settings.notify.channels.get(row["channel"])
         body = f"{note}\n\n{row['body']}"
         if cfg is not None and cfg.kind == "sms":
-            body = fit(f"{note} {row['body']}", None, cfg.max_length)  # type: ignore[union-attr]
+            body = fit(f"{note} {row['body']}", None, cfg.max_length)
         row["body"] = body
         payload.update(
             acknowledged_at=iso(inc["acknowledged_at"]), acknowledged_by=inc["acknowledged_by"]

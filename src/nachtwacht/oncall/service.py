@@ -29,6 +29,7 @@ from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.oncall.models import ROLES, Contact, ExternalContact, Rotation
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ROLE_TITLES = {
@@ -350,15 +351,17 @@ def add_override(
         raise OncallError("ends_at must be after starts_at", "ends_at")
     if ends_at <= now:
         raise OncallError(f"ends_at {iso(ends_at)} is in the past; nothing to override", "ends_at")
-    return conn.execute(
-        insert(t.oncall_overrides).values(
-            rotation=rotation,
-            contact=contact,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            created_by=(actor or "unknown")[:120],
+    return inserted_id(
+        conn.execute(
+            insert(t.oncall_overrides).values(
+                rotation=rotation,
+                contact=contact,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                created_by=(actor or "unknown")[:120],
+            )
         )
-    ).inserted_primary_key[0]
+    )
 
 
 def list_overrides(
@@ -427,7 +430,9 @@ def delete_override(conn: Connection, override_id: int) -> dict[str, Any]:
 # -- targets and people ------------------------------------------------------------------------
 
 
-def resolve_target(conn: Connection, settings: Settings, target: str, now: float) -> list[Contact]:
+def resolve_target(
+    conn: Connection | None, settings: Settings, target: str, now: float
+) -> list[Contact]:
     """The contacts a policy target names at `now`.
 
     `oncall`: whoever is on call in each rotation (contacts with the role oncall_engineer when

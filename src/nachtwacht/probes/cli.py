@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -172,7 +172,7 @@ def check(
             fail(f"no probe named {', '.join(missing)}; see `nachtwacht probes list`", 2)
         wanted = [p for p in cfg.probes if p.name in names]
     results = asyncio.run(_run_checks(wanted, cfg))
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": p.name,
             "kind": p.kind,
@@ -212,7 +212,7 @@ async def _run_checks(configs: list, cfg) -> list[CheckResult]:  # noqa: ANN001
 def list_probes(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The probes in the config, with kind, component, interval and dependencies."""
     cfg = settings(config)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": p.name,
             "kind": p.kind,

@@ -18,6 +18,7 @@ from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState, Transition, may_alert
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 
 def sync_probes(conn: Connection, configs: Sequence[ProbeConfig], now: float) -> dict[str, int]:
@@ -29,17 +30,19 @@ def sync_probes(conn: Connection, configs: Sequence[ProbeConfig], now: float) ->
         payload = json.dumps(model_shown(cfg), separators=(",", ":"))
         row = existing.get(cfg.name)
         if row is None:
-            probe_id = conn.execute(
-                t.probes.insert().values(
-                    name=cfg.name,
-                    kind=cfg.kind,
-                    component=cfg.component,
-                    config_json=payload,
-                    enabled=cfg.enabled,
-                    created_at=now,
-                    updated_at=now,
+            probe_id = inserted_id(
+                conn.execute(
+                    t.probes.insert().values(
+                        name=cfg.name,
+                        kind=cfg.kind,
+                        component=cfg.component,
+                        config_json=payload,
+                        enabled=cfg.enabled,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            ).inserted_primary_key[0]
+            )
             conn.execute(t.probe_state.insert().values(probe_id=probe_id, state="new", since=now))
         else:
             probe_id = row.id

@@ -18,6 +18,7 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.reviews.service import ReviewError
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 Status = Literal["open", "done", "all"]
 
@@ -59,17 +60,19 @@ def add(
     if contact is None:
         known = ", ".join(c.id for c in settings.people.contacts) or "none configured"
         raise ReviewError(f"no contact '{owner}' (contacts: {known})", "owner", 422)
-    followup_id = conn.execute(
-        t.followups.insert().values(
-            incident_id=incident_id,
-            title=title,
-            owner=owner,
-            due_at=due_at,
-            status="open",
-            created_by=actor[:120],
-            created_at=now,
+    followup_id = inserted_id(
+        conn.execute(
+            t.followups.insert().values(
+                incident_id=incident_id,
+                title=title,
+                owner=owner,
+                due_at=due_at,
+                status="open",
+                created_by=actor[:120],
+                created_at=now,
+            )
         )
-    ).inserted_primary_key[0]
+    )
     due = datetime.fromtimestamp(due_at, settings.zone).strftime("%Y-%m-%d %H:%M")
     incidents.add_event(
         conn,

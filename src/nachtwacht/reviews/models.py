@@ -46,6 +46,11 @@ class ChecklistSettings(Strict):
     api_exclude: list[str] = Field(default_factory=list)
 
 
+# named, not a lambda: mypy infers a lambda's list as list[int], not list[Literal[1, 2, 3]]
+def _s1_and_s2() -> list[Literal[1, 2, 3]]:
+    return [1, 2]
+
+
 class ReviewSettings(Strict):
     checklist: ChecklistSettings = Field(default_factory=ChecklistSettings)
     # the protocol: immediate analysis within 24 hours, formal review within 1 week (after
@@ -53,7 +58,7 @@ class ReviewSettings(Strict):
     analysis_within: Duration = 86400.0
     review_within: Duration = 7 * 86400.0
     # which severities owe a review (and get the deadline reminders)
-    remind_severities: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2])
+    remind_severities: list[Literal[1, 2, 3]] = Field(default_factory=_s1_and_s2)
     # an overdue follow-up reminds its owner again after this long, while it stays open
     followup_repeat: Duration = 86400.0
     # how often the engine looks for due reminders

@@ -111,7 +111,7 @@ async def save_fields(request: Request, incident_id: RowId) -> Response:
     who = actor(request)
 
     def work(conn: Connection, rt: Any, now: float, form: dict[str, str]) -> None:
-        values = {k: form[k] for k in service.FIELDS if k in form}
+        values: dict[str, str | None] = {k: form[k] for k in service.FIELDS if k in form}
         service.set_fields(conn, incident_id, values, who, now)
 
     return await _panel_action(request, incident_id, work)

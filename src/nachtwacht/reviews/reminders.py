@@ -79,7 +79,7 @@ def _messages(
         channel = settings.notify.channels[m.channel]
         text = body
         if channel.kind == "sms":
-            text = fit(f"{subject}: {body}", None, channel.max_length)  # type: ignore[union-attr]
+            text = fit(f"{subject}: {body}", None, channel.max_length)
         elif m.contact is None:
             mentions = " ".join(p.chat for p in contacts if p.chat)
             if mentions:

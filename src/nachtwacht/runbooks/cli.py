@@ -30,7 +30,7 @@ from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.runbooks import service
-from nachtwacht.runbooks.runner import Policy, RunError, Runner, Who
+from nachtwacht.runbooks.runner import Action, Policy, RunError, Runner, Who
 from nachtwacht.store.db import Store
 
 runbook_app = typer.Typer(help="Runbooks: list, show, run.", no_args_is_help=True)
@@ -218,7 +218,7 @@ def resume(
         fail("--skip and --refuse exclude each other", 2)
     cfg = settings(config)
     policy = _policy(yes, as_json)
-    action = "skip" if skip else ("refuse" if refuse else "run")
+    action: Action = "skip" if skip else ("refuse" if refuse else "run")
     with _store(cfg) as store:
         runner = Runner(store, cfg, SystemClock())
         try:

@@ -82,7 +82,7 @@ def load_text(
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
         raise RunbookError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
-    if not isinstance(data, dict):
+    if node is None or not isinstance(data, dict):  # no node: an empty document, data None
         raise RunbookError(
             [Problem(filename, 1, "", "a runbook is a mapping with title and steps")]
         )

@@ -292,8 +292,4 @@ class LoadedRunbook(BaseModel):
 
     @property
     def steps(self) -> list[StepBase]:
-        return [
-            s
-            for s in self.runbook.steps
-            if s.variant is None or s.variant == self.variant  # type: ignore[union-attr]
-        ]
+        return [s for s in self.runbook.steps if s.variant is None or s.variant == self.variant]

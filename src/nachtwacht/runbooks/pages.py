@@ -21,7 +21,7 @@ from nachtwacht.auth.deps import access
 from nachtwacht.incidents import service as incidents
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.api import runner, who
-from nachtwacht.runbooks.runner import Policy, RunError
+from nachtwacht.runbooks.runner import Policy, RunError, is_action
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.pages import PageError, _form, _redirect, _show, incident_data
 
@@ -115,7 +115,7 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
     """Answer the waiting step (run | skip | refuse); the run then waits before the next."""
     form = await _form(request)
     action = form.get("action", "")
-    if action not in ("run", "skip", "refuse"):
+    if not is_action(action):
         return await _refused(
             request, incident_id, ValueError("action must be run, skip or refuse"), 422
         )
@@ -132,7 +132,7 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
             run_id,
             who=who(request),
             action=action,
-            policy=Policy(step_by_step=True),  # type: ignore[arg-type]
+            policy=Policy(step_by_step=True),
         )
     except RunError as exc:
         return await _refused(request, incident_id, exc, exc.status_code)

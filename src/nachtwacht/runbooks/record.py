@@ -17,7 +17,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES
-from nachtwacht.runbooks.models import StepBase
+from nachtwacht.runbooks.models import ManualStep, StepBase
 from nachtwacht.runbooks.steps import Outcome, describe
 from nachtwacht.runbooks.variables import Variables
 from nachtwacht.store import tables as t
@@ -181,8 +181,7 @@ class Recorder:
         now = self.clock.now()
         what = (
             "a person to confirm"
-            if step.kind == "manual"
-            # type: ignore[attr-defined]
+            if isinstance(step, ManualStep)
             else ("confirmation (destructive)" if step.destructive else "a go-ahead")
         )
         summary = f"waiting at step {idx + 1} {step.id} for {what}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from sqlalchemy import select, update
 
@@ -32,9 +32,14 @@ from nachtwacht.runbooks.record import Recorder, RunError, Who
 from nachtwacht.runbooks.steps import Outcome, StepEnv, describe, execute
 from nachtwacht.runbooks.variables import VariableError, Variables, known_names, variables
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import inserted_id
 
 Answer = Literal["yes", "no", "pause", "ask"]
 Action = Literal["run", "skip", "refuse"]
+
+
+def is_action(value: str) -> TypeGuard[Action]:
+    return value in ("run", "skip", "refuse")
 
 
 @dataclass
@@ -84,19 +89,21 @@ class Runner(Recorder):
                 inc = incidents.get_incident(conn, incident_id)
                 if inc is None:
                     raise RunError(f"no incident {incident_id}", "incident_id", 404)
-            run_id = conn.execute(
-                t.runbook_runs.insert().values(
-                    runbook=loaded.name,
-                    incident_id=incident_id,
-                    status="planned" if dry_run else "running",
-                    dry_run=dry_run,
-                    started_by=who.name,
-                    started_at=now,
-                    next_step=0,
-                    inputs_json=json.dumps(inputs or {}),
-                    definition_sha256=loaded.sha256,
+            run_id = inserted_id(
+                conn.execute(
+                    t.runbook_runs.insert().values(
+                        runbook=loaded.name,
+                        incident_id=incident_id,
+                        status="planned" if dry_run else "running",
+                        dry_run=dry_run,
+                        started_by=who.name,
+                        started_at=now,
+                        next_step=0,
+                        inputs_json=json.dumps(inputs or {}),
+                        definition_sha256=loaded.sha256,
+                    )
                 )
-            ).inserted_primary_key[0]
+            )
             run = {"id": run_id, "incident_id": incident_id}
             what = "dry run of" if dry_run else "started"
             self._event(

@@ -36,7 +36,7 @@ from nachtwacht.store.db import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Connection, list[bytes], float], None]
+Handler = Callable[[Connection, list[bytes], float], object]  # what it returns is unused
 CURSOR_KEY = "spool.cursor"
 GATHER = 0.05  # seconds
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,6 +17,18 @@ from nachtwacht.store import tables as t
 
 class StoreError(Exception):
     """The store cannot be reached or used; the message says which and why."""
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The id of the row a single-row insert just made.
+
+    SQLAlchemy types `inserted_primary_key` as optional (it is None for statements that are
+    not a single-row insert); every caller here runs one, so a missing key is a store fault.
+    """
+    key = result.inserted_primary_key
+    if key is None:
+        raise StoreError("the insert returned no primary key")
+    return int(key[0])
 
 
 def make_engine(url: str) -> Engine:

@@ -8,6 +8,7 @@ EHLO, then QUIT; HTTP channels: a TCP connect to the host and port).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import smtplib
 import socket
@@ -78,7 +79,7 @@ def run(settings: Settings, config_note: str) -> list[Check]:
             lambda: check_migrations(store) if ok and store is not None else _no_store(),
         )
         for label, path in (("disk data", settings.data_dir), ("disk spool", settings.spool_dir)):
-            _guard(checks, label, lambda p=path: check_disk(p))
+            _guard(checks, label, functools.partial(check_disk, path))
         _guard(checks, "spool", lambda: check_spool(settings, store if ok else None))
         _guard(checks, "clock skew", lambda: check_clock(settings, store if ok else None))
         checks.extend(check_channels(settings))
@@ -280,9 +281,7 @@ def check_channels(settings: Settings) -> list[Check]:
     for name, cfg in configured.items():
         label = f"channel {name}"
         try:
-            found = (
-                smtp_reachable(cfg) if cfg.kind == "email" else tcp_reachable(str(cfg.url))  # type: ignore[union-attr]
-            )
+            found = smtp_reachable(cfg) if cfg.kind == "email" else tcp_reachable(str(cfg.url))
         except Exception as exc:  # noqa: BLE001 - one line per channel
             found = Check(label, "fail", f"{exc.__class__.__name__}: {exc}"[:300])
         found.name = label

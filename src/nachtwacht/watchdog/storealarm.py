@@ -272,7 +272,7 @@ class StoreAlarm:
             body = text
             cfg = configured[channel]
             if cfg.kind == "sms":
-                body = fit(f"{subject}. {text}", None, cfg.max_length)  # type: ignore[union-attr]
+                body = fit(f"{subject}. {text}", None, cfg.max_length)
             outage["deliveries"].append(
                 {
                     "key": f"{FINGERPRINT}:{int(outage['since'])}:{tag}:{channel}:{contact or '*'}",

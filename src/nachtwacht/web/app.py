@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -106,7 +106,10 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    json_error = app.exception_handlers[ApiError]
+    # errors.install registered an async handler; the dict is typed for sync ones too
+    json_error = cast(
+        Callable[[Request, Exception], Awaitable[Response]], app.exception_handlers[ApiError]
+    )
 
     async def login_first(request: Request, exc: Exception) -> Response:
         # a browser opening a page without a session goes to the login form, and back after

@@ -239,7 +239,7 @@ async def _show(
     rt = request.app.state.runtime
     gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
 
-    def work() -> tuple[bytes, int, dict[str, str]]:
+    def work() -> tuple[bytes, dict[str, str], int]:
         now = rt.clock.now()
         context = _base(request, rt, now)
         try:

@@ -235,7 +235,7 @@ def _target(url: URL) -> str:
 def _first_line(error: BaseException, password: str | None) -> str:
     """The driver's own first line: `Access denied for user ... [1045]`."""
     orig = getattr(error, "orig", None) or error
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         text = f"{args[1]} [{args[0]}]"  # pymysql: (code, message)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from nachtwacht.store.db import StoreError
 from nachtwacht.store.tables import metadata
 
 config = context.config
@@ -14,7 +15,10 @@ target_metadata = metadata
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise StoreError("migrations need a connection or a sqlalchemy.url; neither was set")
+        engine = create_engine(url)
         with engine.begin() as connection:
             _migrate(connection)
     else:
