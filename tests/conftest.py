@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.nodeid import coerce_node_id
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
@@ -95,14 +96,36 @@ def closed_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (`--dist loadgroup`)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before xdist schedules by node ID
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # `serial` tests (kill -9 and restart of real processes, Chromium) run one after another
     # on one xdist worker: two at once on 2 cores starve each other's subprocesses. Beside
     # the other workers' lighter tests they are fine (they must hold under load anyway).
+    #
+    # Node IDs are rewritten here because both tools we lean on break under pytest 9, silently:
+    # schemathesis gives every operation's item the function's node ID, and xdist's loadgroup
+    # schedules by node ID, so all operations but one never ran; and xdist marks a group by
+    # setting `item._nodeid`, which pytest 9 no longer reads, so `serial` tests ran side by side.
+    # tests/test_xdist_groups.py checks both in a real xdist run.
+    # set on xdist workers only, where collection (and so scheduling by node ID) happens
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
     for item in items:
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group("serial"))
+        node_id = item.nodeid
+        label = getattr(item, "operation_label", None)
+        if label is not None and "[" not in node_id:
+            node_id = f"{node_id}[{label}]"
+        groups = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if loadgroup and groups and "@" not in node_id.rpartition("]")[2]:
+            node_id = f"{node_id}@{'_'.join(groups)}"
+        if node_id != item.nodeid:
+            item._id = coerce_node_id(node_id)
 
 
 @pytest.fixture(autouse=True)
