@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FOUNDATION = frozenset({"clock", "durations", "store", "config"})
+FOUNDATION = frozenset({"clock", "durations", "store", "config", "problems"})
 COMPOSITION = frozenset({"web", "cli", "engine", "__main__"})
 DOOR_NAMES = frozenset({"api", "pages", "cli", "ingest_api", "engine", "deps"})
 # What a door may use of the composition roots and of other domains' doors: the shared web

@@ -34,6 +34,7 @@ from nachtwacht.notify.cli import notify_app
 from nachtwacht.notify.reach import config_warnings as reach_warnings
 from nachtwacht.oncall import cli as oncall_cli
 from nachtwacht.probes import cli as probes_cli
+from nachtwacht.problems import Problem
 from nachtwacht.reviews import cli as reviews_cli
 from nachtwacht.runbooks import cli as runbooks_cli
 from nachtwacht.watchdog import cli as watchdog_cli
@@ -292,6 +293,11 @@ def _invoke() -> int:
         where = f"{ctx.command_path}: " if ctx is not None else ""
         typer.echo(f"error: {where}{exc.format_message()}", err=True)  # type: ignore[attr-defined]
         return 2
+    except Problem as exc:
+        # the one place a domain's refusal becomes an exit code
+        where = f" ({exc.field})" if exc.field else ""
+        typer.echo(f"error: {exc.message}{where}", err=True)
+        return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130

@@ -6,6 +6,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from nachtwacht.problems import Problem
 from nachtwacht.store.db import StoreError
 
 
@@ -28,6 +29,13 @@ def install(app: FastAPI) -> None:
             {"detail": exc.detail, "field": exc.field},
             status_code=exc.status_code,
             headers=exc.headers,
+        )
+
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        # the one place a domain's refusal becomes an HTTP status
+        return JSONResponse(
+            {"detail": exc.message, "field": exc.field}, status_code=exc.http_status
         )
 
     @app.exception_handler(RequestValidationError)
