@@ -76,7 +76,7 @@ async def test_a_change_buffered_while_an_urgent_flush_writes_is_flushed_right_a
     tmp_path: Path,
 ) -> None:
     rt = build(tmp_path, 2)
-    a, b = list(rt.scheduler.runtimes)
+    a, b = list(rt.scheduler.slots)
     now = time.time()
     change(rt, a, State.OK, State.CRITICAL, now)
     rt.writer.flush_soon()
@@ -93,7 +93,7 @@ async def test_a_change_buffered_while_an_urgent_flush_writes_is_flushed_right_a
 
 async def test_only_changes_that_may_alert_leave_a_flip(tmp_path: Path) -> None:
     rt = build(tmp_path, 3)
-    a, b, c = list(rt.scheduler.runtimes)
+    a, b, c = list(rt.scheduler.slots)
     now = time.time()
     change(rt, a, State.NEW, State.OK, now)  # every probe at its first check
     change(rt, b, State.OK, State.PENDING, now)  # a retry, not yet confirmed
@@ -107,7 +107,7 @@ async def test_unknown_after_critical_keeps_the_outage_open(tmp_path: Path) -> N
     """A check that cannot tell (it could not read its own data, a tool failed) is no
     recovery: the alert and the incident stay open, and reconciling agrees."""
     rt = build(tmp_path)
-    (a,) = list(rt.scheduler.runtimes)
+    (a,) = list(rt.scheduler.slots)
     now = time.time()
     change(rt, a, State.OK, State.CRITICAL, now)
     await rt.alerting.drain()
@@ -126,7 +126,7 @@ async def test_the_alert_of_a_probe_removed_from_the_config_is_resolved(
 ) -> None:
     port = free_port()
     rt = build(tmp_path, 2, port)
-    a, _ = list(rt.scheduler.runtimes)
+    a, _ = list(rt.scheduler.slots)
     change(rt, a, State.OK, State.CRITICAL, time.time())
     await rt.alerting.drain()
     assert alerts(rt.store) == [("firing", "investigating")]
@@ -142,7 +142,7 @@ async def test_the_alert_of_a_probe_removed_from_the_config_is_resolved(
 
 async def test_a_flush_cancelled_while_writing_is_written_once(tmp_path: Path) -> None:
     rt = build(tmp_path)
-    (a,) = list(rt.scheduler.runtimes)
+    (a,) = list(rt.scheduler.slots)
     change(rt, a, State.OK, State.CRITICAL, time.time())
     task = asyncio.ensure_future(rt.writer.flush())
     await asyncio.sleep(0)  # the batch is taken and its thread writes
@@ -162,7 +162,7 @@ async def test_a_failure_that_recovered_before_its_alert_is_recorded_not_paged(
     replayed failure's flip arrives with no flip for the recovery seen since. The outage is
     recorded (alert and incident, resolved), and no page says CRITICAL for what is over."""
     rt = build(tmp_path)
-    (a,) = list(rt.scheduler.runtimes)
+    (a,) = list(rt.scheduler.slots)
     now = time.time()
     change(rt, a, State.OK, State.CRITICAL, now)
     await rt.writer.flush()

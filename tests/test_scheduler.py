@@ -49,7 +49,7 @@ async def test_every_probe_runs_within_the_startup_spread(
     await rt.scheduler.run_due()
     clock.advance(5)
     await rt.scheduler.run_due()
-    assert all(r.checks == 1 for r in rt.scheduler.runtimes.values())
+    assert all(r.checks == 1 for r in rt.scheduler.slots.values())
     rt.writer.flush_sync()
     with sqlite_store.connect() as conn:
         states = {p["name"]: p["state"] for p in service.probe_overview(conn)}

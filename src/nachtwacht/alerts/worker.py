@@ -23,8 +23,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import CheckResult, State
-from nachtwacht.probes.scheduler import Runtime as ProbeRuntime
-from nachtwacht.probes.scheduler import Scheduler
+from nachtwacht.probes.scheduler import ProbeSlot, Scheduler
 from nachtwacht.probes.state import Transition, may_alert
 from nachtwacht.probes.writer import ResultWriter
 from nachtwacht.store.db import Store
@@ -65,10 +64,10 @@ class Alerting:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def listener(self) -> Callable[[ProbeRuntime, CheckResult, Transition | None], None]:
+    def listener(self) -> Callable[[ProbeSlot, CheckResult, Transition | None], None]:
         """Scheduler listener: a change that may page is written now, so its flip is handled."""
 
-        def on_result(rt: ProbeRuntime, result: CheckResult, transition: Transition | None) -> None:
+        def on_result(slot: ProbeSlot, result: CheckResult, transition: Transition | None) -> None:
             if transition is not None and self.writer is not None and may_alert(transition):
                 self.writer.flush_soon()
 
@@ -98,7 +97,7 @@ class Alerting:
     def _configs(self) -> dict[int, ProbeConfig]:
         if self.scheduler is None:
             return {}
-        return {pid: rt.config for pid, rt in self.scheduler.runtimes.items()}
+        return {pid: slot.config for pid, slot in self.scheduler.slots.items()}
 
     # -- the work -----------------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ class Runtime:
                 uptime(
                     conn,
                     now,
-                    [r.probe_id for r in self.scheduler.runtimes.values()],
+                    [r.probe_id for r in self.scheduler.slots.values()],
                     cache=self.uptime_cache,
                 )
 

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class Runtime:
+class ProbeSlot:
+    """One enabled probe in the scheduler: its config, its live probe, its state and when it
+    is next due. (The process as a whole is the engine's `Runtime`.)"""
+
     probe_id: int
     config: ProbeConfig
     probe: Probe
@@ -44,7 +47,7 @@ class SchedulerStats:
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
 
-Listener = Callable[[Runtime, CheckResult, Transition | None], None]
+Listener = Callable[[ProbeSlot, CheckResult, Transition | None], None]
 
 
 class Scheduler:
@@ -75,8 +78,8 @@ class Scheduler:
         self._waiter: asyncio.Future[None] | None = None
         rng = rng or random.Random()
         now = clock.now()
-        self.runtimes: dict[int, Runtime] = {}
-        self.by_name: dict[str, Runtime] = {}
+        self.slots: dict[int, ProbeSlot] = {}
+        self.by_name: dict[str, ProbeSlot] = {}
         for cfg in configs:
             if not cfg.enabled:
                 continue
@@ -85,9 +88,9 @@ class Scheduler:
             # spread the first checks so a restart does not fire every probe at once, yet
             # every probe runs within `startup_spread` of start
             first = now + rng.uniform(0, min(cfg.interval, startup_spread))
-            rt = Runtime(pid, cfg, registry.build(cfg, ctx), state, due=first)
-            self.runtimes[pid] = rt
-            self.by_name[cfg.name] = rt
+            slot = ProbeSlot(pid, cfg, registry.build(cfg, ctx), state, due=first)
+            self.slots[pid] = slot
+            self.by_name[cfg.name] = slot
             heapq.heappush(self._heap, (first, pid))
 
     # -- one step, usable from tests with a fake clock -------------------------------------
@@ -97,16 +100,16 @@ class Scheduler:
         now = self.clock.now()
         limit = now + horizon
         heap = self._heap
-        runtimes = self.runtimes
+        slots = self.slots
         tasks = self._tasks
         create_task = asyncio.get_running_loop().create_task
         while heap and heap[0][0] <= limit:
             due, pid = heapq.heappop(heap)
-            rt = runtimes.get(pid)
-            if rt is None or rt.due != due:
+            slot = slots.get(pid)
+            if slot is None or slot.due != due:
                 continue  # stale entry (the probe was rescheduled or removed)
-            rt.running = True
-            task = create_task(self._run(rt, due))
+            slot.running = True
+            task = create_task(self._run(slot, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         return (heap[0][0] - now) if heap else 1.0
@@ -119,11 +122,11 @@ class Scheduler:
 
     async def run_now(self, names: Sequence[str] | None = None) -> None:
         """Check the named probes (or all) immediately, outside their schedule."""
-        wanted = [self.by_name[n] for n in names] if names else list(self.runtimes.values())
+        wanted = [self.by_name[n] for n in names] if names else list(self.slots.values())
         now = self.clock.now()
-        for rt in wanted:
-            rt.due = now
-            heapq.heappush(self._heap, (now, rt.probe_id))
+        for slot in wanted:
+            slot.due = now
+            heapq.heappush(self._heap, (now, slot.probe_id))
         await self.run_due()
 
     async def loop(self, stop: asyncio.Event) -> None:
@@ -157,29 +160,29 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await self.drain()
-        for rt in self.runtimes.values():
+        for slot in self.slots.values():
             try:
-                await rt.probe.close()
+                await slot.probe.close()
             except Exception:  # closing is best effort
-                log.exception("closing probe %s", rt.config.name)
+                log.exception("closing probe %s", slot.config.name)
 
     # -- one check ---------------------------------------------------------------------------
 
-    async def _run(self, rt: Runtime, due: float) -> None:
+    async def _run(self, slot: ProbeSlot, due: float) -> None:
         start = self.clock.now()
         try:
             async with self._sem:
-                result = await rt.probe.run()
+                result = await slot.probe.run()
         finally:
-            rt.running = False
+            slot.running = False
         now = self.clock.now()
         lag_ms = max(0.0, (start - due) * 1000)
         self.stats.checks += 1
         self.stats.lags_ms.append(lag_ms)
-        rt.checks += 1
-        transition = apply(rt.state, result, now, rt.config.retries)
+        slot.checks += 1
+        transition = apply(slot.state, result, now, slot.config.retries)
         row = ResultRow(
-            rt.probe_id,
+            slot.probe_id,
             now,
             int(result.status),
             result.value,
@@ -187,21 +190,21 @@ class Scheduler:
             lag_ms,
             result.message,
         )
-        self.writer.add(row, rt.state, transition)
+        self.writer.add(row, slot.state, transition)
         for listener in self.listeners:
             try:
-                listener(rt, result, transition)
+                listener(slot, result, transition)
             except Exception:
                 log.exception("result listener failed")
-        cfg = rt.config
-        step = cfg.effective_retry_interval if rt.state.state is State.PENDING else cfg.interval
+        cfg = slot.config
+        step = cfg.effective_retry_interval if slot.state.state is State.PENDING else cfg.interval
         following = due + step
         if following <= now:  # the check overran its slot: skip ahead, never pile up
             following = (
                 now + step if step < cfg.interval else due + step * (int((now - due) // step) + 1)
             )
-        rt.due = following
-        heapq.heappush(self._heap, (following, rt.probe_id))
+        slot.due = following
+        heapq.heappush(self._heap, (following, slot.probe_id))
 
 
 def _wake_up(waiter: asyncio.Future[None] | None) -> None:

@@ -47,7 +47,7 @@ def status_for(runtime: Runtime) -> dict[str, Any]:
 def failing_probes(runtime: Runtime) -> list[str]:
     """'component: probe STATE — message' for each probe failing now, worst first."""
     order = {State.CRITICAL: 0, State.WARNING: 1, State.UNKNOWN: 2}
-    failing = [rt for rt in runtime.scheduler.runtimes.values() if rt.state.state in order]
+    failing = [rt for rt in runtime.scheduler.slots.values() if rt.state.state in order]
     failing.sort(key=lambda rt: (order[rt.state.state], rt.config.severity, rt.config.name))
     return [
         f"{rt.config.component}: {title(rt.config, rt.state.state, rt.state.last_message)}"

@@ -213,7 +213,7 @@ def create_app(
             "status": status,
             "version": __version__,
             "modules": modules,
-            "probes": len(runtime.scheduler.runtimes),
+            "probes": len(runtime.scheduler.slots),
             "unwritten_results": runtime.writer.pending,
             "store": state["store"],
             "spool": state["spool"],

@@ -45,10 +45,10 @@ class ProbeCollector(Collector):
         checks = CounterMetricFamily(
             "nachtwacht_probe_checks", "Checks run since the process started", labels=labels
         )
-        for rt in self.runtime.scheduler.runtimes.values():
-            cfg, st = rt.config, rt.state
+        for slot in self.runtime.scheduler.slots.values():
+            cfg, st = slot.config, slot.state
             lv = [cfg.name, cfg.kind, cfg.component]
-            checks.add_metric(lv, rt.checks)
+            checks.add_metric(lv, slot.checks)
             up.add_metric(lv, 1.0 if st.state is State.OK else 0.0)
             for name in STATE_VALUES:
                 state.add_metric([*lv, name], 1.0 if st.state.value == name else 0.0)
