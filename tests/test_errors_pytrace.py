@@ -18,7 +18,7 @@ import pytest
 
 from nachtwacht.errors import pytrace
 from nachtwacht.errors.fingerprint import group
-from nachtwacht.errors.frappe_errorlog import build_event
+from nachtwacht.errors.frappe.errorlog import build_event
 from nachtwacht.errors.ingest_api import JsonEvent, JsonException, to_sentry
 from nachtwacht.errors.models import FrappeErrorLog
 

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.errors import frappe_engine
-from nachtwacht.errors.frappe_errorlog import (
+from nachtwacht.errors.frappe import engine as frappe_engine
+from nachtwacht.errors.frappe.errorlog import (
     MAX_SEEN,
     Cursor,
     ErrorLogPoller,

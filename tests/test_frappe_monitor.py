@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.errors import frappe_engine
-from nachtwacht.errors.frappe_monitor import KEEP_MINUTES, MonitorLogError, MonitorTail, Sketch
+from nachtwacht.errors.frappe import engine as frappe_engine
+from nachtwacht.errors.frappe.monitor import KEEP_MINUTES, MonitorLogError, MonitorTail, Sketch
 from nachtwacht.errors.models import FrappeMonitorLog
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store

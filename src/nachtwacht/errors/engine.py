@@ -37,6 +37,6 @@ def install(runtime: Runtime) -> None:
     runtime.engine.add("error_retention", RETENTION_INTERVAL, retention)
     if settings.errors.frappe_error_logs or settings.errors.frappe_monitor_logs:
         # imported only when configured: the adapters' modules are their own package's concern
-        from nachtwacht.errors import frappe_engine
+        from nachtwacht.errors.frappe import engine as frappe_engine
 
         frappe_engine.install(runtime)

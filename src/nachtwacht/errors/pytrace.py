@@ -1,7 +1,7 @@
 """A Python traceback as text -> Sentry `exception.values`; the one parser for such text.
 
 Used by the JSON endpoint (`ingest_api`, a traceback sent as `stacktrace` text) and the Frappe
-Error Log poller (`frappe_errorlog`), so the same traceback gives the same frames, and groups
+Error Log poller (`frappe.errorlog`), so the same traceback gives the same frames, and groups
 into the same issue, whichever way it came in. Frames are shaped like the Sentry SDK's, so
 they also group with events an SDK sent for the same code.
 

@@ -1,6 +1,6 @@
 """Poll a Frappe site's Error Log over its REST API and spool each new row as an `error_event`.
 
-One `ErrorLogPoller` per `errors.frappe_error_logs` entry; `frappe_engine.install` runs its
+One `ErrorLogPoller` per `errors.frappe_error_logs` entry; `frappe.engine.install` runs its
 `tick` every `interval`. A poll:
 
 1. lists `name, creation` of the rows created at or after `since` (oldest first, keyset
@@ -24,6 +24,10 @@ than growing the cursor past what a TEXT column holds.
 
 The event id is uuid5(site URL + Error Log name), so a row spooled twice (a crash between the
 spool write and the cursor write) is stored once: `(project_id, event_id)` is unique.
+
+Why one module of some 430 lines: the cursor, the poll that advances it and the event built
+from a row are one protocol (what is listed, fetched, spooled and then remembered); split, each
+part would only make sense read beside the others.
 """
 
 from __future__ import annotations

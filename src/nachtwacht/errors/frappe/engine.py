@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nachtwacht.errors.frappe_errorlog import ErrorLogPoller
-from nachtwacht.errors.frappe_monitor import MonitorTail
+from nachtwacht.errors.frappe.errorlog import ErrorLogPoller
+from nachtwacht.errors.frappe.monitor import MonitorTail
 
 if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
