@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from nachtwacht import tailer
 from nachtwacht.clock import FakeClock
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds import logfile
@@ -176,7 +177,7 @@ async def test_rename_rotation_counts_every_line_exactly_once(
     clock.advance(MINUTE)
     # the rotated file stayed quiet for a check: let go, its last line counted as a line
     assert (await probe.check()).value == 11
-    assert probe._old is None
+    assert probe._tailer is not None and probe._tailer.rotated == 0
     clock.advance(MINUTE)
     assert (await probe.check()).value == 11
 
@@ -286,7 +287,7 @@ async def test_a_huge_backlog_is_read_in_capped_steps(
     make: Make, log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logfile, "MAX_BYTES_PER_CHECK", len(ERROR) * 10)
-    monkeypatch.setattr(logfile, "CHUNK_BYTES", len(ERROR) * 3)
+    monkeypatch.setattr(tailer, "CHUNK_BYTES", len(ERROR) * 3)
     probe = make(window="1h")
     await probe.check()
     append(log_path, ERROR * 25)

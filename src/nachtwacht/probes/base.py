@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -12,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nachtwacht.durations import Duration
 from nachtwacht.probes.results import CheckResult, Status
+from nachtwacht.tailer import os_reason as os_reason  # the probes' name for it
 
 if TYPE_CHECKING:
     from nachtwacht.probes.context import ProbeContext
@@ -135,16 +134,6 @@ class Probe:
 def describe_exception(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:500]
-
-
-def os_reason(exc: OSError) -> str:
-    """`Connection refused` rather than `Connect call failed ('127.0.0.1', 1)`."""
-    code = exc.errno
-    if code is None and exc.args and isinstance(exc.args[0], int):
-        code = exc.args[0]
-    if code is not None and code in errno.errorcode:
-        return os.strerror(code)
-    return exc.strerror or str(exc) or exc.__class__.__name__
 
 
 def format_number(value: float) -> str:
