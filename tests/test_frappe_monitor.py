@@ -15,7 +15,8 @@ from sqlalchemy import select
 from nachtwacht.clock import FakeClock
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.errors.frappe import engine as frappe_engine
-from nachtwacht.errors.frappe.monitor import KEEP_MINUTES, MonitorLogError, MonitorTail, Sketch
+from nachtwacht.errors.frappe.monitor import KEEP_MINUTES, MonitorLogError, MonitorTail
+from nachtwacht.errors.frappe.sketch import Sketch
 from nachtwacht.errors.models import FrappeMonitorLog
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -149,9 +150,9 @@ async def test_requests_per_minute_across_reads_rotation_and_a_restart(
         "p95": 17.0,
     }
 
-    # logrotate renames the file; a flush still writing appends 18 and 19 to the old one
+    # logrotate renames the file; a flush still writing appends 18 to the old one
     os.rename(log, log.with_name("monitor.json.log.1"))
-    append(log.with_name("monitor.json.log.1"), a_line(18) + "\n" + a_line(19) + "\n")
+    append(log.with_name("monitor.json.log.1"), a_line(18) + "\n")
     log.write_text(
         a_line(20)
         + "\n"
@@ -161,10 +162,16 @@ async def test_requests_per_minute_across_reads_rotation_and_a_restart(
         + "\n"
     )
     clock.advance(15)
-    assert await tail.tick(clock.now()) == 2  # the old file only: it gets one more look
-    assert rows(store)[B]["n"] == 1
+    assert await tail.tick(clock.now()) == 1 + 3  # the old file to its end, the new from its start
+    assert (rows(store)[A]["n"], rows(store)[B]["n"]) == (17 + 2, 1 + 2)
+    # the flush appends 19 to the old file after that read: it is still open, so 19 counts
+    append(log.with_name("monitor.json.log.1"), a_line(19) + "\n")
     clock.advance(15)
-    assert await tail.tick(clock.now()) == 3  # then the new one from its start
+    assert await tail.tick(clock.now()) == 1
+    assert tail.tailer is not None and tail.tailer.rotated == 1
+    clock.advance(15)
+    assert await tail.tick(clock.now()) == 0  # quiet for a tick: let go
+    assert tail.tailer.rotated == 0
     final = {
         A: {"n": 20, "n_5xx": 3, "n_4xx": 3, "sum": 210.0, "max": 20.0, "p95": 19.0},
         B: {"n": 3, "n_5xx": 1, "n_4xx": 0, "sum": 450.0, "max": 300.0, "p95": 300.0},

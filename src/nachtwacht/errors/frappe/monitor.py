@@ -29,21 +29,20 @@ Decisions:
   of minutes more than 30 minutes before the newest line counted are dropped; a line later
   than that still adds exactly to n, the sums and the max, but its minute's p95 becomes the
   larger of the stored one and that of the late lines (an upper bound).
-- Rotation as in the `logfile` probe: rename (logrotate's default) is noticed by the inode;
-  the rotated file (same directory, name starting with the log's name) is read to its end
-  first, and once more at the next tick (a flush may have been writing during the rename),
-  then the new file from its start. Copytruncate (same inode, shorter than our offset)
-  restarts at 0. At most 50 MB are read per tick; a backlog is caught up over several ticks.
-- First sight of the file: start at its end unless `from_start` (history is not counted). A
-  file that was missing at first sight, or that replaced a rotated one, is read whole.
+- The file is followed by `nachtwacht.tailer`, as the `logfile` probe's is: rename rotation
+  (the rotated file is kept open and read to its end, before the new file, until a tick finds
+  nothing more in it: a flush may have been writing during the rename), copytruncate,
+  partial lines, a file that goes away and comes back, at most 50 MB per tick (a backlog is
+  caught up over several ticks). Its position is part of the state committed with the rows.
+- First sight of the file: start at its end unless `from_start` (history is not counted, nor
+  the rest of a line the end falls in). A file that was missing at first sight, or that
+  replaced a rotated one, is read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,107 +51,23 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection, delete, select, update
 
+from nachtwacht.errors.frappe.sketch import Sketch
 from nachtwacht.errors.models import FrappeMonitorLog
-from nachtwacht.probes.base import os_reason
 from nachtwacht.probes.kinds.logfile import _meta_key
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
+from nachtwacht.tailer import Position, Tailer
 
 log = logging.getLogger(__name__)
 
 MAX_BYTES_PER_TICK = 50 * 1024 * 1024
 KEEP_MINUTES = 30
 RECENT_UUIDS = 64
-EXACT_LIMIT = 256  # distinct durations a minute's sketch keeps exactly
-ALPHA = 0.01  # relative accuracy of the bucketed sketch
-GAMMA = (1 + ALPHA) / (1 - ALPHA)
-LOG_GAMMA = math.log(GAMMA)
 FUTURE_SLACK = 3600.0  # a line stamped further ahead than this is garbage, not a request
 
 
 class MonitorLogError(Exception):
     """The log cannot be read: missing, unreadable or not a file."""
-
-
-# -- p95 across reads ----------------------------------------------------------------------------
-
-
-def _bucket(us: int) -> int:
-    return math.ceil(math.log(max(us, 1)) / LOG_GAMMA)
-
-
-def _bucket_value(index: int) -> float:
-    # the point of (GAMMA^(i-1), GAMMA^i] within ALPHA of every value in it
-    return 2 * GAMMA**index / (GAMMA + 1)
-
-
-class Sketch:
-    """Durations (µs) of one minute: exact counts, or log buckets once there are many."""
-
-    __slots__ = ("exact", "buckets")
-
-    def __init__(self) -> None:
-        self.exact: dict[int, int] | None = {}
-        self.buckets: dict[int, int] = {}
-
-    def add(self, us: int, count: int = 1) -> None:
-        if self.exact is not None:
-            self.exact[us] = self.exact.get(us, 0) + count
-            if len(self.exact) > EXACT_LIMIT:
-                self._collapse()
-        else:
-            index = _bucket(us)
-            self.buckets[index] = self.buckets.get(index, 0) + count
-
-    def _collapse(self) -> None:
-        assert self.exact is not None
-        exact, self.exact = self.exact, None
-        for us, count in exact.items():
-            self.add(us, count)
-
-    def merge(self, other: Sketch) -> None:
-        if other.exact is not None:
-            for us, count in other.exact.items():
-                self.add(us, count)
-            return
-        if self.exact is not None:
-            self._collapse()
-        for index, count in other.buckets.items():
-            self.buckets[index] = self.buckets.get(index, 0) + count
-
-    def quantile(self, q: float) -> float | None:
-        """The nearest-rank q-quantile in µs (exact, or within ALPHA once bucketed)."""
-        items = sorted((self.exact if self.exact is not None else self.buckets).items())
-        total = sum(count for _, count in items)
-        if not total:
-            return None
-        rank = max(1, math.ceil(q * total - 1e-9))
-        seen = 0
-        for key, count in items:
-            seen += count
-            if seen >= rank:
-                return float(key) if self.exact is not None else _bucket_value(key)
-        return None  # unreachable: the counts sum to total
-
-    def dump(self) -> dict[str, list[list[int]]]:
-        if self.exact is not None:
-            return {"e": [[k, c] for k, c in self.exact.items()]}
-        return {"b": [[k, c] for k, c in self.buckets.items()]}
-
-    @classmethod
-    def load(cls, value: Any) -> Sketch | None:
-        if not isinstance(value, dict):
-            return None
-        sketch = cls()
-        try:
-            if "b" in value:
-                sketch.exact = None
-                sketch.buckets = {int(k): int(c) for k, c in value["b"]}
-            else:
-                sketch.exact = {int(k): int(c) for k, c in value["e"]}
-        except (KeyError, TypeError, ValueError):
-            return None
-        return sketch
 
 
 @dataclass
@@ -181,20 +96,14 @@ class Minute:
 
 @dataclass
 class TailState:
-    dev: int | None = None
-    inode: int | None = None
-    offset: int = 0
-    rotated: bool = False  # the path names another file; ours gets one more read
+    position: Position = field(default_factory=Position)  # the tailer's, committed
     newest: int | None = None  # the newest minute counted
     minutes: list[int] = field(default_factory=list)  # minutes whose sketches are kept
     recent: list[str] = field(default_factory=list)  # uuids of the last lines counted
 
     def dump(self) -> dict[str, Any]:
         return {
-            "dev": self.dev,
-            "inode": self.inode,
-            "offset": self.offset,
-            "rotated": self.rotated,
+            **self.position.dump(),
             "newest": self.newest,
             "minutes": self.minutes,
             "recent": self.recent,
@@ -204,12 +113,12 @@ class TailState:
     def load(cls, value: Any) -> TailState | None:
         if not isinstance(value, dict):
             return None
+        position = Position.load(value)
+        if position is None:
+            return None
         try:
             return cls(
-                dev=None if value.get("dev") is None else int(value["dev"]),
-                inode=None if value.get("inode") is None else int(value["inode"]),
-                offset=int(value.get("offset", 0)),
-                rotated=bool(value.get("rotated", False)),
+                position=position,
                 newest=None if value.get("newest") is None else int(value["newest"]),
                 minutes=[int(m) for m in value.get("minutes", [])],
                 recent=[str(u) for u in value.get("recent", [])],
@@ -227,8 +136,8 @@ class MonitorTail:
         self.store = store
         self.zone = ZoneInfo(cfg.timestamp_timezone)
         self.meta_key = _meta_key("frappe.monitor.", cfg.name)
-        self.state: TailState | None = None
-        self._fresh = True  # no saved position: the first sight decides where to start
+        self.state: TailState | None = None  # as committed; None: load it from the store
+        self.tailer: Tailer | None = None
         # since start, for the curious (and the tests)
         self.counted = self.jobs = self.other_sites = self.repeats = self.bad = 0
 
@@ -237,86 +146,35 @@ class MonitorTail:
         return await asyncio.to_thread(self.poll, now)
 
     def poll(self, now: float) -> int:
-        if self.state is None:
+        if self.state is None or self.tailer is None:
             with self.store.connect() as conn:
                 saved = TailState.load(self.store.get_meta(conn, self.meta_key))
-            self._fresh = saved is None
             self.state = saved or TailState()
-        state = self.state.copy()
-        blobs, error = self._read(state)
-        self._fresh = False
-        minutes = self._count(blobs, state, now)
-        if minutes or state.dump() != self.state.dump():
-            with self.store.begin() as conn:
-                self._commit(conn, minutes, state, now)
-            self.state = state  # only now: a failed commit reads the same bytes again
-        if error is not None:
-            raise MonitorLogError(error)
-        return sum(m.n for m in minutes.values())
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def _read(self, state: TailState) -> tuple[list[bytes], str | None]:
-        path = self.cfg.path
-        try:
-            st: os.stat_result | None = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            return [], f"monitor log {path} is not readable: {os_reason(exc)}"
+            self.tailer = Tailer(
+                self.cfg.path,
+                label="monitor log",
+                from_start=self.cfg.from_start,
+                resume=saved.position if saved is not None else None,
+            )
         blobs: list[bytes] = []
-        budget = MAX_BYTES_PER_TICK
-        replaced = False
-        if state.inode is not None and (st is None or (st.st_dev, st.st_ino) != _ident(state)):
-            old = self._rotated_path(state)
-            if old is not None:
-                data, state.offset, eof = _read_lines(
-                    old, _ident(state), state.offset, budget, final=state.rotated
-                )
-                blobs.append(data)
-                if not state.rotated:
-                    state.rotated = True  # a flush may still be writing to it: once more
-                    return blobs, None
-                if not eof:
-                    return blobs, None  # the rest of it at the next tick
-            else:
-                log.warning(
-                    "monitor log %s was rotated and the old file is gone; lines written to it "
-                    "after the last read are not counted",
-                    path,
-                )
-            state.dev = state.inode = None
-            state.offset, state.rotated, replaced = 0, False, True
-        if st is None:
-            return blobs, f"monitor log {path} not found"
-        if state.inode is None:
-            start = 0
-            if self._fresh and not replaced and not self.cfg.from_start:
-                start = _end_of_last_line(path, st.st_size)
-            state.dev, state.inode, state.offset = st.st_dev, st.st_ino, start
-        elif st.st_size < state.offset:
-            state.offset = 0  # copytruncate: all of it is new
-        data, state.offset, _eof = _read_lines(path, _ident(state), state.offset, budget, False)
-        blobs.append(data)
-        return blobs, None
-
-    def _rotated_path(self, state: TailState) -> str | None:
-        """The file we were reading, renamed beside the log (`monitor.json.log.1`)."""
-        directory, base = os.path.split(self.cfg.path)
-        try:
-            entries = list(os.scandir(directory or "."))
-        except OSError:
-            return None
-        for entry in entries:
-            if entry.name == base or not entry.name.startswith(base):
-                continue
+        read = self.tailer.read(blobs.append, MAX_BYTES_PER_TICK)
+        state = self.state.copy()
+        minutes = self._count(blobs, state, now)
+        state.position = self.tailer.position()
+        if minutes or state.dump() != self.state.dump():
             try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == _ident(state):
-                return entry.path
-        return None
+                with self.store.begin() as conn:
+                    self._commit(conn, minutes, state, now)
+            except BaseException:
+                # the tailer is past what was committed: the next tick reopens the files
+                # where the store says, and reads the same bytes again
+                self.tailer.close()
+                self.state = self.tailer = None
+                raise
+            self.state = state
+        if read.error is not None:
+            raise MonitorLogError(read.error)
+        return sum(m.n for m in minutes.values())
 
     # -- counting --------------------------------------------------------------------------
 
@@ -464,48 +322,6 @@ class MonitorTail:
 
     def _sketch_key(self, minute: int) -> str:
         return _meta_key(f"frappe.monitor.m{minute}.", self.cfg.name)
-
-
-def _ident(state: TailState) -> tuple[int | None, int | None]:
-    return (state.dev, state.inode)
-
-
-def _read_lines(
-    path: str, ident: tuple[int | None, int | None], offset: int, budget: int, final: bool
-) -> tuple[bytes, int, bool]:
-    """Complete lines from `offset` (at most `budget` bytes), the offset after them, and
-    whether that is the end of the file.
-
-    `final`: the writer has moved on, so an unterminated last line is a line too.
-    """
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if (st.st_dev, st.st_ino) != ident:
-                return b"", offset, False  # renamed between stat and open: next tick
-            fh.seek(offset)
-            data = fh.read(budget)
-    except FileNotFoundError:
-        return b"", offset, True  # gone: nothing more will come from it
-    except IsADirectoryError:
-        raise MonitorLogError(f"monitor log {path} is a directory") from None
-    except OSError as exc:
-        raise MonitorLogError(f"monitor log {path} is not readable: {os_reason(exc)}") from None
-    end = offset + len(data)
-    if final and end >= st.st_size:
-        return data, end, True
-    cut = data.rfind(b"\n") + 1
-    return data[:cut], offset + cut, offset + cut >= st.st_size
-
-
-def _end_of_last_line(path: str, size: int) -> int:
-    """Where the first line we count starts: after the last newline already in the file."""
-    with open(path, "rb") as fh:
-        start = max(0, size - 65536)
-        fh.seek(start)
-        tail = fh.read(size - start)
-    cut = tail.rfind(b"\n")
-    return start + cut + 1 if cut >= 0 else size
 
 
 def _epoch(value: Any, zone: ZoneInfo) -> float | None:
