@@ -290,3 +290,27 @@ errors:
         assert rows(sqlite_store)[B]["n"] == 1
     finally:
         await rt.stop()
+
+
+async def test_a_failed_commit_reads_the_same_lines_again_across_a_rotation(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "monitor.json.log"
+    log.write_text("")
+    tail = MonitorTail(FrappeMonitorLog(name="erp", path=str(log)), sqlite_store)
+    assert await tail.tick(clock.now()) == 0
+    append(log, request_line("2027-01-15 07:59:10", 5.0) + "\n")
+    os.rename(log, log.with_name("monitor.json.log.1"))
+    log.write_text(request_line("2027-01-15 07:59:20", 6.0) + "\n")
+    real = tail._commit
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(tail, "_commit", broken)
+    with pytest.raises(RuntimeError):
+        await tail.tick(clock.now())
+    monkeypatch.setattr(tail, "_commit", real)
+    assert await tail.tick(clock.now()) == 2  # both files again, from the committed position
+    assert await tail.tick(clock.now()) == 0
+    assert rows(sqlite_store)[B]["n"] == 2
