@@ -6,8 +6,10 @@ import json
 import os
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -23,6 +25,22 @@ from nachtwacht.store.db import Store
 from tests.helpers import settings_for
 
 SITE = "erp.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _close_tails(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every MonitorTail made in a test closes its files at the end (they are kept open)."""
+    made: list[MonitorTail] = []
+    init = MonitorTail.__init__
+
+    def tracking(self: MonitorTail, *args: Any, **keys: Any) -> None:
+        init(self, *args, **keys)
+        made.append(self)
+
+    monkeypatch.setattr(MonitorTail, "__init__", tracking)
+    yield
+    for tail in made:
+        tail.close()
 
 
 def request_line(
@@ -179,6 +197,7 @@ async def test_requests_per_minute_across_reads_rotation_and_a_restart(
     assert rows(store) == final
 
     # restart: a new tail resumes from the stored offset, counting nothing twice
+    tail.close()
     tail = MonitorTail(cfg, store)
     clock.advance(15)
     assert await tail.tick(clock.now()) == 0

@@ -145,6 +145,12 @@ class MonitorTail:
         """Count the lines appended since the last tick; return how many requests."""
         return await asyncio.to_thread(self.poll, now)
 
+    def close(self) -> None:
+        """Close the files being read (the next poll reopens them where the store says)."""
+        if self.tailer is not None:
+            self.tailer.close()
+        self.state = self.tailer = None
+
     def poll(self, now: float) -> int:
         if self.state is None or self.tailer is None:
             with self.store.connect() as conn:
