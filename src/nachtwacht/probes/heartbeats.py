@@ -7,13 +7,13 @@ pings, the probe reads them: both call these functions with a connection from `S
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Literal
 
 from sqlalchemy import Connection, select
 
 from nachtwacht.store import tables as t
+from nachtwacht.store.db import meta_key
 
 Event = Literal["success", "start", "fail"]
 EVENTS: tuple[Event, ...] = ("success", "start", "fail")
@@ -21,7 +21,6 @@ TOKEN_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
 MAX_BODY_BYTES = 10 * 1024
 _REMOTE_ADDR_LEN = 64  # the width of heartbeat_pings.remote_addr
-_META_KEY_LEN = 120  # the width of engine_meta.key
 
 
 def valid_token(token: str) -> bool:
@@ -89,11 +88,3 @@ def _newest(conn: Connection, token: str, event: str, since: float | None) -> fl
 
 def first_seen_key(token: str) -> str:
     return meta_key("heartbeat.first_seen.", token)
-
-
-def meta_key(prefix: str, name: str) -> str:
-    """`prefix + name`, or `prefix + sha256(name)` when that would not fit engine_meta.key."""
-    key = prefix + name
-    if len(key) <= _META_KEY_LEN:
-        return key
-    return prefix + hashlib.sha256(name.encode()).hexdigest()[: _META_KEY_LEN - len(prefix)]

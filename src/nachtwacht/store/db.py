@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,3 +121,14 @@ def _reason(exc: SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
+
+
+META_KEY_LEN = 120  # the width of engine_meta.key
+
+
+def meta_key(prefix: str, name: str) -> str:
+    """`prefix + name`, or `prefix + sha256(name)` when that would not fit engine_meta.key."""
+    key = prefix + name
+    if len(key) <= META_KEY_LEN:
+        return key
+    return prefix + hashlib.sha256(name.encode()).hexdigest()[: META_KEY_LEN - len(prefix)]

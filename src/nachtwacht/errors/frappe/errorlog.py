@@ -48,9 +48,8 @@ from sqlalchemy import select
 
 from nachtwacht.errors import pytrace
 from nachtwacht.errors.models import FrappeErrorLog
-from nachtwacht.probes.kinds.logfile import _meta_key
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, meta_key
 
 if TYPE_CHECKING:
     import aiohttp
@@ -192,7 +191,7 @@ class ErrorLogPoller:
         self.session = session
         self.zone = ZoneInfo(cfg.site_timezone or default_zone)
         self.site = str(cfg.url).rstrip("/")
-        self.meta_key = _meta_key("frappe.errorlog.", cfg.name)
+        self.meta_key = meta_key("frappe.errorlog.", cfg.name)
         self.cursor: Cursor | None = None
         self.unsaved = False  # the cursor moved but the store did not take it yet
         self.spooled = 0  # events appended since start

@@ -53,9 +53,8 @@ from sqlalchemy import Connection, delete, select, update
 
 from nachtwacht.errors.frappe.sketch import Sketch
 from nachtwacht.errors.models import FrappeMonitorLog
-from nachtwacht.probes.kinds.logfile import _meta_key
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, meta_key
 from nachtwacht.tailer import Position, Tailer
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class MonitorTail:
         self.cfg = cfg
         self.store = store
         self.zone = ZoneInfo(cfg.timestamp_timezone)
-        self.meta_key = _meta_key("frappe.monitor.", cfg.name)
+        self.meta_key = meta_key("frappe.monitor.", cfg.name)
         self.state: TailState | None = None  # as committed; None: load it from the store
         self.tailer: Tailer | None = None
         # since start, for the curious (and the tests)
@@ -327,7 +326,7 @@ class MonitorTail:
         return out
 
     def _sketch_key(self, minute: int) -> str:
-        return _meta_key(f"frappe.monitor.m{minute}.", self.cfg.name)
+        return meta_key(f"frappe.monitor.m{minute}.", self.cfg.name)
 
 
 def _epoch(value: Any, zone: ZoneInfo) -> float | None:

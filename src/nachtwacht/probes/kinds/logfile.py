@@ -32,7 +32,6 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -46,7 +45,7 @@ from pydantic import Field, field_validator, model_validator
 from nachtwacht.durations import Duration, format_duration
 from nachtwacht.probes.base import Probe, ThresholdConfig
 from nachtwacht.probes.results import CheckResult
-from nachtwacht.store.db import StoreError
+from nachtwacht.store.db import StoreError, meta_key
 from nachtwacht.tailer import Position, Tailer
 
 if TYPE_CHECKING:
@@ -56,7 +55,6 @@ log = logging.getLogger(__name__)
 
 MAX_BYTES_PER_CHECK = 50 * 1024 * 1024
 MAX_SAVED_COUNTS = 1000
-_META_KEY_LEN = 120  # the width of engine_meta.key
 
 
 class Config(ThresholdConfig):
@@ -132,7 +130,7 @@ class ProbeImpl(Probe):
         self._tailer: Tailer | None = None  # made at the first check, from the saved position
         self._counts: deque[tuple[float, int]] = deque()  # (check time, matches), non-zero only
         self._persisted: Position | None = None
-        self._key = _meta_key("logfile.offset.", config.name)
+        self._key = meta_key("logfile.offset.", config.name)
 
     async def check(self) -> CheckResult:
         cfg = self.config
@@ -237,11 +235,3 @@ class ProbeImpl(Probe):
         finally:
             if locked:
                 self._lock.release()
-
-
-def _meta_key(prefix: str, name: str) -> str:
-    """`prefix + name`, or `prefix + sha256(name)` when that would not fit engine_meta.key."""
-    key = prefix + name
-    if len(key) <= _META_KEY_LEN:
-        return key
-    return prefix + hashlib.sha256(name.encode()).hexdigest()[: _META_KEY_LEN - len(prefix)]
