@@ -3,9 +3,9 @@
 docs/decisions/0016-a-domain-graph-without-cycles.md has the rules and why. In short, every
 package below `nachtwacht` is one of:
 
-- foundation (clock, durations, store, config, problems, tailer): imports only foundation and
-  the domains' `models` modules (config composes them into one schema), plus the probe-kind
-  registry;
+- foundation (clock, durations, store, config, problems, tailer, wake): imports only
+  foundation and the domains' `models` modules (config composes them into one schema), plus
+  the probe-kind registry;
 - a composition root (web, cli, engine): wires the domains and may import anything;
 - a domain (everything else). Its doors (api, pages, cli, ingest_api, engine, deps) adapt it
   to HTTP, HTML, the command line and the engine; the rest is its core.
@@ -28,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FOUNDATION = frozenset({"clock", "durations", "store", "config", "problems", "tailer"})
+FOUNDATION = frozenset({"clock", "durations", "store", "config", "problems", "tailer", "wake"})
 COMPOSITION = frozenset({"web", "cli", "engine", "__main__"})
 DOOR_NAMES = frozenset({"api", "pages", "cli", "ingest_api", "engine", "deps"})
 # What a door may use of the composition roots and of other domains' doors: the shared web

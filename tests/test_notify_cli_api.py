@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from nachtwacht.cli.main import main
 from nachtwacht.clock import FakeClock
 from nachtwacht.config import load_config
 from nachtwacht.notify.api import router
@@ -115,10 +120,22 @@ async def test_notify_test_retries_within_the_wait_then_gives_up(
     assert listing.output == ""  # a test that failed does not linger in the outbox
 
 
+def _main(*args: str) -> tuple[object, str]:
+    """The whole command, as run: a domain's refusal becomes one line and an exit code there."""
+    err = io.StringIO()
+    with patch.object(sys, "argv", ["nachtwacht", *args]), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code, err.getvalue()
+    raise AssertionError("main() did not exit")
+
+
 async def test_notify_test_of_an_unknown_contact_is_a_one_line_error(config: Path) -> None:
-    result = await cli("test", "zed", "--config", str(config))
-    assert result.exit_code == 2
-    assert "error: no contact 'zed' (contacts: alice, bob)" in result.output
+    code, err = await asyncio.to_thread(_main, "notify", "test", "zed", "--config", str(config))
+    assert code == 2
+    assert err.startswith("error: no contact 'zed' (contacts: alice, bob)")
+    assert len(err.strip().splitlines()) == 1
 
 
 async def test_outbox_command_lists_rows(config: Path) -> None:

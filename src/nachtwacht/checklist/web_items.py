@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from nachtwacht.auth import service as auth
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents.notifications import followup_channels
-from nachtwacht.notify.compose import compose
-from nachtwacht.notify.outbox import enqueue
-from nachtwacht.notify.sender import NotifyTestError, OutboxSender, rows_by_id
+from nachtwacht.notify.testmessage import NotifyTestError, send_test
 from nachtwacht.oncall.service import resolve_target
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import StoreError
@@ -285,46 +282,12 @@ def _test_contact(ctx: Context) -> str | None:
     return people.contacts[0].id if people.contacts else None
 
 
-def _queue_test(ctx: Context, contact_id: str) -> list[int]:
-    contact = ctx.settings.people.contact(contact_id)
-    if contact is None:
-        raise NotifyTestError(f"no contact '{contact_id}' (reviews.checklist.test_contact)")
-    now = ctx.clock.now()
-    key = f"checklist:{contact.id}:{int(now)}:{secrets.token_hex(4)}"
-    messages = []
-    if ctx.incident_id is not None:
-        # a follow-up of the incident: to the rooms its pages reached, not every room
-        with ctx.store.connect() as conn:
-            routes = followup_channels(conn, ctx.settings, ctx.incident_id)
-        messages = compose(
-            ctx.settings,
-            kind="test",
-            key=key,
-            incident=None,
-            contacts=[contact],
-            channels=routes,
-            now=now,
-        )
-    if not messages:
-        # no incident, or none of its routes reaches the contact: alerting must still be tested
-        messages = compose(
-            ctx.settings, kind="test", key=key, incident=None, contacts=[contact], now=now
-        )
-    if not messages:
-        raise NotifyTestError(f"no notification channel reaches '{contact.id}'")
-    with ctx.store.begin() as conn:
-        return enqueue(conn, messages, now)
-
-
-def _give_up(ctx: Context, ids: list[int]) -> None:
-    """A test message not sent by now must not arrive later, as a stray at night."""
-    o = t.outbox.c
-    with ctx.store.begin() as conn:
-        conn.execute(
-            update(t.outbox)
-            .where(o.id.in_(ids), o.status == "pending")
-            .values(status="dead", last_error=func.coalesce(o.last_error, "checklist gave up"))
-        )
+def _routes(ctx: Context) -> list[str] | None:
+    """A follow-up of the incident tests the rooms its pages reached, not every room."""
+    if ctx.incident_id is None:
+        return None
+    with ctx.store.connect() as conn:
+        return followup_channels(conn, ctx.settings, ctx.incident_id)
 
 
 async def alerts(ctx: Context) -> ItemResult:
@@ -340,33 +303,22 @@ async def alerts(ctx: Context) -> ItemResult:
             "alerts", False, "no contact to send the alert-delivery test to (people.contacts)"
         )
     try:
-        ids = await asyncio.to_thread(_queue_test, ctx, contact)
+        routes = await asyncio.to_thread(_routes, ctx)
+        rows = await send_test(
+            ctx.settings,
+            ctx.store,
+            ctx.clock,
+            contact,
+            ctx.cfg.notify_wait,
+            prefix="checklist",
+            routes=routes,
+            first_attempt=True,
+        )
     except NotifyTestError as exc:
         return ItemResult("alerts", False, str(exc))
-    sender = OutboxSender(
-        ctx.store,
-        ctx.settings,
-        ctx.clock,
-        f"checklist:{secrets.token_hex(4)}",
-        concurrency=len(ids),
-        on_outcome=None,  # test messages belong to no incident
-    )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ctx.cfg.notify_wait
-    try:
-        while True:
-            await sender.tick(ctx.clock.now(), only=ids)
-            rows = await asyncio.to_thread(rows_by_id, ctx.store, ids)
-            tried = [r for r in rows if r["status"] in ("sent", "dead") or r["attempts"]]
-            if len(tried) == len(rows) or loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await sender.close()
-        await asyncio.to_thread(_give_up, ctx, ids)
     sent = [r["channel"] for r in rows if r["status"] == "sent"]
     failed = [
-        f"{r['channel']}: {r['last_error'] or 'not sent within the wait'}"
+        f"{r['channel']}: {r['error'] or 'not sent within the wait'}"
         for r in rows
         if r["status"] != "sent"
     ]

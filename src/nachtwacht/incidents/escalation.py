@@ -25,6 +25,7 @@ from nachtwacht.notify.compose import PER_CONTACT
 from nachtwacht.notify.outbox import STALE_ON_RESOLVE, withdraw
 from nachtwacht.oncall.models import Contact
 from nachtwacht.oncall.service import external_contacts
+from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 
 
@@ -77,12 +78,10 @@ def _policy(settings: Settings, incident: dict[str, Any]) -> EscalationPolicy:
 
 
 def _claim(conn: Connection, incident_id: int, now: float, where: list, values: dict) -> bool:
-    result = conn.execute(
-        update(t.incidents)
-        .where(t.incidents.c.id == incident_id, *where)
-        .values(updated_at=now, **values)
+    """Claim an action on the incident (store/claims.py): only one process moves its counters."""
+    return claims.claim(
+        conn, t.incidents, incident_id, *where, values={"updated_at": now, **values}
     )
-    return result.rowcount == 1
 
 
 def advance(

@@ -9,13 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from nachtwacht.config import limits
-from nachtwacht.notify.sender import (
-    STATUSES,
-    NotifyTestError,
-    count_outbox,
-    list_outbox,
-    send_test,
-)
+from nachtwacht.notify.queries import STATUSES, count_outbox, list_outbox
+from nachtwacht.notify.testmessage import send_test
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
@@ -31,10 +26,7 @@ class NotifyTestBody(BaseModel):
 async def notify_test(request: Request, body: NotifyTestBody) -> dict[str, Any]:
     """Send a test message to one contact on every channel that reaches them."""
     rt = request.app.state.runtime
-    try:
-        results = await send_test(rt.settings, rt.store, rt.clock, body.contact, body.wait)
-    except NotifyTestError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    results = await send_test(rt.settings, rt.store, rt.clock, body.contact, body.wait)
     return {
         "contact": body.contact,
         "ok": all(r["status"] == "sent" for r in results),

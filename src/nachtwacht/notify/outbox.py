@@ -2,8 +2,8 @@
 
 `enqueue` runs inside the caller's transaction, so a notification exists if and only if the
 change that caused it was committed. The sender (notify/sender.py) claims rows with a
-conditional update, sends, and marks them; the idempotency key makes a retry after `kill -9`
-recognisable to the receiver (webhook header, email Message-ID).
+conditional update (notify/claim.py), sends, and marks them; the idempotency key makes a
+retry after `kill -9` recognisable to the receiver (webhook header, email Message-ID).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def withdraw(conn: Connection, incident_id: int, kinds: tuple[str, ...], reason:
     """Cancel the incident's queued messages of these kinds; return the rows cancelled.
 
     Only `pending` rows: one a sender has claimed may be with the channel already and is not
-    recalled (the sender checks the incident again when it claims, see notify/sender.py).
+    recalled (the sender checks the incident again when it claims, see notify/claim.py).
     Each row is cancelled by a conditional UPDATE, in the caller's transaction.
     """
     o = t.outbox.c

@@ -7,9 +7,10 @@ the same minute.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select
 
 from nachtwacht.config.schema import RetentionSettings
+from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 
@@ -23,12 +24,14 @@ def _claim(conn: Connection, store: Store, key: str, old: int | None, new: int, 
     if old is None:
         store.set_meta(conn, key, new, now)
         return True
-    changed = conn.execute(
-        update(t.engine_meta)
-        .where(t.engine_meta.c.key == key, t.engine_meta.c.value == str(old))
-        .values(value=str(new), updated_at=now)
-    ).rowcount
-    return changed == 1
+    # the watermark moves from `old` to `new` once: the process that moves it rolls up
+    return claims.claim(
+        conn,
+        t.engine_meta,
+        key,
+        t.engine_meta.c.value == str(old),
+        values={"value": str(new), "updated_at": now},
+    )
 
 
 def _status_counts(status_col):  # noqa: ANN001, ANN202 - SQL expression helpers

@@ -20,7 +20,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, or_, select
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
@@ -29,6 +29,7 @@ from nachtwacht.notify.compose import compose, fit
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
 from nachtwacht.oncall.models import Contact
 from nachtwacht.reviews.service import ANALYSIS_FIELDS, REVIEW_FIELDS, done, get_fields
+from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 
 # a deadline that passed longer ago than this (beyond the formal review's) is left alone:
@@ -198,16 +199,14 @@ def followup_reminders(conn: Connection, settings: Settings, now: float) -> int:
     for row in [dict(r) for r in rows]:
         period = int((now - row["due_at"]) // repeat)
         period_start = row["due_at"] + period * repeat
-        claimed = conn.execute(
-            update(t.followups)
-            .where(
-                f.id == row["id"],
-                f.status == "open",
-                or_(f.reminded_at.is_(None), f.reminded_at < period_start),
-            )
-            .values(reminded_at=now)
-        ).rowcount
-        if claimed != 1:
+        if not claims.claim(
+            conn,
+            t.followups,
+            row["id"],
+            f.status == "open",
+            or_(f.reminded_at.is_(None), f.reminded_at < period_start),
+            values={"reminded_at": now},
+        ):
             continue  # reminded in this period already (here or by another engine)
         queued += _remind_followup(conn, settings, row, period, now)
     return queued

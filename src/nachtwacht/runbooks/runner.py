@@ -31,6 +31,7 @@ from nachtwacht.runbooks.models import LoadedRunbook, StepBase
 from nachtwacht.runbooks.record import Recorder, RunError, Who
 from nachtwacht.runbooks.steps import Outcome, StepEnv, describe, execute
 from nachtwacht.runbooks.variables import VariableError, Variables, known_names, variables
+from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -150,12 +151,13 @@ class Runner(Recorder):
                 raise RunError(f"no runbook run {run_id}", "run_id", 404)
             if run["status"] != "waiting":
                 raise RunError(f"run {run_id} is {run['status']}, not waiting", "run_id", 409)
-            claimed = conn.execute(
-                update(t.runbook_runs)
-                .where(t.runbook_runs.c.id == run_id, t.runbook_runs.c.status == "waiting")
-                .values(status="running")
-            ).rowcount
-            if claimed != 1:
+            if not claims.claim(
+                conn,
+                t.runbook_runs,
+                run_id,
+                t.runbook_runs.c.status == "waiting",
+                values={"status": "running"},
+            ):
                 raise RunError(f"run {run_id} was just resumed by someone else", "run_id", 409)
             return dict(run)
 

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from nachtwacht.clock import Clock
 from nachtwacht.spool.log import Position, Record, SpoolLog
 from nachtwacht.store.db import Store, StoreError
+from nachtwacht.wake import Wake
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ class Drainer:
     _committed: Position | None = None
     _loaded: bool = False  # _committed was read from the store (None there: nothing drained)
     _last_contact: float | None = None
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _loop: asyncio.AbstractEventLoop | None = None
+    _wake: Wake = field(default_factory=Wake)
     listeners: list[Callable[[str, int], None]] = field(default_factory=list)
 
     def register(self, kind: str, handler: Handler) -> None:
@@ -85,15 +85,7 @@ class Drainer:
 
     def wake(self) -> None:
         """New records: drain now. Safe from any thread (the result writer spills in one)."""
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop:
-            self._wake.set()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
 
     @property
     def backlog_bytes(self) -> int:
@@ -250,7 +242,7 @@ class Drainer:
 
     async def loop(self, stop: asyncio.Event, idle: float = 1.0) -> None:
         """Drain whenever woken (or every `idle` s); back off while the store is down."""
-        self._loop = asyncio.get_running_loop()
+        self._wake.bind()
         pause = idle
         while not stop.is_set():
             try:
