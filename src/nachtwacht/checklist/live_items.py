@@ -14,18 +14,17 @@ import re
 import secrets
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from nachtwacht.auth import service as auth
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents.notifications import followup_channels
 from nachtwacht.notify.compose import compose
-from nachtwacht.notify.outbox import enqueue
+from nachtwacht.notify.outbox import enqueue, give_up
 from nachtwacht.notify.sender import NotifyTestError, OutboxSender, rows_by_id
 from nachtwacht.oncall.service import resolve_target
 from nachtwacht.store import tables as t
@@ -212,37 +211,17 @@ async def _get(client: httpx.AsyncClient, path: str) -> tuple[str, int | str]:
 # -- access controls -------------------------------------------------------------------------
 
 
-def _weak(password_hash: str, username: str) -> bool:
-    return any(auth.verify_password(password_hash, g) for g in (*DEFAULT_PASSWORDS, username))
-
-
 def _accounts(ctx: Context) -> tuple[list[str], str]:
-    """(problems with the accounts, what was checked).
-
-    The default-password guesses go to accounts that can change things (responders and
-    admins): each guess costs an argon2 verification, as slow as a login on purpose, so they
-    run side by side and viewers (who can only read) are left out.
-    """
+    """(problems with the accounts, what was checked)."""
     problems: list[str] = []
     with ctx.store.connect() as conn:
-        u = t.users.c
-        admins = conn.execute(
-            select(func.count()).where(u.role == "admin", u.disabled.is_(False))
-        ).scalar_one()
-        users = conn.execute(
-            select(u.username, u.password_hash).where(
-                u.disabled.is_(False), u.role.in_(("admin", "responder"))
-            )
-        ).all()
+        admins = auth.enabled_admins(conn)
+        checked, weak = auth.default_passwords(conn, DEFAULT_PASSWORDS)
     if not admins:
         problems.append("no enabled admin user")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        weak = list(pool.map(lambda row: _weak(row[1], row[0]), users))
-    for (username, _), bad in zip(users, weak, strict=True):
-        if bad:
-            problems.append(f"user {username} has a default password")
+    problems += [f"user {username} has a default password" for username in weak]
     return problems, (
-        f"{admins} admins; no default passwords among {len(users)} admins and responders"
+        f"{admins} admins; no default passwords among {checked} admins and responders"
     )
 
 
@@ -318,13 +297,8 @@ def _queue_test(ctx: Context, contact_id: str) -> list[int]:
 
 def _give_up(ctx: Context, ids: list[int]) -> None:
     """A test message not sent by now must not arrive later, as a stray at night."""
-    o = t.outbox.c
     with ctx.store.begin() as conn:
-        conn.execute(
-            update(t.outbox)
-            .where(o.id.in_(ids), o.status == "pending")
-            .values(status="dead", last_error=func.coalesce(o.last_error, "checklist gave up"))
-        )
+        give_up(conn, ids, "checklist gave up")
 
 
 async def alerts(ctx: Context) -> ItemResult:
