@@ -1,4 +1,4 @@
-"""The Analytics page (mounted in web/app.py behind `access`); helpers come from web.pages.
+"""The Analytics page (mounted in web/app.py behind `access`); helpers come from web.render.
 
 GET  /analytics?days=7            error trend and hours charts (uPlot), top/new/recurring
                                   issues, spikes, forecasts, the latest baseline comparison,
@@ -22,7 +22,7 @@ from nachtwacht.analytics.alerts import open_alerts
 from nachtwacht.analytics.baselines import BaselineError
 from nachtwacht.analytics.patterns import MAX_DAYS
 from nachtwacht.auth.deps import access, actor, client_ip, principal_of
-from nachtwacht.web.pages import _form, _redirect, _show
+from nachtwacht.web.render import _form, _redirect, _show
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 DAY_CHOICES = (1, 7, 14, 30, 90)
