@@ -20,13 +20,13 @@ from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
 from nachtwacht.analytics import api as analytics_api
 from nachtwacht.analytics import pages as analytics_pages
-from nachtwacht.analytics.security import SecurityLog
+from nachtwacht.analytics.security import log_request
 from nachtwacht.auth import pages as auth_pages
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import (
     LOGIN_REQUIRED,
-    AuditChanges,
     access,
+    audit_change,
     ingest_key,
     login_redirect,
     optional_principal,
@@ -67,6 +67,7 @@ from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
 from nachtwacht.web.refused import Refusals
+from nachtwacht.web.status import ResponseStatus
 
 
 def create_app(
@@ -125,9 +126,9 @@ def create_app(
     app.add_exception_handler(ApiError, login_first)
     # innermost of ours: its refusals (401, 413, 422) are logged and get the security headers
     app.add_middleware(BodyLimits, settings=settings)
-    app.add_middleware(AuditChanges)
-    # writes only while the `enable_security_logging` flag is on
-    app.add_middleware(SecurityLog)
+    # after each response: the audit of changes, then the security log (which writes only
+    # while the `enable_security_logging` flag is on)
+    app.add_middleware(ResponseStatus, hooks=(audit_change, log_request))
     # outermost: error answers and static files get the headers too
     app.add_middleware(SecurityHeaders)
     # public: stylesheets and scripts, vendored so the dashboard works without the internet
