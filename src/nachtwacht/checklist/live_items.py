@@ -17,17 +17,16 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
 from nachtwacht.auth import service as auth
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents.notifications import followup_channels
+from nachtwacht.incidents.service import latest_id
 from nachtwacht.notify.compose import compose
 from nachtwacht.notify.outbox import enqueue, give_up
 from nachtwacht.notify.sender import NotifyTestError, OutboxSender, rows_by_id
 from nachtwacht.oncall.service import resolve_target
-from nachtwacht.store import tables as t
 from nachtwacht.store.db import StoreError
 
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "nachtwacht")
@@ -141,7 +140,7 @@ def _fillers(ctx: Context) -> dict[str, str]:
     incident = ctx.incident_id
     if incident is None:
         with ctx.store.connect() as conn:
-            incident = conn.execute(select(func.max(t.incidents.c.id))).scalar()
+            incident = latest_id(conn)
     if incident is not None:
         out["incident_id"] = str(incident)
     return out
