@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 
 from nachtwacht.auth import service
 from nachtwacht.auth.api import router as auth_router
-from nachtwacht.auth.deps import LOGIN_COOKIE, LOGIN_FIELD, AuditChanges, access, actor, ingest_key
+from nachtwacht.auth.deps import LOGIN_COOKIE, LOGIN_FIELD, access, actor, audit_change, ingest_key
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
+from nachtwacht.web.status import ResponseStatus
 
 PASSWORD = "correct horse battery"
 
@@ -74,7 +75,7 @@ def make_app(
     app.include_router(auth_router)
     app.include_router(protected_router(), dependencies=[Depends(access)])
     app.include_router(ingest_router())
-    app.add_middleware(AuditChanges)
+    app.add_middleware(ResponseStatus, hooks=(audit_change,))
     return app
 
 

@@ -38,7 +38,7 @@ DOOR_SHARED = frozenset(
     {
         "web.errors",
         "web.pagination",
-        "web.pages",
+        "web.render",
         "web.headers",
         "web.refused",
         "cli.common",

@@ -13,7 +13,6 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from nachtwacht.analytics import cache, flags, service
-from nachtwacht.analytics.security import SecurityLog
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.store import tables as t
@@ -183,8 +182,6 @@ def test_security_logging_writes_failures_successes_and_admin_changes(
         f"analytics:\n  security_log: {log_file}\nprobes: []\n", sqlite_store.url
     )
     app = create_app(settings, sqlite_store, clock, start_engine=False)
-    if not any(m.cls is SecurityLog for m in app.user_middleware):  # until web/app.py adds it
-        app.add_middleware(SecurityLog)
     admin = {"Authorization": f"Bearer {admin_token(sqlite_store)}"}
     viewer = {"Authorization": f"Bearer {admin_token(sqlite_store, role='viewer')}"}
     wrong = {"Authorization": "Bearer nwt_not-a-token"}

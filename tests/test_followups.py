@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nachtwacht.checklist import web_items
+from nachtwacht.checklist import live_items
 from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
@@ -93,7 +93,7 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
 
     clock.set(NIGHT + 12 * 60)
     ctx = Context(settings, store, clock, "tester", incident_id=inc_id)
-    ids = web_items._queue_test(ctx, "olga")  # the restoration checklist's alert test
+    ids = live_items._queue_test(ctx, "olga")  # the restoration checklist's alert test
     assert {r["contact"] or r["channel"] for r in outbox(store) if r["id"] in ids} == {
         "olga",
         "oncall-chat",

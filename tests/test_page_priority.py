@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from nachtwacht.checklist import web_items
+from nachtwacht.checklist import live_items
 from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
@@ -193,6 +193,6 @@ async def test_the_checklist_alert_test_is_not_held_by_a_flood_of_updates(
         await sender.close()
     clock.advance(5)
     ctx = Context(settings, store, clock, "tester", incident_id=incident_id)
-    result = await asyncio.wait_for(web_items.alerts(ctx), 30)
+    result = await asyncio.wait_for(live_items.alerts(ctx), 30)
     assert result.ok, result.detail
     assert result.detail == "test message to olga sent via chat"

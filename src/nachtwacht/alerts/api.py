@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from nachtwacht.alerts import service, windows
 from nachtwacht.alerts.external import (
@@ -34,8 +34,6 @@ from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
-from nachtwacht.store import paging
-from nachtwacht.store import tables as t
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
@@ -183,13 +181,9 @@ async def list_alerts(
     pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, _rt: Any, _now: float) -> list[dict[str, Any]]:
-        a = t.alerts.c
-        query = select(t.alerts).order_by(a.fired_at.desc(), a.id.desc())
-        if status != "all":
-            query = query.where(a.status == status)
-        set_headers(request, response, pg, paging.count(conn, query))
-        rows = conn.execute(paging.window(query, pg.limit, pg.offset)).mappings()
-        return [alert_view(dict(r)) for r in rows]
+        total, rows = service.list_alerts(conn, status, pg.limit, pg.offset)
+        set_headers(request, response, pg, total)
+        return [alert_view(r) for r in rows]
 
     return await _read(request, work)
 

@@ -19,6 +19,7 @@ from nachtwacht.alerts.maintenance import alert_muted_by, mute_reason
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
+from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -62,6 +63,19 @@ def open_alert(conn: Connection, fingerprint: str) -> dict[str, Any] | None:
         .first()
     )
     return dict(row) if row is not None else None
+
+
+def list_alerts(
+    conn: Connection, status: str, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many alerts have `status`, or any status for "all"; one page of them, newest first)."""
+    a = t.alerts.c
+    query = select(t.alerts).order_by(a.fired_at.desc(), a.id.desc())
+    if status != "all":
+        query = query.where(a.status == status)
+    total = paging.count(conn, query)
+    rows = conn.execute(paging.window(query, limit, offset)).mappings()
+    return total, [dict(r) for r in rows]
 
 
 def process(conn: Connection, settings: Settings, signal: Signal, now: float) -> Outcome:

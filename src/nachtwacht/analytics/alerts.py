@@ -73,6 +73,18 @@ def open_fingerprints(conn: Connection, prefix: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def open_alerts(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """Analytics alerts still firing, worst and newest first."""
+    a = t.alerts.c
+    rows = conn.execute(
+        select(a.id, a.fingerprint, a.title, a.severity, a.message, a.incident_id, a.fired_at)
+        .where(a.source == SOURCE, a.status == "firing")
+        .order_by(a.severity, a.fired_at.desc())
+        .limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
 def _resolutions(
     conn: Connection, prefix: str, firing: set[str], clear: set[str] | None, now: float
 ) -> list[Signal]:

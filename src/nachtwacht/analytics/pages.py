@@ -1,4 +1,4 @@
-"""The Analytics page (mounted in web/app.py behind `access`); helpers come from web.pages.
+"""The Analytics page (mounted in web/app.py behind `access`); helpers come from web.render.
 
 GET  /analytics?days=7            error trend and hours charts (uPlot), top/new/recurring
                                   issues, spikes, forecasts, the latest baseline comparison,
@@ -15,29 +15,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from nachtwacht.analytics import flags, service
-from nachtwacht.analytics.alerts import SOURCE
+from nachtwacht.analytics.alerts import open_alerts
 from nachtwacht.analytics.baselines import BaselineError
 from nachtwacht.analytics.patterns import MAX_DAYS
 from nachtwacht.auth.deps import access, actor, client_ip, principal_of
-from nachtwacht.store import tables as t
-from nachtwacht.web.pages import _form, _redirect, _show
+from nachtwacht.web.render import _form, _redirect, _show
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 DAY_CHOICES = (1, 7, 14, 30, 90)
-
-
-def _open_alerts(conn: Connection) -> list[dict[str, Any]]:
-    a = t.alerts.c
-    rows = conn.execute(
-        select(a.id, a.fingerprint, a.title, a.severity, a.message, a.incident_id, a.fired_at)
-        .where(a.source == SOURCE, a.status == "firing")
-        .order_by(a.severity, a.fired_at.desc())
-        .limit(50)
-    ).mappings()
-    return [dict(r) for r in rows]
 
 
 def page_data(days: int) -> Any:
@@ -76,7 +64,7 @@ def page_data(days: int) -> Any:
             "forecast": forecast,
             "comparison": comparison,
             "flags": flags.list_flags(conn),
-            "alerts": _open_alerts(conn),
+            "alerts": open_alerts(conn),
             "chart": chart,
         }
 

@@ -1,7 +1,7 @@
 """enable_security_logging: a security log of authentications, refusals and admin changes.
 
-`SecurityLog` is ASGI middleware (web/app.py adds it). While the flag is on it writes one JSON
-line per request that
+`log_request` is a hook of the app's response-status middleware (web/status.py). While the
+flag is on it writes one JSON line per request that
 
 - was refused for authentication or authorisation (401, 403: a wrong or revoked token, a
   missing login, a missing CSRF token, a role too low): `auth.failure`, level WARNING;
@@ -66,53 +66,39 @@ def classify(method: str, path: str, status: int, principal: Any) -> tuple[str, 
     return "auth.success", logging.INFO
 
 
-class SecurityLog:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status: list[int] = []
-
-        async def watch(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
-        await self.app(scope, receive, watch)
-        runtime = getattr(scope["app"].state, "runtime", None)
-        if runtime is None or not status:
-            return
-        try:
-            on = await flags.enabled_async(
-                runtime.store, flags.SECURITY_LOGGING, flags.ttl_of(runtime.settings)
-            )
-        except Exception:  # the answer is sent; a log must never break a request
-            logging.getLogger(__name__).exception("cannot read enable_security_logging")
-            return
-        if not on:
-            return
-        method, path = scope.get("method", "GET"), scope.get("path", "")
-        principal = (scope.get("state") or {}).get("principal")
-        found = classify(method, path, status[0], principal)
-        if found is None:
-            return
-        event, level = found
-        client = scope.get("client")
-        line = {
-            "ts": datetime.fromtimestamp(runtime.clock.now(), UTC).isoformat(),
-            "event": event,
-            "method": method,
-            "path": path,
-            "status": status[0],
-            "actor": getattr(principal, "name", None),
-            "role": getattr(principal, "role", None),
-            "via": getattr(principal, "kind", None),
-            "ip": client[0] if client else None,
-        }
-        try:
-            security_logger(log_path(runtime.settings)).log(level, json.dumps(line))
-        except OSError as exc:
-            logging.getLogger(__name__).warning("security log not written: %s", exc)
+async def log_request(scope: dict[str, Any], status: int) -> None:
+    """The security log's line for a finished request, if any (a web.status hook)."""
+    runtime = getattr(scope["app"].state, "runtime", None)
+    if runtime is None:
+        return
+    try:
+        on = await flags.enabled_async(
+            runtime.store, flags.SECURITY_LOGGING, flags.ttl_of(runtime.settings)
+        )
+    except Exception:  # the answer is sent; a log must never break a request
+        logging.getLogger(__name__).exception("cannot read enable_security_logging")
+        return
+    if not on:
+        return
+    method, path = scope.get("method", "GET"), scope.get("path", "")
+    principal = (scope.get("state") or {}).get("principal")
+    found = classify(method, path, status, principal)
+    if found is None:
+        return
+    event, level = found
+    client = scope.get("client")
+    line = {
+        "ts": datetime.fromtimestamp(runtime.clock.now(), UTC).isoformat(),
+        "event": event,
+        "method": method,
+        "path": path,
+        "status": status,
+        "actor": getattr(principal, "name", None),
+        "role": getattr(principal, "role", None),
+        "via": getattr(principal, "kind", None),
+        "ip": client[0] if client else None,
+    }
+    try:
+        security_logger(log_path(runtime.settings)).log(level, json.dumps(line))
+    except OSError as exc:
+        logging.getLogger(__name__).warning("security log not written: %s", exc)

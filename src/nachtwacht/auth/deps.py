@@ -472,49 +472,33 @@ SELF_AUDITED = (
 )
 
 
-class AuditChanges:
-    """ASGI middleware: one audit entry per successful change made by a principal.
+async def audit_change(scope: dict[str, Any], status: int) -> None:
+    """One audit entry per successful change made by a principal (a web.status hook).
 
     A change is any method but GET/HEAD/OPTIONS answered below 400 on a route that resolved a
     principal (`access`/`require`); entries read `api.POST /api/v1/incidents/3/ack` with the
     status. Ingestion (keys, not principals) and refused requests are not audited here: refused
     logins are audited by the login itself, and refused changes changed nothing.
     """
+    method = scope.get("method", "GET")
+    path = scope.get("path", "")
+    if method in SAFE_METHODS or path.startswith(SELF_AUDITED):
+        return
+    principal = (scope.get("state") or {}).get("principal")
+    if principal is None or status >= 400:
+        return
+    client = scope.get("client")
+    ip = client[0] if client else None
+    runtime = scope["app"].state.runtime
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def write() -> None:
+        now = runtime.clock.now()
+        with runtime.store.begin() as conn:
+            service.audit(conn, principal.name, f"api.{method}", path, {"status": status}, ip, now)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
-        path = scope.get("path", "")
-        if method in SAFE_METHODS or path.startswith(SELF_AUDITED):
-            await self.app(scope, receive, send)
-            return
-        status: list[int] = []
-
-        async def watch(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
-        await self.app(scope, receive, watch)
-        principal = (scope.get("state") or {}).get("principal")
-        if principal is None or not status or status[0] >= 400:
-            return
-        client = scope.get("client")
-        ip = client[0] if client else None
-        runtime = scope["app"].state.runtime
-
-        def write() -> None:
-            now = runtime.clock.now()
-            with runtime.store.begin() as conn:
-                service.audit(
-                    conn, principal.name, f"api.{method}", path, {"status": status[0]}, ip, now
-                )
-
-        try:
-            await asyncio.to_thread(write)
-        except StoreError as exc:  # the change itself is done and answered; say what is missing
-            log.warning(
-                "audit entry for %s %s by %s not written: %s", method, path, principal.name, exc
-            )
+    try:
+        await asyncio.to_thread(write)
+    except StoreError as exc:  # the change itself is done and answered; say what is missing
+        log.warning(
+            "audit entry for %s %s by %s not written: %s", method, path, principal.name, exc
+        )

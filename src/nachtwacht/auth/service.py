@@ -27,6 +27,7 @@ import json
 import math
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -522,6 +523,33 @@ def _enabled_admins(conn: Connection) -> int:
     u = t.users.c
     query = select(func.count()).where(u.role == "admin", u.disabled.is_(False))
     return int(conn.execute(query).scalar_one())
+
+
+def enabled_admins(conn: Connection) -> int:
+    """How many enabled admin accounts there are."""
+    return _enabled_admins(conn)
+
+
+def default_passwords(conn: Connection, guesses: tuple[str, ...]) -> tuple[int, list[str]]:
+    """(accounts checked, the usernames whose password is one of `guesses` or the username).
+
+    Only enabled accounts that can change things (responders and admins) are checked: each
+    guess costs an argon2 verification, as slow as a login on purpose, so they run side by
+    side and viewers (who can only read) are left out.
+    """
+    u = t.users.c
+    users = conn.execute(
+        select(u.username, u.password_hash).where(
+            u.disabled.is_(False), u.role.in_(("admin", "responder"))
+        )
+    ).all()
+
+    def weak(row: Any) -> bool:
+        return any(verify_password(row[1], g) for g in (*guesses, row[0]))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(weak, users))
+    return len(users), [row[0] for row, bad in zip(users, found, strict=True) if bad]
 
 
 def ensure_admin(conn: Connection, now: float) -> str | None:

@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from nachtwacht.incidents.models import needs_checklist
 from nachtwacht.incidents.service import IncidentError, add_event
 from nachtwacht.store import tables as t
 
-GATED_SEVERITIES = (1, 2)
 MIN_REASON = 3
 
 
@@ -62,7 +62,7 @@ def resolution_gate(
     conn: Connection, inc: dict[str, Any], skip_reason: str | None, actor: str, now: float
 ) -> None:
     """Allow the resolution (recording why) or raise a 409 saying what is missing."""
-    if inc["severity"] not in GATED_SEVERITIES:
+    if not needs_checklist(inc["severity"]):
         return
     reason = (skip_reason or "").strip()
     if reason:

@@ -3,7 +3,7 @@
 Each item is `async def item(ctx) -> ItemResult` and backs its line of the protocol with a
 real check, run now. What is not configured here (no sql probes, no analytics engine) is said
 in the item's detail, so a pass never hides that nothing was looked at. The HTTP-facing items
-are in `web_items.py`.
+are in `live_items.py`.
 """
 
 from __future__ import annotations

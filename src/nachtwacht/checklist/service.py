@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from nachtwacht.checklist import items, web_items
+from nachtwacht.checklist import items, live_items
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents import service as incidents
@@ -27,14 +27,14 @@ Item = Callable[[Context], Awaitable[ItemResult]]
 CHECKS: dict[str, Item] = {
     "database": items.database,
     "web": items.web,
-    "dashboard": web_items.dashboard,
+    "dashboard": live_items.dashboard,
     "analytics": items.analytics,
     "performance": items.performance,
-    "api": web_items.api,
+    "api": live_items.api,
     "caches": items.caches,
-    "alerts": web_items.alerts,
+    "alerts": live_items.alerts,
     "integrity": items.integrity,
-    "access": web_items.access,
+    "access": live_items.access,
 }
 
 

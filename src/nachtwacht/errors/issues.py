@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, Select, func, select, update
 
 from nachtwacht.auth.service import audit
 from nachtwacht.clock import iso
@@ -301,3 +301,18 @@ def by_category(conn: Connection, since: float) -> dict[str, int]:
     for row in conn.execute(query):
         out[row.category or "other"] += row.n
     return dict(out)
+
+
+def last_day(conn: Connection, now: float) -> dict[str, int]:
+    """Events and unresolved issues in the last 24 whole hours, and issues first seen in 24 h."""
+    h, i = t.error_issue_hours.c, t.error_issues.c
+    since = int(now // 3600) - 23
+    events, issues = conn.execute(
+        select(func.coalesce(func.sum(h.n), 0), func.count(func.distinct(h.issue_id)))
+        .select_from(t.error_issue_hours.join(t.error_issues, i.id == h.issue_id))
+        .where(h.hour >= since, i.status == "unresolved")
+    ).one()
+    new = conn.execute(
+        select(func.count()).select_from(t.error_issues).where(i.first_seen >= now - 86400)
+    ).scalar_one()
+    return {"events": int(events), "issues": int(issues), "new": int(new)}

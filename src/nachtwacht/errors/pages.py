@@ -1,4 +1,4 @@
-"""Dashboard pages (mounted in web/app.py behind `access`); helpers come from web.pages.
+"""Dashboard pages (mounted in web/app.py behind `access`); helpers come from web.render.
 
 /errors lists issues with a 24 h trend; /errors/{id} shows one with its latest event and
 stack trace. Resolve, ignore and unresolve are plain forms posting to the same service as
@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from nachtwacht.auth.deps import access, actor, client_ip
 from nachtwacht.errors import issues
 from nachtwacht.errors.projects import list_projects
-from nachtwacht.web.pages import ActionError, PageError, RowId, _act, _redirect, _show
+from nachtwacht.web.render import ActionError, PageError, RowId, _act, _redirect, _show
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 PAGE_SIZE = 100

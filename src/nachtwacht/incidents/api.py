@@ -18,7 +18,7 @@ from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.checklist.gate import resolution_gate
 from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.incidents import escalation, notifications, service, views
+from nachtwacht.incidents import escalation, notifications, serialise, service
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
@@ -124,7 +124,7 @@ async def list_incidents(
             rows = service.list_incidents(conn, wanted, pg.limit, pg.offset)
             set_headers(request, response, pg, service.count_incidents(conn, wanted))
         now = rt.clock.now()
-        return [views.summary(r, now) for r in rows]
+        return [serialise.summary(r, now) for r in rows]
 
     return await asyncio.to_thread(work)
 
@@ -149,7 +149,7 @@ async def declare(request: Request, body: Declare) -> dict[str, Any]:
             commander=body.commander,
         )
         escalation.advance(conn, rt.settings, incident_id, now, alert_muted_by)
-        return views.detail(conn, rt.settings, incident_id, now)
+        return serialise.detail(conn, rt.settings, incident_id, now)
 
     return await _write(request, work)
 
@@ -160,7 +160,7 @@ async def show(request: Request, incident_id: RowId) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         with rt.store.connect() as conn:
-            return views.detail(conn, rt.settings, incident_id, rt.clock.now())
+            return serialise.detail(conn, rt.settings, incident_id, rt.clock.now())
 
     try:
         return await asyncio.to_thread(work)
@@ -171,7 +171,7 @@ async def show(request: Request, incident_id: RowId) -> dict[str, Any]:
 def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
     def work(conn, rt: Runtime, now: float) -> dict[str, Any]:  # noqa: ANN001
         fn(conn, rt, now)
-        return views.detail(conn, rt.settings, incident_id, now)
+        return serialise.detail(conn, rt.settings, incident_id, now)
 
     return work
 

@@ -20,7 +20,7 @@ from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents import escalation, service, views
+from nachtwacht.incidents import escalation, serialise, service
 from nachtwacht.incidents.models import OPEN_STATUSES
 
 incident_app = typer.Typer(help="Declare, follow and resolve incidents.", no_args_is_help=True)
@@ -110,7 +110,7 @@ def declare(
             commander=commander,
         )
         escalation.advance(conn, cfg, incident_id, now, alert_muted_by)
-        return views.detail(conn, cfg, incident_id, now)
+        return serialise.detail(conn, cfg, incident_id, now)
 
     _show(*_run(config, work), as_json)
 
@@ -125,7 +125,7 @@ def list_incidents(
 
     def work(conn: Connection, _cfg: Settings, now: float) -> list[dict[str, Any]]:
         rows = service.list_incidents(conn, None if all_ else OPEN_STATUSES)
-        return [views.summary(r, now) for r in rows]
+        return [serialise.summary(r, now) for r in rows]
 
     data, cfg = _run(config, work)
     if as_json:
@@ -150,7 +150,9 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """An incident with its roles, alerts and whole timeline."""
-    _show(*_run(config, lambda conn, cfg, now: views.detail(conn, cfg, incident_id, now)), as_json)
+    _show(
+        *_run(config, lambda conn, cfg, now: serialise.detail(conn, cfg, incident_id, now)), as_json
+    )
 
 
 def _simple(
@@ -161,7 +163,7 @@ def _simple(
 ) -> None:
     def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
         fn(conn, cfg, now)
-        return views.detail(conn, cfg, incident_id, now)
+        return serialise.detail(conn, cfg, incident_id, now)
 
     _show(*_run(config, work), as_json)
 

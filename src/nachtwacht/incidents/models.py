@@ -62,6 +62,15 @@ def describe_target(severity: int) -> str:
     }[severity]
 
 
+# S1 and S2 incidents are resolved only after the restoration checklist (checklist/gate.py)
+CHECKLIST_SEVERITIES = (1, 2)
+
+
+def needs_checklist(severity: int) -> bool:
+    """Whether resolving an incident of this severity needs the restoration checklist."""
+    return severity in CHECKLIST_SEVERITIES
+
+
 # oncall | oncall:<rotation> | role:<role> | contact:<id> | external:<id or kind> | channel:<name>
 TARGET = re.compile(r"^(oncall(:[a-z0-9_.-]+)?|(role|contact|external|channel):[a-z0-9_.-]+)$")
 

@@ -12,7 +12,7 @@ import secrets
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, Select, func, select, update
 
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
@@ -146,6 +146,11 @@ def get_incident(conn: Connection, incident_id: int) -> dict[str, Any] | None:
         conn.execute(select(t.incidents).where(t.incidents.c.id == incident_id)).mappings().first()
     )
     return dict(row) if row is not None else None
+
+
+def latest_id(conn: Connection) -> int | None:
+    """The newest incident's id, or None when there is none."""
+    return conn.execute(select(func.max(t.incidents.c.id))).scalar()
 
 
 def require(conn: Connection, incident_id: int) -> dict[str, Any]:

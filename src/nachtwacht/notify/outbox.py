@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
@@ -122,3 +122,22 @@ def withdraw(conn: Connection, incident_id: int, kinds: tuple[str, ...], reason:
         if got == 1:
             done.append(row)
     return done
+
+
+def count_for_incident(conn: Connection, incident_id: int) -> int:
+    """How many messages an incident has put in the outbox, in any state."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(t.outbox).where(t.outbox.c.incident_id == incident_id)
+        ).scalar_one()
+    )
+
+
+def give_up(conn: Connection, ids: list[int], reason: str) -> None:
+    """Messages still pending are dead now (`reason` unless they already carry an error)."""
+    o = t.outbox.c
+    conn.execute(
+        update(t.outbox)
+        .where(o.id.in_(ids), o.status == "pending")
+        .values(status="dead", last_error=func.coalesce(o.last_error, reason))
+    )

@@ -14,12 +14,10 @@ import secrets
 import socket
 from typing import Any
 
-from sqlalchemy import func, update
-
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify.compose import BROADCAST, compose
-from nachtwacht.notify.outbox import enqueue
+from nachtwacht.notify.outbox import enqueue, give_up
 from nachtwacht.notify.queries import rows_by_id
 from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.problems import Kind, Problem
@@ -135,15 +133,5 @@ async def send_test(
 
 def _give_up(store: Store, ids: list[int]) -> list[dict[str, Any]]:
     with store.begin() as conn:
-        conn.execute(
-            update(t.outbox)
-            .where(o.id.in_(ids), o.status == "pending")
-            .values(
-                status="dead",
-                last_error=func.coalesce(
-                    o.last_error,
-                    "not sent within the wait (a retry or the rate limit was due later)",
-                ),
-            )
-        )
+        give_up(conn, ids, "not sent within the wait (a retry or the rate limit was due later)")
     return rows_by_id(store, ids)

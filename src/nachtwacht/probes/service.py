@@ -260,6 +260,12 @@ def probe_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def probe_config(conn: Connection, name: str) -> dict[str, Any] | None:
+    """A probe's stored configuration (unmasked: the caller masks it), or None."""
+    raw = conn.execute(select(t.probes.c.config_json).where(t.probes.c.name == name)).scalar()
+    return json.loads(raw) if raw else None
+
+
 def _results_query(probe_id: int, since: float | None) -> Select:
     query = select(
         t.results.c.ts,

@@ -1,4 +1,4 @@
-"""Dashboard pages (mounted in web/app.py behind `access`); helpers come from web.pages.
+"""Dashboard pages (mounted in web/app.py behind `access`); helpers come from web.render.
 
 - the review panel on the incident page (`/ui/incidents/{id}/review`, loaded by htmx): the
   restoration checklist runs and a button to run it, the review's fields, the follow-ups, and
@@ -27,10 +27,11 @@ from nachtwacht.checklist import gate
 from nachtwacht.checklist import service as checklist
 from nachtwacht.checklist.items import Context as ChecklistContext
 from nachtwacht.incidents import service as incidents
+from nachtwacht.incidents.models import needs_checklist
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
 from nachtwacht.web.headers import policy_for_inline_styles
-from nachtwacht.web.pages import (
+from nachtwacht.web.render import (
     ActionError,
     PageError,
     RowId,
@@ -56,7 +57,7 @@ def panel_data(incident_id: int) -> Callable[[Connection, Any, float], dict[str,
         base = inc["resolved_at"]
         return {
             "inc": inc,
-            "gated": inc["severity"] in gate.GATED_SEVERITIES,
+            "gated": needs_checklist(inc["severity"]),
             "latest": checklist.view(latest) if latest else None,
             "runs": checklist.list_runs(conn, incident_id, PANEL_RUNS),
             "run_count": checklist.count_runs(conn, incident_id),

@@ -18,12 +18,13 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Connection
 
 from nachtwacht.auth.deps import access
+from nachtwacht.incidents import dashboard
 from nachtwacht.incidents import service as incidents
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.api import runner, who
 from nachtwacht.runbooks.runner import Policy, RunError, is_action
 from nachtwacht.store.db import StoreError
-from nachtwacht.web.pages import PageError, _form, _redirect, _show, incident_data
+from nachtwacht.web.render import PageError, _form, _redirect, _show
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -64,6 +65,18 @@ def panel_data(incident_id: int) -> Any:
             "busy": any(r["status"] == "running" for r in runs),
             "run_state": STATE,
         }
+
+    return build
+
+
+def incident_data(incident_id: int) -> Any:
+    """The incident page's data (the page a refusal here renders again)."""
+
+    def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
+        view = dashboard.incident_view(conn, rt.settings, incident_id, now)
+        if view is None:
+            raise PageError(f"There is no incident #{incident_id}.")
+        return view
 
     return build
 

@@ -15,16 +15,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
 
 from nachtwacht import __version__
+from nachtwacht.alerts import pages as alerts_pages
 from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
 from nachtwacht.analytics import api as analytics_api
 from nachtwacht.analytics import pages as analytics_pages
-from nachtwacht.analytics.security import SecurityLog
+from nachtwacht.analytics.security import log_request
+from nachtwacht.auth import pages as auth_pages
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import (
     LOGIN_REQUIRED,
-    AuditChanges,
     access,
+    audit_change,
     ingest_key,
     login_redirect,
     optional_principal,
@@ -42,11 +44,14 @@ from nachtwacht.errors import api as errors_api
 from nachtwacht.errors import ingest_api as errors_ingest
 from nachtwacht.errors import pages as errors_pages
 from nachtwacht.evidence import api as evidence_api
+from nachtwacht.incidents import pages as incidents_pages
 from nachtwacht.incidents.api import ack_router
 from nachtwacht.incidents.api import router as incidents_router
 from nachtwacht.notify import reach
 from nachtwacht.notify.api import router as notify_router
+from nachtwacht.oncall import pages as oncall_pages
 from nachtwacht.oncall.api import router as oncall_router
+from nachtwacht.probes import pages as probes_pages
 from nachtwacht.probes.api import router as probes_router
 from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
@@ -55,13 +60,14 @@ from nachtwacht.runbooks import pages as runbooks_pages
 from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.watchdog import api as watchdog_api
-from nachtwacht.web import errors, pages
+from nachtwacht.web import errors, overview
 from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
 from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
 from nachtwacht.web.refused import Refusals
+from nachtwacht.web.status import ResponseStatus
 
 
 def create_app(
@@ -120,9 +126,9 @@ def create_app(
     app.add_exception_handler(ApiError, login_first)
     # innermost of ours: its refusals (401, 413, 422) are logged and get the security headers
     app.add_middleware(BodyLimits, settings=settings)
-    app.add_middleware(AuditChanges)
-    # writes only while the `enable_security_logging` flag is on
-    app.add_middleware(SecurityLog)
+    # after each response: the audit of changes, then the security log (which writes only
+    # while the `enable_security_logging` flag is on)
+    app.add_middleware(ResponseStatus, hooks=(audit_change, log_request))
     # outermost: error answers and static files get the headers too
     app.add_middleware(SecurityHeaders)
     # public: stylesheets and scripts, vendored so the dashboard works without the internet
@@ -155,8 +161,18 @@ def create_app(
     app.include_router(ping_router)
     app.include_router(ack_router)
     # the dashboard: /login is public, every other page uses `access` like the API
-    app.include_router(pages.router)
-    for domain_pages in (errors_pages, analytics_pages, runbooks_pages, reviews_pages):
+    for domain_pages in (
+        auth_pages,
+        overview,
+        probes_pages,
+        incidents_pages,
+        oncall_pages,
+        alerts_pages,
+        errors_pages,
+        analytics_pages,
+        runbooks_pages,
+        reviews_pages,
+    ):
         app.include_router(domain_pages.router)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)

@@ -13,19 +13,17 @@ import asyncio
 import re
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
 from nachtwacht.auth import service as auth
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents.notifications import followup_channels
+from nachtwacht.incidents.service import latest_id
 from nachtwacht.notify.testmessage import NotifyTestError, send_test
 from nachtwacht.oncall.service import resolve_target
-from nachtwacht.store import tables as t
 from nachtwacht.store.db import StoreError
 
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "nachtwacht")
@@ -139,7 +137,7 @@ def _fillers(ctx: Context) -> dict[str, str]:
     incident = ctx.incident_id
     if incident is None:
         with ctx.store.connect() as conn:
-            incident = conn.execute(select(func.max(t.incidents.c.id))).scalar()
+            incident = latest_id(conn)
     if incident is not None:
         out["incident_id"] = str(incident)
     return out
@@ -209,37 +207,17 @@ async def _get(client: httpx.AsyncClient, path: str) -> tuple[str, int | str]:
 # -- access controls -------------------------------------------------------------------------
 
 
-def _weak(password_hash: str, username: str) -> bool:
-    return any(auth.verify_password(password_hash, g) for g in (*DEFAULT_PASSWORDS, username))
-
-
 def _accounts(ctx: Context) -> tuple[list[str], str]:
-    """(problems with the accounts, what was checked).
-
-    The default-password guesses go to accounts that can change things (responders and
-    admins): each guess costs an argon2 verification, as slow as a login on purpose, so they
-    run side by side and viewers (who can only read) are left out.
-    """
+    """(problems with the accounts, what was checked)."""
     problems: list[str] = []
     with ctx.store.connect() as conn:
-        u = t.users.c
-        admins = conn.execute(
-            select(func.count()).where(u.role == "admin", u.disabled.is_(False))
-        ).scalar_one()
-        users = conn.execute(
-            select(u.username, u.password_hash).where(
-                u.disabled.is_(False), u.role.in_(("admin", "responder"))
-            )
-        ).all()
+        admins = auth.enabled_admins(conn)
+        checked, weak = auth.default_passwords(conn, DEFAULT_PASSWORDS)
     if not admins:
         problems.append("no enabled admin user")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        weak = list(pool.map(lambda row: _weak(row[1], row[0]), users))
-    for (username, _), bad in zip(users, weak, strict=True):
-        if bad:
-            problems.append(f"user {username} has a default password")
+    problems += [f"user {username} has a default password" for username in weak]
     return problems, (
-        f"{admins} admins; no default passwords among {len(users)} admins and responders"
+        f"{admins} admins; no default passwords among {checked} admins and responders"
     )
 
 

@@ -1,0 +1,144 @@
+"""What the dashboard shows of incidents: the response clock, the escalation plan, message
+previews, what the paging missed, and the incident page's whole view.
+
+Plain data for the templates (incidents/pages.py, the overview, the runbooks panel's
+refusals); no HTTP here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from nachtwacht.incidents import service as incidents
+from nachtwacht.incidents.models import OPEN_STATUSES, describe_target, needs_checklist
+from nachtwacht.incidents.notifications import EDITABLE_KINDS, context_for, notified_so_far
+from nachtwacht.notify import reach
+from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
+from nachtwacht.notify.outbox import count_for_incident
+from nachtwacht.notify.templates import TemplateError, render
+
+PREVIEW_KINDS = ("emergency_alert", "status_update", "customer_notice", "resolved")
+UPDATE_STATUSES = ("investigating", "mitigating", "monitoring", "resolved")
+
+
+def sla(inc: dict[str, Any], now: float) -> dict[str, Any]:
+    """The response clock of an incident: acknowledged, due, or overdue."""
+    due = inc["response_due_at"]
+    if inc["acknowledged_at"] is not None:
+        late = inc["acknowledged_at"] > due
+        return {"state": "late" if late else "met", "due": due, "left": None}
+    if inc["status"] not in OPEN_STATUSES:
+        return {"state": "closed", "due": due, "left": None}
+    left = due - now
+    return {"state": "overdue" if left < 0 else "due", "due": due, "left": left}
+
+
+def open_incidents(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """The open incidents, worst and newest first, each with its response clock."""
+    rows = incidents.list_incidents(conn, OPEN_STATUSES, 100)
+    rows.sort(key=lambda r: (r["severity"], -r["id"]))
+    return [{**r, "sla": sla(r, now)} for r in rows]
+
+
+def escalation_plan(settings: Any, inc: dict[str, Any]) -> dict[str, Any]:
+    """The policy's steps with what has fired, the current step and the next one with its time."""
+    policy = (
+        settings.incidents.policies.get(inc["policy"])
+        or (settings.incidents.policy_for(inc["severity"])[1])
+    )
+    done = inc["next_step"]
+    is_open = inc["status"] in OPEN_STATUSES
+    steps = []
+    for i, step in enumerate(policy.steps):
+        state = "done" if i < done else ("next" if i == done and is_open else "later")
+        steps.append(
+            {
+                "number": i + 1,
+                "description": step.description or f"escalation step {i + 1}",
+                "after": step.after,
+                "at": inc["detected_at"] + step.after,
+                "notify": step.notify,
+                "repeat": step.repeat,
+                "action": step.action,
+                "state": state,
+            }
+        )
+    current = steps[done - 1] if done > 0 else None
+    upcoming = steps[done] if done < len(steps) and is_open else None
+    return {
+        "steps": steps,
+        "current": current,
+        "next": upcoming,
+        "next_at": inc["next_step_at"] if upcoming else None,
+        "policy": inc["policy"],
+    }
+
+
+def previews(
+    conn: Connection,
+    settings: Any,
+    inc: dict[str, Any],
+    now: float,
+    kinds: tuple[str, ...] = PREVIEW_KINDS,
+) -> list[dict]:
+    """The notification templates rendered as the outbox would render them now."""
+    extra = context_for(conn, settings, inc)
+    out = []
+    for kind in kinds:
+        try:
+            ctx = base_context(settings, kind, inc, [], now, extra)
+            subject, body = render(kind, ctx, settings.notify.templates_dir)
+            out.append({"kind": kind, "subject": subject, "body": body, "error": None})
+        except TemplateError as exc:
+            out.append({"kind": kind, "subject": "", "body": "", "error": str(exc)})
+    return out
+
+
+def incident_paging(
+    conn: Connection, inc: dict[str, Any], timeline: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What this incident's pages missed, and whether they reached anybody at all."""
+    missed = list(dict.fromkeys(e["message"] for e in timeline if e["kind"] == "not_delivered"))
+    queued = count_for_incident(conn, inc["id"])
+    return {"missed": missed, "reached_nobody": bool(inc["paged"]) and not queued}
+
+
+def incident_view(
+    conn: Connection, settings: Any, incident_id: int, now: float
+) -> dict[str, Any] | None:
+    """Everything the incident page shows, or None when there is no such incident."""
+    inc = incidents.get_incident(conn, incident_id)
+    if inc is None:
+        return None
+    people = settings.people
+    roles = []
+    for r in incidents.roles(conn, incident_id):
+        who = people.contact(r["contact"])
+        roles.append({**r, "name": who.name if who else r["contact"]})
+    commander = people.contact(inc["commander"]) if inc["commander"] else None
+    timeline = incidents.timeline(conn, incident_id)
+    return {
+        "inc": inc,
+        "paging_problems": reach.paging_problems(settings),
+        "incident_paging": incident_paging(conn, inc, timeline),
+        "is_open": inc["status"] in OPEN_STATUSES,
+        "needs_checklist": needs_checklist(inc["severity"]),
+        "sla": sla(inc, now),
+        "target": describe_target(inc["severity"]),
+        "severity_name": SEVERITY_NAMES.get(inc["severity"], ""),
+        "commander_name": commander.name if commander else inc["commander"],
+        "roles": roles,
+        "alerts": incidents.alerts_of(conn, incident_id),
+        "timeline": timeline,
+        "plan": escalation_plan(settings, inc),
+        "previews": previews(conn, settings, inc, now),
+        # the messages a responder can edit and send: prefilled from their templates
+        "drafts": previews(conn, settings, inc, now, EDITABLE_KINDS),
+        "notified": [c.name for c in notified_so_far(conn, settings, incident_id)],
+        "recipient_roles": sorted({r for c in people.contacts for r in c.roles}),
+        "contacts": people.contacts,
+        "external": people.external,
+        "update_statuses": UPDATE_STATUSES,
+    }
