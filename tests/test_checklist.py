@@ -316,3 +316,19 @@ def test_integrity_check_finds_a_corrupted_sqlite_file(tmp_path: Path, clock: Fa
         assert result.ok is False
     finally:
         broken.dispose()
+
+
+def test_an_unknown_test_contact_names_the_setting_that_chose_it(site: Context) -> None:
+    skip = ", ".join(sorted(ALL - {"alerts"}))
+    text = site_yaml(
+        site.settings.server.port,
+        2525,
+        Path("/x.db"),
+        False,
+        f", skip: [{skip}], test_contact: zed",
+    )
+    ctx = Context(settings_for(text, site.store.url), site.store, site.clock, "tester")
+    item = _items(asyncio.run(service.verify(ctx)))["alerts"]
+    assert item["ok"] is False
+    assert "no contact 'zed'" in item["detail"], item["detail"]
+    assert "(reviews.checklist.test_contact)" in item["detail"], item["detail"]

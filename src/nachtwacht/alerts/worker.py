@@ -27,6 +27,7 @@ from nachtwacht.probes.scheduler import ProbeSlot, Scheduler
 from nachtwacht.probes.state import Transition, may_alert
 from nachtwacht.probes.writer import ResultWriter
 from nachtwacht.store.db import Store
+from nachtwacht.wake import Wake
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ class Alerting:
         self.processed = 0  # flips handled by this process
         self.reconciled = 0  # alerts raised or resolved by reconciling
         self.last_reconcile: float | None = None
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = Wake()
         if writer is not None:
             writer.on_commit.append(self.wake)
 
@@ -75,18 +75,7 @@ class Alerting:
 
     def wake(self) -> None:
         """New flips are committed (callable from any thread)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self._wake.set()
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
 
     def _state_of(self, name: str) -> State | None:
         if self.scheduler is None:
@@ -197,7 +186,7 @@ class Alerting:
         return queued
 
     async def worker(self, stop: asyncio.Event) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._wake.bind()
         while not stop.is_set():
             self._wake.clear()
             delay = POLL

@@ -293,7 +293,9 @@ async def alerts(ctx: Context) -> ItemResult:
             first_attempt=True,
         )
     except NotifyTestError as exc:
-        return ItemResult("alerts", False, str(exc))
+        # a contact named in the config but unknown: say which setting names it
+        where = " (reviews.checklist.test_contact)" if ctx.cfg.test_contact == contact else ""
+        return ItemResult("alerts", False, f"{exc}{where}")
     sent = [r["channel"] for r in rows if r["status"] == "sent"]
     failed = [
         f"{r['channel']}: {r['error'] or 'not sent within the wait'}"
