@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service
+from nachtwacht.auth import passwords, users
 from nachtwacht.auth.api import router as auth_router
 from nachtwacht.auth.deps import LOGIN_COOKIE, LOGIN_FIELD, access, actor, audit_change, ingest_key
 from nachtwacht.auth.models import AuthSettings
@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery"
 def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """argon2id with the smallest parameters: the code path is the same, 1 ms instead of 100."""
     monkeypatch.setattr(
-        service, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+        passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     )
     yield
 
@@ -81,7 +81,7 @@ def make_app(
 
 def add_user(store: Store, clock: FakeClock, name: str, role: str) -> None:
     with store.begin() as conn:
-        service.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
+        users.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
 
 
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:

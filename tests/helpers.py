@@ -37,11 +37,11 @@ def settings_for(yaml_text: str, store_url: str) -> Settings:
 
 def admin_token(store, now: float = 1_800_000_000.0, role: str = "admin") -> str:  # noqa: ANN001
     """An API token for tests that drive the protected API (`Authorization: Bearer ...`)."""
-    from nachtwacht.auth import service
+    from nachtwacht.auth import tokens
 
     store.migrate()
     with store.begin() as conn:
-        return service.create_token(conn, f"test-{role}", role, now, actor="tests")["token"]
+        return tokens.create_token(conn, f"test-{role}", role, now, actor="tests")["token"]
 
 
 async def until(

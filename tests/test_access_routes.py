@@ -65,12 +65,12 @@ def test_every_non_public_route_refuses_anonymous_access(
 def test_a_cookie_session_post_without_csrf_is_refused(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
-    from nachtwacht.auth import service
+    from nachtwacht.auth import users
 
     settings = settings_for("probes: []\n", sqlite_store.url)
     app = create_app(settings, sqlite_store, clock, start_engine=False)
     with sqlite_store.begin() as conn:
-        service.add_user(conn, "rita", "correct horse battery", "responder", clock.now(), actor="t")
+        users.add_user(conn, "rita", "correct horse battery", "responder", clock.now(), actor="t")
     with TestClient(app) as client:
         login = client.post(
             "/login", json={"username": "rita", "password": "correct horse battery"}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service
+from nachtwacht.auth import users
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from tests.auth_helpers import PASSWORD, add_user, fast_hashing, login, login_form, make_app  # noqa: F401
@@ -416,7 +416,7 @@ def test_changes_through_protected_routers_are_audited(client: TestClient) -> No
 
 def test_first_start_password_logs_in_as_admin(sqlite_store: Store, clock: FakeClock) -> None:
     with sqlite_store.begin() as conn:
-        password = service.ensure_admin(conn, clock.now())
+        password = users.ensure_admin(conn, clock.now())
     assert password
     with TestClient(make_app(sqlite_store, clock)) as browser:
         login(browser, "admin", password)

@@ -12,7 +12,8 @@ import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from nachtwacht.auth import cli, service
+from nachtwacht.auth import audit as auth_audit
+from nachtwacht.auth import cli, logins, sessions, tokens
 from nachtwacht.clock import SystemClock
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -35,11 +36,11 @@ def _store(config: str) -> Store:
     return store
 
 
-def _login(config: str, name: str, password: str = PASSWORD) -> service.LoginOutcome:
+def _login(config: str, name: str, password: str = PASSWORD) -> logins.LoginOutcome:
     store = _store(config)
     try:
         with store.begin() as conn:
-            return service.login(conn, name, password, SystemClock().now(), ip="192.0.2.1")
+            return logins.login(conn, name, password, SystemClock().now(), ip="192.0.2.1")
     finally:
         store.dispose()
 
@@ -109,8 +110,8 @@ def test_passwd_changes_the_password_and_ends_sessions(config: str) -> None:
     assert _login(config, "alice", "new passphrase").ok
     store = _store(config)
     with store.begin() as conn:
-        assert service.resolve_session(conn, session.token or "", SystemClock().now()) is None
-        actors = {e["actor"] for e in service.audit_log(conn, action="user.passwd")}
+        assert sessions.resolve_session(conn, session.token or "", SystemClock().now()) is None
+        actors = {e["actor"] for e in auth_audit.audit_log(conn, action="user.passwd")}
     store.dispose()
     assert len(actors) == 1 and actors.pop().startswith("cli:")
 
@@ -151,7 +152,7 @@ def test_token_is_printed_once_stored_hashed_and_revocable(config: str) -> None:
         token_id = conn.execute(select(t.api_tokens.c.id)).scalar_one()
     _run(cli.token_app, "revoke", str(token_id), "-c", config)
     with store.begin() as conn:
-        assert service.resolve_token(conn, token, SystemClock().now()) is None
+        assert tokens.resolve_token(conn, token, SystemClock().now()) is None
     store.dispose()
     assert "no API tokens" in _run(cli.token_app, "list", "-c", config)
 

@@ -10,9 +10,14 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit as auth_audit
+from nachtwacht.auth import checks as auth_checks
+from nachtwacht.auth import ingest_keys as auth_ingest_keys
+from nachtwacht.auth import logins, passwords, tokens
+from nachtwacht.auth import sessions as auth_sessions
+from nachtwacht.auth import users as auth_users
+from nachtwacht.auth.checks import AuthError
 from nachtwacht.auth.models import AuthSettings
-from nachtwacht.auth.service import AuthError
 from nachtwacht.clock import FakeClock
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -24,7 +29,7 @@ IP = "203.0.113.7"
 
 def _add(store: Store, clock: FakeClock, name: str = "alice", role: str = "responder") -> None:
     with store.begin() as conn:
-        service.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
+        auth_users.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
 
 
 def _login(
@@ -33,17 +38,17 @@ def _login(
     name: str = "alice",
     password: str = PASSWORD,
     ip: str | None = IP,
-    settings: AuthSettings = service.DEFAULTS,
-) -> service.LoginOutcome:
+    settings: AuthSettings = auth_checks.DEFAULTS,
+) -> logins.LoginOutcome:
     with store.begin() as conn:
-        return service.login(
+        return logins.login(
             conn, name, password, clock.now(), ip=ip, user_agent="pytest", settings=settings
         )
 
 
 def _audit(store: Store, action: str | None = None) -> list[dict]:
     with store.connect() as conn:
-        return service.audit_log(conn, None, 1000, action=action)
+        return auth_audit.audit_log(conn, None, 1000, action=action)
 
 
 def _dump(store: Store) -> str:
@@ -63,14 +68,14 @@ def _dump(store: Store) -> str:
 def test_password_hash_is_argon2id_and_verifies_only_the_right_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service, "HASHER", PasswordHasher())  # the production parameters
-    hashed = service.hash_password("s3cret-passphrase")
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher())  # the production parameters
+    hashed = passwords.hash_password("s3cret-passphrase")
     assert hashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert "s3cret-passphrase" not in hashed
-    assert service.verify_password(hashed, "s3cret-passphrase")
-    assert not service.verify_password(hashed, "s3cret-passphrasE")
-    assert not service.verify_password("not a hash", "s3cret-passphrase")
-    assert service.hash_password("s3cret-passphrase") != hashed  # salted
+    assert passwords.verify_password(hashed, "s3cret-passphrase")
+    assert not passwords.verify_password(hashed, "s3cret-passphrasE")
+    assert not passwords.verify_password("not a hash", "s3cret-passphrase")
+    assert passwords.hash_password("s3cret-passphrase") != hashed  # salted
 
 
 def test_weak_password_and_bad_username_are_refused_naming_the_field(
@@ -78,29 +83,29 @@ def test_weak_password_and_bad_username_are_refused_naming_the_field(
 ) -> None:
     store = sqlite_store  # its SQL runs on every backend in the tests above
     with store.begin() as conn, pytest.raises(AuthError) as short:
-        service.add_user(conn, "bob", "short", "viewer", clock.now(), actor="test")
+        auth_users.add_user(conn, "bob", "short", "viewer", clock.now(), actor="test")
     assert short.value.field == "password" and "at least 10" in str(short.value)
     with store.begin() as conn, pytest.raises(AuthError) as name:
-        service.add_user(conn, "bob smith", PASSWORD, "viewer", clock.now(), actor="test")
+        auth_users.add_user(conn, "bob smith", PASSWORD, "viewer", clock.now(), actor="test")
     assert name.value.field == "username"
     with store.begin() as conn, pytest.raises(AuthError) as role:
-        service.add_user(conn, "bob", PASSWORD, "root", clock.now(), actor="test")
+        auth_users.add_user(conn, "bob", PASSWORD, "root", clock.now(), actor="test")
     assert role.value.field == "role"
     _add(store, clock, "Bob")
     with store.begin() as conn, pytest.raises(AuthError) as twice:
-        service.add_user(conn, "BOB", PASSWORD, "viewer", clock.now(), actor="test")
-    assert twice.value.status_code == 409
+        auth_users.add_user(conn, "BOB", PASSWORD, "viewer", clock.now(), actor="test")
+    assert twice.value.kind == "conflict"
     with store.connect() as conn:
-        assert [u["username"] for u in service.list_users(conn, clock.now())] == ["bob"]
+        assert [u["username"] for u in auth_users.list_users(conn, clock.now())] == ["bob"]
 
 
 def test_first_start_creates_admin_with_a_random_password_once(
     store: Store, clock: FakeClock
 ) -> None:
     with store.begin() as conn:
-        first = service.ensure_admin(conn, clock.now())
+        first = auth_users.ensure_admin(conn, clock.now())
     with store.begin() as conn:
-        second = service.ensure_admin(conn, clock.now())
+        second = auth_users.ensure_admin(conn, clock.now())
     assert first is not None and len(first) >= 20
     assert second is None
     outcome = _login(store, clock, "admin", first)
@@ -120,7 +125,7 @@ def test_login_opens_a_session_and_audits_success_with_the_address(
     assert outcome.ok and outcome.username == "alice" and outcome.role == "responder"
     assert outcome.token and outcome.csrf_token
     with store.begin() as conn:
-        principal = service.resolve_session(conn, outcome.token, clock.now())
+        principal = auth_sessions.resolve_session(conn, outcome.token, clock.now())
     assert principal is not None and principal.name == "alice"
     assert principal.session_id == outcome.session_id
     [entry] = _audit(store, "login.success")
@@ -157,14 +162,14 @@ def test_five_wrong_passwords_lock_the_account_until_the_lock_time_passes(
     assert (locked.ok, locked.status_code, locked.reason) == (False, 429, "locked")
     assert locked.retry_after == pytest.approx(60)
     with store.connect() as conn:
-        [user] = service.list_users(conn, clock.now())
+        [user] = auth_users.list_users(conn, clock.now())
     assert user["locked"] and user["failed_logins"] == 5
     assert _audit(store, "user.locked")[0]["target"] == "alice"
     assert _audit(store, "login.locked")[0]["ip"] == IP
     clock.advance(61)
     assert _login(store, clock).ok
     with store.connect() as conn:
-        [user] = service.list_users(conn, clock.now())
+        [user] = auth_users.list_users(conn, clock.now())
     assert not user["locked"] and user["failed_logins"] == 0
 
 
@@ -225,13 +230,13 @@ def test_disabled_user_cannot_log_in_and_their_sessions_end(store: Store, clock:
     _add(store, clock, "root", "admin")
     session = _login(store, clock)
     with store.begin() as conn:
-        service.set_disabled(conn, "alice", True, clock.now(), actor="root")
+        auth_users.set_disabled(conn, "alice", True, clock.now(), actor="root")
     refused = _login(store, clock)
-    assert (refused.status_code, refused.message) == (401, service.WRONG)
+    assert (refused.status_code, refused.message) == (401, logins.WRONG)
     assert _audit(store, "login.failed")[0]["detail"] == {"reason": "disabled", "failures": 1}
     with store.begin() as conn:
-        assert service.resolve_session(conn, session.token or "", clock.now()) is None
-        service.set_disabled(conn, "alice", False, clock.now(), actor="root")
+        assert auth_sessions.resolve_session(conn, session.token or "", clock.now()) is None
+        auth_users.set_disabled(conn, "alice", False, clock.now(), actor="root")
     assert _login(store, clock).ok
 
 
@@ -239,8 +244,8 @@ def test_the_last_enabled_admin_cannot_be_disabled(sqlite_store: Store, clock: F
     store = sqlite_store  # its SQL runs on every backend in the tests above
     _add(store, clock, "root", "admin")
     with store.begin() as conn, pytest.raises(AuthError) as exc:
-        service.set_disabled(conn, "root", True, clock.now(), actor="root")
-    assert exc.value.status_code == 409
+        auth_users.set_disabled(conn, "root", True, clock.now(), actor="root")
+    assert exc.value.kind == "conflict"
 
 
 def test_enable_lifts_a_lock(sqlite_store: Store, clock: FakeClock) -> None:
@@ -249,7 +254,7 @@ def test_enable_lifts_a_lock(sqlite_store: Store, clock: FakeClock) -> None:
     for _ in range(5):
         _login(store, clock, password="nope-nope-nope")
     with store.begin() as conn:
-        service.set_disabled(conn, "alice", False, clock.now(), actor="root")
+        auth_users.set_disabled(conn, "alice", False, clock.now(), actor="root")
     assert _login(store, clock).ok
 
 
@@ -262,12 +267,12 @@ def test_own_password_change_ends_other_sessions_and_needs_the_current_one(
     _add(store, clock)
     a, b = _login(store, clock), _login(store, clock)
     with store.begin() as conn:
-        wrong = service.change_own_password(
+        wrong = logins.change_own_password(
             conn, "alice", "wrong guess", "a new passphrase", clock.now(), ip=IP
         )
     assert (wrong.ok, wrong.status_code, wrong.field) == (False, 403, "current_password")
     with store.begin() as conn:
-        outcome = service.change_own_password(
+        outcome = logins.change_own_password(
             conn,
             "alice",
             PASSWORD,
@@ -278,8 +283,8 @@ def test_own_password_change_ends_other_sessions_and_needs_the_current_one(
         )
     assert outcome.ok and outcome.sessions_revoked == 1
     with store.begin() as conn:
-        assert service.resolve_session(conn, a.token or "", clock.now()) is not None
-        assert service.resolve_session(conn, b.token or "", clock.now()) is None
+        assert auth_sessions.resolve_session(conn, a.token or "", clock.now()) is not None
+        assert auth_sessions.resolve_session(conn, b.token or "", clock.now()) is None
     assert not _login(store, clock).ok
     assert _login(store, clock, password="a new passphrase").ok
 
@@ -295,22 +300,24 @@ def test_sessions_are_listed_per_user_and_revoked_one_or_all(
         _login(store, clock, "bob"),
     )
     with store.begin() as conn:
-        assert {s["id"] for s in service.list_sessions(conn, clock.now(), "alice")} == {
+        assert {s["id"] for s in auth_sessions.list_sessions(conn, clock.now(), "alice")} == {
             a1.session_id,
             a2.session_id,
         }
-        assert service.list_sessions(conn, clock.now(), "alice")[0]["ip"] == IP
+        assert auth_sessions.list_sessions(conn, clock.now(), "alice")[0]["ip"] == IP
         with pytest.raises(AuthError):  # bob cannot end alice's session
-            service.revoke_session(conn, a1.session_id or 0, clock.now(), actor="bob", owner="bob")
-        service.revoke_session(conn, a1.session_id or 0, clock.now(), actor="alice")
-        assert service.resolve_session(conn, a1.token or "", clock.now()) is None
-        assert service.resolve_session(conn, a2.token or "", clock.now()) is not None
+            auth_sessions.revoke_session(
+                conn, a1.session_id or 0, clock.now(), actor="bob", owner="bob"
+            )
+        auth_sessions.revoke_session(conn, a1.session_id or 0, clock.now(), actor="alice")
+        assert auth_sessions.resolve_session(conn, a1.token or "", clock.now()) is None
+        assert auth_sessions.resolve_session(conn, a2.token or "", clock.now()) is not None
     _login(store, clock, "alice")
     with store.begin() as conn:
-        assert service.revoke_all_sessions(conn, "alice", clock.now(), actor="root") == 2
-        assert service.list_sessions(conn, clock.now(), "alice") == []
-        assert service.resolve_session(conn, a2.token or "", clock.now()) is None
-        assert service.resolve_session(conn, b1.token or "", clock.now()) is not None
+        assert auth_sessions.revoke_all_sessions(conn, "alice", clock.now(), actor="root") == 2
+        assert auth_sessions.list_sessions(conn, clock.now(), "alice") == []
+        assert auth_sessions.resolve_session(conn, a2.token or "", clock.now()) is None
+        assert auth_sessions.resolve_session(conn, b1.token or "", clock.now()) is not None
     entry = _audit(store, "session.revoke_all")[0]
     assert (entry["actor"], entry["target"], entry["detail"]["sessions_revoked"]) == (
         "root",
@@ -326,10 +333,10 @@ def test_a_session_ends_after_idling_and_at_its_maximum_age(store: Store, clock:
     busy = _login(store, clock, settings=settings)
     start = clock.now()
 
-    def alive(outcome: service.LoginOutcome) -> bool:
+    def alive(outcome: logins.LoginOutcome) -> bool:
         with store.begin() as conn:
             token = outcome.token or ""
-            return service.resolve_session(conn, token, clock.now(), settings) is not None
+            return auth_sessions.resolve_session(conn, token, clock.now(), settings) is not None
 
     clock.advance(50 * 60)
     assert alive(busy)  # busy is used every 50 minutes; idle is left alone
@@ -347,9 +354,9 @@ def test_logout_ends_the_session(sqlite_store: Store, clock: FakeClock) -> None:
     _add(store, clock)
     outcome = _login(store, clock)
     with store.begin() as conn:
-        assert service.end_session(conn, outcome.token or "", clock.now(), ip=IP)
-        assert not service.end_session(conn, outcome.token or "", clock.now(), ip=IP)
-        assert service.resolve_session(conn, outcome.token or "", clock.now()) is None
+        assert auth_sessions.end_session(conn, outcome.token or "", clock.now(), ip=IP)
+        assert not auth_sessions.end_session(conn, outcome.token or "", clock.now(), ip=IP)
+        assert auth_sessions.resolve_session(conn, outcome.token or "", clock.now()) is None
     assert _audit(store, "logout")[0]["ip"] == IP
 
 
@@ -360,28 +367,26 @@ def test_api_token_is_shown_once_stored_hashed_and_refused_after_revoke(
     store: Store, clock: FakeClock
 ) -> None:
     with store.begin() as conn:
-        created = service.create_token(
-            conn, "backup script", "responder", clock.now(), actor="root"
-        )
+        created = tokens.create_token(conn, "backup script", "responder", clock.now(), actor="root")
     token = created["token"]
     assert token.startswith("nwt_") and len(token) > 40
     assert token not in _dump(store)
     with store.begin() as conn:
-        listed = service.list_tokens(conn)
+        listed = tokens.list_tokens(conn)
         assert "token" not in listed[0] and listed[0]["name"] == "backup script"
-        principal = service.resolve_token(conn, token, clock.now())
+        principal = tokens.resolve_token(conn, token, clock.now())
         assert principal is not None and (principal.kind, principal.role) == ("token", "responder")
-        assert service.resolve_token(conn, token + "x", clock.now()) is None
-        service.revoke_token(conn, created["id"], clock.now(), actor="root")
-        assert service.resolve_token(conn, token, clock.now()) is None
-        assert service.list_tokens(conn) == []
-        assert service.list_tokens(conn, include_revoked=True)[0]["revoked_at"] is not None
+        assert tokens.resolve_token(conn, token + "x", clock.now()) is None
+        tokens.revoke_token(conn, created["id"], clock.now(), actor="root")
+        assert tokens.resolve_token(conn, token, clock.now()) is None
+        assert tokens.list_tokens(conn) == []
+        assert tokens.list_tokens(conn, include_revoked=True)[0]["revoked_at"] is not None
     assert [e["action"] for e in _audit(store, "token.")] == ["token.revoke", "token.create"]
 
 
 def test_last_used_is_written_at_most_once_a_minute(store: Store, clock: FakeClock) -> None:
     with store.begin() as conn:
-        token = service.create_token(conn, "poller", "viewer", clock.now(), actor="root")["token"]
+        token = tokens.create_token(conn, "poller", "viewer", clock.now(), actor="root")["token"]
     start = clock.now()
 
     def last_used() -> float:
@@ -390,7 +395,7 @@ def test_last_used_is_written_at_most_once_a_minute(store: Store, clock: FakeClo
 
     for _ in range(6):  # a request every 15 s for 75 s
         with store.begin() as conn:
-            assert service.resolve_token(conn, token, clock.now()) is not None
+            assert tokens.resolve_token(conn, token, clock.now()) is not None
         clock.advance(15)
     # used at 0, 15, 30, 45, 60, 75: written at 0 and at 60 only
     assert last_used() == start + 60
@@ -398,15 +403,19 @@ def test_last_used_is_written_at_most_once_a_minute(store: Store, clock: FakeClo
 
 def test_ingest_key_is_checked_against_its_scope(store: Store, clock: FakeClock) -> None:
     with store.begin() as conn:
-        alerts = service.create_ingest_key(conn, "alertmanager", "alerts", clock.now(), actor="r")
-        every = service.create_ingest_key(conn, "everything", "all", clock.now(), actor="r")
+        alerts = auth_ingest_keys.create_ingest_key(
+            conn, "alertmanager", "alerts", clock.now(), actor="r"
+        )
+        every = auth_ingest_keys.create_ingest_key(
+            conn, "everything", "all", clock.now(), actor="r"
+        )
     assert alerts["key"] not in _dump(store)
     with store.begin() as conn:
-        assert service.resolve_ingest_key(conn, alerts["key"], "alerts", clock.now())["name"] == (
-            "alertmanager"
-        )
+        assert auth_ingest_keys.resolve_ingest_key(conn, alerts["key"], "alerts", clock.now())[
+            "name"
+        ] == ("alertmanager")
         assert (
-            service.resolve_ingest_key(conn, every["key"], "errors", clock.now())["id"]
+            auth_ingest_keys.resolve_ingest_key(conn, every["key"], "errors", clock.now())["id"]
             == (every["id"])
         )
     for key, scope, status in (
@@ -415,12 +424,12 @@ def test_ingest_key_is_checked_against_its_scope(store: Store, clock: FakeClock)
         ("nwk_made-up", "alerts", 401),
     ):
         with store.begin() as conn, pytest.raises(AuthError) as exc:
-            service.resolve_ingest_key(conn, key, scope, clock.now())
-        assert exc.value.status_code == status
+            auth_ingest_keys.resolve_ingest_key(conn, key, scope, clock.now())
+        assert exc.value.http_status == status
     with store.begin() as conn:
-        service.revoke_ingest_key(conn, alerts["id"], clock.now(), actor="r")
+        auth_ingest_keys.revoke_ingest_key(conn, alerts["id"], clock.now(), actor="r")
     with store.begin() as conn, pytest.raises(AuthError):
-        service.resolve_ingest_key(conn, alerts["key"], "alerts", clock.now())
+        auth_ingest_keys.resolve_ingest_key(conn, alerts["key"], "alerts", clock.now())
 
 
 # -- audit log -------------------------------------------------------------------------------
@@ -431,17 +440,17 @@ def test_audit_log_filters_by_time_and_exports_csv_and_json_lines(
 ) -> None:
     store = sqlite_store  # its SQL runs on every backend in the tests above
     with store.begin() as conn:
-        service.audit(conn, "alice", "user.add", "bob", {"role": "viewer"}, IP, clock.now())
+        auth_audit.audit(conn, "alice", "user.add", "bob", {"role": "viewer"}, IP, clock.now())
         clock.advance(100)
-        service.audit(conn, "alice", "user.disable", "=cmd()", None, IP, clock.now())
+        auth_audit.audit(conn, "alice", "user.disable", "=cmd()", None, IP, clock.now())
     with store.connect() as conn:
-        recent = service.audit_log(conn, clock.now() - 50, 10)
-        everything = service.audit_log(conn, None, 10)
+        recent = auth_audit.audit_log(conn, clock.now() - 50, 10)
+        everything = auth_audit.audit_log(conn, None, 10)
     assert [e["action"] for e in recent] == ["user.disable"]
     assert [e["action"] for e in everything] == ["user.disable", "user.add"]
-    rows = list(csv.DictReader(io.StringIO(service.export_csv(everything))))
+    rows = list(csv.DictReader(io.StringIO(auth_audit.export_csv(everything))))
     assert rows[1]["actor"] == "alice" and rows[1]["ip"] == IP
     assert json.loads(rows[1]["detail"]) == {"role": "viewer"}
     assert rows[0]["target"] == "'=cmd()"  # never a formula in a spreadsheet
-    lines = service.export_jsonl(everything).splitlines()
+    lines = auth_audit.export_jsonl(everything).splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["user.disable", "user.add"]

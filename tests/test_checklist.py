@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import passwords
 from nachtwacht.checklist import items, service
 from nachtwacht.checklist.items import Context, integrity_check
 from nachtwacht.cli.main import app as cli
@@ -175,7 +175,7 @@ def test_verify_cli_prints_each_item_and_exits_non_zero_on_failure(
         conn.execute(
             insert(t.users).values(
                 username="bob",
-                password_hash=auth.hash_password("changeme"),
+                password_hash=passwords.hash_password("changeme"),
                 role="responder",
                 disabled=False,
                 created_at=site.clock.now(),

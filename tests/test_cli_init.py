@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from nachtwacht.cli.main import app
 from nachtwacht.clock import FakeClock
-from nachtwacht.config import starter
+from nachtwacht.config import detect, frappe_bench, starter
 from nachtwacht.config.loader import parse_config
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.kinds.logfile import count_matches
@@ -258,7 +258,7 @@ def test_host_config_probes_only_the_services_that_answered() -> None:
 
 
 def test_host_config_with_every_service_found_is_valid() -> None:
-    ports = [s.port for s in starter.LOCAL_SERVICES]
+    ports = [s.port for s in detect.LOCAL_SERVICES]
     text = starter.host_config(open_ports=ports, mounts=["/"], token=TOKEN, hostname="web1")
     probes = probes_by_name(text)
     assert probes["mariadb"]["url"] == "mysql+pymysql://root@127.0.0.1:3306/"
@@ -301,16 +301,16 @@ def test_detect_open_ports_finds_a_listener_and_not_a_closed_port() -> None:
         listener.listen(1)
         open_port = listener.getsockname()[1]
         refused = closed_port()
-        assert starter.detect_open_ports([open_port, refused]) == {open_port}
+        assert detect.detect_open_ports([open_port, refused]) == {open_port}
 
 
 def test_detect_mounts_lists_root_first_and_no_pseudo_filesystems() -> None:
-    mounts = starter.detect_mounts()
+    mounts = detect.detect_mounts()
     assert mounts[0] == "/"
     assert len(mounts) == len(set(mounts))
     fstype = {p.mountpoint: p.fstype for p in psutil.disk_partitions(all=True)}
     for mount in mounts[1:]:
-        assert fstype.get(mount) not in starter.PSEUDO_FILESYSTEMS
+        assert fstype.get(mount) not in detect.PSEUDO_FILESYSTEMS
 
 
 # --- the Frappe starter ---------------------------------------------------------------------
@@ -492,7 +492,7 @@ async def test_frappe_sql_probes_measure_the_right_things_on_mariadb(tmp_path: P
                 conn.execute(text(ddl))
         never = await measure("scheduler-activity", "dues-processing")
         with site_db.begin() as conn:
-            for row in _frappe_rows(starter.SITE_NOW):
+            for row in _frappe_rows(frappe_bench.SITE_NOW):
                 conn.execute(text(row))
         values = await measure(*(n for n, p in probes.items() if p["kind"] == "sql"))
     finally:

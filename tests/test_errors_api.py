@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nachtwacht.auth import service as auth
-from nachtwacht.auth.service import audit_log
+from nachtwacht.auth import tokens
+from nachtwacht.auth.audit import audit_log
 from nachtwacht.clock import FakeClock
 from nachtwacht.errors import cli
 from nachtwacht.store.db import Store
@@ -24,7 +24,7 @@ runner = CliRunner()
 
 def token(store: Store, clock: FakeClock, role: str) -> dict[str, str]:
     with store.begin() as conn:
-        made = auth.create_token(conn, f"t-{role}", role, clock.now(), actor="tests")
+        made = tokens.create_token(conn, f"t-{role}", role, clock.now(), actor="tests")
     return {"Authorization": f"Bearer {made['token']}"}
 
 

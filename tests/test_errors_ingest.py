@@ -235,13 +235,15 @@ def test_a_full_spool_answers_429(sqlite_store: Store, tmp_path: Path, clock: Fa
 
 
 def test_json_endpoint_takes_an_ingest_key_and_a_traceback(srv: Server) -> None:
-    from nachtwacht.auth import service as auth
+    from nachtwacht.auth import ingest_keys
 
     with srv.store.begin() as conn:
-        key = auth.create_ingest_key(conn, "cron", "errors", srv.clock.now(), actor="tests")["key"]
-        alerts_key = auth.create_ingest_key(conn, "am", "alerts", srv.clock.now(), actor="tests")[
+        key = ingest_keys.create_ingest_key(conn, "cron", "errors", srv.clock.now(), actor="tests")[
             "key"
         ]
+        alerts_key = ingest_keys.create_ingest_key(
+            conn, "am", "alerts", srv.clock.now(), actor="tests"
+        )["key"]
     trace = (
         "Traceback (most recent call last):\n"
         '  File "/srv/jobs/nightly.py", line 12, in run\n'

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from nachtwacht.auth.service import audit_log
+from nachtwacht.auth.audit import audit_log
 from nachtwacht.errors import fingerprint, issues, projects, service
 from nachtwacht.errors import records as rec
 from nachtwacht.store import tables as t

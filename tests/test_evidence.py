@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
-from nachtwacht.config.redact import Redactor
+from nachtwacht.config.redactor import Redactor
 from nachtwacht.config.schema import Settings
 from nachtwacht.evidence import service
 from nachtwacht.incidents import service as incidents

@@ -535,7 +535,7 @@ def test_the_same_traceback_by_json_and_from_the_error_log_is_one_issue(
     sqlite_store: Store, clock: FakeClock, tmp_path: Path
 ) -> None:
     """The JSON endpoint over HTTP and the poller against the site, into one store: one issue."""
-    from nachtwacht.auth import service as auth
+    from nachtwacht.auth import ingest_keys
     from nachtwacht.errors import issues
     from tests.test_errors_fixtures import server
 
@@ -543,7 +543,9 @@ def test_the_same_traceback_by_json_and_from_the_error_log_is_one_issue(
     site.add("0a1b2c3d05", "2027-01-15 08:45:00", FRAPPE_WITH_VARIABLES, "savedocs")
     with server(sqlite_store, tmp_path, clock) as srv:
         with sqlite_store.begin() as conn:
-            key = auth.create_ingest_key(conn, "cron", "errors", clock.now(), actor="tests")["key"]
+            key = ingest_keys.create_ingest_key(conn, "cron", "errors", clock.now(), actor="tests")[
+                "key"
+            ]
         value = "(1213, 'Deadlock found when trying to get lock; try restarting')"
         body = {
             "project": "shop",

@@ -26,7 +26,7 @@ from nachtwacht.alerts.external import (
     signal_from_generic,
     signals_from_alertmanager,
 )
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.probes.results import State, Status
@@ -189,7 +189,9 @@ def test_alerts_while_the_store_is_down_are_replayed_in_order_by_the_pipeline(
     assert _alerts(sqlite_store) == {}
     # through the real door while earlier alerts still wait: it queues behind them
     with sqlite_store.begin() as conn:
-        key = auth.create_ingest_key(conn, "ext", "alerts", clock.now(), actor="tests")["key"]
+        key = ingest_keys.create_ingest_key(conn, "ext", "alerts", clock.now(), actor="tests")[
+            "key"
+        ]
     late = client.post(
         "/api/v1/alerts",
         json={"title": "queue full", "component": "mq"},
@@ -300,7 +302,9 @@ def test_spool_error_is_a_503_for_alerts(
 ) -> None:
     client, runtime = served
     with runtime.store.begin() as conn:
-        key = auth.create_ingest_key(conn, "ext", "alerts", clock.now(), actor="tests")["key"]
+        key = ingest_keys.create_ingest_key(conn, "ext", "alerts", clock.now(), actor="tests")[
+            "key"
+        ]
     runtime.spool.append("alert", b"{}")  # an alert waits, so the next one must queue too
     runtime.spool.max_bytes = runtime.spool.bytes_used
     response = client.post(
@@ -318,8 +322,10 @@ def test_an_alert_sender_verified_before_the_outage_is_accepted_during_it(
 ) -> None:
     client, runtime = served
     with sqlite_store.begin() as conn:
-        key = auth.create_ingest_key(conn, "am", "alerts", clock.now(), actor="tests")["key"]
-        other = auth.create_ingest_key(conn, "never-used", "alerts", clock.now(), actor="tests")
+        key = ingest_keys.create_ingest_key(conn, "am", "alerts", clock.now(), actor="tests")["key"]
+        other = ingest_keys.create_ingest_key(
+            conn, "never-used", "alerts", clock.now(), actor="tests"
+        )
     headers = {"Authorization": f"Bearer {key}"}
     before = client.post("/api/v1/alerts", json={"title": "a", "component": "db"}, headers=headers)
     assert before.status_code == 200 and before.json()["spooled"] is False

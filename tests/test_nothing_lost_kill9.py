@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.errors import projects
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -65,7 +65,7 @@ probes:
     store = Store(f"sqlite:///{db}")
     store.migrate()
     with store.begin() as conn:
-        key = auth.create_ingest_key(conn, "tests", "alerts", 0.0, actor="tests")["key"]
+        key = ingest_keys.create_ingest_key(conn, "tests", "alerts", 0.0, actor="tests")["key"]
         projects.add_project(conn, "app", 0.0, actor="tests", base="http://nachtwacht")
         row = conn.execute(select(t.error_projects.c.id, t.error_projects.c.public_key)).one()
     return config, store, key, (int(row.id), str(row.public_key))

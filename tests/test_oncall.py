@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
-from nachtwacht.oncall import api, service
+from nachtwacht.oncall import api, service, turns
 from nachtwacht.oncall.service import OncallError
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -94,9 +94,9 @@ def who(settings: Settings, name: str, ts: float, conn=None) -> str | None:  # n
 def test_weekly_rotation_starts_at_first_handoff_on_or_after_start_date() -> None:
     cfg = site()
     rot = rotation(cfg, "primary")
-    assert service.shift_at(cfg, rot, local(2026, 10, 5, 8, 59))[0] is None
+    assert turns.shift_at(cfg, rot, local(2026, 10, 5, 8, 59))[0] is None
     assert who(cfg, "primary", local(2026, 10, 5, 8, 59)) is None
-    member, start, end = service.shift_at(cfg, rot, local(2026, 10, 5, 9, 0))
+    member, start, end = turns.shift_at(cfg, rot, local(2026, 10, 5, 9, 0))
     assert (member, start, end) == ("alice", local(2026, 10, 5, 9), local(2026, 10, 12, 9))
 
 
@@ -113,7 +113,7 @@ def test_weekly_handoff_stays_at_local_time_across_october_dst_change() -> None:
     cfg = site()
     rot = rotation(cfg, "primary")
     # carol's turn contains Sunday 2026-10-25, when clocks go back: 169 hours long
-    member, start, end = service.shift_at(cfg, rot, local(2026, 10, 25, 12))
+    member, start, end = turns.shift_at(cfg, rot, local(2026, 10, 25, 12))
     assert member == "carol"
     assert (end - start) / HOUR == 169
     assert datetime.fromtimestamp(end, AMS).strftime("%a %H:%M %Z") == "Mon 09:00 CET"
@@ -124,7 +124,7 @@ def test_weekly_handoff_stays_at_local_time_across_october_dst_change() -> None:
 def test_daily_handoff_stays_at_local_time_across_march_dst_change() -> None:
     cfg = site()
     rot = rotation(cfg, "nights")
-    member, start, end = service.shift_at(cfg, rot, local(2027, 3, 28, 12))
+    member, start, end = turns.shift_at(cfg, rot, local(2027, 3, 28, 12))
     # clocks go forward on 2027-03-28: the turn from Saturday 18:00 lasts 23 hours
     assert (end - start) / HOUR == 23
     assert datetime.fromtimestamp(start, AMS).strftime("%m-%d %H:%M %Z") == "03-27 18:00 CET"
@@ -147,11 +147,11 @@ def test_handoff_inside_the_spring_gap_happens_when_the_gap_ends() -> None:
     cfg = site()
     rot = rotation(cfg, "gap")
     # 02:30 does not exist on 2027-03-28 in Amsterdam: the handoff is at 03:30 CEST
-    _, start, end = service.shift_at(cfg, rot, local(2027, 3, 28, 12))
+    _, start, end = turns.shift_at(cfg, rot, local(2027, 3, 28, 12))
     assert datetime.fromtimestamp(start, AMS).strftime("%m-%d %H:%M %Z") == "03-28 03:30 CEST"
     assert datetime.fromtimestamp(end, AMS).strftime("%m-%d %H:%M %Z") == "03-29 02:30 CEST"
     # 02:30 happens twice on 2026-10-25: the handoff is at the first one (CEST)
-    _, start, _ = service.shift_at(cfg, rot, local(2026, 10, 25, 12))
+    _, start, _ = turns.shift_at(cfg, rot, local(2026, 10, 25, 12))
     assert datetime.fromtimestamp(start, AMS).strftime("%m-%d %H:%M %Z") == "10-25 02:30 CEST"
 
 

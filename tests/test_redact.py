@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nachtwacht.config.redact import Redactor, mask_capability_url, mask_command, mask_url
+from nachtwacht.config.masking import mask_capability_url, mask_command, mask_url
+from nachtwacht.config.redactor import Redactor
 
 M = "••••••"
 

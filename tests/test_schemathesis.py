@@ -17,7 +17,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from nachtwacht.alerts import service as alerts
 from nachtwacht.alerts import windows
-from nachtwacht.auth import service as auth_service
+from nachtwacht.auth import passwords, tokens, users
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.config.schema import Settings
@@ -68,9 +68,9 @@ class Api:
     def admin_headers(self) -> dict[str, str]:
         # a fresh token per case: a generated DELETE /tokens/{id} may revoke an earlier one
         with self.store.begin() as conn:
-            token = auth_service.create_token(
-                conn, "fuzzer", "admin", self.clock.now(), actor="test"
-            )["token"]
+            token = tokens.create_token(conn, "fuzzer", "admin", self.clock.now(), actor="test")[
+                "token"
+            ]
         return {"Authorization": f"Bearer {token}"}
 
 
@@ -83,9 +83,7 @@ def _settings(store_url: str) -> Settings:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with pytest.MonkeyPatch.context() as mp:
         # argon2id with the smallest parameters, so generated logins and users stay cheap
-        mp.setattr(
-            auth_service, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-        )
+        mp.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         store = Store(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'nachtwacht.db'}")
         store.migrate()
         clock = FakeClock(local(2026, 11, 20, 12, 0))
@@ -93,7 +91,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         app = create_app(settings_, store, clock, start_engine=False)
         now = clock.now()
         with store.begin() as conn:
-            auth_service.add_user(conn, "ada", "correct horse battery", "admin", now, actor="test")
+            users.add_user(conn, "ada", "correct horse battery", "admin", now, actor="test")
             # rows for the {id} routes to find (see KNOWN)
             for name, component, severity in (("db", "database", 1), ("app", "web", 2)):
                 alerts.process(conn, settings_, probe_signal(name, component, severity, now), now)

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.spool.drain import Drainer
@@ -188,8 +188,12 @@ def test_a_full_disk_answers_503_says_so_in_health_and_recovers_without_restart(
     client, runtime = served
     project = add_project(sqlite_store)
     with sqlite_store.begin() as conn:
-        errors_key = auth.create_ingest_key(conn, "jobs", "errors", clock.now(), actor="tests")
-        alerts_key = auth.create_ingest_key(conn, "ext", "alerts", clock.now(), actor="tests")
+        errors_key = ingest_keys.create_ingest_key(
+            conn, "jobs", "errors", clock.now(), actor="tests"
+        )
+        alerts_key = ingest_keys.create_ingest_key(
+            conn, "ext", "alerts", clock.now(), actor="tests"
+        )
     sentry = {
         "Content-Type": "application/x-sentry-envelope",
         "X-Sentry-Auth": f"Sentry sentry_key={project['public_key']}, sentry_version=7",

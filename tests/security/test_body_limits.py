@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service
+from nachtwacht.auth import ingest_keys
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import ConfigError
 from nachtwacht.errors import projects
@@ -123,7 +123,7 @@ async def test_a_request_without_credentials_is_refused_before_its_body_is_read(
     assert answer.status == 401
     detail = answer.json()["detail"]
     assert detail == ("login required" if "alerts" not in path and "errors" not in path else
-                      service.NO_INGEST_KEY)  # fmt: skip
+                      ingest_keys.NO_INGEST_KEY)  # fmt: skip
 
 
 WITH_CREDENTIALS = [
@@ -178,7 +178,7 @@ def test_only_the_routes_that_need_more_than_64_kb_take_it(
 ) -> None:
     token = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now())}"}
     with sqlite_store.begin() as conn:
-        key = service.create_ingest_key(conn, "am", "all", clock.now(), actor="t")["key"]
+        key = ingest_keys.create_ingest_key(conn, "am", "all", clock.now(), actor="t")["key"]
         project = projects.add_project(conn, "shop", clock.now(), actor="t", base="http://x")
 
     # a form or JSON to any other route: 64 KiB

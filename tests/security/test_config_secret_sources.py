@@ -126,7 +126,8 @@ runbooks:
     assert settings.notify.channels["mail"].password == FILE_PASSWORD  # type: ignore[union-attr]
     assert settings.runbooks.secret_vars == {"api_token": TOKEN}
 
-    from nachtwacht.config.redact import Redactor, settings_secrets, settings_shown
+    from nachtwacht.config.redact import settings_secrets, settings_shown
+    from nachtwacht.config.redactor import Redactor
 
     shown = json.dumps(settings_shown(settings))
     assert FILE_PASSWORD not in shown and TOKEN not in shown

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.config import limits
@@ -56,7 +56,7 @@ def incident(client: TestClient) -> int:
 
 def ingest_key(store: Store, clock: FakeClock) -> str:
     with store.begin() as conn:
-        return auth.create_ingest_key(conn, "src", "all", clock.now(), actor="t")["key"]
+        return ingest_keys.create_ingest_key(conn, "src", "all", clock.now(), actor="t")["key"]
 
 
 # (path, body, the field named): {id} is an open incident. Titles (300), maintenance and

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select, update
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.clock import FakeClock
 from nachtwacht.config import limits
 from nachtwacht.store import tables as t
@@ -44,7 +44,7 @@ def srv(sqlite_store: Store, tmp_path: Path, clock: FakeClock) -> Iterator[Serve
 
 def headers(srv: Server) -> dict[str, dict[str, str]]:
     with srv.store.begin() as conn:
-        key = auth.create_ingest_key(conn, "src", "all", srv.clock.now(), actor="t")["key"]
+        key = ingest_keys.create_ingest_key(conn, "src", "all", srv.clock.now(), actor="t")["key"]
     token = admin_token(srv.store, srv.clock.now())
     return {
         "none": {},

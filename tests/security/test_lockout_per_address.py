@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit, checks, logins, users
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
@@ -20,7 +20,7 @@ OWNER = "192.0.2.10"
 
 def _add(store: Store, clock: FakeClock, name: str, role: str = "admin") -> None:
     with store.begin() as conn:
-        service.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
+        users.add_user(conn, name, PASSWORD, role, clock.now(), actor="test")
 
 
 def _login(
@@ -29,10 +29,10 @@ def _login(
     name: str,
     password: str,
     ip: str,
-    settings: AuthSettings = service.DEFAULTS,
-) -> service.LoginOutcome:
+    settings: AuthSettings = checks.DEFAULTS,
+) -> logins.LoginOutcome:
     with store.begin() as conn:
-        return service.login(conn, name, password, clock.now(), ip=ip, settings=settings)
+        return logins.login(conn, name, password, clock.now(), ip=ip, settings=settings)
 
 
 def test_a_guesser_at_another_address_cannot_lock_the_owner_out(
@@ -59,13 +59,13 @@ def test_an_admin_sees_which_addresses_are_locked_and_enable_lifts_them(
     for _ in range(5):
         _login(store, clock, "alice", "guess-guess-guess", GUESSER)
     with store.connect() as conn:
-        user = service.get_user(conn, "alice", clock.now())
+        user = users.get_user(conn, "alice", clock.now())
     assert user["locked"] and user.get("locked_from") == [GUESSER]
     with store.begin() as conn:  # `nachtwacht user enable alice`, POST /api/v1/users/alice/enable
-        service.set_disabled(conn, "alice", False, clock.now(), actor="admin")
+        users.set_disabled(conn, "alice", False, clock.now(), actor="admin")
     with store.connect() as conn:
-        user = service.get_user(conn, "alice", clock.now())
-        [entry] = service.audit_log(conn, action="user.enable")
+        user = users.get_user(conn, "alice", clock.now())
+        [entry] = audit.audit_log(conn, action="user.enable")
     assert not user["locked"] and user["locked_from"] == []
     assert entry["detail"] == {"unlocked": 1}
     assert _login(store, clock, "alice", PASSWORD, GUESSER).ok
@@ -79,7 +79,7 @@ def test_parallel_guesses_of_an_unknown_name_lock_it_like_a_real_one_without_err
     # 16 guesses from one address: more than its throttle across names would let through
     settings = AuthSettings(ip_max_failures=100)
 
-    def guess(name: str) -> service.LoginOutcome:
+    def guess(name: str) -> logins.LoginOutcome:
         return _login(store, clock, name, "guess-guess-guess", GUESSER, settings)
 
     names = ["ghost", "alice"] * 8
@@ -87,7 +87,7 @@ def test_parallel_guesses_of_an_unknown_name_lock_it_like_a_real_one_without_err
         outcomes = list(zip(names, pool.map(guess, names), strict=True))
     assert {o.status_code for _, o in outcomes} <= {401, 429}
     with store.connect() as conn:
-        failed = service.audit_log(conn, action="login.failed")
+        failed = audit.audit_log(conn, action="login.failed")
     for name in ("ghost", "alice"):
         # every guess was counted once (1, 2, 3, ... with no gap and no repeat), until the lock
         counted = sorted(e["detail"].get("failures", 0) for e in failed if e["target"] == name)

@@ -8,7 +8,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service
+from nachtwacht.auth import passwords, users
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
@@ -31,7 +31,7 @@ def app(sqlite_store: Store, clock: FakeClock) -> FastAPI:
     for name in ("alice", "dora", "root"):
         add_user(sqlite_store, clock, name, "admin" if name == "root" else "responder")
     with sqlite_store.begin() as conn:
-        service.set_disabled(conn, "dora", True, clock.now(), actor="root")
+        users.set_disabled(conn, "dora", True, clock.now(), actor="root")
     return make_app(sqlite_store, clock, SETTINGS)
 
 
@@ -65,7 +65,7 @@ def test_every_refused_login_costs_the_same_argon2_work(
             calls.append(1)
             return super().verify(hash, password)
 
-    monkeypatch.setattr(service, "HASHER", Counting(time_cost=1, memory_cost=8, parallelism=1))
+    monkeypatch.setattr(passwords, "HASHER", Counting(time_cost=1, memory_cost=8, parallelism=1))
     work = {}
     for case, (name, password, address) in CASES.items():
         with TestClient(app, client=(address, 40000)) as c:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from tests.auth_helpers import PASSWORD, add_user, fast_hashing, login, make_app  # noqa: F401
@@ -34,7 +34,7 @@ def _change(client: TestClient, csrf: str, current: str):  # noqa: ANN202 - a Re
 
 def _audit(store: Store, action: str) -> list[dict]:
     with store.connect() as conn:
-        return service.audit_log(conn, action=action)
+        return audit.audit_log(conn, action=action)
 
 
 def test_wrong_current_passwords_lock_the_address_and_are_audited(

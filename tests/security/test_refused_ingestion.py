@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import ingest_keys
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
@@ -31,7 +31,9 @@ UNKNOWN_DSN = "0123456789abcdef0123456789abcdef"
 def served(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     shop, blog = add_project(sqlite_store, "shop"), add_project(sqlite_store, "blog")
     with sqlite_store.begin() as conn:
-        errors_key = auth.create_ingest_key(conn, "jobs", "errors", clock.now(), actor="tests")
+        errors_key = ingest_keys.create_ingest_key(
+            conn, "jobs", "errors", clock.now(), actor="tests"
+        )
     app = create_app(settings_for(SITE, sqlite_store.url), sqlite_store, clock, start_engine=False)
     with TestClient(app) as client:
         yield client, {"shop": shop, "blog": blog, "errors_key": errors_key["key"]}

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, text, update
 from typer.testing import CliRunner
 
-from nachtwacht.auth import cli, service
+from nachtwacht.auth import cli, passwords, tokens
+from nachtwacht.auth import users as auth_users
 from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -98,7 +99,7 @@ def test_a_token_made_with_a_token_follows_the_same_owner(
     client.post("/api/v1/users/ada/disable", headers=_bearer(_token_of(client, "root")))
     assert client.get("/api/v1/me", headers=_bearer(child)).status_code == 401
     with sqlite_store.connect() as conn:  # the list says whom each token acts for
-        owners = {r["name"]: r["owner"] for r in service.list_tokens(conn)}
+        owners = {r["name"]: r["owner"] for r in tokens.list_tokens(conn)}
     assert owners == {"ada-script": "ada", "grandchild": "ada", "root-script": "root"}
 
 
@@ -119,13 +120,13 @@ def test_tokens_made_through_the_api_before_the_upgrade_follow_their_creator(
                 "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at) "
                 "VALUES ('old', :h, 'admin', 'ada', 1)"
             ),
-            {"h": service.secret_hash("nwt_old-token")},
+            {"h": passwords.secret_hash("nwt_old-token")},
         )
     store.migrate()
     with store.begin() as conn:
-        service.add_user(conn, "root", "correct horse battery", "admin", clock.now(), actor="t")
-        service.set_disabled(conn, "ada", True, clock.now(), actor="root")
-        assert service.resolve_token(conn, "nwt_old-token", clock.now()) is None
+        auth_users.add_user(conn, "root", "correct horse battery", "admin", clock.now(), actor="t")
+        auth_users.set_disabled(conn, "ada", True, clock.now(), actor="root")
+        assert tokens.resolve_token(conn, "nwt_old-token", clock.now()) is None
 
 
 def test_cli_token_create_with_owner_follows_that_user(sqlite_store: Store, tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_cli_token_create_with_owner_follows_that_user(sqlite_store: Store, tmp_
     secret = json.loads(made.output)["token"]
     assert run(cli.user_app, "disable", "carl").exit_code == 0
     with sqlite_store.begin() as conn:
-        assert service.resolve_token(conn, secret, SystemClock().now()) is None
+        assert tokens.resolve_token(conn, secret, SystemClock().now()) is None
     # an owner cannot hand out more than they have
     more = run(cli.token_app, "create", "x", "--role", "admin", "--owner", "vic")
     assert more.exit_code == 1 and "viewer role" in more.output

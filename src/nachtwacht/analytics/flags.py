@@ -33,7 +33,7 @@ from nachtwacht.analytics.models import DISABLE_ANALYTICS as DISABLE_ANALYTICS
 from nachtwacht.analytics.models import FLAGS
 from nachtwacht.analytics.models import PERFORMANCE as PERFORMANCE
 from nachtwacht.analytics.models import SECURITY_LOGGING as SECURITY_LOGGING
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import audit as auth_audit
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
@@ -99,7 +99,7 @@ def set_flag(
         conn.execute(t.flags.insert().values(name=name, **values))
     else:
         conn.execute(update(t.flags).where(f.name == name).values(**values))
-    auth.audit(conn, actor, "flag.set", name, {"enabled": enabled, "was": was}, ip, now)
+    auth_audit.audit(conn, actor, "flag.set", name, {"enabled": enabled, "was": was}, ip, now)
     # this process sees the change at once (after commit: the next read reloads)
     invalidate()
     return next(item for item in list_flags(conn) if item["name"] == name)

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit as auth_audit
+from nachtwacht.auth import ingest_keys, logins, sessions, tokens, users
 from nachtwacht.auth.deps import (
     LOGIN_FIELD,
     SESSION_COOKIE,
@@ -159,8 +160,8 @@ async def login(request: Request) -> Response:
     ip = client_ip(request)
     previous = request.cookies.get(SESSION_COOKIE)
 
-    def work(conn: Connection, now: float) -> service.LoginOutcome:
-        return service.login(
+    def work(conn: Connection, now: float) -> logins.LoginOutcome:
+        return logins.login(
             conn,
             body.username,
             body.password,
@@ -214,7 +215,7 @@ async def logout(request: Request) -> Response:
         await check_csrf(request, principal)
         ip = client_ip(request)
         ended = await run_in_store(
-            request, lambda conn, now: service.end_session(conn, cookie, now, ip=ip)
+            request, lambda conn, now: sessions.end_session(conn, cookie, now, ip=ip)
         )
     response: Response
     if "text/html" in request.headers.get("accept", ""):
@@ -239,8 +240,8 @@ async def list_users(
     request: Request, response: Response, pg: Page = Depends(page)
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, now: float) -> list[dict[str, Any]]:
-        set_headers(request, response, pg, service.count_users(conn))
-        return service.list_users(conn, now, pg.limit, pg.offset)
+        set_headers(request, response, pg, users.count_users(conn))
+        return users.list_users(conn, now, pg.limit, pg.offset)
 
     return await run_in_store(request, work)
 
@@ -252,7 +253,7 @@ async def add_user(
     settings, ip = settings_of(request), client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.add_user(
+        lambda conn, now: users.add_user(
             conn,
             body.username,
             body.password,
@@ -276,7 +277,7 @@ async def get_user(
     """One user (admins: anyone; others: themselves)."""
     if not (principal.allows("admin") or _is_self(principal, name)):
         raise ApiError(403, f"this needs the admin role; {principal.name} may only see itself")
-    return await run_in_store(request, lambda conn, now: service.get_user(conn, name, now))
+    return await run_in_store(request, lambda conn, now: users.get_user(conn, name, now))
 
 
 @router.post("/api/v1/users/{name}/password")
@@ -295,7 +296,7 @@ async def set_password(
         # your own, even as an admin: with the current password, guesses counted and audited
         outcome = await run_in_store(
             request,
-            lambda conn, now: service.change_own_password(
+            lambda conn, now: logins.change_own_password(
                 conn,
                 name,
                 body.current_password or "",
@@ -315,7 +316,7 @@ async def set_password(
     else:
         ended = await run_in_store(
             request,
-            lambda conn, now: service.set_password(
+            lambda conn, now: users.set_password(
                 conn, name, body.password, now, actor=principal.name, ip=ip, settings=settings
             ),
         )
@@ -330,7 +331,7 @@ async def disable_user(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.set_disabled(conn, name, True, now, actor=principal.name, ip=ip),
+        lambda conn, now: users.set_disabled(conn, name, True, now, actor=principal.name, ip=ip),
     )
 
 
@@ -342,7 +343,7 @@ async def enable_user(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.set_disabled(conn, name, False, now, actor=principal.name, ip=ip),
+        lambda conn, now: users.set_disabled(conn, name, False, now, actor=principal.name, ip=ip),
     )
 
 
@@ -368,7 +369,7 @@ async def list_sessions(
         return []  # an API token has no sessions of its own
 
     def work(conn: Connection, now: float) -> list[dict[str, Any]]:
-        rows = service.list_sessions(conn, now, who, include_ended=ended)
+        rows = sessions.list_sessions(conn, now, who, include_ended=ended)
         for row in rows:
             row["current"] = row["id"] == principal.session_id
         return rows
@@ -385,7 +386,7 @@ async def revoke_session(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.revoke_session(
+        lambda conn, now: sessions.revoke_session(
             conn, session_id, now, actor=principal.name, ip=ip, owner=owner
         ),
     )
@@ -403,7 +404,7 @@ async def revoke_all_sessions(
     keep = principal.session_id if is_self else None
     ended = await run_in_store(
         request,
-        lambda conn, now: service.revoke_all_sessions(
+        lambda conn, now: sessions.revoke_all_sessions(
             conn, name, now, actor=principal.name, ip=ip, keep_session=keep
         ),
     )
@@ -423,8 +424,8 @@ async def list_tokens(
     """API tokens without their secrets."""
 
     def work(conn: Connection, _now: float) -> list[dict[str, Any]]:
-        set_headers(request, response, pg, service.count_tokens(conn, include_revoked=revoked))
-        return service.list_tokens(conn, include_revoked=revoked, limit=pg.limit, offset=pg.offset)
+        set_headers(request, response, pg, tokens.count_tokens(conn, include_revoked=revoked))
+        return tokens.list_tokens(conn, include_revoked=revoked, limit=pg.limit, offset=pg.offset)
 
     return await run_in_store(request, work)
 
@@ -442,7 +443,7 @@ async def create_token(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.create_token(
+        lambda conn, now: tokens.create_token(
             conn, body.name, body.role, now, actor=principal.name, ip=ip, owner=principal.user_id
         ),
     )
@@ -455,7 +456,7 @@ async def revoke_token(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.revoke_token(conn, token_id, now, actor=principal.name, ip=ip),
+        lambda conn, now: tokens.revoke_token(conn, token_id, now, actor=principal.name, ip=ip),
     )
 
 
@@ -468,7 +469,7 @@ async def list_ingest_keys(
 ) -> list[dict[str, Any]]:
     """Ingest keys without their secrets."""
     return await run_in_store(
-        request, lambda conn, _now: service.list_ingest_keys(conn, include_revoked=revoked)
+        request, lambda conn, _now: ingest_keys.list_ingest_keys(conn, include_revoked=revoked)
     )
 
 
@@ -480,7 +481,7 @@ async def create_ingest_key(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.create_ingest_key(
+        lambda conn, now: ingest_keys.create_ingest_key(
             conn, body.name, body.scope, now, actor=principal.name, ip=ip
         ),
     )
@@ -493,7 +494,9 @@ async def revoke_ingest_key(
     ip = client_ip(request)
     return await run_in_store(
         request,
-        lambda conn, now: service.revoke_ingest_key(conn, key_id, now, actor=principal.name, ip=ip),
+        lambda conn, now: ingest_keys.revoke_ingest_key(
+            conn, key_id, now, actor=principal.name, ip=ip
+        ),
     )
 
 
@@ -511,14 +514,11 @@ async def audit(
     pg: Page = Depends(pager(default=1000, maximum=100_000)),
 ) -> Any:
     """The audit log, newest first: JSON, JSON lines or CSV (as a download)."""
-    try:
-        start = service.parse_since(since)
-    except service.AuthError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    start = auth_audit.parse_since(since)
 
     def work(conn: Connection, _now: float) -> tuple[list[dict[str, Any]], int]:
-        rows = service.audit_log(conn, start, pg.limit, action=action, offset=pg.offset)
-        return rows, service.count_audit(conn, start, action=action)
+        rows = auth_audit.audit_log(conn, start, pg.limit, action=action, offset=pg.offset)
+        return rows, auth_audit.count_audit(conn, start, action=action)
 
     rows, total = await run_in_store(request, work)
     out: Response
@@ -526,10 +526,10 @@ async def audit(
         set_headers(request, response, pg, total)
         return rows
     if format == "jsonl":
-        out = PlainTextResponse(service.export_jsonl(rows), media_type="application/x-ndjson")
+        out = PlainTextResponse(auth_audit.export_jsonl(rows), media_type="application/x-ndjson")
     else:
         out = PlainTextResponse(
-            service.export_csv(rows),
+            auth_audit.export_csv(rows),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="nachtwacht-audit.csv"'},
         )

@@ -1,4 +1,4 @@
-"""`nachtwacht user|token|ingest-key|audit`: thin commands over auth.service.
+"""`nachtwacht user|token|ingest-key|audit`: thin commands over the auth modules.
 
 The CLI works on the store directly (whoever can read the config can read the database), so it
 is the way back in when every admin is locked out: `nachtwacht user passwd admin`. Changes are
@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Connection
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit as auth_audit
+from nachtwacht.auth import checks, ingest_keys, sessions, tokens, users
 from nachtwacht.auth.deps import auth_settings
 from nachtwacht.auth.models import ROLES, SCOPES
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
@@ -67,7 +68,7 @@ def _run(cfg: Settings, work: Callable[[Connection, float], T]) -> T:
             return work(conn, SystemClock().now())
     except StoreError as exc:
         fail(f"cannot use the store: {exc}", 2)
-    except service.AuthError as exc:
+    except checks.AuthError as exc:
         fail(str(exc), 1)
 
 
@@ -111,7 +112,7 @@ def user_add(
     password = _read_password(password_stdin)
     row = _run(
         cfg,
-        lambda conn, now: service.add_user(
+        lambda conn, now: users.add_user(
             conn, name, password, role, now, actor=_actor(), settings=auth_settings(cfg)
         ),
     )
@@ -125,7 +126,7 @@ def user_add(
 def user_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Users with their role, state, last login and active sessions."""
     cfg = settings(config)
-    rows = _run(cfg, lambda conn, now: service.list_users(conn, now))
+    rows = _run(cfg, lambda conn, now: users.list_users(conn, now))
     if as_json:
         print_json(rows)
         return
@@ -155,7 +156,7 @@ def user_passwd(
     password = _read_password(password_stdin, "New password")
     ended = _run(
         cfg,
-        lambda conn, now: service.set_password(
+        lambda conn, now: users.set_password(
             conn, name, password, now, actor=_actor(), settings=auth_settings(cfg)
         ),
     )
@@ -164,9 +165,7 @@ def user_passwd(
 
 def _set_disabled(name: str, disabled: bool, config: str | None) -> None:
     cfg = settings(config)
-    row = _run(
-        cfg, lambda conn, now: service.set_disabled(conn, name, disabled, now, actor=_actor())
-    )
+    row = _run(cfg, lambda conn, now: users.set_disabled(conn, name, disabled, now, actor=_actor()))
     typer.echo(f"{row['username']} {'disabled; sessions ended' if disabled else 'enabled'}")
 
 
@@ -199,14 +198,14 @@ def user_sessions(
     cfg = settings(config)
     if revoke_all:
         ended = _run(
-            cfg, lambda conn, now: service.revoke_all_sessions(conn, name, now, actor=_actor())
+            cfg, lambda conn, now: sessions.revoke_all_sessions(conn, name, now, actor=_actor())
         )
         if as_json:
             print_json({"user": name.strip().lower(), "sessions_revoked": ended})
         else:
             typer.echo(f"ended {ended} session(s) of {name.strip().lower()}")
         return
-    rows = _run(cfg, lambda conn, now: service.list_sessions(conn, now, name))
+    rows = _run(cfg, lambda conn, now: sessions.list_sessions(conn, now, name))
     if as_json:
         print_json(rows)
         return
@@ -253,7 +252,7 @@ def token_create(
         fail(f"unknown role '{role}'; use {', '.join(ROLES)}", 2)
     row = _run(
         cfg,
-        lambda conn, now: service.create_token(conn, name, role, now, actor=_actor(), owner=owner),
+        lambda conn, now: tokens.create_token(conn, name, role, now, actor=_actor(), owner=owner),
     )
     if as_json:
         print_json(row)
@@ -271,7 +270,7 @@ def token_list(
 ) -> None:
     """API tokens (never their secrets)."""
     cfg = settings(config)
-    rows = _run(cfg, lambda conn, _now: service.list_tokens(conn, include_revoked=revoked))
+    rows = _run(cfg, lambda conn, _now: tokens.list_tokens(conn, include_revoked=revoked))
     if as_json:
         print_json(rows)
         return
@@ -287,7 +286,7 @@ def token_revoke(
 ) -> None:
     """Revoke an API token: requests with it are refused from now on."""
     cfg = settings(config)
-    row = _run(cfg, lambda conn, now: service.revoke_token(conn, token_id, now, actor=_actor()))
+    row = _run(cfg, lambda conn, now: tokens.revoke_token(conn, token_id, now, actor=_actor()))
     typer.echo(f"revoked token #{row['id']} '{row['name']}'")
 
 
@@ -308,7 +307,7 @@ def ingest_key_create(
     if scope not in SCOPES:
         fail(f"unknown scope '{scope}'; use {', '.join(SCOPES)}", 2)
     row = _run(
-        cfg, lambda conn, now: service.create_ingest_key(conn, name, scope, now, actor=_actor())
+        cfg, lambda conn, now: ingest_keys.create_ingest_key(conn, name, scope, now, actor=_actor())
     )
     if as_json:
         print_json(row)
@@ -326,7 +325,7 @@ def ingest_key_list(
 ) -> None:
     """Ingest keys (never their secrets)."""
     cfg = settings(config)
-    rows = _run(cfg, lambda conn, _now: service.list_ingest_keys(conn, include_revoked=revoked))
+    rows = _run(cfg, lambda conn, _now: ingest_keys.list_ingest_keys(conn, include_revoked=revoked))
     if as_json:
         print_json(rows)
         return
@@ -342,7 +341,9 @@ def ingest_key_revoke(
 ) -> None:
     """Revoke an ingest key: its source is refused from now on."""
     cfg = settings(config)
-    row = _run(cfg, lambda conn, now: service.revoke_ingest_key(conn, key_id, now, actor=_actor()))
+    row = _run(
+        cfg, lambda conn, now: ingest_keys.revoke_ingest_key(conn, key_id, now, actor=_actor())
+    )
     typer.echo(f"revoked ingest key #{row['id']} '{row['name']}'")
 
 
@@ -367,17 +368,17 @@ def audit(
     if fmt not in ("table", "json", "jsonl", "csv"):
         fail(f"unknown format '{fmt}'; use table, json, jsonl or csv", 2)
     try:
-        start = service.parse_since(since)
-    except service.AuthError as exc:
+        start = auth_audit.parse_since(since)
+    except checks.AuthError as exc:
         fail(f"--since: {exc}", 2)
     cfg = settings(config)
-    rows = _run(cfg, lambda conn, _now: service.audit_log(conn, start, limit, action=action))
+    rows = _run(cfg, lambda conn, _now: auth_audit.audit_log(conn, start, limit, action=action))
     if fmt == "json":
         print_json(rows)
     elif fmt == "jsonl":
-        sys.stdout.write(service.export_jsonl(rows))
+        sys.stdout.write(auth_audit.export_jsonl(rows))
     elif fmt == "csv":
-        sys.stdout.write(service.export_csv(rows))
+        sys.stdout.write(auth_audit.export_csv(rows))
     else:
         if not rows:
             typer.echo("the audit log is empty" + (" for this filter" if action or since else ""))

@@ -28,7 +28,9 @@ from fastapi import Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import Connection
 
-from nachtwacht.auth import service
+from nachtwacht.auth import audit as auth_audit
+from nachtwacht.auth import checks, ingest_keys, passwords, sessions, tokens
+from nachtwacht.auth.checks import AuthError
 from nachtwacht.auth.models import AuthSettings, Principal
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 def auth_settings(settings: Any) -> AuthSettings:
     """The `auth:` section of the settings, or the defaults when there is none."""
     value = getattr(settings, "auth", None)
-    return value if isinstance(value, AuthSettings) else service.DEFAULTS
+    return value if isinstance(value, AuthSettings) else checks.DEFAULTS
 
 
 def settings_of(request: Request) -> AuthSettings:
@@ -76,7 +78,8 @@ def cookie_secure(request: Request) -> bool:
 
 
 async def run_in_store(request: Request, work: Callable[[Connection, float], T]) -> T:
-    """Run `work(conn, now)` in one transaction off the event loop; AuthError becomes JSON."""
+    """Run `work(conn, now)` in one transaction off the event loop (an AuthError is a Problem,
+    which web/errors.py answers)."""
     rt = request.app.state.runtime
 
     def run() -> T:
@@ -84,10 +87,7 @@ async def run_in_store(request: Request, work: Callable[[Connection, float], T])
         with rt.store.begin() as conn:
             return work(conn, now)
 
-    try:
-        return await asyncio.to_thread(run)
-    except service.AuthError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(run)
 
 
 # -- who is asking ---------------------------------------------------------------------------
@@ -113,10 +113,10 @@ async def optional_principal(request: Request) -> Principal | None:
     settings = settings_of(request)
     principal: Principal | None = None
     if token is not None:
-        if token.startswith(service.INGEST_PREFIX):
+        if token.startswith(ingest_keys.INGEST_PREFIX):
             raise ApiError(401, "an ingest key only works on the ingestion endpoints")
         principal = await run_in_store(
-            request, lambda conn, now: service.resolve_token(conn, token, now)
+            request, lambda conn, now: tokens.resolve_token(conn, token, now)
         )
         if principal is None:
             raise ApiError(401, "unknown or revoked API token")
@@ -124,7 +124,7 @@ async def optional_principal(request: Request) -> Principal | None:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             principal = await run_in_store(
-                request, lambda conn, now: service.resolve_session(conn, cookie, now, settings)
+                request, lambda conn, now: sessions.resolve_session(conn, cookie, now, settings)
             )
     if principal is not None:
         remember_verified(request, principal)
@@ -171,9 +171,9 @@ VERIFIED_PRUNE_AT = 1000  # entries before old ones are dropped
 def _credential(request: Request) -> str | None:
     token = bearer(request)
     if token is not None:
-        return "bearer:" + service.secret_hash(token)
+        return "bearer:" + passwords.secret_hash(token)
     cookie = request.cookies.get(SESSION_COOKIE)
-    return "session:" + service.secret_hash(cookie) if cookie else None
+    return "session:" + passwords.secret_hash(cookie) if cookie else None
 
 
 def _verified(request: Request) -> dict[str, tuple[Principal, float]]:
@@ -292,14 +292,14 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
     ) -> dict[str, Any]:
         given = bearer(request) or key
         cache = _ingest_cache(request)
-        digest = service.secret_hash(given) if given else ""
+        digest = passwords.secret_hash(given) if given else ""
         try:
             row = await run_in_store(
-                request, lambda conn, now: service.resolve_ingest_key(conn, given, scope, now)
+                request, lambda conn, now: ingest_keys.resolve_ingest_key(conn, given, scope, now)
             )
-        except ApiError as exc:
+        except AuthError as exc:
             # counted and logged: a sender with a wrong key would otherwise go unnoticed
-            reason = "wrong_scope" if exc.status_code == 403 else "unknown_key"
+            reason = "wrong_scope" if exc.kind == "forbidden" else "unknown_key"
             refuse(request, scope, reason if given else "no_key", given)
             raise
         except StoreError:
@@ -494,7 +494,9 @@ async def audit_change(scope: dict[str, Any], status: int) -> None:
     def write() -> None:
         now = runtime.clock.now()
         with runtime.store.begin() as conn:
-            service.audit(conn, principal.name, f"api.{method}", path, {"status": status}, ip, now)
+            auth_audit.audit(
+                conn, principal.name, f"api.{method}", path, {"status": status}, ip, now
+            )
 
     try:
         await asyncio.to_thread(write)

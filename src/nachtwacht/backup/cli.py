@@ -189,7 +189,7 @@ def restore(
 
 
 def _audit_restore(store: Store, name: str, detail: dict[str, object]) -> None:
-    from nachtwacht.auth.service import audit
+    from nachtwacht.auth.audit import audit
 
     try:
         who = os.environ.get("USER") or getpass.getuser()

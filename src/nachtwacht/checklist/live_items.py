@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from nachtwacht.auth import service as auth
+from nachtwacht.auth import tokens, users
 from nachtwacht.checklist.items import Context, ItemResult
 from nachtwacht.clock import iso
 from nachtwacht.incidents.notifications import followup_channels
@@ -119,13 +119,13 @@ async def dashboard(ctx: Context) -> ItemResult:
 def _token(ctx: Context) -> tuple[int, str]:
     now = ctx.clock.now()
     with ctx.store.begin() as conn:
-        row = auth.create_token(conn, f"checklist {iso(now)}", "viewer", now, actor=ctx.actor)
+        row = tokens.create_token(conn, f"checklist {iso(now)}", "viewer", now, actor=ctx.actor)
     return int(row["id"]), row["token"]
 
 
 def _revoke(ctx: Context, token_id: int) -> None:
     with ctx.store.begin() as conn:
-        auth.revoke_token(conn, token_id, ctx.clock.now(), actor=ctx.actor)
+        tokens.revoke_token(conn, token_id, ctx.clock.now(), actor=ctx.actor)
 
 
 def _fillers(ctx: Context) -> dict[str, str]:
@@ -211,8 +211,8 @@ def _accounts(ctx: Context) -> tuple[list[str], str]:
     """(problems with the accounts, what was checked)."""
     problems: list[str] = []
     with ctx.store.connect() as conn:
-        admins = auth.enabled_admins(conn)
-        checked, weak = auth.default_passwords(conn, DEFAULT_PASSWORDS)
+        admins = users.enabled_admins(conn)
+        checked, weak = users.default_passwords(conn, DEFAULT_PASSWORDS)
     if not admins:
         problems.append("no enabled admin user")
     problems += [f"user {username} has a default password" for username in weak]

@@ -168,7 +168,7 @@ def serve(
     """Run the web server and the engine in one process."""
     import uvicorn
 
-    from nachtwacht.auth.service import ensure_admin
+    from nachtwacht.auth.users import ensure_admin
     from nachtwacht.clock import SystemClock
     from nachtwacht.store.db import Store, StoreError
     from nachtwacht.web.app import create_app

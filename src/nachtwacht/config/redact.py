@@ -1,8 +1,10 @@
 """What is secret, and masking it wherever a person or a file can see it.
 
-The one place that decides. Pages (settings, probes, runbooks), `/healthz`, exports, evidence
-bundles, runbook output and the probes table of the store all mask through this module, so
-they cannot disagree.
+The one place that decides, in three modules: this one walks the config schema (the `Secret`
+markers, settings, probe configs); config/masking.py masks the strings a field may hold (URLs,
+command lines, names that look secret); config/redactor.py masks free text (`Redactor`).
+Pages (settings, probes, runbooks), `/healthz`, exports, evidence bundles, runbook output and
+the probes table of the store all mask through them, so they cannot disagree.
 
 The config schema says what is secret: fields carry a `Secret` marker in their type
 (`password: SecretStr | None`, `url: CapabilityUrl`, `headers: SecretHeaders`). How much of
@@ -30,17 +32,22 @@ Masking a little too much is accepted; leaking is not.
 
 from __future__ import annotations
 
-import re
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, HttpUrl
 
-MASK = "••••••"
-# values this short are not worth hunting for elsewhere: "1", "on", "yes" would mask half a log
-MIN_LITERAL = 4
+from nachtwacht.config.masking import (
+    MASK,
+    MIN_LITERAL,
+    SAFE_HEADERS,
+    is_secret_key,
+    mask_capability_url,
+    mask_command,
+    mask_urls_in,
+)
 
 How = Literal["value", "capability", "headers", "command", "names"]
 
@@ -53,279 +60,18 @@ class Secret:
 
 
 SecretStr = Annotated[str, Secret("value")]
+
+
 CapabilityUrl = Annotated[HttpUrl, Secret("capability")]
+
+
 SecretHeaders = Annotated[dict[str, str], Secret("headers")]
+
+
 SecretCommand = Annotated[str | list[str], Secret("command")]
+
+
 SecretNamed = Annotated[dict[str, str], Secret("names")]
-
-# header values that say how to talk, never who is talking; every other value is hidden
-SAFE_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
-
-# Names are a word list, used only where there is no schema: keys of free-form maps, free
-# text, command lines. A name is secret when its last word (split at _ - . and camelCase) is
-# one of these, or it ends in one of SECRET_SUFFIXES (`PGPASSWORD`, `mysqlpwd`); so
-# `smtp_pass` and `X-Api-Key` are, `min_password_length` and `keyboard` are not.
-SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "pass", "passphrase", "token", "secret", "key", "apikey"}
-    | {"credential", "credentials", "authorization", "auth", "cookie", "dsn", "sig"}
-    | {"signature"}
-)
-SECRET_SUFFIXES = ("password", "passwd", "pwd", "secret", "token", "apikey", "passphrase")
-# short command-line options that take a password: mysql's -p. A port after ssh -p is
-# hidden too; that is the price of a word list.
-SECRET_SHORT_OPTIONS = frozenset({"p"})
-HEADER_OPTIONS = frozenset({"-H", "--header"})
-USER_OPTIONS = frozenset({"-u", "--user", "--proxy-user"})
-
-_SCHEME = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*):(?://)", re.I)
-# a URL in free text ends at white space or a quote
-_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s<>\"'`]+", re.I)
-# SQLAlchemy's reading of `user:password@`: the password runs to the first @, `/` included
-_DRIVER_USERINFO = re.compile(r"(?P<user>[^:/@]*):(?P<password>[^@]*)@")
-# schemes parsed by the RFC (userinfo ends at the first / ? #); every other scheme is also
-# read the way SQLAlchemy reads database URLs, and the wider of the two readings is hidden
-_RFC_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp", "ftps"})
-
-
-# ---------------------------------------------------------------------------- names
-
-
-def is_secret_key(key: str) -> bool:
-    """`db_password`, `apiToken`, `X-Api-Key`, `smtp_pass`, `PGPASSWORD`: yes;
-    `password_reset`, `min_password_length`, `keyboard`: no."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key.strip("\"'-"))
-    words = [w for w in re.split(r"[_\-.\s]+", spaced.lower()) if w]
-    if not words:
-        return False
-    return words[-1] in SECRET_WORDS or words[-1].endswith(SECRET_SUFFIXES)
-
-
-# ---------------------------------------------------------------------------- URLs
-
-
-def _password_span(url: str, start: int, scheme: str) -> tuple[int, int] | None:
-    """Where the password of the userinfo after `scheme://` (at `start`) lies, if any."""
-    spans: list[tuple[int, int]] = []
-    netloc_end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, start)
-        if found != -1:
-            netloc_end = min(netloc_end, found)
-    at = url.rfind("@", start, netloc_end)
-    if at != -1:
-        colon = url.find(":", start, at)
-        if colon != -1:
-            spans.append((colon + 1, at))
-    if scheme.lower() not in _RFC_SCHEMES:
-        m = _DRIVER_USERINFO.match(url, start)
-        if m:
-            spans.append(m.span("password"))
-    if not spans:
-        return None
-    return min(s for s, _ in spans), max(e for _, e in spans)
-
-
-def _mask_query(query: str, keep: Callable[[str, str], None]) -> str:
-    parts = []
-    for part in query.split("&"):
-        name, eq, value = part.partition("=")
-        if not eq:
-            # a bare `?token` is a value without a name
-            if part:
-                keep(part, "query")
-                parts.append(MASK)
-            else:
-                parts.append(part)
-        elif value:
-            keep(value, name)
-            parts.append(f"{name}={MASK}")
-        else:
-            parts.append(part)
-    return "&".join(parts)
-
-
-def mask_url(url: str, keep: Callable[[str, str], None] | None = None) -> str:
-    """`scheme://user:••••••@host/path?key=••••••#••••••`: the password, every query value and
-    the fragment hidden. Not a URL: returned as it is. `keep(value, name)` hears each
-    hidden value (with its query key, if any)."""
-    m = _SCHEME.match(url)
-    if m is None:
-        return url
-    keep = keep or _ignore
-    start = m.end()
-    out = url[:start]
-    span = _password_span(url, start, m["scheme"])
-    rest_at = start
-    if span is not None:
-        begin, end = span
-        password = url[begin:end]
-        if password:
-            keep(password, "password")
-            out += url[start:begin] + MASK
-            rest_at = end
-    rest = url[rest_at:]
-    # the query starts after the host (and any password)
-    rest, hash_, fragment = rest.partition("#")
-    rest, q, query = rest.partition("?")
-    out += rest
-    if q:
-        out += "?" + _mask_query(query, keep)
-    if hash_:
-        if fragment:
-            keep(fragment, "fragment")
-        out += "#" + (MASK if fragment else "")
-    return out
-
-
-def mask_capability_url(url: str, keep: Callable[[str, str], None] | None = None) -> str:
-    """A URL that is a credential as a whole (whoever has it can post, or ping): only the
-    scheme and host (with port) remain, `https://hooks.slack.com/••••••`."""
-    m = _SCHEME.match(url)
-    if m is None:
-        if url:
-            (keep or _ignore)(url, "")
-        return MASK if url else url
-    keep = keep or _ignore
-    start = m.end()
-    netloc_end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, start)
-        if found != -1:
-            netloc_end = min(netloc_end, found)
-    span = _password_span(url, start, m["scheme"])
-    host_at = start
-    if span is not None:
-        host_at = max(host_at, url.find("@", span[1]) + 1)
-    at = url.rfind("@", host_at, netloc_end)
-    host_at = at + 1 if at != -1 else host_at
-    host = url[host_at : max(netloc_end, host_at)]
-    secret = url[host_at + len(host) :]
-    if span is not None and span[0] < span[1]:
-        keep(url[span[0] : span[1]], "password")
-    if secret.strip("/"):
-        keep(secret, "")
-        return f"{m['scheme']}://{host}/{MASK}"
-    return f"{m['scheme']}://{host}{secret}"
-
-
-def mask_urls_in(text: str, keep: Callable[[str, str], None] | None = None) -> str:
-    """Every URL in free text masked as `mask_url` does."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda m: mask_url(m[0], keep), text)
-
-
-def _ignore(_value: str, _name: str) -> None:
-    return None
-
-
-# ---------------------------------------------------------------------------- commands
-
-# a shell word: quoted parts and plain characters, so `--password="a b"` is one word
-_WORD = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'])+""")
-
-
-def _unquote(word: str) -> str:
-    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
-        return word[1:-1]
-    return word
-
-
-def _masked_word(word: str) -> str:
-    """A value replaced by the mask, its quotes kept so the line still reads as a command."""
-    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
-        return f"{word[0]}{MASK}{word[0]}"
-    return MASK
-
-
-def _secret_option(word: str) -> bool:
-    """`--password`, `-password`, `--api-token`, `-p`."""
-    if not word.startswith("-"):
-        return False
-    name = word.lstrip("-")
-    if len(name) == 1:
-        return name in SECRET_SHORT_OPTIONS
-    return is_secret_key(name)
-
-
-def _mask_words(words: list[str], keep: Callable[[str, str], None]) -> list[str]:
-    """Command-line words with the secret ones masked (see the module's docstring)."""
-    out: list[str] = []
-    pending: str | None = None  # the option whose value the next word is
-    for word in words:
-        if pending is not None:
-            out.append(_mask_option_value(pending, word, keep))
-            pending = None
-            continue
-        name, eq, value = word.partition("=")
-        if word.startswith("-") and eq:
-            if name in HEADER_OPTIONS or name in USER_OPTIONS:
-                out.append(f"{name}={_mask_option_value(name, value, keep)}")
-            elif _secret_option(name) and value:
-                keep(_unquote(value), "password")
-                out.append(f"{name}={_masked_word(value)}")
-            else:
-                out.append(mask_urls_in(word, keep))
-        elif word.startswith("-p") and not word.startswith("--") and len(word) > 2:
-            # mysql -pSECRET: the password glued to the option; `-password VALUE` (one dash)
-            # hides the next word too
-            keep(word[2:], "password")
-            out.append(f"-p{MASK}")
-            if word[1:].lower() in SECRET_WORDS:
-                pending = word
-        elif word in HEADER_OPTIONS or word in USER_OPTIONS or _secret_option(word):
-            pending = word
-            out.append(word)
-        elif eq and not word.startswith("-") and is_secret_key(name) and value:
-            # PGPASSWORD=x in front of a command
-            keep(_unquote(value), name)
-            out.append(f"{name}={_masked_word(value)}")
-        else:
-            out.append(mask_urls_in(word, keep))
-    return out
-
-
-def _mask_option_value(option: str, word: str, keep: Callable[[str, str], None]) -> str:
-    inner = _unquote(word)
-    quote = word[0] if inner != word else ""
-    if option.split("=")[0] in HEADER_OPTIONS:
-        name, colon, value = inner.partition(":")
-        if not colon or name.strip().lower() in SAFE_HEADERS or not value.strip():
-            return word
-        keep(value.strip(), name)
-        return f"{quote}{name}: {MASK}{quote}"
-    if option.split("=")[0] in USER_OPTIONS:
-        user, colon, password = inner.partition(":")
-        if not colon or not password:
-            return word
-        keep(password, "password")
-        return f"{quote}{user}:{MASK}{quote}"
-    if inner:
-        keep(inner, "password")
-    return _masked_word(word)
-
-
-def mask_command(command: str | list[str], keep: Callable[[str, str], None] | None = None) -> Any:
-    """A command (a line or its words) with option values named like secrets masked.
-
-    A command is free text: the schema cannot say which of its words is a password, so this is
-    the one place where names decide (`--password=`, `--api-token`, `-p`, `PGPASSWORD=`).
-    """
-    keep = keep or _ignore
-    if isinstance(command, list):
-        return _mask_words([str(w) for w in command], keep)
-    words = [(m.start(), m.end()) for m in _WORD.finditer(command)]
-    masked = _mask_words([command[s:e] for s, e in words], keep)
-    out, last = [], 0
-    for (s, e), new in zip(words, masked, strict=True):
-        out.append(command[last:s])
-        out.append(new)
-        last = e
-    out.append(command[last:])
-    return "".join(out)
-
-
-# ---------------------------------------------------------------------------- the schema walk
 
 
 def _marker(metadata: Iterable[Any]) -> Secret | None:
@@ -406,8 +152,12 @@ def _member(args: tuple[Any, ...], data: Any) -> Any:
 
 
 _UNKNOWN = object()
+
+
 # per type, what walking it means; keyed by id, with the type kept so the id stays its own
 _shapes: dict[int, tuple[Any, tuple[str, Any]]] = {}
+
+
 _field_types: dict[type[BaseModel], dict[str, Any]] = {}
 
 
@@ -599,8 +349,6 @@ def probe_shown(config: dict[str, Any]) -> dict[str, Any]:
     return shown(config, ProbeConfig)
 
 
-# ---------------------------------------------------------------------------- settings
-
 # settings are frozen: what they hide is computed once per object (a copy gets its own)
 _CACHE_ATTR = "_redaction"
 
@@ -633,205 +381,16 @@ def settings_secrets(settings: Any) -> frozenset[str]:
     return _settings_pass(settings)[1]
 
 
-# ---------------------------------------------------------------------------- free text
-
-# key, separator, value: `key=value`, `key: value`, `"key": "value"`, `--key=value`. The value
-# is a quoted string or the rest of the line up to a delimiter that ends a value in JSON,
-# query strings and command lines.
-_ASSIGNMENT = re.compile(
-    r"""(?P<key>["']?(?:--?)?[A-Za-z_][\w.\-]*["']?)(?P<sep>[ \t]*[:=][ \t]*)"""
-    r"""(?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;&}\]"'][^\n,;&}\]"']*)"""
-)
-_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)[ \t]+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})")
-
-
-class _Literals:
-    """Finds any of many known strings in a text in one pass.
-
-    A config with thousands of probes knows thousands of secrets, and a journal runs to
-    megabytes: searching for each secret in turn would take minutes. Every value of at least
-    GRAM + STRIDE - 1 characters has one of its first STRIDE 4-grams at a text position that is
-    a multiple of STRIDE, so only those positions are looked up; shorter values (few) are
-    searched for one by one.
-    """
-
-    GRAM = 4
-    STRIDE = 4
-
-    def __init__(self, values: Iterable[str]) -> None:
-        self.short: list[str] = []
-        self.index: dict[str, list[tuple[str, int]]] = {}
-        for value in values:
-            if len(value) < self.GRAM + self.STRIDE - 1:
-                self.short.append(value)
-                continue
-            for offset in range(self.STRIDE):
-                gram = value[offset : offset + self.GRAM]
-                self.index.setdefault(gram, []).append((value, offset))
-
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        found: list[tuple[int, int]] = []
-        index, gram = self.index, self.GRAM
-        if index:
-            for q in range(0, len(text) - gram + 1, self.STRIDE):
-                hits = index.get(text[q : q + gram])
-                if hits:
-                    for value, offset in hits:
-                        at = q - offset
-                        if at >= 0 and text.startswith(value, at):
-                            found.append((at, at + len(value)))
-        for value in self.short:
-            at = text.find(value)
-            while at != -1:
-                found.append((at, at + len(value)))
-                at = text.find(value, at + 1)
-        return found
-
-    def mask(self, text: str) -> str:
-        """Every occurrence masked; overlapping ones as one (a secret inside another)."""
-        spans = sorted(self.spans(text))
-        if not spans:
-            return text
-        out: list[str] = []
-        last = 0
-        start, end = spans[0]
-        for s, e in spans[1:]:
-            if s <= end:
-                end = max(end, e)
-                continue
-            out += [text[last:start], MASK]
-            last, (start, end) = end, (s, e)
-        out += [text[last:start], MASK, text[end:]]
-        return "".join(out)
-
-
-class Redactor:
-    """Masks secrets in free text; `known` are values already known to be secret (from
-    `settings_secrets`, runbook secret variables)."""
-
-    def __init__(self, known: Iterable[str] = ()) -> None:
-        self.known = {k for k in known if k and len(k) >= MIN_LITERAL}
-        self._literals: _Literals | None = None
-
-    def learn(self, text: str) -> None:
-        """Remember the secret values assigned in `text`, to mask them anywhere later."""
-        for value in secrets_in(text):
-            if len(value) >= MIN_LITERAL and value not in self.known:
-                self.known.add(value)
-                self._literals = None
-
-    def text(self, text: str) -> str:
-        self.learn(text)
-        # known values first: a URL or a line the config holds is found whole
-        if self._literals is None:
-            self._literals = _Literals(self.known)
-        text = self._literals.mask(text)
-        text = _mask_url_passwords(text)
-        text = _mask_assignments(text)
-        text = _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
-        return text
-
-    def bytes(self, data: bytes) -> bytes:
-        return self.text(data.decode("utf-8", errors="replace")).encode("utf-8")
-
-    def data(self, value: Any) -> Any:
-        """JSON-like data with every string passed through `text`."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {k: self.data(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.data(v) for v in value]
-        return value
-
-
-def _mask_url_passwords(text: str) -> str:
-    """Passwords of URLs in free text; query values stay (a log's `?page=2` is evidence), but
-    those named like secrets go with the assignments."""
-    if "://" not in text:
-        return text
-
-    def one(m: re.Match[str]) -> str:
-        url = m[0]
-        scheme = _SCHEME.match(url)
-        assert scheme is not None  # _URL_IN_TEXT matched a scheme
-        span = _password_span(url, scheme.end(), scheme["scheme"])
-        if span is None or span[0] == span[1]:
-            return url
-        return url[: span[0]] + MASK + url[span[1] :]
-
-    return _URL_IN_TEXT.sub(one, text)
-
-
-def _assignments(text: str) -> list[re.Match[str]]:
-    """Assignments to secret keys. A match of a harmless key (`https:` of a URL) must not
-    swallow a secret one after it (`?token=...`), so the scan goes on after its key."""
-    found: list[re.Match[str]] = []
-    pos = 0
-    while (m := _ASSIGNMENT.search(text, pos)) is not None:
-        if is_secret_key(m["key"]) and MASK not in m["value"]:
-            found.append(m)
-            pos = m.end()
-        else:
-            pos = m.end("key")
-    return found
-
-
-def _mask_assignments(text: str) -> str:
-    out: list[str] = []
-    last = 0
-    for m in _assignments(text):
-        out.append(text[last : m.start()])
-        value = m["value"]
-        if value[:1] in ("'", '"'):
-            masked = f"{value[0]}{MASK}{value[0]}" if len(value) > 2 else value
-        else:
-            masked = MASK
-        out.append(f"{m['key']}{m['sep']}{masked}")
-        last = m.end()
-    out.append(text[last:])
-    return "".join(out)
-
-
-def secrets_in(text: str) -> list[str]:
-    """The secret values assigned or embedded (URL passwords, bearer tokens) in `text`."""
-    found: list[str] = []
-    for m in _assignments(text):
-        value = m["value"].strip()
-        if value[:1] in ("'", '"'):
-            value = value[1:-1]
-        value = value.strip()
-        if value and MASK not in value:
-            found.append(value)
-    for m in _URL_IN_TEXT.finditer(text):
-        scheme = _SCHEME.match(m[0])
-        assert scheme is not None
-        span = _password_span(m[0], scheme.end(), scheme["scheme"])
-        if span is not None and span[0] < span[1]:
-            found.append(m[0][span[0] : span[1]])
-    for m in _BEARER.finditer(text):
-        found.append(m["value"])
-    return found
-
-
 __all__ = [
-    "MASK",
     "CapabilityUrl",
-    "Redactor",
     "Secret",
     "SecretCommand",
     "SecretHeaders",
     "SecretNamed",
     "SecretStr",
-    "is_secret_key",
-    "mask_capability_url",
-    "mask_command",
-    "mask_url",
-    "mask_urls_in",
     "model_for",
     "model_shown",
     "probe_shown",
-    "secrets_in",
     "secrets_of",
     "settings_secrets",
     "settings_shown",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from nachtwacht.alerts import spooled as alert_records
 from nachtwacht.alerts.maintenance import alert_muted_by
 from nachtwacht.alerts.worker import Alerting
-from nachtwacht.auth import service as auth_service
+from nachtwacht.auth import logins
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.core import Engine
@@ -154,9 +154,7 @@ class Runtime:
     async def _retention(self, now: float) -> None:
         await asyncio.to_thread(rollups.apply_retention, self.store, now, self.settings.retention)
         # login failure counts whose window is over: pruned here, never in the login path
-        await asyncio.to_thread(
-            auth_service.prune_login_failures, self.store, now, self.settings.auth
-        )
+        await asyncio.to_thread(logins.prune_login_failures, self.store, now, self.settings.auth)
 
     async def _escalate(self, now: float) -> int:
         """Engine module tick: whatever escalation, page repeat, breach or reminder is due."""

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Select, func, select, update
 
-from nachtwacht.auth.service import audit
+from nachtwacht.auth.audit import audit
 from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.errors import normalize as n

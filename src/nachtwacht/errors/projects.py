@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
-from nachtwacht.auth.service import audit
+from nachtwacht.auth.audit import audit
 from nachtwacht.clock import Clock, SystemClock, iso
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import StoreError, inserted_id

@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from nachtwacht.clock import Clock, iso
-from nachtwacht.config.redact import Redactor, settings_secrets
+from nachtwacht.config.redact import settings_secrets
+from nachtwacht.config.redactor import Redactor
 from nachtwacht.config.schema import Settings
 from nachtwacht.evidence import capture
 from nachtwacht.evidence.verify import (

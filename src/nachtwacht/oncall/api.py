@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from nachtwacht.auth.deps import IGNORED_ACTOR, actor
 from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.oncall import service
+from nachtwacht.oncall import service, turns
 from nachtwacht.web.errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["oncall"])
@@ -124,14 +124,14 @@ async def add_override(request: Request, body: NewOverride) -> dict[str, Any]:
 
     def work(conn: Connection, rt: Runtime, now: float) -> dict[str, Any]:
         zone = rt.settings.zone
-        starts_at = service.to_ts(body.starts_at, zone) if body.starts_at else now
+        starts_at = turns.to_ts(body.starts_at, zone) if body.starts_at else now
         new_id = service.add_override(
             conn,
             rt.settings,
             body.rotation,
             body.contact,
             starts_at,
-            service.to_ts(body.ends_at, zone),
+            turns.to_ts(body.ends_at, zone),
             who,
             now,
         )

@@ -1,15 +1,9 @@
-"""Who is on call: rotation turns in the site timezone, overrides, and policy targets.
+"""Who is on call: rotations with their overrides, the overrides table, and policy targets.
 
-A rotation's turns are wall-clock turns: a weekly rotation with handoff "mon 09:00" hands over
-at 09:00 local time every Monday, so a turn across a DST change lasts 167 or 169 hours. Turn k
-(k = 0 from the first handoff at or after 00:00 local of the rotation's `start` date) belongs to
-member k mod n. Before that first handoff the rotation has nobody on call.
-
-Overrides replace the rotation for a while: those in the config and those added at run time
-(table `oncall_overrides`). When several cover the same moment the most recently created wins;
-run-time overrides count as newer than the config's, and later entries in either as newer than
-earlier ones. An override naming a contact that is no longer in the config is ignored, so a
-stale override can never leave a rotation paging nobody.
+When a rotation's turns begin and end, and which override wins, is oncall/turns.py. Overrides
+replace the rotation for a while: those in the config and those added at run time (table
+`oncall_overrides`). An override naming a contact that is no longer in the config is ignored,
+so a stale override can never leave a rotation paging nobody.
 
 Every function that reads overrides takes a `conn` that may be None: then only the config is
 consulted (`nachtwacht oncall` still answers when the store is down).
@@ -18,8 +12,7 @@ consulted (`nachtwacht oncall` still answers when the store is down).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,10 +21,18 @@ from sqlalchemy import Connection, delete, insert, select
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.oncall.models import ROLES, Contact, ExternalContact, Rotation
+from nachtwacht.oncall.turns import (
+    MAX_STEPS,
+    Override,
+    Timeline,
+    load_overrides,
+    period,
+    shift_at,
+    to_ts,
+)
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ROLE_TITLES = {
     "oncall_engineer": "On-call engineer",
     "technical_lead": "Technical lead",
@@ -44,8 +45,6 @@ ROLE_TITLES = {
 PROTOCOL_ROLES = tuple(r for r in ROLES if r != "oncall_engineer")
 # a calendar longer than this is a mistake (and thousands of rows), not a request
 MAX_SCHEDULE_SECONDS = 400 * 86400.0
-# the loops that walk turns and overrides stop after this many steps, whatever the data
-_MAX_STEPS = 10_000
 
 
 class OncallError(ValueError):
@@ -55,207 +54,6 @@ class OncallError(ValueError):
         super().__init__(message)
         self.field = field
         self.status_code = status_code
-
-
-# -- rotation turns ----------------------------------------------------------------------------
-
-
-def _period(rotation: Rotation) -> timedelta:
-    return timedelta(days=7 if rotation.type == "weekly" else 1)
-
-
-def _first_handoff(rotation: Rotation) -> datetime:
-    """The naive local datetime of turn 0: the first handoff at or after 00:00 of `start`."""
-    if rotation.type == "weekly":
-        day, _, clock = rotation.handoff.partition(" ")
-        offset = (WEEKDAYS.index(day) - rotation.start.weekday()) % 7
-        first: date = rotation.start + timedelta(days=offset)
-    else:
-        clock = rotation.handoff
-        first = rotation.start
-    return datetime.combine(first, time.fromisoformat(clock))
-
-
-def _local_to_ts(naive: datetime, zone: ZoneInfo) -> float:
-    # fold=0: an ambiguous handoff (the repeated hour in autumn) happens at its first
-    # occurrence; a handoff inside the spring gap moves forward by the gap (02:30 -> 03:30).
-    return naive.replace(tzinfo=zone).timestamp()
-
-
-def _turn_start(rotation: Rotation, zone: ZoneInfo, k: int) -> float:
-    return _local_to_ts(_first_handoff(rotation) + k * _period(rotation), zone)
-
-
-def _turn_index(rotation: Rotation, zone: ZoneInfo, ts: float) -> int:
-    """The k with turn_start(k) <= ts < turn_start(k + 1) (negative before the first turn)."""
-    local = datetime.fromtimestamp(ts, zone).replace(tzinfo=None)
-    span = _period(rotation).total_seconds()
-    # local wall time gives the right turn but for an hour around a DST change; correct it
-    k = math.floor((local - _first_handoff(rotation)).total_seconds() / span)
-    while _turn_start(rotation, zone, k) > ts:
-        k -= 1
-    while _turn_start(rotation, zone, k + 1) <= ts:
-        k += 1
-    return k
-
-
-def shift_at(settings: Settings, rotation: Rotation, ts: float) -> tuple[str | None, float, float]:
-    """The regular turn at `ts`: (member id, turn start, turn end), overrides not applied.
-
-    Before the rotation's first turn the member is None and the "turn" is the time before the
-    first handoff: (None, -inf, first handoff).
-    """
-    zone = settings.zone
-    k = _turn_index(rotation, zone, ts)
-    if k < 0:
-        return None, -math.inf, _turn_start(rotation, zone, 0)
-    member = rotation.members[k % len(rotation.members)]
-    return member, _turn_start(rotation, zone, k), _turn_start(rotation, zone, k + 1)
-
-
-# -- overrides ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Override:
-    contact: str
-    starts_at: float
-    ends_at: float
-    rank: tuple[int, int]  # higher wins: (0, index) from the config, (1, id) from the store
-    id: int | None
-    source: str  # "config" or "store"
-    created_by: str
-
-    def covers(self, ts: float) -> bool:
-        return self.starts_at <= ts < self.ends_at
-
-    def public(self, settings: Settings, rotation: str) -> dict[str, Any]:
-        contact = settings.people.contact(self.contact)
-        return {
-            "id": self.id,
-            "source": self.source,
-            "rotation": rotation,
-            "contact": self.contact,
-            "name": contact.name if contact else None,
-            "starts_at": iso(self.starts_at),
-            "ends_at": iso(self.ends_at),
-            "created_by": self.created_by,
-        }
-
-
-def to_ts(value: datetime, zone: ZoneInfo) -> float:
-    """Epoch seconds of a datetime; one without an offset is site time."""
-    return (value if value.tzinfo else value.replace(tzinfo=zone)).timestamp()
-
-
-def _overrides(
-    conn: Connection | None,
-    settings: Settings,
-    rotation: Rotation,
-    since: float = -math.inf,
-    until: float = math.inf,
-) -> list[_Override]:
-    """Overrides of `rotation` overlapping [since, until), lowest priority first."""
-    zone = settings.zone
-    found = [
-        _Override(
-            o.contact,
-            to_ts(o.start, zone),
-            to_ts(o.end, zone),
-            (0, i),
-            None,
-            "config",
-            "config",
-        )
-        for i, o in enumerate(rotation.overrides)
-    ]
-    if conn is not None:
-        query = select(t.oncall_overrides).where(t.oncall_overrides.c.rotation == rotation.name)
-        if since > -math.inf:
-            query = query.where(t.oncall_overrides.c.ends_at > since)
-        if until < math.inf:
-            query = query.where(t.oncall_overrides.c.starts_at < until)
-        for row in conn.execute(query).mappings():
-            found.append(
-                _Override(
-                    row["contact"],
-                    row["starts_at"],
-                    row["ends_at"],
-                    (1, row["id"]),
-                    row["id"],
-                    "store",
-                    row["created_by"],
-                )
-            )
-    known = {c.id for c in settings.people.contacts}
-    live = [o for o in found if o.contact in known and o.ends_at > since and o.starts_at < until]
-    return sorted(live, key=lambda o: o.rank)
-
-
-class _Timeline:
-    """One rotation with its overrides loaded once, answering "who, and until when"."""
-
-    def __init__(self, settings: Settings, rotation: Rotation, overrides: list[_Override]) -> None:
-        self.settings = settings
-        self.rotation = rotation
-        self.overrides = overrides  # lowest priority first
-
-    def at(self, ts: float) -> tuple[str | None, _Override | None, tuple[float, float]]:
-        """(contact id, the winning override or None, the regular turn's start and end)."""
-        member, start, end = shift_at(self.settings, self.rotation, ts)
-        winner = next((o for o in reversed(self.overrides) if o.covers(ts)), None)
-        return (winner.contact if winner else member), winner, (start, end)
-
-    def next_boundary(self, ts: float) -> float:
-        """The first moment after `ts` at which the answer of `at` may change."""
-        _, _, end = shift_at(self.settings, self.rotation, ts)
-        edges = [end]
-        for o in self.overrides:
-            edges.extend(e for e in (o.starts_at, o.ends_at) if e > ts)
-        return min(edges)
-
-    def segments(self, since: float, until: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        ts = since
-        for _ in range(_MAX_STEPS):
-            if ts >= until:
-                break
-            contact, override, (start, end) = self.at(ts)
-            nxt = min(self.next_boundary(ts), until)
-            key = (contact, override.rank if override else None, start)
-            if out and out[-1]["_key"] == key:
-                out[-1]["_end"] = nxt
-            else:
-                out.append(
-                    {
-                        "_key": key,
-                        "_start": ts,
-                        "_end": nxt,
-                        "contact": contact,
-                        "member": shift_at(self.settings, self.rotation, ts)[0],
-                        "shift": (start, end),
-                        "override": override,
-                    }
-                )
-            ts = nxt
-        return [self._public(s) for s in out]
-
-    def _public(self, seg: dict[str, Any]) -> dict[str, Any]:
-        contact = self.settings.people.contact(seg["contact"]) if seg["contact"] else None
-        override: _Override | None = seg["override"]
-        start, end = seg["shift"]
-        return {
-            "start": iso(seg["_start"]),
-            "end": iso(seg["_end"]),
-            "start_ts": seg["_start"],
-            "end_ts": seg["_end"],
-            "contact": seg["contact"],
-            "name": contact.name if contact else None,
-            "member": seg["member"],
-            "shift_start": iso(start) if start > -math.inf else None,
-            "shift_end": iso(end),
-            "override": override.public(self.settings, self.rotation.name) if override else None,
-        }
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -275,9 +73,9 @@ def _timeline(
     rotation_name: str,
     since: float = -math.inf,
     until: float = math.inf,
-) -> _Timeline:
+) -> Timeline:
     rotation = rotation_named(settings, rotation_name)
-    return _Timeline(settings, rotation, _overrides(conn, settings, rotation, since, until))
+    return Timeline(settings, rotation, load_overrides(conn, settings, rotation, since, until))
 
 
 def on_call(
@@ -300,10 +98,10 @@ def next_handoff(
     current, _, _ = line.at(now)
     # past the last override, a full cycle of turns without a change means there is none
     last_edge = max((o.ends_at for o in line.overrides), default=now)
-    cycle = (len(line.rotation.members) + 1) * _period(line.rotation).total_seconds()
+    cycle = (len(line.rotation.members) + 1) * period(line.rotation).total_seconds()
     horizon = max(now, last_edge, shift_at(settings, line.rotation, now)[2]) + cycle + 7200
     ts = now
-    for _ in range(_MAX_STEPS):
+    for _ in range(MAX_STEPS):
         ts = line.next_boundary(ts)
         if ts > horizon:
             break
@@ -381,7 +179,7 @@ def list_overrides(
     rotations = [rotation_named(settings, rotation)] if rotation else settings.people.rotations
     for rot in rotations:
         for i, o in enumerate(rot.overrides):
-            item = _Override(
+            item = Override(
                 o.contact,
                 to_ts(o.start, settings.zone),
                 to_ts(o.end, settings.zone),
@@ -400,7 +198,7 @@ def list_overrides(
             query = query.where(t.oncall_overrides.c.ends_at > now)
         names = {r.name for r in settings.people.rotations}
         for row in conn.execute(query).mappings():
-            item = _Override(
+            item = Override(
                 row["contact"],
                 row["starts_at"],
                 row["ends_at"],
@@ -548,7 +346,7 @@ def overview(conn: Connection | None, settings: Settings, now: float) -> dict[st
     }
 
 
-def _since(override: _Override | None, shift_start: float) -> float | None:
+def _since(override: Override | None, shift_start: float) -> float | None:
     if override is not None:
         return override.starts_at
     return shift_start if math.isfinite(shift_start) else None

@@ -19,14 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from nachtwacht.config.redact import (
-    MASK,
-    Redactor,
-    is_secret_key,
-    mask_url,
-    secrets_in,
-    settings_secrets,
-)
+from nachtwacht.config.masking import MASK, is_secret_key, mask_url
+from nachtwacht.config.redact import settings_secrets
+from nachtwacht.config.redactor import Redactor, secrets_in
 from nachtwacht.runbooks.loader import VARIABLE
 from nachtwacht.runbooks.models import Input, Runbook
 

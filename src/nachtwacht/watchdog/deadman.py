@@ -20,7 +20,7 @@ import httpx
 
 from nachtwacht import __version__
 from nachtwacht.clock import Clock, iso
-from nachtwacht.config.redact import mask_capability_url
+from nachtwacht.config.masking import mask_capability_url
 from nachtwacht.watchdog.models import WatchdogSettings
 
 log = logging.getLogger(__name__)

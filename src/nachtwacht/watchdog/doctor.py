@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from nachtwacht.config.loader import link_warnings
-from nachtwacht.config.redact import mask_url, mask_urls_in
+from nachtwacht.config.masking import mask_url, mask_urls_in
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify import reach
 from nachtwacht.spool import status as spool_status

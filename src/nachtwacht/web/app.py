@@ -37,7 +37,8 @@ from nachtwacht.auth.deps import (
 from nachtwacht.backup import api as backup_api
 from nachtwacht.checklist import api as checklist_api
 from nachtwacht.clock import Clock
-from nachtwacht.config.redact import Redactor, settings_secrets
+from nachtwacht.config.redact import settings_secrets
+from nachtwacht.config.redactor import Redactor
 from nachtwacht.config.schema import Settings
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.errors import api as errors_api

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nachtwacht.auth.deps import LOGIN_REQUIRED, SESSION_COOKIE, login_redirect, wants_html
-from nachtwacht.auth.service import NO_INGEST_KEY
+from nachtwacht.auth.ingest_keys import NO_INGEST_KEY
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.web import refused

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from pydantic import Field, HttpUrl, field_validator
 
-from nachtwacht.config.redact import SecretHeaders, SecretStr, mask_urls_in
+from nachtwacht.config.masking import mask_urls_in
+from nachtwacht.config.redact import SecretHeaders, SecretStr
 from nachtwacht.durations import Duration
 from nachtwacht.probes.base import Probe, ProbeConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status, worst
