@@ -336,7 +336,7 @@ def test_inputs_are_required_and_must_be_safe_for_the_shell(
     assert "unknown input nope" in str(exc.value)
     with pytest.raises(RunError) as exc:
         run(sqlite_store, settings, clock, "no-such-runbook")
-    assert (exc.value.status_code, exc.value.field) == (404, "name")
+    assert (exc.value.http_status, exc.value.field) == (404, "name")
     # without the address, the block step is skipped and says why
     view = run(sqlite_store, settings, clock, "security-incident")
     block = next(s for s in view["steps"] if s["id"] == "block-address")

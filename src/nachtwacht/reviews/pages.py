@@ -164,7 +164,7 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
             request,
             "review_panel_page.html",
             panel_data(incident_id),
-            status=exc.status_code,
+            status=exc.http_status,
             error=str(exc),
             form={},
         )
