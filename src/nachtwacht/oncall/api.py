@@ -50,10 +50,7 @@ MAX_SCHEDULE = 366 * 86400.0
 def _when(rt: Runtime, value: str | None, field: str, default: float) -> float:
     if value is None:
         return default
-    try:
-        return service.parse_time(value, rt.settings.zone, field)
-    except service.OncallError as exc:
-        raise ApiError(422, str(exc), field) from None
+    return service.parse_time(value, rt.settings.zone, field)
 
 
 @router.get("/oncall")
