@@ -27,14 +27,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+# the names live with the config models (a runbook's set_flag step checks them); callers keep
+# reading them here, next to what switches them
 from nachtwacht.analytics.models import DISABLE_ANALYTICS as DISABLE_ANALYTICS
 from nachtwacht.analytics.models import FLAGS
 from nachtwacht.analytics.models import PERFORMANCE as PERFORMANCE
 from nachtwacht.analytics.models import SECURITY_LOGGING as SECURITY_LOGGING
 from nachtwacht.auth import service as auth
-
-# the names live with the config models (a runbook's set_flag step checks them); callers keep
-# reading them here, next to what switches them
 from nachtwacht.problems import Kind, Problem
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
