@@ -194,7 +194,7 @@ def test_a_run_pauses_at_a_manual_step_and_resumes_when_confirmed(
 
     outcomes = asyncio.run(both())
     errors = [o for o in outcomes if isinstance(o, RunError)]
-    assert len(errors) == 1 and errors[0].status_code == 409
+    assert len(errors) == 1 and errors[0].http_status == 409
     with store.connect() as conn:
         skipped = service.run_view(conn, view["id"])["steps"][4]
     assert skipped["status"] == "skipped" and skipped["confirmed_by"] in ("olga", "bert")

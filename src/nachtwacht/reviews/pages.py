@@ -266,7 +266,7 @@ async def reports_page(
         try:
             data = monthly.report(conn, rt.settings, month or None, now)
         except service.ReviewError as exc:
-            raise PageError(str(exc), 422) from None
+            raise PageError(str(exc), exc.http_status) from None
         past = monthly.history(conn, rt.settings, data["month"], now)
         span = document.span
         sev = data["by_severity"]
