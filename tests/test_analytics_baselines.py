@@ -126,7 +126,7 @@ def test_compare_without_a_baseline_and_with_an_unknown_id(sqlite_store: Store) 
     with sqlite_store.connect() as conn:
         with pytest.raises(BaselineError, match="no baseline yet") as exc:
             baselines.compare(conn, NOW, CFG)
-        assert exc.value.status_code == 404
+        assert exc.value.kind == "not_found"
         with pytest.raises(BaselineError, match="no baseline 42"):
             baselines.compare(conn, NOW, CFG, against=42)
 
@@ -175,7 +175,7 @@ def test_baseline_cli_capture_list_and_compare_with_check(config: str) -> None:
     assert json.loads(as_json.output)["regressions"][0]["name"] == "api"
 
     bad = runner.invoke(app, ["baseline", "compare", "--against", "99", "-c", config])
-    assert bad.exit_code == 1 and "there is no baseline 99" in bad.output
+    assert bad.exit_code == 2 and "there is no baseline 99" in bad.output
     bad_window = runner.invoke(app, ["baseline", "capture", "--window", "soon", "-c", config])
     assert bad_window.exit_code == 2 and "--window" in bad_window.output
     store.dispose()

@@ -67,7 +67,7 @@ def test_s1_without_a_checklist_is_refused_with_a_409_naming_the_way_out(
     inc = _declare(store, settings, clock.now())
     with pytest.raises(IncidentError) as refused:
         _resolve(store, settings, inc, clock.now() + 60)
-    assert refused.value.status_code == 409 and refused.value.field == "skip_checklist"
+    assert refused.value.http_status == 409 and refused.value.field == "skip_checklist"
     assert "no restoration checklist has passed" in str(refused.value)
     assert f"nachtwacht verify --incident {inc}" in str(refused.value)
     assert _status(store, inc) == "investigating"
@@ -80,7 +80,7 @@ def test_a_written_reason_to_skip_is_recorded_on_the_timeline(
     inc = _declare(store, settings, clock.now(), severity=2)
     with pytest.raises(IncidentError) as short:
         _resolve(store, settings, inc, clock.now() + 60, skip_checklist=" x ")
-    assert short.value.status_code == 422
+    assert short.value.http_status == 422
     _resolve(store, settings, inc, clock.now() + 60, skip_checklist="dashboard host replaced")
     assert _status(store, inc) == "resolved"
     assert ("checklist_skipped", "restoration checklist skipped: dashboard host replaced") in (

@@ -21,7 +21,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["bogus"], 2, "No such command 'bogus'"),
         (["incident", "declare", "--severity", "5", "--title", "x"], 2, "--severity"),
         (["incident", "declare", "--title", "x"], 2, "Missing option '--severity'"),
-        (["incident", "show", "999"], 1, "no incident 999"),
+        (["incident", "show", "999"], 2, "no incident 999"),
         (["check", "nope"], 2, "no probe named nope"),
         (["status", "--config", "missing.yaml"], 2, "missing.yaml: no such file"),
     ],

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from nachtwacht.auth import tokens
 from nachtwacht.auth.audit import audit_log
+from nachtwacht.cli.main import app as main_app
 from nachtwacht.clock import FakeClock
-from nachtwacht.errors import cli
 from nachtwacht.store.db import Store
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
 from tests.test_errors_fixtures import Server, envelope, exc_event, frame, msg_event, server
@@ -189,18 +189,18 @@ def test_cli_project_add_list_and_errors_commands(
         f"spool:\n  dir: {tmp_path / 'spool'}\n"
     )
     added = runner.invoke(
-        cli.project_app, ["add", "erp", "--environment", "production", "-c", str(config)]
+        main_app, ["project", "add", "erp", "--environment", "production", "-c", str(config)]
     )
     assert added.exit_code == 0, added.output
     dsn = added.output.strip()
     assert re.fullmatch(r"http://[0-9a-f]{32}@127\.0\.0\.1:8123/1", dsn), dsn
-    dup = runner.invoke(cli.project_app, ["add", "erp", "-c", str(config)])
+    dup = runner.invoke(main_app, ["project", "add", "erp", "-c", str(config)])
     assert dup.exit_code == 1 and "exists" in dup.output
     listed = json.loads(
-        runner.invoke(cli.project_app, ["list", "--json", "-c", str(config)]).output
+        runner.invoke(main_app, ["project", "list", "--json", "-c", str(config)]).output
     )
     assert [(p["name"], p["dsn"], p["environment"]) for p in listed] == [("erp", dsn, "production")]
-    assert "erp" in runner.invoke(cli.project_app, ["list", "-c", str(config)]).output
+    assert "erp" in runner.invoke(main_app, ["project", "list", "-c", str(config)]).output
 
     # events through the real app into the same store
     with server(sqlite_store, tmp_path / "srv", clock) as s:
@@ -215,38 +215,43 @@ def test_cli_project_add_list_and_errors_commands(
             )
             assert r.status_code == 200
         s.drain()
-    out = runner.invoke(cli.errors_app, ["list", "-c", str(config)])
+    out = runner.invoke(main_app, ["errors", "list", "-c", str(config)])
     assert out.exit_code == 0, out.output
     assert "ValueError: order 1 is invalid" in out.output and "[erp]" in out.output
-    rows = json.loads(runner.invoke(cli.errors_app, ["list", "--json", "-c", str(config)]).output)
+    rows = json.loads(
+        runner.invoke(main_app, ["errors", "list", "--json", "-c", str(config)]).output
+    )
     issue_id = rows[0]["id"]
     assert rows[0]["count"] == 2 and rows[0]["environment"] == "production"
-    shown = runner.invoke(cli.errors_app, ["show", str(issue_id), "-c", str(config)])
+    shown = runner.invoke(main_app, ["errors", "show", str(issue_id), "-c", str(config)])
     assert (
         "* shop/orders.py:10 in place" in shown.output and "raise ValueError(msg)" in shown.output
     )
     detail = json.loads(
-        runner.invoke(cli.errors_app, ["show", str(issue_id), "--json", "-c", str(config)]).output
+        runner.invoke(
+            main_app, ["errors", "show", str(issue_id), "--json", "-c", str(config)]
+        ).output
     )
     assert detail["latest_event"]["exceptions"][0]["type"] == "ValueError"
     assert (
         "resolved"
-        in runner.invoke(cli.errors_app, ["resolve", str(issue_id), "-c", str(config)]).output
+        in runner.invoke(main_app, ["errors", "resolve", str(issue_id), "-c", str(config)]).output
     )
     assert (
         "ignored"
-        in runner.invoke(cli.errors_app, ["ignore", str(issue_id), "-c", str(config)]).output
+        in runner.invoke(main_app, ["errors", "ignore", str(issue_id), "-c", str(config)]).output
     )
     assert (
-        runner.invoke(cli.errors_app, ["list", "--json", "-c", str(config)]).output.strip() == "[]"
+        runner.invoke(main_app, ["errors", "list", "--json", "-c", str(config)]).output.strip()
+        == "[]"
     )
-    missing = runner.invoke(cli.errors_app, ["resolve", "999", "-c", str(config)])
-    assert missing.exit_code == 1 and "no error issue #999" in missing.output
-    bad = runner.invoke(cli.errors_app, ["list", "--status", "open", "-c", str(config)])
-    assert bad.exit_code == 1 and "status must be" in bad.output
+    missing = runner.invoke(main_app, ["errors", "resolve", "999", "-c", str(config)])
+    assert missing.exit_code == 2 and "no error issue #999" in missing.output
+    bad = runner.invoke(main_app, ["errors", "list", "--status", "open", "-c", str(config)])
+    assert bad.exit_code == 2 and "status must be" in bad.output
     with sqlite_store.connect() as conn:
         assert {e["action"] for e in audit_log(conn) if e["actor"].startswith("cli:")} >= {
             "project.add", "error_issue.resolve", "error_issue.ignore",
         }  # fmt: skip
-    removed = runner.invoke(cli.project_app, ["remove", "erp", "--yes", "-c", str(config)])
+    removed = runner.invoke(main_app, ["project", "remove", "erp", "--yes", "-c", str(config)])
     assert removed.exit_code == 0 and "1 issues, 2 events" in removed.output

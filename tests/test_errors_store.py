@@ -132,7 +132,7 @@ def test_resolved_issue_regresses_on_a_new_event_ignored_stays_ignored(store: St
         assert back["status"] == "unresolved"
         with pytest.raises(issues.IssueError) as missing:
             issues.set_status(conn, 999_999, "resolve", "rita", NOW)
-    assert missing.value.status_code == 404
+    assert missing.value.http_status == 404
 
 
 def test_events_are_kept_per_project_and_listed_with_filters(store: Store) -> None:

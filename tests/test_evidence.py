@@ -305,7 +305,7 @@ def test_capture_for_an_unknown_incident_is_refused(
     settings = settings_for(sqlite_store, tmp_path, files)
     with pytest.raises(service.EvidenceError) as exc:
         service.capture_bundle(sqlite_store, settings, clock, incident_id=42)
-    assert (exc.value.status_code, exc.value.field) == (404, "incident_id")
+    assert (exc.value.http_status, exc.value.field) == (404, "incident_id")
     assert not (tmp_path / "evidence").exists()
 
 

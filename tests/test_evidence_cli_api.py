@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from nachtwacht.cli.main import app as cli
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
-from nachtwacht.evidence.cli import evidence_app
 from nachtwacht.incidents import service as incidents
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
@@ -43,7 +43,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def invoke(*args: str, code: int = 0) -> str:
-    result = runner.invoke(evidence_app, list(args))
+    result = runner.invoke(cli, ["evidence", *args])
     assert result.exit_code == code, result.output
     return result.output
 

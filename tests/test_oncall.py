@@ -501,7 +501,7 @@ def test_cli_override_add_list_delete(config_file: Path) -> None:
     deleted = run("oncall", "override", "delete", str(override_id), "-c", str(config_file))
     assert deleted.exit_code == 0 and f"deleted override #{override_id}" in deleted.output
     again = run("oncall", "override", "delete", str(override_id), "-c", str(config_file))
-    assert again.exit_code == 1 and f"no override with id {override_id}" in again.output
+    assert again.exit_code == 2 and f"no override with id {override_id}" in again.output
     listed = run("oncall", "override", "list", "--json", "-c", str(config_file))
     assert [r for r in json.loads(listed.output) if r["source"] == "store"] == []
 
@@ -518,7 +518,7 @@ def test_cli_override_add_with_unknown_contact_fails_in_one_line(config_file: Pa
         "-c",
         str(config_file),
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.strip().startswith("error: no contact 'zoe'")
     assert len(result.output.strip().splitlines()) == 1
 

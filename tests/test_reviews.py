@@ -119,13 +119,13 @@ def test_review_fields_are_set_cleared_and_recorded(
     ]
     with pytest.raises(ReviewError) as nothing, store.begin() as conn:
         service.set_fields(conn, inc, {"root_cause": None}, "olga", now)
-    assert nothing.value.status_code == 422
+    assert nothing.value.http_status == 422
     with pytest.raises(ReviewError) as unknown, store.begin() as conn:
         service.set_fields(conn, inc, {"cause": "x"}, "olga", now)
     assert unknown.value.field == "cause"
     with pytest.raises(incidents.IncidentError) as missing, store.begin() as conn:
         service.set_fields(conn, 999, {"root_cause": "x"}, "olga", now)
-    assert missing.value.status_code == 404
+    assert missing.value.http_status == 404
 
 
 def test_followups_need_a_known_owner_and_are_done_once(
@@ -169,7 +169,7 @@ def test_followups_need_a_known_owner_and_are_done_once(
         followups.complete(conn, first["id"], "olga", now + 60)
         with pytest.raises(ReviewError) as again:
             followups.complete(conn, first["id"], "olga", now + 60)
-        assert again.value.status_code == 409
+        assert again.value.http_status == 409
         still_open = followups.list_followups(conn, now, "open")
         every = followups.list_followups(conn, now + 3 * DAY, "all", inc)
         messages = [e["message"] for e in incidents.timeline(conn, inc) if e["kind"] == "followup"]

@@ -280,4 +280,4 @@ def test_cli_postmortem_followup_and_monthly(tmp_path: Path) -> None:
     md = run("report", "postmortem", "1")
     assert "### Root cause\n\ndisk full" in md and "disk alert" in md
     assert "--format must be" in run("report", "postmortem", "1", "--format", "pdf", code=2)
-    assert "no incident 9" in run("report", "postmortem", "9", code=1)
+    assert "no incident 9" in run("report", "postmortem", "9", code=2)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from nachtwacht.cli.main import app as cli
 from nachtwacht.incidents import service as incidents
-from nachtwacht.runbooks.cli import runbook_app
 from nachtwacht.store.db import Store
 from tests.test_runbooks_sandbox import (
     API_SECRET,
@@ -39,7 +39,7 @@ def config(tmp_path: Path, sandbox: Sandbox) -> Path:
 
 
 def invoke(config: Path, *args: str, code: int = 0) -> str:
-    result = runner.invoke(runbook_app, [*args, "-c", str(config)])
+    result = runner.invoke(cli, ["runbook", *args, "-c", str(config)])
     assert result.exit_code == code, result.output
     return result.output
 

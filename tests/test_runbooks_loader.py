@@ -172,7 +172,7 @@ def test_invalid_yaml_and_a_broken_file_do_not_hide_the_others(tmp_path: Path) -
     assert len(problems) == 1 and "broken.yaml:2: invalid YAML" in problems[0]
     with pytest.raises(RunError) as exc:
         find(settings(tmp_path), "broken")
-    assert exc.value.status_code == 422 and "invalid YAML" in str(exc.value)
+    assert exc.value.http_status == 422 and "invalid YAML" in str(exc.value)
 
 
 def test_variables_of_the_config_are_known_and_inputs_too(tmp_path: Path) -> None:

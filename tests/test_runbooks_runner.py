@@ -194,7 +194,7 @@ def test_a_run_pauses_at_a_manual_step_and_resumes_when_confirmed(
 
     outcomes = asyncio.run(both())
     errors = [o for o in outcomes if isinstance(o, RunError)]
-    assert len(errors) == 1 and errors[0].status_code == 409
+    assert len(errors) == 1 and errors[0].http_status == 409
     with store.connect() as conn:
         skipped = service.run_view(conn, view["id"])["steps"][4]
     assert skipped["status"] == "skipped" and skipped["confirmed_by"] in ("olga", "bert")
@@ -336,7 +336,7 @@ def test_inputs_are_required_and_must_be_safe_for_the_shell(
     assert "unknown input nope" in str(exc.value)
     with pytest.raises(RunError) as exc:
         run(sqlite_store, settings, clock, "no-such-runbook")
-    assert (exc.value.status_code, exc.value.field) == (404, "name")
+    assert (exc.value.http_status, exc.value.field) == (404, "name")
     # without the address, the block step is skipped and says why
     view = run(sqlite_store, settings, clock, "security-incident")
     block = next(s for s in view["steps"] if s["id"] == "block-address")

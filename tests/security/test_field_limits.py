@@ -166,6 +166,6 @@ def test_the_cli_refuses_the_same_text_and_changes_nothing(
         (["incident", "resolve", "1", "--message", LONG], "message"),
     ]:
         refused = run.invoke(cli, [*args, *c])
-        assert refused.exit_code == 1, (args[:2], refused.output)
+        assert refused.exit_code == 2, (args[:2], refused.output)
         assert f"{field} is longer than" in refused.output
     assert counts(sqlite_store) == before

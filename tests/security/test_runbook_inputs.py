@@ -47,7 +47,7 @@ def user_settings(sandbox: Sandbox, store: Store, tmp_path: Path):  # noqa: ANN2
 def refused(store: Store, settings, clock: FakeClock, name: str, inputs: dict[str, str]) -> str:  # noqa: ANN001
     with pytest.raises(RunError) as exc:
         run(store, settings, clock, name, inputs=inputs)
-    assert exc.value.status_code == 422
+    assert exc.value.http_status == 422
     assert exc.value.field in inputs, str(exc.value)
     return str(exc.value)
 

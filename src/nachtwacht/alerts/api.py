@@ -69,10 +69,7 @@ async def _write(request: Request, work: Callable[[Connection, Any, float], T]) 
         with rt.store.begin() as conn:
             return work(conn, rt, now)
 
-    try:
-        return await asyncio.to_thread(run)
-    except windows.WindowError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(run)
 
 
 async def _read(request: Request, work: Callable[[Connection, Any, float], T]) -> T:

@@ -21,6 +21,7 @@ from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.durations import format_duration, parse_duration
+from nachtwacht.problems import Problem
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
@@ -31,13 +32,8 @@ MATCHER_KINDS = ("probe", "component", "fingerprint")
 MAX_TIME = 253370764800.0
 
 
-class WindowError(ValueError):
-    """Refused input or action; `field` names the culprit, `status_code` suits HTTP."""
-
-    def __init__(self, message: str, field: str | None = None, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status_code = status_code
+class WindowError(Problem, ValueError):
+    """Refused input or action; `field` names the culprit, `kind` why."""
 
 
 # ---------------------------------------------------------------------------- input parsing
@@ -219,11 +215,13 @@ def end_window(conn: Connection, window_id: int, now: float) -> dict[str, Any]:
     """End a window now (or cancel it when it has not started); returns the updated row."""
     row = get_window(conn, window_id)
     if row is None:
-        raise WindowError(f"no maintenance window #{window_id}", "id", 404)
+        raise WindowError(f"no maintenance window #{window_id}", "id", kind="not_found")
     if row["ended_early_at"] is not None:
-        raise WindowError(f"maintenance window #{window_id} was already ended", "id", 409)
+        raise WindowError(
+            f"maintenance window #{window_id} was already ended", "id", kind="conflict"
+        )
     if row["ends_at"] <= now:
-        raise WindowError(f"maintenance window #{window_id} is already over", "id", 409)
+        raise WindowError(f"maintenance window #{window_id} is already over", "id", kind="conflict")
     # conditional, so two concurrent ends cannot both claim to have ended it
     done = conn.execute(
         update(t.maintenance)
@@ -231,7 +229,9 @@ def end_window(conn: Connection, window_id: int, now: float) -> dict[str, Any]:
         .values(ended_early_at=now)
     ).rowcount
     if done != 1:
-        raise WindowError(f"maintenance window #{window_id} was already ended", "id", 409)
+        raise WindowError(
+            f"maintenance window #{window_id} was already ended", "id", kind="conflict"
+        )
     row["ended_early_at"] = now
     return row
 
@@ -379,18 +379,18 @@ def get_silence(conn: Connection, silence_id: int) -> dict[str, Any] | None:
 def expire_silence(conn: Connection, silence_id: int, now: float) -> dict[str, Any]:
     row = get_silence(conn, silence_id)
     if row is None:
-        raise WindowError(f"no silence #{silence_id}", "id", 404)
+        raise WindowError(f"no silence #{silence_id}", "id", kind="not_found")
     if row["expired_early_at"] is not None and row["expired_early_at"] <= now:
-        raise WindowError(f"silence #{silence_id} was already expired", "id", 409)
+        raise WindowError(f"silence #{silence_id} was already expired", "id", kind="conflict")
     if row["ends_at"] <= now:
-        raise WindowError(f"silence #{silence_id} is already over", "id", 409)
+        raise WindowError(f"silence #{silence_id} is already over", "id", kind="conflict")
     done = conn.execute(
         update(t.silences)
         .where(t.silences.c.id == silence_id, t.silences.c.expired_early_at.is_(None))
         .values(expired_early_at=now)
     ).rowcount
     if done != 1:
-        raise WindowError(f"silence #{silence_id} was already expired", "id", 409)
+        raise WindowError(f"silence #{silence_id} was already expired", "id", kind="conflict")
     row["expired_early_at"] = now
     return row
 

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from nachtwacht.analytics import cache, flags, service
-from nachtwacht.analytics.baselines import BaselineError, get_baseline
+from nachtwacht.analytics.baselines import get_baseline
 from nachtwacht.analytics.patterns import MAX_DAYS
 from nachtwacht.auth.deps import actor, client_ip, require
 from nachtwacht.durations import parse_duration
@@ -40,10 +40,7 @@ MAX_WINDOW = 30 * 86400.0
 async def _run(request: Request, work: Callable[[Any, float], T]) -> T:
     """`work(runtime, now)` off the event loop; service refusals become JSON errors."""
     rt = request.app.state.runtime
-    try:
-        return await asyncio.to_thread(lambda: work(rt, rt.clock.now()))
-    except (service.AnalyticsError, BaselineError, flags.FlagError) as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(lambda: work(rt, rt.clock.now()))
 
 
 def _window(value: str | None, field: str) -> float | None:

@@ -20,15 +20,13 @@ from sqlalchemy import Connection, case, func, select
 
 from nachtwacht.analytics.models import BaselineSettings
 from nachtwacht.analytics.stats import percentile, rounded
+from nachtwacht.problems import Problem
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
 
-class BaselineError(Exception):
-    def __init__(self, message: str, status_code: int = 422, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class BaselineError(Problem):
+    """A baseline that cannot be captured or read; `field` names the culprit."""
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -223,7 +221,7 @@ def get_baseline(conn: Connection, baseline_id: int, field: str = "id") -> dict[
         conn.execute(select(t.baselines).where(t.baselines.c.id == baseline_id)).mappings().first()
     )
     if row is None:
-        raise BaselineError(f"there is no baseline {baseline_id}", 404, field)
+        raise BaselineError(f"there is no baseline {baseline_id}", field, kind="not_found")
     return _view(row, with_data=True)
 
 
@@ -351,7 +349,8 @@ def compare(
     base = get_baseline(conn, against, "against") if against is not None else latest_baseline(conn)
     if base is None:
         raise BaselineError(
-            "there is no baseline yet: capture one with `nachtwacht baseline capture`", 404
+            "there is no baseline yet: capture one with `nachtwacht baseline capture`",
+            kind="not_found",
         )
     length = window or (base["window_end"] - base["window_start"])
     current = measure(conn, now - length, now)

@@ -12,7 +12,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from nachtwacht.analytics import cache, flags, service
-from nachtwacht.analytics.baselines import BaselineError
 from nachtwacht.analytics.render import compare_lines, error_lines, forecast_lines
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.cli.common import cli_actor as _actor
@@ -40,10 +39,7 @@ FreshOption = Annotated[
 def _run(config: str | None, work: Callable[[Store, Settings, float], T]) -> T:
     cfg = settings(config)
     with _store(cfg) as store:
-        try:
-            return work(store, cfg, SystemClock().now())
-        except (service.AnalyticsError, BaselineError, flags.FlagError) as exc:
-            fail(str(exc), 1)
+        return work(store, cfg, SystemClock().now())
 
 
 def _disabled(data: dict[str, Any], as_json: bool) -> None:
@@ -220,11 +216,8 @@ def flags_set(
     config: ConfigOption = None,
 ) -> None:
     """Switch a flag; a running server follows within `analytics.flag_cache` seconds."""
-    try:
-        flags.check_name(name)
-        enabled = flags.parse_switch(value)
-    except flags.FlagError as exc:
-        fail(str(exc), 2)
+    flags.check_name(name)
+    enabled = flags.parse_switch(value)
     who = _actor(actor)
 
     def work(store: Store, cfg: Settings, now: float) -> bool:

@@ -34,6 +34,7 @@ from nachtwacht.analytics.models import FLAGS
 from nachtwacht.analytics.models import PERFORMANCE as PERFORMANCE
 from nachtwacht.analytics.models import SECURITY_LOGGING as SECURITY_LOGGING
 from nachtwacht.auth import audit as auth_audit
+from nachtwacht.problems import Kind, Problem
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
@@ -42,16 +43,18 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 5.0
 
 
-class FlagError(Exception):
-    def __init__(self, message: str, status_code: int = 422, field: str | None = "name") -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class FlagError(Problem):
+    """A flag that does not exist or a value it cannot take; the field is `name` unless said."""
+
+    def __init__(self, message: str, field: str | None = "name", kind: Kind | None = None) -> None:
+        super().__init__(message, field, kind)
 
 
 def check_name(name: str) -> str:
     if name not in FLAGS:
-        raise FlagError(f"unknown flag '{name}'; known flags: {', '.join(sorted(FLAGS))}", 404)
+        raise FlagError(
+            f"unknown flag '{name}'; known flags: {', '.join(sorted(FLAGS))}", kind="not_found"
+        )
     return name
 
 

@@ -107,7 +107,7 @@ async def analytics_flag(request: Request) -> Response:
         flags.check_name(name)
         enabled = flags.parse_switch(form.get("enabled", ""))
     except flags.FlagError as exc:
-        return await _refuse(request, str(exc), exc.status_code)
+        return await _refuse(request, str(exc), exc.http_status)
     who, ip = actor(request), client_ip(request)
     await _do(request, lambda rt, now: service.set_flag(rt.store, name, enabled, who, now, ip))
     return _redirect("/analytics#flags")
@@ -125,7 +125,7 @@ async def analytics_capture(request: Request) -> Response:
     try:
         await _do(request, work)
     except BaselineError as exc:
-        return await _refuse(request, str(exc), exc.status_code)
+        return await _refuse(request, str(exc), exc.http_status)
     return _redirect("/analytics#baseline")
 
 

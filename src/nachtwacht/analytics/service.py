@@ -10,6 +10,7 @@ from nachtwacht.analytics import alerts, baselines, cache, flags
 from nachtwacht.analytics.forecast import forecast
 from nachtwacht.analytics.patterns import MAX_DAYS, analyze_error_patterns
 from nachtwacht.config.schema import Settings
+from nachtwacht.problems import Problem
 from nachtwacht.store.db import Store
 
 DISABLED_MESSAGE = (
@@ -22,11 +23,8 @@ DISABLED_MESSAGE = (
 COMPARE_KEY = "analytics_baseline_compare"
 
 
-class AnalyticsError(Exception):
-    def __init__(self, message: str, status_code: int = 422, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class AnalyticsError(Problem):
+    """An analytics question that cannot be answered as asked; `field` names the culprit."""
 
 
 def disabled_answer() -> dict[str, Any]:

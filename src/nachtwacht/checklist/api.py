@@ -12,7 +12,6 @@ from nachtwacht.auth.deps import actor
 from nachtwacht.checklist import service
 from nachtwacht.checklist.items import Context
 from nachtwacht.incidents.service import IncidentError
-from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(prefix="/api/v1", tags=["checklist"])
@@ -39,7 +38,8 @@ async def run_checklist(request: Request, body: RunChecklist | None = None) -> d
     try:
         run = await service.verify(ctx)
     except IncidentError as exc:
-        raise ApiError(exc.status_code, str(exc), "incident_id") from None
+        # the API's field is the body's incident_id, not the incident's id
+        raise IncidentError(exc.message, "incident_id", exc.kind) from None
     request.app.state.runtime.wake_outbox()
     return run
 

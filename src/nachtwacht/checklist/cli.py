@@ -13,7 +13,6 @@ from nachtwacht.checklist import service
 from nachtwacht.checklist.items import Context
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.clock import SystemClock
-from nachtwacht.incidents.service import IncidentError
 from nachtwacht.store.db import Store, StoreError
 
 MARKS = {True: "PASS", False: "FAIL"}
@@ -50,8 +49,6 @@ def verify(
     ctx = Context(cfg, store, SystemClock(), _actor(), incident_id=incident)
     try:
         run = asyncio.run(service.verify(ctx))
-    except IncidentError as exc:
-        fail(str(exc), 2)
     except StoreError as exc:
         fail(f"cannot record the checklist run: {exc}", 1)
     finally:

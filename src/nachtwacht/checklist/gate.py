@@ -70,7 +70,7 @@ def resolution_gate(
             raise IncidentError(
                 f"the reason to skip the checklist needs at least {MIN_REASON} characters",
                 "skip_checklist",
-                422,
+                kind="invalid",
             )
         add_event(
             conn,
@@ -107,5 +107,4 @@ def resolution_gate(
         f"checklist (`nachtwacht verify --incident {inc['id']}`, or the review panel), or give "
         "a written reason to skip it (`--skip-checklist REASON`, or the field skip_checklist)",
         "skip_checklist",
-        409,
     )

@@ -6,9 +6,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
+from typer.core import TyperGroup
 
 from nachtwacht import __version__
 from nachtwacht.alerts.cli import maintenance_app, silence_app
@@ -39,8 +40,25 @@ from nachtwacht.reviews import cli as reviews_cli
 from nachtwacht.runbooks import cli as runbooks_cli
 from nachtwacht.watchdog import cli as watchdog_cli
 
+
+class _Nachtwacht(TyperGroup):
+    """The root command: a domain's refusal (`Problem`) becomes one `error:` line and its exit
+    code here, the one place for every command, however it is invoked (`main()`, a test's
+    CliRunner); a command lets a `Problem` propagate instead of translating it itself."""
+
+    # ctx is the vendored click's Context (typer.Context is a subclass of it)
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Problem as exc:
+            where = f" ({exc.field})" if exc.field else ""
+            typer.echo(f"error: {exc.message}{where}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     help="Nachtwacht: monitoring and emergency response for small operations teams.",
+    cls=_Nachtwacht,
     invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -293,11 +311,6 @@ def _invoke() -> int:
         where = f"{ctx.command_path}: " if ctx is not None else ""
         typer.echo(f"error: {where}{exc.format_message()}", err=True)  # type: ignore[attr-defined]
         return 2
-    except Problem as exc:
-        # the one place a domain's refusal becomes an exit code
-        where = f" ({exc.field})" if exc.field else ""
-        typer.echo(f"error: {exc.message}{where}", err=True)
-        return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130

@@ -17,7 +17,6 @@ from sqlalchemy import Connection
 from nachtwacht.auth.deps import actor, client_ip, require
 from nachtwacht.errors import issues, projects
 from nachtwacht.errors.ingest_api import key_cache
-from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(tags=["errors"])
@@ -36,10 +35,7 @@ async def _run(request: Request, work: Callable[[Connection, float], T], write: 
         with rt.store.connect() as conn:
             return work(conn, now)
 
-    try:
-        return await asyncio.to_thread(run)
-    except (issues.IssueError, projects.ProjectError) as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(run)
 
 
 def _base(request: Request) -> str:

@@ -45,8 +45,6 @@ def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -
             return work(conn, cfg, SystemClock().now())
     except StoreError as exc:
         fail(f"cannot use the store: {exc}", 2)
-    except (issues.IssueError, projects.ProjectError) as exc:
-        fail(str(exc), 1)
     finally:
         store.dispose()
 

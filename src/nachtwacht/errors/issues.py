@@ -12,6 +12,7 @@ from nachtwacht.auth.audit import audit
 from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.errors import normalize as n
+from nachtwacht.problems import Problem
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
@@ -21,11 +22,8 @@ SORTS = {"last_seen": "last_seen", "count": "count", "first_seen": "first_seen"}
 ACTIONS = {"resolve": "resolved", "ignore": "ignored", "unresolve": "unresolved"}
 
 
-class IssueError(ValueError):
-    def __init__(self, message: str, status_code: int = 422, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class IssueError(Problem, ValueError):
+    """A request about error issues that cannot be done; `field` names the culprit."""
 
 
 def _query(
@@ -65,7 +63,7 @@ def project_id_of(conn: Connection, name: str | None) -> int | None:
     p = t.error_projects.c
     row = conn.execute(select(p.id).where(p.name == name)).first()
     if row is None:
-        raise IssueError(f"no project named '{name}'", 404, "project")
+        raise IssueError(f"no project named '{name}'", "project", kind="not_found")
     return int(row[0])
 
 
@@ -117,7 +115,7 @@ def get_issue(conn: Connection, issue_id: int) -> dict[str, Any]:
     query = _query(None, None, None).where(t.error_issues.c.id == issue_id)
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise IssueError(f"no error issue #{issue_id}", 404, "issue_id")
+        raise IssueError(f"no error issue #{issue_id}", "issue_id", kind="not_found")
     return dict(row)
 
 

@@ -75,7 +75,7 @@ def issue_data(issue_id: int) -> Any:
         try:
             data = issues.detail(conn, issue_id, now)
         except issues.IssueError as exc:
-            raise PageError(str(exc), exc.status_code) from None
+            raise PageError(str(exc), exc.http_status) from None
         return {"title": data["title"], "issue": data}
 
     return build
@@ -93,7 +93,7 @@ async def _change(request: Request, issue_id: int, action: str) -> Response:
         try:
             issues.set_status(conn, issue_id, action, who, now, ip)
         except issues.IssueError as exc:
-            raise ActionError(str(exc), exc.status_code) from None
+            raise ActionError(str(exc), exc.http_status) from None
 
     try:
         await _act(request, work)

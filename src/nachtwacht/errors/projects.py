@@ -26,6 +26,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 
 from nachtwacht.auth.audit import audit
 from nachtwacht.clock import Clock, SystemClock, iso
+from nachtwacht.problems import Problem
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import StoreError, inserted_id
 
@@ -33,11 +34,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 CHUNK = 5000
 
 
-class ProjectError(ValueError):
-    def __init__(self, message: str, status_code: int = 422, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.field = field
+class ProjectError(Problem, ValueError):
+    """A request about error projects that cannot be done; `field` names the culprit."""
 
 
 def base_url(settings: Any) -> str:
@@ -97,7 +95,7 @@ def add_project(
     if environment is not None and not (0 < len(environment) <= 64 and environment.isprintable()):
         raise ProjectError("environment must be 1-64 printable characters", field="environment")
     if by_name(conn, name) is not None:
-        raise ProjectError(f"a project named '{name}' exists", 409, "name")
+        raise ProjectError(f"a project named '{name}' exists", "name", kind="conflict")
     key = secrets.token_hex(16)
     project_id = inserted_id(
         conn.execute(
@@ -136,7 +134,7 @@ def remove_project(
     """Delete a project with its issues, events and hourly counts."""
     row = by_name(conn, name)
     if row is None:
-        raise ProjectError(f"no project named '{name}'", 404, "name")
+        raise ProjectError(f"no project named '{name}'", "name", kind="not_found")
     issue_ids = [
         r[0]
         for r in conn.execute(

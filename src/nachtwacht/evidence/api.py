@@ -57,8 +57,6 @@ async def capture(request: Request, body: CaptureRequest | None = None) -> dict[
             incident_id=body.incident_id,
             actor=who,
         )
-    except service.EvidenceError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
     except OSError as exc:
         raise ApiError(507, f"cannot write the bundle: {exc}", None) from None
 

@@ -51,8 +51,6 @@ def capture(
         bundle = service.capture_bundle(
             store, cfg, SystemClock(), incident_id=incident, actor=_actor(actor)
         )
-    except service.EvidenceError as exc:
-        fail(str(exc), 2)
     except StoreError as exc:
         fail(f"cannot use the store: {exc}", 2)
     except OSError as exc:

@@ -37,6 +37,7 @@ from nachtwacht.evidence.verify import (
 )
 from nachtwacht.incidents import service as incidents
 from nachtwacht.probes.report import status_report
+from nachtwacht.problems import Problem
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, inserted_id
@@ -44,11 +45,8 @@ from nachtwacht.store.db import Store, inserted_id
 RECENT_ALERTS = 200
 
 
-class EvidenceError(Exception):
-    def __init__(self, message: str, field: str | None = None, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status_code = status_code
+class EvidenceError(Problem):
+    """An evidence bundle that cannot be captured as asked; `field` names the culprit."""
 
 
 def evidence_dir(settings: Settings) -> Path:
@@ -130,7 +128,7 @@ def capture_bundle(
     now = clock.now()
     with store.connect() as conn:
         if incident_id is not None and incidents.get_incident(conn, incident_id) is None:
-            raise EvidenceError(f"no incident {incident_id}", "incident_id", 404)
+            raise EvidenceError(f"no incident {incident_id}", "incident_id", kind="not_found")
         state = nachtwacht_state(conn, settings, now, incident_id)
     collected = capture.collect(settings.evidence)
     collected.add("nachtwacht/state.json", json.dumps(state, indent=2, default=str).encode())

@@ -20,7 +20,6 @@ from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, serialise, service
 from nachtwacht.incidents.models import OPEN_STATUSES
-from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(tags=["incidents"])
@@ -43,10 +42,7 @@ async def _write(request: Request, work: Callable[..., T]) -> T:
         with rt.store.begin() as conn:
             return work(conn, rt, rt.clock.now())
 
-    try:
-        result = await asyncio.to_thread(run)
-    except service.IncidentError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    result = await asyncio.to_thread(run)
     rt.wake_outbox()
     return result
 
@@ -104,7 +100,7 @@ class Resolve(BaseModel):
 
 def _contact(rt: Runtime, contact: str) -> None:
     if rt.settings.people.contacts and rt.settings.people.contact(contact) is None:
-        raise service.IncidentError(f"no contact '{contact}'", "contact", 422)
+        raise service.IncidentError(f"no contact '{contact}'", "contact", kind="invalid")
 
 
 @router.get("/api/v1/incidents")
@@ -162,10 +158,7 @@ async def show(request: Request, incident_id: RowId) -> dict[str, Any]:
         with rt.store.connect() as conn:
             return serialise.detail(conn, rt.settings, incident_id, rt.clock.now())
 
-    try:
-        return await asyncio.to_thread(work)
-    except service.IncidentError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(work)
 
 
 def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:

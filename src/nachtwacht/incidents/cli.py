@@ -39,12 +39,8 @@ def _run(
     Printing inside would let a closed stdout (`| head`) roll the change back.
     """
     cfg = settings(config)
-    with _store(cfg) as store:
-        try:
-            with store.begin() as conn:
-                return work(conn, cfg, SystemClock().now()), cfg
-        except service.IncidentError as exc:
-            fail(str(exc), 1)
+    with _store(cfg) as store, store.begin() as conn:
+        return work(conn, cfg, SystemClock().now()), cfg
 
 
 def _print_detail(data: dict[str, Any], cfg: Settings) -> None:

@@ -194,14 +194,14 @@ def recipients(
     if kind == "contact" and ref:
         found = settings.people.contact(ref)
         if found is None:
-            raise IncidentError(f"no contact '{ref}'", "to", 422)
+            raise IncidentError(f"no contact '{ref}'", "to", kind="invalid")
         return [found], found.name
     if kind == "role" and ref:
         people = resolve_target(conn, settings, to, now)
         if not people:
-            raise IncidentError(f"no contact has the role '{ref}'", "to", 422)
+            raise IncidentError(f"no contact has the role '{ref}'", "to", kind="invalid")
         return people, f"role {ref}"
-    raise IncidentError("to must be 'notified', 'role:NAME' or 'contact:ID'", "to", 422)
+    raise IncidentError("to must be 'notified', 'role:NAME' or 'contact:ID'", "to", kind="invalid")
 
 
 def send_custom(
@@ -224,12 +224,16 @@ def send_custom(
     """
     incident = require(conn, incident_id)
     if kind not in EDITABLE_KINDS:
-        raise IncidentError(f"kind must be one of {', '.join(EDITABLE_KINDS)}", "kind", 422)
+        raise IncidentError(
+            f"kind must be one of {', '.join(EDITABLE_KINDS)}", "kind", kind="invalid"
+        )
     subject, body = subject.strip(), body.strip()
     if not subject or len(subject) > MAX_SUBJECT:
-        raise IncidentError(f"subject must be 1 to {MAX_SUBJECT} characters", "subject", 422)
+        raise IncidentError(
+            f"subject must be 1 to {MAX_SUBJECT} characters", "subject", kind="invalid"
+        )
     if not body or len(body) > MAX_BODY:
-        raise IncidentError(f"body must be 1 to {MAX_BODY} characters", "body", 422)
+        raise IncidentError(f"body must be 1 to {MAX_BODY} characters", "body", kind="invalid")
     contacts, words = recipients(conn, settings, incident_id, to, now)
     key = f"custom:{incident_id}:{kind}:{uuid.uuid4().hex}"
     try:
@@ -245,11 +249,11 @@ def send_custom(
             now=now,
         )
     except TemplateError as exc:
-        raise IncidentError(str(exc), "kind", 422) from None
+        raise IncidentError(str(exc), "kind", kind="invalid") from None
     messages = [_edited(settings, m, subject, body, contacts) for m in composed]
     ids = enqueue(conn, messages, now)
     if not ids:
-        raise IncidentError(f"no notification channel reaches {words}", "to", 422)
+        raise IncidentError(f"no notification channel reaches {words}", "to", kind="invalid")
     routes = sorted({m.channel for m in messages})
     add_event(
         conn,

@@ -109,7 +109,7 @@ async def _incident_action(
 def _need(form: dict[str, str], field: str, label: str) -> str:
     value = form.get(field, "")
     if not value:
-        raise incidents.IncidentError(f"{label} must not be empty", field, 422)
+        raise incidents.IncidentError(f"{label} must not be empty", field, kind="invalid")
     return value
 
 
@@ -132,7 +132,9 @@ async def incident_update(request: Request, incident_id: RowId) -> Response:
         status = form.get("status") or None
         if status is not None and status not in dashboard.UPDATE_STATUSES:
             raise incidents.IncidentError(
-                f"status must be one of {', '.join(dashboard.UPDATE_STATUSES)}", "status", 422
+                f"status must be one of {', '.join(dashboard.UPDATE_STATUSES)}",
+                "status",
+                kind="invalid",
             )
         escalation.post_update(
             conn, rt.settings, incident_id, who, now, message, status, gate=resolution_gate
@@ -148,7 +150,7 @@ async def incident_severity(request: Request, incident_id: RowId) -> Response:
     def work(conn: Connection, rt: Any, now: float, form: dict[str, str]) -> None:
         raw = form.get("severity", "")
         if raw not in ("1", "2", "3"):
-            raise incidents.IncidentError("severity must be 1, 2 or 3", "severity", 422)
+            raise incidents.IncidentError("severity must be 1, 2 or 3", "severity", kind="invalid")
         incidents.require(conn, incident_id)
         incidents.set_severity(
             conn, rt.settings, incident_id, int(raw), who, now, form.get("reason", "")
@@ -166,7 +168,7 @@ async def incident_assign(request: Request, incident_id: RowId) -> Response:
         incidents.require(conn, incident_id)
         people = rt.settings.people
         if people.contacts and people.contact(contact) is None:
-            raise incidents.IncidentError(f"no contact '{contact}'", "contact", 422)
+            raise incidents.IncidentError(f"no contact '{contact}'", "contact", kind="invalid")
         incidents.assign(conn, incident_id, contact, "commander", who, now)
 
     return await _incident_action(request, incident_id, work)
@@ -179,7 +181,9 @@ async def incident_escalate(request: Request, incident_id: RowId) -> Response:
     def work(conn: Connection, rt: Any, now: float, form: dict[str, str]) -> None:
         reason = _need(form, "reason", "The reason")
         if len(reason) < 3:
-            raise incidents.IncidentError("the reason needs at least 3 characters", "reason", 422)
+            raise incidents.IncidentError(
+                "the reason needs at least 3 characters", "reason", kind="invalid"
+            )
         escalation.escalate_now(conn, rt.settings, incident_id, who, now, reason)
 
     return await _incident_action(request, incident_id, work)

@@ -20,25 +20,26 @@ from nachtwacht.incidents.models import OPEN_STATUSES, STATUSES, is_severity
 from nachtwacht.incidents.sla import BusinessCalendar, response_due
 from nachtwacht.notify.compose import label
 from nachtwacht.notify.outbox import PAGES, STALE_ON_ACK, DeliveryOutcome, withdraw
+from nachtwacht.problems import Kind, Problem
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
 
-class IncidentError(Exception):
-    """A request that cannot be done to this incident; `field` names the culprit."""
+class IncidentError(Problem):
+    """A request that cannot be done to this incident; `field` names the culprit.
 
-    def __init__(self, message: str, field: str | None = None, status_code: int = 409) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status_code = status_code
+    Most refusals are about the incident's state (resolved, already acknowledged): a conflict.
+    """
+
+    kind: Kind = "conflict"
 
 
 def check_length(value: str | None, field: str, limit: int = limits.TEXT) -> None:
     """Refuse a text longer than a person writes: one check for the API, dashboard and CLI
     (a 50 MB impact was stored, paged and rendered into a 262 MB incident page)."""
     if value is not None and len(value) > limit:
-        raise IncidentError(limits.too_long(field, limit), field, 422)
+        raise IncidentError(limits.too_long(field, limit), field, kind="invalid")
 
 
 def calendar(settings: Settings) -> BusinessCalendar:
@@ -90,7 +91,7 @@ def open_incident(
     commander: str | None = None,
 ) -> int:
     if not is_severity(severity):
-        raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+        raise IncidentError("severity must be 1, 2 or 3", "severity", kind="invalid")
     if origin == "declared":  # a person's words: refused when too long
         check_length(title, "title", limits.TITLE)
         check_length(component, "component", limits.NAME)
@@ -156,7 +157,7 @@ def latest_id(conn: Connection) -> int | None:
 def require(conn: Connection, incident_id: int) -> dict[str, Any]:
     inc = get_incident(conn, incident_id)
     if inc is None:
-        raise IncidentError(f"no incident {incident_id}", "id", 404)
+        raise IncidentError(f"no incident {incident_id}", "id", kind="not_found")
     return inc
 
 
@@ -313,7 +314,9 @@ def set_status(
 ) -> dict[str, Any]:
     inc = require(conn, incident_id)
     if status not in STATUSES:
-        raise IncidentError(f"status must be one of {', '.join(STATUSES)}", "status", 422)
+        raise IncidentError(
+            f"status must be one of {', '.join(STATUSES)}", "status", kind="invalid"
+        )
     old = inc["status"]
     if old == status:
         return inc
@@ -356,7 +359,7 @@ def set_severity(
     reason: str = "",
 ) -> dict[str, Any]:
     if not is_severity(severity):
-        raise IncidentError("severity must be 1, 2 or 3", "severity", 422)
+        raise IncidentError("severity must be 1, 2 or 3", "severity", kind="invalid")
     check_length(reason, "reason")
     inc = require(conn, incident_id)
     if inc["severity"] == severity:
@@ -382,7 +385,7 @@ def assign(
     conn: Connection, incident_id: int, contact: str, role: str, actor: str, now: float
 ) -> None:
     if role not in ("commander", "responder"):
-        raise IncidentError("role must be commander or responder", "role", 422)
+        raise IncidentError("role must be commander or responder", "role", kind="invalid")
     if role == "commander":
         conn.execute(
             update(t.incident_roles)

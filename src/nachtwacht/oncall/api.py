@@ -40,10 +40,7 @@ async def _db(
         with rt.store.begin() if write else rt.store.connect() as conn:
             return work(conn, rt, rt.clock.now())
 
-    try:
-        return await asyncio.to_thread(run)
-    except service.OncallError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(run)
 
 
 EPOCH_MIN, EPOCH_MAX = 0.0, 221_845_392_000.0  # 1970-01-01 .. 9000-01-01
@@ -53,10 +50,7 @@ MAX_SCHEDULE = 366 * 86400.0
 def _when(rt: Runtime, value: str | None, field: str, default: float) -> float:
     if value is None:
         return default
-    try:
-        return service.parse_time(value, rt.settings.zone, field)
-    except service.OncallError as exc:
-        raise ApiError(422, str(exc), field) from None
+    return service.parse_time(value, rt.settings.zone, field)
 
 
 @router.get("/oncall")

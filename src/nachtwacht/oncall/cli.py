@@ -30,10 +30,7 @@ TIME_HELP = "ISO 8601 or 'YYYY-MM-DD HH:MM' in the site timezone."
 
 
 def _time(value: str, cfg: Settings, option: str) -> float:
-    try:
-        return service.parse_time(value, cfg.zone, option)
-    except service.OncallError as exc:
-        fail(str(exc), 2)
+    return service.parse_time(value, cfg.zone, option)
 
 
 @contextmanager
@@ -52,8 +49,6 @@ def _write(cfg: Settings, work: Callable[[Connection], T]) -> T:
             return work(conn)
     except StoreError as exc:
         fail(f"cannot use the store: {exc}", 2)
-    except service.OncallError as exc:
-        fail(str(exc), 1)
 
 
 def _local(value: str | None, cfg: Settings) -> str:

@@ -30,6 +30,7 @@ from nachtwacht.oncall.turns import (
     shift_at,
     to_ts,
 )
+from nachtwacht.problems import Problem
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -47,13 +48,8 @@ PROTOCOL_ROLES = tuple(r for r in ROLES if r != "oncall_engineer")
 MAX_SCHEDULE_SECONDS = 400 * 86400.0
 
 
-class OncallError(ValueError):
+class OncallError(Problem, ValueError):
     """A request about rotations or overrides that cannot be done; `field` names the culprit."""
-
-    def __init__(self, message: str, field: str | None = None, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status_code = status_code
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -63,7 +59,9 @@ def rotation_named(settings: Settings, name: str) -> Rotation:
     found = next((r for r in settings.people.rotations if r.name == name), None)
     if found is None:
         known = ", ".join(r.name for r in settings.people.rotations) or "none configured"
-        raise OncallError(f"no rotation named '{name}' (rotations: {known})", "rotation", 404)
+        raise OncallError(
+            f"no rotation named '{name}' (rotations: {known})", "rotation", kind="not_found"
+        )
     return found
 
 
@@ -220,7 +218,7 @@ def delete_override(conn: Connection, override_id: int) -> dict[str, Any]:
         .first()
     )
     if row is None:
-        raise OncallError(f"no override with id {override_id}", "id", 404)
+        raise OncallError(f"no override with id {override_id}", "id", kind="not_found")
     conn.execute(delete(t.oncall_overrides).where(t.oncall_overrides.c.id == override_id))
     return dict(row)
 

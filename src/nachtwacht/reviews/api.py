@@ -13,9 +13,7 @@ from sqlalchemy import Connection
 
 from nachtwacht.auth.deps import actor
 from nachtwacht.config import limits
-from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
-from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import policy_for_inline_styles
 from nachtwacht.web.pagination import Page, page, set_headers
 
@@ -32,10 +30,7 @@ async def _db(request: Request, work: Callable[[Connection, Any, float], T], *, 
         with rt.store.begin() if write else rt.store.connect() as conn:
             return work(conn, rt, rt.clock.now())
 
-    try:
-        return await asyncio.to_thread(run)
-    except IncidentError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(run)
 
 
 class Fields(BaseModel):

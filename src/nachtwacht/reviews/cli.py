@@ -15,7 +15,6 @@ from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
-from nachtwacht.incidents.service import IncidentError
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
 
 report_app = typer.Typer(help="Post-incident and monthly reports.", no_args_is_help=True)
@@ -30,12 +29,8 @@ ActorOption = Annotated[
 
 def _run(config: str | None, work: Callable[[Connection, Settings, float], T]) -> T:
     cfg = settings(config)
-    with _store(cfg) as store:
-        try:
-            with store.begin() as conn:
-                return work(conn, cfg, SystemClock().now())
-        except IncidentError as exc:
-            fail(str(exc), 2 if exc.status_code == 422 else 1)
+    with _store(cfg) as store, store.begin() as conn:
+        return work(conn, cfg, SystemClock().now())
 
 
 def _write(text: str, output: Path | None) -> None:

@@ -37,7 +37,7 @@ def _get(conn: Connection, followup_id: int) -> dict[str, Any]:
         conn.execute(select(t.followups).where(t.followups.c.id == followup_id)).mappings().first()
     )
     if row is None:
-        raise ReviewError(f"no follow-up {followup_id}", "id", 404)
+        raise ReviewError(f"no follow-up {followup_id}", "id", kind="not_found")
     return dict(row)
 
 
@@ -55,11 +55,13 @@ def add(
     incidents.require(conn, incident_id)
     title = title.strip()
     if not 3 <= len(title) <= limits.TITLE:
-        raise ReviewError(f"the title must be 3 to {limits.TITLE} characters", "title", 422)
+        raise ReviewError(
+            f"the title must be 3 to {limits.TITLE} characters", "title", kind="invalid"
+        )
     contact = settings.people.contact(owner)
     if contact is None:
         known = ", ".join(c.id for c in settings.people.contacts) or "none configured"
-        raise ReviewError(f"no contact '{owner}' (contacts: {known})", "owner", 422)
+        raise ReviewError(f"no contact '{owner}' (contacts: {known})", "owner", kind="invalid")
     followup_id = inserted_id(
         conn.execute(
             t.followups.insert().values(
@@ -89,14 +91,14 @@ def add(
 def complete(conn: Connection, followup_id: int, actor: str, now: float) -> dict[str, Any]:
     row = _get(conn, followup_id)
     if row["status"] == "done":
-        raise ReviewError(f"follow-up {followup_id} is already done", "id", 409)
+        raise ReviewError(f"follow-up {followup_id} is already done", "id")
     claimed = conn.execute(
         update(t.followups)
         .where(t.followups.c.id == followup_id, t.followups.c.status == "open")
         .values(status="done", done_at=now)
     ).rowcount
     if claimed != 1:
-        raise ReviewError(f"follow-up {followup_id} is already done", "id", 409)
+        raise ReviewError(f"follow-up {followup_id} is already done", "id")
     incidents.add_event(
         conn,
         row["incident_id"],

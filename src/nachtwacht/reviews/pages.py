@@ -165,7 +165,7 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
             request,
             "review_panel_page.html",
             panel_data(incident_id),
-            status=exc.status_code,
+            status=exc.http_status,
             error=str(exc),
             form={},
         )
@@ -267,7 +267,7 @@ async def reports_page(
         try:
             data = monthly.report(conn, rt.settings, month or None, now)
         except service.ReviewError as exc:
-            raise PageError(str(exc), 422) from None
+            raise PageError(str(exc), exc.http_status) from None
         past = monthly.history(conn, rt.settings, data["month"], now)
         span = document.span
         sev = data["by_severity"]

@@ -59,13 +59,19 @@ def set_fields(
     incidents.require(conn, incident_id)
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        raise ReviewError(f"unknown field {unknown[0]}; use {', '.join(FIELDS)}", unknown[0], 422)
+        raise ReviewError(
+            f"unknown field {unknown[0]}; use {', '.join(FIELDS)}", unknown[0], kind="invalid"
+        )
     changes = {k: (v.strip() or None) for k, v in values.items() if v is not None}
     if not changes:
-        raise ReviewError(f"nothing to set: give one of {', '.join(FIELDS)}", FIELDS[0], 422)
+        raise ReviewError(
+            f"nothing to set: give one of {', '.join(FIELDS)}", FIELDS[0], kind="invalid"
+        )
     for key, value in changes.items():
         if value is not None and len(value) > MAX_FIELD:
-            raise ReviewError(f"{LABELS[key]} is longer than {MAX_FIELD} characters", key, 422)
+            raise ReviewError(
+                f"{LABELS[key]} is longer than {MAX_FIELD} characters", key, kind="invalid"
+            )
     before = get_fields(conn, incident_id)
     changed = [k for k, v in changes.items() if before[k] != v]
     stamp = {"updated_by": actor[:120], "updated_at": now}
@@ -95,7 +101,7 @@ def parse_due(value: str, now: float, zone: ZoneInfo, opens: time = time(9, 0)) 
     (site time when it names no zone), or a duration from now (`7d`, `2w`)."""
     text = value.strip()
     if not text:
-        raise ReviewError("the due date must not be empty", "due", 422)
+        raise ReviewError("the due date must not be empty", "due", kind="invalid")
     try:
         return now + parse_duration(text)
     except ValueError:
@@ -113,7 +119,7 @@ def parse_due(value: str, now: float, zone: ZoneInfo, opens: time = time(9, 0)) 
             f"'{value}' is not a due date: use YYYY-MM-DD, YYYY-MM-DDTHH:MM or a duration "
             "such as 7d",
             "due",
-            422,
+            kind="invalid",
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
@@ -131,7 +137,9 @@ def month_bounds(month: str | None, now: float, zone: ZoneInfo) -> tuple[str, fl
             if not (1 <= number <= 12 and 1970 <= year <= 9999 and len(month) == 7):
                 raise ValueError
         except ValueError:
-            raise ReviewError(f"'{month}' is not a month: use YYYY-MM", "month", 422) from None
+            raise ReviewError(
+                f"'{month}' is not a month: use YYYY-MM", "month", kind="invalid"
+            ) from None
     start = datetime(year, number, 1, tzinfo=zone)
     following = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=zone)
     return f"{year:04d}-{number:02d}", start.timestamp(), following.timestamp()

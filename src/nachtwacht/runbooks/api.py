@@ -19,7 +19,6 @@ from nachtwacht.auth.deps import actor, principal_of
 from nachtwacht.config import limits
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.runner import Policy, RunError, Runner, Who
-from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 
 router = APIRouter(tags=["runbooks"])
@@ -63,10 +62,7 @@ async def _view(request: Request, run_id: int) -> dict[str, Any]:
         with rt.store.connect() as conn:
             return service.run_view(conn, run_id)
 
-    try:
-        return await asyncio.to_thread(work)
-    except RunError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(work)
 
 
 @router.get("/api/v1/runbooks")
@@ -83,10 +79,7 @@ async def list_runbooks(request: Request) -> list[dict[str, Any]]:
 @router.get("/api/v1/runbooks/{name}")
 async def show_runbook(request: Request, name: Name) -> dict[str, Any]:
     """A runbook's steps as they would run here (variables filled in, secrets masked)."""
-    try:
-        return await asyncio.to_thread(service.detail, request.app.state.runtime.settings, name)
-    except RunError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    return await asyncio.to_thread(service.detail, request.app.state.runtime.settings, name)
 
 
 @router.post("/api/v1/runbooks/{name}/runs", status_code=201)
@@ -105,7 +98,7 @@ async def start_run(request: Request, name: Name, body: RunRequest) -> dict[str,
         field = exc.field
         if field not in (None, "incident_id", "name", "vars"):
             field = f"vars.{field}"  # an input's name
-        raise ApiError(exc.status_code, str(exc), field) from None
+        raise RunError(exc.message, field, exc.kind) from None
     return await _view(request, run_id)
 
 
@@ -141,8 +134,5 @@ async def resume_run(
     """Answer the step a waiting run waits at, then go on until the next stop."""
     body = body or ResumeRequest()
     policy = Policy(destructive="yes" if body.confirm else "no", manual="pause")
-    try:
-        await runner(request).resume(run_id, who=who(request), action=body.action, policy=policy)
-    except RunError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.field) from None
+    await runner(request).resume(run_id, who=who(request), action=body.action, policy=policy)
     return await _view(request, run_id)

@@ -30,7 +30,7 @@ from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.runbooks import service
-from nachtwacht.runbooks.runner import Action, Policy, RunError, Runner, Who
+from nachtwacht.runbooks.runner import Action, Policy, Runner, Who
 from nachtwacht.store.db import Store
 
 runbook_app = typer.Typer(help="Runbooks: list, show, run.", no_args_is_help=True)
@@ -87,10 +87,7 @@ def show(
 ) -> None:
     """A runbook's steps as they would run on this host (variables in, secrets masked)."""
     cfg = settings(config)
-    try:
-        data = service.detail(cfg, name)
-    except RunError as exc:
-        fail(str(exc), 2)
+    data = service.detail(cfg, name)
     if as_json:
         print_json(data)
         return
@@ -183,19 +180,16 @@ def run(
     policy = _policy(yes, as_json)
     with _store(cfg) as store:
         runner = Runner(store, cfg, SystemClock())
-        try:
-            run_id = asyncio.run(
-                runner.start(
-                    name,
-                    who=Who(_actor(actor), "admin"),
-                    incident_id=incident,
-                    inputs=inputs,
-                    dry_run=dry_run,
-                    policy=policy,
-                )
+        run_id = asyncio.run(
+            runner.start(
+                name,
+                who=Who(_actor(actor), "admin"),
+                incident_id=incident,
+                inputs=inputs,
+                dry_run=dry_run,
+                policy=policy,
             )
-        except RunError as exc:
-            fail(str(exc), 2 if exc.status_code in (404, 422) else 1)
+        )
         _finish(store, run_id, as_json)
 
 
@@ -221,12 +215,9 @@ def resume(
     action: Action = "skip" if skip else ("refuse" if refuse else "run")
     with _store(cfg) as store:
         runner = Runner(store, cfg, SystemClock())
-        try:
-            asyncio.run(
-                runner.resume(run_id, who=Who(_actor(actor), "admin"), action=action, policy=policy)
-            )
-        except RunError as exc:
-            fail(str(exc), 2 if exc.status_code in (404, 422) else 1)
+        asyncio.run(
+            runner.resume(run_id, who=Who(_actor(actor), "admin"), action=action, policy=policy)
+        )
         _finish(store, run_id, as_json)
 
 
@@ -262,12 +253,8 @@ def log(
 ) -> None:
     """One run with every step's start, end, attempts, exit code, output and confirmer."""
     cfg = settings(config)
-    with _store(cfg) as store:
-        try:
-            with store.connect() as conn:
-                view = service.run_view(conn, run_id)
-        except RunError as exc:
-            fail(str(exc), 2)
+    with _store(cfg) as store, store.connect() as conn:
+        view = service.run_view(conn, run_id)
     if as_json:
         print_json(view)
         return

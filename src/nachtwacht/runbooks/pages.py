@@ -117,7 +117,7 @@ async def start(request: Request, incident_id: RowId) -> Response:
             policy=Policy(step_by_step=True),
         )
     except RunError as exc:
-        return await _refused(request, incident_id, exc, exc.status_code)
+        return await _refused(request, incident_id, exc, exc.http_status)
     except StoreError as exc:
         return await _refused(request, incident_id, exc, 503)
     return _redirect(f"/incidents/{incident_id}#runbooks-panel")
@@ -140,7 +140,9 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
 
     try:
         if not await asyncio.to_thread(belongs):
-            raise RunError(f"run {run_id} is not a run of incident #{incident_id}", "run_id", 404)
+            raise RunError(
+                f"run {run_id} is not a run of incident #{incident_id}", "run_id", kind="not_found"
+            )
         await runner(request).resume(
             run_id,
             who=who(request),
@@ -148,7 +150,7 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
             policy=Policy(step_by_step=True),
         )
     except RunError as exc:
-        return await _refused(request, incident_id, exc, exc.status_code)
+        return await _refused(request, incident_id, exc, exc.http_status)
     except StoreError as exc:
         return await _refused(request, incident_id, exc, 503)
     return _redirect(f"/incidents/{incident_id}#runbooks-panel")

@@ -17,6 +17,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.problems import Problem
 from nachtwacht.runbooks.models import ManualStep, StepBase
 from nachtwacht.runbooks.steps import Outcome, describe
 from nachtwacht.runbooks.variables import Variables
@@ -24,11 +25,8 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 
 
-class RunError(Exception):
-    def __init__(self, message: str, field: str | None = None, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status_code = status_code
+class RunError(Problem):
+    """A runbook run that cannot be started, resumed or read; `field` names the culprit."""
 
 
 @dataclass

@@ -60,8 +60,10 @@ def find(settings: Any, name: str) -> LoadedRunbook:
         return runbooks[name]
     broken = [p for p in problems if p.file.endswith((f"/{name}.yaml", f"/{name}.yml"))]
     if broken:
-        raise RunError("; ".join(str(p) for p in broken), "name", 422)
-    raise RunError(f"no runbook named '{name}'; see `nachtwacht runbook list`", "name", 404)
+        raise RunError("; ".join(str(p) for p in broken), "name")
+    raise RunError(
+        f"no runbook named '{name}'; see `nachtwacht runbook list`", "name", kind="not_found"
+    )
 
 
 class Runner(Recorder):
@@ -81,7 +83,7 @@ class Runner(Recorder):
         try:
             values = variables(self.settings, loaded.runbook, inputs)
         except VariableError as exc:
-            raise RunError(str(exc), exc.field, 422) from None
+            raise RunError(str(exc), exc.field) from None
         steps = loaded.steps
         now = self.clock.now()
 
@@ -89,7 +91,7 @@ class Runner(Recorder):
             if incident_id is not None:
                 inc = incidents.get_incident(conn, incident_id)
                 if inc is None:
-                    raise RunError(f"no incident {incident_id}", "incident_id", 404)
+                    raise RunError(f"no incident {incident_id}", "incident_id", kind="not_found")
             run_id = inserted_id(
                 conn.execute(
                     t.runbook_runs.insert().values(
@@ -148,9 +150,11 @@ class Runner(Recorder):
                 .first()
             )
             if run is None:
-                raise RunError(f"no runbook run {run_id}", "run_id", 404)
+                raise RunError(f"no runbook run {run_id}", "run_id", kind="not_found")
             if run["status"] != "waiting":
-                raise RunError(f"run {run_id} is {run['status']}, not waiting", "run_id", 409)
+                raise RunError(
+                    f"run {run_id} is {run['status']}, not waiting", "run_id", kind="conflict"
+                )
             if not claims.claim(
                 conn,
                 t.runbook_runs,
@@ -158,7 +162,9 @@ class Runner(Recorder):
                 t.runbook_runs.c.status == "waiting",
                 values={"status": "running"},
             ):
-                raise RunError(f"run {run_id} was just resumed by someone else", "run_id", 409)
+                raise RunError(
+                    f"run {run_id} was just resumed by someone else", "run_id", kind="conflict"
+                )
             return dict(run)
 
         run = await self._tx(claim)
@@ -168,7 +174,7 @@ class Runner(Recorder):
                 raise RunError(
                     f"runbook {run['runbook']} changed since run {run_id} started; start a new run",
                     "run_id",
-                    409,
+                    kind="conflict",
                 )
             values = variables(
                 self.settings, loaded.runbook, json.loads(run["inputs_json"] or "{}")
@@ -176,7 +182,7 @@ class Runner(Recorder):
         except (RunError, VariableError) as exc:
             await self._finish(run, "failed", str(exc), who.name)
             if isinstance(exc, VariableError):
-                raise RunError(str(exc), exc.field, 422) from None
+                raise RunError(str(exc), exc.field) from None
             raise
         await self._advance(run_id, loaded, values, who, policy or Policy(), action)
         return run_id

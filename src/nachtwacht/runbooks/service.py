@@ -90,7 +90,7 @@ def run_view(conn: Connection, run_id: int) -> dict[str, Any]:
         conn.execute(select(t.runbook_runs).where(t.runbook_runs.c.id == run_id)).mappings().first()
     )
     if run is None:
-        raise RunError(f"no runbook run {run_id}", "run_id", 404)
+        raise RunError(f"no runbook run {run_id}", "run_id", kind="not_found")
     steps = conn.execute(
         select(t.runbook_steps)
         .where(t.runbook_steps.c.run_id == run_id)

@@ -33,12 +33,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Connection
 
-from nachtwacht.alerts import windows
 from nachtwacht.auth.deps import principal_of
 from nachtwacht.auth.models import Principal
-from nachtwacht.incidents import service as incidents
-from nachtwacht.oncall import service as oncall
 from nachtwacht.probes.uptime import UptimeCache
+from nachtwacht.problems import Problem
 
 TEMPLATES = FilePath(__file__).parent / "templates"
 env = Environment(
@@ -248,8 +246,8 @@ async def _act(request: Request, work: Callable[[Connection, Any, float], Any]) 
 
     try:
         await asyncio.to_thread(run)
-    except (incidents.IncidentError, windows.WindowError, oncall.OncallError) as exc:
-        raise ActionError(str(exc), exc.status_code) from None
+    except Problem as exc:
+        raise ActionError(str(exc), exc.http_status) from None
     rt.wake_outbox()
 
 
