@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from nachtwacht.auth import audit as auth_audit
 from nachtwacht.auth import cli, logins, sessions, tokens
+from nachtwacht.cli.main import app as main_app
 from nachtwacht.clock import SystemClock
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -89,14 +90,15 @@ def test_user_add_errors_are_one_line_and_change_nothing(config: str) -> None:
     args = ["add", "eve", "--role", "root", "--password-stdin", "-c", config]
     bad_role = runner.invoke(cli.user_app, args, input=f"{PASSWORD}\n")
     assert bad_role.exit_code == 2 and "unknown role 'root'" in bad_role.output
+    # refusals go through the root command, where a Problem becomes its line and exit code
     short = runner.invoke(
-        cli.user_app, ["add", "eve", "--password-stdin", "-c", config], input="short\n"
+        main_app, ["user", "add", "eve", "--password-stdin", "-c", config], input="short\n"
     )
-    assert short.exit_code == 1
-    assert short.output.strip() == "error: the password must be at least 10 characters"
+    assert short.exit_code == 2
+    assert short.output.strip().startswith("error: the password must be at least 10 characters")
     _run(cli.user_app, "add", "eve", "--password-stdin", "-c", config, input=f"{PASSWORD}\n")
     again = runner.invoke(
-        cli.user_app, ["add", "EVE", "--password-stdin", "-c", config], input=f"{PASSWORD}\n"
+        main_app, ["user", "add", "EVE", "--password-stdin", "-c", config], input=f"{PASSWORD}\n"
     )
     assert again.exit_code == 1 and "already exists" in again.output
 
@@ -123,8 +125,8 @@ def test_disable_refuses_login_and_enable_restores_it(config: str) -> None:
     assert json.loads(_run(cli.user_app, "list", "--json", "-c", config))[0]["disabled"]
     _run(cli.user_app, "enable", "alice", "-c", config)
     assert _login(config, "alice").ok
-    missing = runner.invoke(cli.user_app, ["disable", "nobody", "-c", config])
-    assert missing.exit_code == 1 and "no user is named 'nobody'" in missing.output
+    missing = runner.invoke(main_app, ["user", "disable", "nobody", "-c", config])
+    assert missing.exit_code == 2 and "no user is named 'nobody'" in missing.output
 
 
 def test_sessions_lists_and_revokes_all(config: str) -> None:

@@ -62,14 +62,13 @@ def _store(cfg: Settings) -> Iterator[Store]:
 
 
 def _run(cfg: Settings, work: Callable[[Connection, float], T]) -> T:
-    """`work(conn, now)` in one transaction; store and service errors become one line."""
+    """`work(conn, now)` in one transaction; a store error is one line (a refusal, an
+    `AuthError`, is a `Problem`: cli/main.py gives it its line and exit code)."""
     try:
         with _store(cfg) as store, store.begin() as conn:
             return work(conn, SystemClock().now())
     except StoreError as exc:
         fail(f"cannot use the store: {exc}", 2)
-    except checks.AuthError as exc:
-        fail(str(exc), 1)
 
 
 def _read_password(from_stdin: bool, prompt: str = "Password") -> str:
