@@ -15,6 +15,7 @@ from nachtwacht.checklist.items import Context
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
 from nachtwacht.incidents import escalation, notifications, service
+from nachtwacht.notify.testmessage import queue_test
 from nachtwacht.store.db import Store
 from tests.incident_fixtures import deliver, events, fire_db, local, outbox, tick
 
@@ -93,7 +94,9 @@ def test_follow_ups_reach_the_leads_room_only_once_the_lead_was_paged(
 
     clock.set(NIGHT + 12 * 60)
     ctx = Context(settings, store, clock, "tester", incident_id=inc_id)
-    ids = live_items._queue_test(ctx, "olga")  # the restoration checklist's alert test
+    # the restoration checklist's alert test: to the rooms the incident's pages reached
+    routes = live_items._routes(ctx)
+    ids = queue_test(settings, store, "olga", clock.now(), prefix="checklist", routes=routes)
     assert {r["contact"] or r["channel"] for r in outbox(store) if r["id"] in ids} == {
         "olga",
         "oncall-chat",

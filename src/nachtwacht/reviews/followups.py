@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, Select, select
 
 from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
 from nachtwacht.reviews.service import ReviewError
-from nachtwacht.store import paging
+from nachtwacht.store import claims, paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -92,12 +92,13 @@ def complete(conn: Connection, followup_id: int, actor: str, now: float) -> dict
     row = _get(conn, followup_id)
     if row["status"] == "done":
         raise ReviewError(f"follow-up {followup_id} is already done", "id")
-    claimed = conn.execute(
-        update(t.followups)
-        .where(t.followups.c.id == followup_id, t.followups.c.status == "open")
-        .values(status="done", done_at=now)
-    ).rowcount
-    if claimed != 1:
+    if not claims.claim(
+        conn,
+        t.followups,
+        followup_id,
+        t.followups.c.status == "open",
+        values={"status": "done", "done_at": now},
+    ):
         raise ReviewError(f"follow-up {followup_id} is already done", "id")
     incidents.add_event(
         conn,
