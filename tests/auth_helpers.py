@@ -19,6 +19,7 @@ from nachtwacht.auth.models import AuthSettings
 from nachtwacht.clock import FakeClock
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
+from nachtwacht.web.state import AppState, install
 from nachtwacht.web.status import ResponseStatus
 
 PASSWORD = "correct horse battery"
@@ -71,7 +72,8 @@ def make_app(
     errors.install(app)
     server = SimpleNamespace(secure_cookies=secure_cookies)
     settings = SimpleNamespace(auth=auth or AuthSettings(), server=server)
-    app.state.runtime = SimpleNamespace(store=store, clock=clock, settings=settings)
+    # a runtime stand-in with what the auth dependencies use
+    install(app, AppState.of(SimpleNamespace(store=store, clock=clock, settings=settings)))
     app.include_router(auth_router)
     app.include_router(protected_router(), dependencies=[Depends(access)])
     app.include_router(ingest_router())

@@ -33,7 +33,8 @@ COMPOSITION = frozenset({"web", "cli", "engine", "__main__"})
 DOOR_NAMES = frozenset({"api", "pages", "cli", "ingest_api", "engine", "deps"})
 # What a door may use of the composition roots and of other domains' doors: the shared web
 # and CLI infrastructure (errors, pagination, rendering, the CSP of a page, the refusal
-# counter of the ingestion doors), the auth dependencies, and the Runtime a door is handed.
+# counter of the ingestion doors), the auth dependencies, and the Runtime a door is handed
+# (engine.runtime, and web.state's AppState, the typed way to it).
 DOOR_SHARED = frozenset(
     {
         "web.errors",
@@ -41,6 +42,7 @@ DOOR_SHARED = frozenset(
         "web.render",
         "web.headers",
         "web.refused",
+        "web.state",
         "cli.common",
         "auth.deps",
         "engine.runtime",

@@ -20,6 +20,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
+from nachtwacht.web.state import AppState, install
 from tests.helpers import settings_for
 
 SITE = """
@@ -60,7 +61,7 @@ def alerts_app(settings: Settings, store: Store, clock: Clock) -> tuple[FastAPI,
     app.include_router(router)
     app.include_router(ingest_router)
     runtime = AlertsRuntime(settings, store, clock)
-    app.state.runtime = runtime
+    install(app, AppState.of(runtime))
     return app, runtime
 
 

@@ -67,7 +67,7 @@ def test_check_now_then_status_reports_components(client: TestClient) -> None:
     assert client.post("/api/v1/probes/up/check").json()["state"] == "ok"
     down = client.post("/api/v1/probes/down/check").json()
     assert down["state"] == "critical" and "Connection refused" in down["message"]
-    client.app.state.runtime.writer.flush_sync()
+    client.app.state.nw.runtime.writer.flush_sync()
     status = client.get("/api/v1/status").json()
     assert status["overall"] == "critical" and status["level"] == 2
     comps = {c["name"]: c["state"] for c in status["components"]}
@@ -76,7 +76,7 @@ def test_check_now_then_status_reports_components(client: TestClient) -> None:
 
 def test_probe_detail_results_and_history(client: TestClient) -> None:
     client.post("/api/v1/probes/down/check")
-    client.app.state.runtime.writer.flush_sync()
+    client.app.state.nw.runtime.writer.flush_sync()
     probe = client.get("/api/v1/probes/down").json()
     assert probe["state"] == "critical" and probe["severity"] == 1
     results = client.get("/api/v1/probes/down/results").json()
@@ -108,7 +108,7 @@ def test_metrics_expose_each_probe_status_and_latency(client: TestClient) -> Non
 
 
 def test_healthz_turns_503_when_an_engine_module_fails(client: TestClient) -> None:
-    engine = client.app.state.runtime.engine
+    engine = client.app.state.nw.runtime.engine
 
     async def fine(now: float) -> None:
         return None

@@ -118,7 +118,7 @@ class Server:
 
     @property
     def runtime(self) -> Any:
-        return self.client.app.state.runtime  # type: ignore[attr-defined]
+        return self.client.app.state.nw.runtime  # type: ignore[attr-defined]
 
     def drain(self) -> int:
         return self.runtime.drainer.drain_all()

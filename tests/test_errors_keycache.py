@@ -123,7 +123,7 @@ def test_a_project_added_by_the_cli_takes_its_first_parallel_events(running: Run
     # the SDK's first events, in parallel: none may be refused (an SDK does not retry a 401)
     statuses = _burst(running.base, fresh["id"], [fresh["public_key"]] * PARALLEL)
     assert statuses == [200] * PARALLEL
-    running.app.state.runtime.drainer.drain_all()
+    running.app.state.nw.runtime.drainer.drain_all()
     assert _events_of(running.store, fresh["id"]) == PARALLEL
 
 

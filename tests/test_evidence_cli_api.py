@@ -104,7 +104,7 @@ def api(store: Store, clock: FakeClock, tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_the_evidence_api(api: TestClient, store: Store, clock: FakeClock, tmp_path: Path) -> None:
-    settings = api.app.state.runtime.settings
+    settings = api.app.state.nw.runtime.settings
     with store.begin() as conn:
         incident_id = incidents.open_incident(
             conn, settings, title="x", severity=1, now=clock.now()

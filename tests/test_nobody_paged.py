@@ -165,7 +165,7 @@ def serving(store: Store, clock: FakeClock, extra: str = "") -> Iterator[TestCli
     token = admin_token(store, clock.now())
     app = create_app(init_settings(store, extra), store, clock, start_engine=False)
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
-        for module in client.app.state.runtime.engine.modules.values():
+        for module in client.app.state.nw.runtime.engine.modules.values():
             module.health.last_ok = clock.now()
         yield client
 

@@ -59,7 +59,7 @@ probes:
 def served(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClient, Any]]:
     app = create_app(settings_for(SITE, sqlite_store.url), sqlite_store, clock, start_engine=False)
     with TestClient(app) as client:
-        yield client, app.state.runtime
+        yield client, app.state.nw.runtime
 
 
 @contextmanager

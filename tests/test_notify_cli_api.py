@@ -24,6 +24,7 @@ from nachtwacht.notify.api import router
 from nachtwacht.notify.cli import notify_app
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
+from nachtwacht.web.state import AppState, install
 from tests.notify_helpers import Mailbox, Receiver, smtp_server
 
 
@@ -71,7 +72,7 @@ async def api(config: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     errors.install(app)
     app.include_router(router)
-    app.state.runtime = SimpleNamespace(settings=cfg, store=store, clock=FakeClock())
+    install(app, AppState.of(SimpleNamespace(settings=cfg, store=store, clock=FakeClock())))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://nw") as client:
         yield client

@@ -24,6 +24,7 @@ from nachtwacht.oncall.service import OncallError
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web import errors
+from nachtwacht.web.state import AppState, install
 from tests.conftest import closed_port
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -531,11 +532,12 @@ def client(sqlite_store: Store) -> Iterator[TestClient]:
     app = FastAPI()
     errors.install(app)
     app.include_router(api.router)
-    app.state.runtime = SimpleNamespace(
+    runtime = SimpleNamespace(
         settings=site(sqlite_store.url),
         store=sqlite_store,
         clock=FakeClock(local(2026, 12, 20, 12)),
     )
+    install(app, AppState.of(runtime))
     with TestClient(app) as c:
         yield c
 

@@ -47,7 +47,7 @@ class Site:
             f"/api/v1/probes/{probe}/check", headers={"X-CSRF-Token": self.csrf}
         )
         assert response.status_code == 200, response.text
-        self.client.app.state.runtime.writer.flush_sync()
+        self.client.app.state.nw.runtime.writer.flush_sync()
         return response.json()
 
     def declare(self, title: str = "Checkout is down", severity: int = 1) -> int:

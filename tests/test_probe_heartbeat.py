@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from nachtwacht.web.ping import router
+from nachtwacht.web.state import AppState, install
 from tests.helpers import settings_for
 
 TOKEN = "nightly-backup-7f3a"
@@ -199,9 +201,9 @@ def test_last_events_leaves_out_failures_older_than_the_last_success(
 def client(sqlite_store: Store, clock: FakeClock) -> Iterator[TestClient]:
     app = FastAPI()
     app.include_router(router)
-    app.state.store = sqlite_store
-    app.state.clock = clock
-    app.state.heartbeat_tokens = {TOKEN}
+    # a runtime without a drainer: pings are only written to the store
+    runtime = SimpleNamespace(store=sqlite_store, clock=clock)
+    install(app, AppState.of(runtime, heartbeat_tokens={TOKEN}))
     with TestClient(app) as c:
         yield c
 

@@ -51,7 +51,7 @@ def test_list_and_show_runbooks(api: TestClient) -> None:
 def test_a_run_through_the_api_refuses_unconfirmed_destructive_steps_then_runs_them(
     api: TestClient, store: Store, clock: FakeClock, sandbox: Sandbox
 ) -> None:
-    settings = api.app.state.runtime.settings
+    settings = api.app.state.nw.runtime.settings
     incident_id = declare(store, settings, clock)
     refused = api.post(
         "/api/v1/runbooks/monitoring-failure/runs", json={"incident_id": incident_id}

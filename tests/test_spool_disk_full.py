@@ -167,7 +167,7 @@ async def test_group_commit_refuses_every_waiter_of_a_failed_batch(
 def served(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClient, Any]]:
     app = create_app(settings_for(SITE, sqlite_store.url), sqlite_store, clock, start_engine=False)
     with TestClient(app) as client:
-        yield client, app.state.runtime
+        yield client, app.state.nw.runtime
 
 
 def _messages(store: Store) -> list[str]:
@@ -319,7 +319,7 @@ def test_a_real_full_tmpfs_is_survived(
     }
     url = f"/api/{project['id']}/envelope/"
     with TestClient(app) as client:
-        runtime = app.state.runtime
+        runtime = app.state.nw.runtime
         assert client.post(url, content=envelope(msg_event("before")), headers=sentry).is_success
         client.portal.call(runtime._check_spool, clock.now())  # serve's state file exists
         _fill(small_disk / "filler")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from nachtwacht.config.loader import ConfigError
 from nachtwacht.errors import projects
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
+from nachtwacht.web.state import AppState, install
 from tests.helpers import admin_token, settings_for
 
 SITE = "site: bodies\nprobes: []\n"
@@ -94,7 +96,10 @@ async def call(
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     # the refusals come before any route, so the store is never opened (nor migrated)
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('bodies') / 'unused.db'}")
-    return create_app(settings_for(SITE, store.url), store, FakeClock(NOW), start_engine=False)
+    app = create_app(settings_for(SITE, store.url), store, FakeClock(NOW), start_engine=False)
+    # called without its lifespan: the state the refusals are counted in, on a stand-in runtime
+    install(app, AppState.of(SimpleNamespace(store=store, clock=FakeClock(NOW))))
+    return app
 
 
 NO_CREDENTIALS = [

@@ -33,7 +33,7 @@ SECRET_ERROR = "RuntimeError: cannot open /srv/secret-path/module.conf"
 def served(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClient, Any]]:
     app = create_app(settings_for(SITE, sqlite_store.url), sqlite_store, clock, start_engine=False)
     with TestClient(app) as client:
-        yield client, app.state.runtime
+        yield client, app.state.nw.runtime
 
 
 def fail_a_module(runtime: Any) -> None:

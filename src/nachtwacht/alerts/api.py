@@ -36,6 +36,7 @@ from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -50,7 +51,7 @@ Matcher = Annotated[str | None, Field(max_length=limits.TITLE)]
 
 
 def _rt(request: Request) -> Any:
-    return request.app.state.runtime
+    return runtime_of(request)
 
 
 def _wake(request: Request) -> None:

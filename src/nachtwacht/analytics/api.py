@@ -30,6 +30,7 @@ from nachtwacht.analytics.patterns import MAX_DAYS
 from nachtwacht.auth.deps import actor, client_ip, require
 from nachtwacht.durations import parse_duration
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -39,7 +40,7 @@ MAX_WINDOW = 30 * 86400.0
 
 async def _run(request: Request, work: Callable[[Any, float], T]) -> T:
     """`work(runtime, now)` off the event loop; service refusals become JSON errors."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     return await asyncio.to_thread(lambda: work(rt, rt.clock.now()))
 
 

@@ -23,6 +23,7 @@ from nachtwacht.analytics.baselines import BaselineError
 from nachtwacht.analytics.patterns import MAX_DAYS
 from nachtwacht.auth.deps import access, actor, client_ip, principal_of
 from nachtwacht.web.render import _form, _redirect, _show
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 DAY_CHOICES = (1, 7, 14, 30, 90)
@@ -92,7 +93,7 @@ async def _refuse(request: Request, message: str, status: int) -> HTMLResponse:
 
 
 async def _do(request: Request, work: Any) -> None:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     await asyncio.to_thread(lambda: work(rt, rt.clock.now()))
 
 

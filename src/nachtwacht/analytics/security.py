@@ -23,9 +23,12 @@ import logging
 import logging.handlers
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht.analytics import flags
+
+if TYPE_CHECKING:
+    from nachtwacht.web.state import AppState  # a core module imports no composition root
 
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _loggers: dict[str, logging.Logger] = {}
@@ -68,9 +71,10 @@ def classify(method: str, path: str, status: int, principal: Any) -> tuple[str, 
 
 async def log_request(scope: dict[str, Any], status: int) -> None:
     """The security log's line for a finished request, if any (a web.status hook)."""
-    runtime = getattr(scope["app"].state, "runtime", None)
-    if runtime is None:
+    state: AppState | None = getattr(scope["app"].state, "nw", None)  # None: not started
+    if state is None:
         return
+    runtime = state.runtime
     try:
         on = await flags.enabled_async(
             runtime.store, flags.SECURITY_LOGGING, flags.ttl_of(runtime.settings)

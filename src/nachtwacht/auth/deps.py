@@ -10,8 +10,8 @@ the cookie, but cannot read the token). Token requests are exempt: a browser nev
 Mount with `app.include_router(router, dependencies=[Depends(access)])`: GET/HEAD need a
 viewer, every other method a responder. Handlers needing more use `Depends(require("admin"))`.
 
-What the dependencies need from the app: `app.state.runtime` with `store`, `clock` and
-`settings` (the `auth:` section is optional: defaults apply without it).
+What the dependencies need from the app: its `web.state.AppState`, whose runtime has `store`,
+`clock` and `settings` (the `auth:` section is optional: defaults apply without it).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from nachtwacht.auth.models import AuthSettings, Principal
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.refused import refuse
+from nachtwacht.web.state import runtime_of, state_of
 
 SESSION_COOKIE = "nw_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -59,7 +60,7 @@ def auth_settings(settings: Any) -> AuthSettings:
 
 
 def settings_of(request: Request) -> AuthSettings:
-    return auth_settings(getattr(request.app.state.runtime, "settings", None))
+    return auth_settings(runtime_of(request).settings)
 
 
 def client_ip(request: Request) -> str | None:
@@ -73,14 +74,14 @@ def cookie_secure(request: Request) -> bool:
     that uvicorn does not trust, so the request looks like plain http)."""
     if request.url.scheme == "https":
         return True
-    server = getattr(getattr(request.app.state.runtime, "settings", None), "server", None)
+    server = getattr(runtime_of(request).settings, "server", None)
     return bool(getattr(server, "secure_cookies", False))
 
 
 async def run_in_store(request: Request, work: Callable[[Connection, float], T]) -> T:
     """Run `work(conn, now)` in one transaction off the event loop (an AuthError is a Problem,
     which web/errors.py answers)."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def run() -> T:
         now = rt.clock.now()
@@ -188,7 +189,7 @@ def remember_verified(request: Request, principal: Principal) -> None:
     key = _credential(request)
     if key is None:
         return
-    now = request.app.state.runtime.clock.now()
+    now = runtime_of(request).clock.now()
     verified = _verified(request)
     if len(verified) >= VERIFIED_PRUNE_AT:
         for old in [k for k, (_, at) in verified.items() if now - at > VERIFIED_GRACE]:
@@ -201,7 +202,7 @@ def recently_verified(request: Request) -> Principal | None:
     was within VERIFIED_GRACE; for when the store cannot be asked."""
     key = _credential(request)
     known = _verified(request).get(key) if key is not None else None
-    if known is None or request.app.state.runtime.clock.now() - known[1] > VERIFIED_GRACE:
+    if known is None or runtime_of(request).clock.now() - known[1] > VERIFIED_GRACE:
         return None
     return known[0]
 
@@ -307,7 +308,7 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
             # process verified recently is still good enough to accept (revocation waits for
             # the store, for at most INGEST_KEY_GRACE)
             known = cache.get(digest)
-            now = request.app.state.runtime.clock.now()
+            now = runtime_of(request).clock.now()
             if known is None or now - known[1] > INGEST_KEY_GRACE:
                 raise
             row = known[0]
@@ -317,7 +318,7 @@ def ingest_key(scope: str) -> Callable[..., Awaitable[dict[str, Any]]]:
                     403, f"ingest key '{row['name']}' may send {row['scope']}, not {scope}", "key"
                 ) from None
         else:
-            cache[digest] = (row, request.app.state.runtime.clock.now())
+            cache[digest] = (row, runtime_of(request).clock.now())
         request.state.ingest_key = row
         return row
 
@@ -378,7 +379,7 @@ def own_hosts(request: Request) -> set[str]:
     trusting them here cannot help a forged login through."""
     hosts = {_host(request.headers.get("host", ""))}
     hosts.update(_host(h) for h in request.headers.get("x-forwarded-host", "").split(",") if h)
-    settings = getattr(request.app.state.runtime, "settings", None)
+    settings = runtime_of(request).settings
     for section in ("incidents", "errors"):
         url = getattr(getattr(settings, section, None), "public_url", None)
         if url:  # a str, or pydantic's HttpUrl
@@ -489,7 +490,7 @@ async def audit_change(scope: dict[str, Any], status: int) -> None:
         return
     client = scope.get("client")
     ip = client[0] if client else None
-    runtime = scope["app"].state.runtime
+    runtime = state_of(scope["app"]).runtime
 
     def write() -> None:
         now = runtime.clock.now()

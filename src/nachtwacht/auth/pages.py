@@ -13,6 +13,7 @@ from nachtwacht.auth.deps import (
     set_login_cookie,
 )
 from nachtwacht.web.render import HEADERS, _redirect, env
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,7 +34,7 @@ async def login_page(
     target = safe_next(next)
     if await optional_principal(request) is not None:
         return _redirect(target)
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     # login CSRF: the form carries the value of a cookie that only this page sets, which
     # another site's form cannot know
     token = login_form_token(request)

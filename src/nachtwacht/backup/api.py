@@ -22,6 +22,7 @@ from nachtwacht.backup.manifest import BackupError
 from nachtwacht.backup.restore import verify_backup
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["backups"])
 
@@ -31,7 +32,7 @@ BackupName = Annotated[
 
 
 def _rt(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return runtime_of(request)
 
 
 @router.get("/api/v1/backups", summary="List backups")

@@ -13,6 +13,7 @@ from nachtwacht.checklist import service
 from nachtwacht.checklist.items import Context
 from nachtwacht.incidents.service import IncidentError
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["checklist"])
 
@@ -25,7 +26,7 @@ class RunChecklist(BaseModel):
 
 def context(request: Request, incident_id: int | None) -> Context:
     """A checklist run by the server itself: the APIs are asked in-process, of this very app."""
-    return Context.in_server(request.app.state.runtime, actor(request), incident_id, request.app)
+    return Context.in_server(runtime_of(request), actor(request), incident_id, request.app)
 
 
 @router.post("/checklist", status_code=201)
@@ -40,7 +41,7 @@ async def run_checklist(request: Request, body: RunChecklist | None = None) -> d
     except IncidentError as exc:
         # the API's field is the body's incident_id, not the incident's id
         raise IncidentError(exc.message, "incident_id", exc.kind) from None
-    request.app.state.runtime.wake_outbox()
+    runtime_of(request).wake_outbox()
     return run
 
 
@@ -52,7 +53,7 @@ async def list_runs(
     pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     """Recorded checklist runs, newest first, with each item's outcome."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def work() -> list[dict[str, Any]]:
         with rt.store.connect() as conn:

@@ -18,6 +18,7 @@ from nachtwacht.auth.deps import actor, client_ip, require
 from nachtwacht.errors import issues, projects
 from nachtwacht.errors.ingest_api import key_cache
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["errors"])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 
 async def _run(request: Request, work: Callable[[Connection, float], T], write: bool) -> T:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def run() -> T:
         now = rt.clock.now()
@@ -40,7 +41,7 @@ async def _run(request: Request, work: Callable[[Connection, float], T], write: 
 
 def _base(request: Request) -> str:
     """The DSN host: `errors.public_url`, else the address this request came to."""
-    settings = request.app.state.runtime.settings
+    settings = runtime_of(request).settings
     if settings.errors.public_url:
         return projects.base_url(settings)
     return str(request.base_url).rstrip("/")

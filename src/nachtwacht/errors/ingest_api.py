@@ -46,6 +46,7 @@ from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.refused import refuse
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["errors"])
 KIND = "error_event"
@@ -68,7 +69,7 @@ def _refuse(exc: IngestError, retry_after: int | None = None) -> Response:
 def key_cache(request: Request) -> KeyCache:
     """One cache per running app (a new lifespan brings a new runtime and store)."""
     state = request.app.state
-    runtime = state.runtime
+    runtime = runtime_of(request)
     held = getattr(state, "error_keys", None)
     if held is None or held[0] is not runtime:
         held = (runtime, KeyCache(key_loader(runtime.store), runtime.clock))
@@ -115,16 +116,16 @@ class Backlog:
 
 
 def backlog(request: Request) -> Backlog:
-    state = request.app.state
+    state, runtime = request.app.state, runtime_of(request)
     held = getattr(state, "error_backlog", None)
-    if held is None or held.runtime is not state.runtime:
-        held = state.error_backlog = Backlog(state.runtime)
+    if held is None or held.runtime is not runtime:
+        held = state.error_backlog = Backlog(runtime)
     return held
 
 
 def _overloaded(request: Request) -> IngestError | None:
     """429 while the drainer is behind by more than `errors.backlog_limit_bytes`."""
-    limit = request.app.state.runtime.settings.errors.backlog_limit_bytes
+    limit = runtime_of(request).settings.errors.backlog_limit_bytes
     if backlog(request).over(limit):
         return IngestError(429, "the store is behind; try again later")
     return None
@@ -175,7 +176,7 @@ async def _check_project(request: Request, key: str | None, project_id: int) -> 
 
 
 async def _accept(request: Request, records: list[bytes]) -> None:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     if len(records) == 1:
         await runtime.spool_put(KIND, records[0])
     elif records:
@@ -194,7 +195,7 @@ def _given_key(request: Request) -> str | None:
 
 
 async def _ingest(request: Request, envelope: bool) -> Response:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     cfg = runtime.settings.errors
     retry = cfg.retry_after
     try:
@@ -355,7 +356,7 @@ async def json_event(
     body: JsonEvent,
     _key: Annotated[dict[str, Any], Depends(ingest_key("errors"))],
 ) -> Response:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     cfg = runtime.settings.errors
     if body.message is None and body.exception is None:
         raise ApiError(422, "send a message, an exception or both", "message")

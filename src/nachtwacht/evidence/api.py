@@ -17,6 +17,7 @@ from nachtwacht.auth.deps import actor
 from nachtwacht.evidence import service
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["evidence"])
 
@@ -45,7 +46,7 @@ class VerifyRequest(BaseModel):
 @router.post("/api/v1/evidence", status_code=201)
 async def capture(request: Request, body: CaptureRequest | None = None) -> dict[str, Any]:
     """Collect the system's state into a hashed bundle (takes a few seconds)."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     body = body or CaptureRequest()
     who = actor(request)
     try:
@@ -68,7 +69,7 @@ async def list_bundles(
     incident_id: int | None = Query(None, ge=1, le=2**31 - 1),
     pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def work() -> list[dict[str, Any]]:
         with rt.store.connect() as conn:
@@ -82,7 +83,7 @@ async def list_bundles(
 @router.post("/api/v1/evidence/verify")
 async def verify(request: Request, body: VerifyRequest) -> dict[str, Any]:
     """Recompute every hash of a bundle; `ok` is false when anything changed."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     directory = service.evidence_dir(rt.settings).resolve()
 
     def work() -> dict[str, Any]:

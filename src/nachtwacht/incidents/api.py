@@ -21,6 +21,7 @@ from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import escalation, notifications, serialise, service
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["incidents"])
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 
 def _rt(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return runtime_of(request)
 
 
 async def _write(request: Request, work: Callable[..., T]) -> T:

@@ -13,6 +13,7 @@ from nachtwacht.notify.queries import STATUSES, count_outbox, list_outbox
 from nachtwacht.notify.testmessage import send_test
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["notify"])
 
@@ -25,7 +26,7 @@ class NotifyTestBody(BaseModel):
 @router.post("/notify/test")
 async def notify_test(request: Request, body: NotifyTestBody) -> dict[str, Any]:
     """Send a test message to one contact on every channel that reaches them."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     results = await send_test(rt.settings, rt.store, rt.clock, body.contact, body.wait)
     return {
         "contact": body.contact,
@@ -47,7 +48,7 @@ async def get_outbox(
     """The newest outbox rows, with attempts, next attempt and last error."""
     if status is not None and status not in STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(STATUSES)}", "status")
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def work() -> list[dict[str, Any]]:
         rows = list_outbox(rt.store, status, pg.limit, incident, pg.offset)

@@ -16,6 +16,7 @@ from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.oncall import service, turns
 from nachtwacht.web.errors import ApiError
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["oncall"])
 
@@ -27,7 +28,7 @@ TIME_DOC = "ISO 8601, 'YYYY-MM-DD HH:MM' in the site timezone, or epoch seconds"
 
 
 def _rt(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return runtime_of(request)
 
 
 async def _db(

@@ -12,6 +12,7 @@ from nachtwacht.engine.runtime import Runtime
 from nachtwacht.probes import report, service
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["probes"])
 # bounds for epoch-second query parameters: finite, 1970 up to 9999-01-01 (the latest time every
@@ -20,7 +21,7 @@ EPOCH: dict[str, Any] = {"ge": 0, "le": 253370764800, "allow_inf_nan": False}
 
 
 def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return runtime_of(request)
 
 
 def _probe(rt: Runtime, name: str) -> dict[str, Any]:

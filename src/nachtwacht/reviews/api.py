@@ -16,6 +16,7 @@ from nachtwacht.config import limits
 from nachtwacht.reviews import document, followups, monthly, postmortem, service
 from nachtwacht.web.headers import policy_for_inline_styles
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -24,7 +25,7 @@ FIELD_DOC = "empty string clears it; leave it out to keep it"
 
 
 async def _db(request: Request, work: Callable[[Connection, Any, float], T], *, write: bool) -> T:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def run() -> T:
         with rt.store.begin() if write else rt.store.connect() as conn:

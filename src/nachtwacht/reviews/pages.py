@@ -41,6 +41,7 @@ from nachtwacht.web.render import (
     _show,
     compressed,
 )
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 PANEL_RUNS = 5
@@ -157,7 +158,7 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
     try:
         await checklist.verify(
             ChecklistContext.in_server(
-                request.app.state.runtime, actor(request), incident_id, request.app
+                runtime_of(request), actor(request), incident_id, request.app
             )
         )
     except IncidentError as exc:
@@ -169,7 +170,7 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
             error=str(exc),
             form={},
         )
-    request.app.state.runtime.wake_outbox()
+    runtime_of(request).wake_outbox()
     return _redirect(f"/incidents/{incident_id}#review-panel")
 
 
@@ -177,7 +178,7 @@ async def run_checklist(request: Request, incident_id: RowId) -> Response:
 
 
 async def _document(request: Request, incident_id: int, kind: str) -> Response:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
 
     def work() -> tuple[str, int]:

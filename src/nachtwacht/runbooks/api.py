@@ -20,6 +20,7 @@ from nachtwacht.config import limits
 from nachtwacht.runbooks import service
 from nachtwacht.runbooks.runner import Policy, RunError, Runner, Who
 from nachtwacht.web.pagination import Page, page, set_headers
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["runbooks"])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -51,12 +52,12 @@ def who(request: Request) -> Who:
 
 
 def runner(request: Request) -> Runner:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     return Runner(rt.store, rt.settings, rt.clock, rt.wake_outbox)
 
 
 async def _view(request: Request, run_id: int) -> dict[str, Any]:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def work() -> dict[str, Any]:
         with rt.store.connect() as conn:
@@ -68,7 +69,7 @@ async def _view(request: Request, run_id: int) -> dict[str, Any]:
 @router.get("/api/v1/runbooks")
 async def list_runbooks(request: Request) -> list[dict[str, Any]]:
     """Every runbook; a user file that does not load is listed with its `error`."""
-    rows, problems = await asyncio.to_thread(service.catalog, request.app.state.runtime.settings)
+    rows, problems = await asyncio.to_thread(service.catalog, runtime_of(request).settings)
     broken = [
         {"name": FilePath(p.split(":", 1)[0]).stem, "source": p.split(":", 1)[0], "error": p}
         for p in problems
@@ -79,7 +80,7 @@ async def list_runbooks(request: Request) -> list[dict[str, Any]]:
 @router.get("/api/v1/runbooks/{name}")
 async def show_runbook(request: Request, name: Name) -> dict[str, Any]:
     """A runbook's steps as they would run here (variables filled in, secrets masked)."""
-    return await asyncio.to_thread(service.detail, request.app.state.runtime.settings, name)
+    return await asyncio.to_thread(service.detail, runtime_of(request).settings, name)
 
 
 @router.post("/api/v1/runbooks/{name}/runs", status_code=201)
@@ -110,7 +111,7 @@ async def list_runs(
     runbook: str | None = Query(None, max_length=120),
     pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def work() -> list[dict[str, Any]]:
         with rt.store.connect() as conn:

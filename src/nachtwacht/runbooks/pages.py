@@ -25,6 +25,7 @@ from nachtwacht.runbooks.api import runner, who
 from nachtwacht.runbooks.runner import Policy, RunError, is_action
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.render import PageError, _form, _redirect, _show
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -132,7 +133,7 @@ async def step(request: Request, incident_id: RowId, run_id: RowId) -> Response:
         return await _refused(
             request, incident_id, ValueError("action must be run, skip or refuse"), 422
         )
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def belongs() -> bool:
         with rt.store.connect() as conn:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from nachtwacht.spool import status as spool_status
+from nachtwacht.web.state import runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["watchdog"])
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["watchdog"])
 @router.get("/watchdog")
 async def watchdog_status(request: Request) -> dict[str, Any]:
     """The store and spool, the dead man's switch and the store-down alarm, as serve sees them."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     state = spool_status.snapshot(runtime, runtime.clock.now())
     watchdog = getattr(runtime, "watchdog", None)
     return {

@@ -65,9 +65,8 @@ from nachtwacht.web import errors, overview
 from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
-from nachtwacht.web.metrics import registry_for
 from nachtwacht.web.ping import router as ping_router
-from nachtwacht.web.refused import Refusals
+from nachtwacht.web.state import AppState, app_state, install, runtime_of
 from nachtwacht.web.status import ResponseStatus
 
 
@@ -80,15 +79,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings, store, clock)
-        app.state.runtime = runtime
-        app.state.store = runtime.store
-        app.state.clock = runtime.clock
-        app.state.heartbeat_tokens = {
-            p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token")
-        }
-        app.state.refusals = Refusals(runtime.clock)
-        app.state.metrics = registry_for(runtime, app.state.refusals)
-        app.state.uptime_cache = runtime.uptime_cache  # kept warm by the rollups module
+        tokens = (p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token"))
+        install(app, AppState.of(runtime, heartbeat_tokens=tokens))
         if start_engine:
             runtime.start()
             # the objects of start-up live forever: keep them out of full collections, whose
@@ -191,7 +183,7 @@ def create_app(
         request: Request,
         details: bool = Query(False, description="Refuse (401) rather than answer only status."),
     ) -> JSONResponse:
-        runtime: Runtime = request.app.state.runtime
+        runtime = runtime_of(request)
         modules = runtime.engine.health()
         # the store down, the spool near full or unwritable is degraded at once, not at the
         # next tick
@@ -243,6 +235,6 @@ def create_app(
 
     @app.get("/metrics", tags=["health"])
     async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:
-        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(app_state(request).metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -8,16 +8,15 @@ durable spool, from which the drainer stores it later with the same `record_ping
 that got a 200 never loses its ping to a crash or an outage. Only when the spool refuses too
 (full, unwritable) is the answer 503 with `Retry-After`, and `curl --retry` sends it again.
 
-What the router needs from the app (the app factory sets these in its lifespan):
+What the router needs from the app (its `web.state.AppState`, set in the lifespan):
 
-- `app.state.store`: the `Store` pings are written to;
-- `app.state.clock`: the `Clock` stamping each ping;
-- `app.state.runtime`: its `drainer` and `spool_put` take pings the store cannot (without a
-  runtime a ping the store refuses is answered 503);
-- `app.state.heartbeat_tokens`: the set of tokens (str) of the configured `heartbeat` probes.
-  A ping for any other token is answered 404 and not stored, so a typo in a cron line shows up
-  at once in the job's own log instead of as a silent heartbeat going late. A missing attribute
-  counts as an empty set.
+- `runtime.store`: the `Store` pings are written to;
+- `runtime.clock`: the `Clock` stamping each ping;
+- `runtime.drainer` and `runtime.spool_put` take pings the store cannot (without a drainer, a
+  runtime stand-in in a test, a ping the store refuses is answered 503);
+- `heartbeat_tokens`: the tokens of the configured `heartbeat` probes. A ping for any other
+  token is answered 404 and not stored, so a typo in a cron line shows up at once in the job's
+  own log instead of as a silent heartbeat going late.
 
 Errors are JSON `{"detail": ..., "field": "token"}`: 400 for a token that cannot be one (not
 8-128 characters of A-Z a-z 0-9 _ -), 404 for a well-formed token no probe uses.
@@ -25,7 +24,6 @@ Errors are JSON `{"detail": ..., "field": "token"}`: 400 for a token that cannot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
@@ -35,8 +33,9 @@ from nachtwacht.probes.heartbeats import MAX_BODY_BYTES, Event, record_ping, val
 from nachtwacht.probes.spooled import HEARTBEAT, heartbeat_record
 from nachtwacht.spool.ingest import accept
 from nachtwacht.spool.log import SpoolError, retry_after
-from nachtwacht.store.db import Store, StoreError
+from nachtwacht.store.db import StoreError
 from nachtwacht.web.refused import refuse
+from nachtwacht.web.state import app_state
 
 router = APIRouter(tags=["heartbeat"])
 
@@ -57,26 +56,21 @@ async def ping(request: Request, token: str, event: Event) -> Response:
     if not valid_token(token):
         refuse(request, "ping", "malformed", token)
         return _error(400, "a heartbeat token is 8-128 characters of A-Z a-z 0-9 _ -")
-    tokens = getattr(request.app.state, "heartbeat_tokens", None) or set()
-    if token not in tokens:
+    state = app_state(request)
+    if token not in state.heartbeat_tokens:
         # counted and logged too: the job's own log may be read by nobody
         refuse(request, "ping", "unknown_key", token)
         return _error(404, "no heartbeat probe has this token")
-    store: Store = request.app.state.store
-    ts = request.app.state.clock.now()
+    ts = state.clock.now()
     body = await _read_body(request) if request.method == "POST" else None
     remote = request.client.host if request.client else None
-    runtime = getattr(request.app.state, "runtime", None)
     try:
-        if runtime is None:
-            await asyncio.to_thread(_write, store, token, event, ts, body, remote)
-        else:
-            await accept(
-                runtime,
-                HEARTBEAT,
-                lambda conn: record_ping(conn, token, event, ts, body, remote),
-                lambda maybe: heartbeat_record(token, event, ts, body, remote, maybe),
-            )
+        await accept(
+            state.runtime,
+            HEARTBEAT,
+            lambda conn: record_ping(conn, token, event, ts, body, remote),
+            lambda maybe: heartbeat_record(token, event, ts, body, remote, maybe),
+        )
     except (StoreError, SpoolError) as exc:
         return JSONResponse(
             {"detail": f"the ping was not recorded, try again: {exc}", "field": None},
@@ -84,13 +78,6 @@ async def ping(request: Request, token: str, event: Event) -> Response:
             headers={"Retry-After": str(retry_after(exc))},
         )
     return PlainTextResponse("OK")
-
-
-def _write(
-    store: Store, token: str, event: Event, ts: float, body: bytes | None, remote: str | None
-) -> None:
-    with store.begin() as conn:  # commits before the response is sent
-        record_ping(conn, token, event, ts, body, remote)
 
 
 async def _read_body(request: Request) -> bytes:

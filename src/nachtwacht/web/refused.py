@@ -18,12 +18,13 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import HTTPConnection
 
-from nachtwacht.clock import Clock, SystemClock, iso
+from nachtwacht.clock import Clock, iso
+from nachtwacht.web.state import app_state
 
 log = logging.getLogger("nachtwacht.ingest")
 
@@ -122,17 +123,6 @@ class RefusedCollector(Collector):
         yield counter
 
 
-def refusals_of(app_state: Any) -> Refusals:
-    """The app's Refusals; made here for an app built without the full lifespan (a router
-    mounted alone), on the clock it has."""
-    held = getattr(app_state, "refusals", None)
-    if held is None:
-        runtime = getattr(app_state, "runtime", None)
-        clock = getattr(app_state, "clock", None) or getattr(runtime, "clock", None)
-        held = app_state.refusals = Refusals(clock or SystemClock())
-    return held
-
-
-def refuse(request: Any, door: str, reason: str, key: str | None) -> None:
+def refuse(request: HTTPConnection, door: str, reason: str, key: str | None) -> None:
     remote = request.client.host if request.client else None
-    refusals_of(request.app.state).refuse(door, reason, key=key, remote=remote)
+    app_state(request).refusals.refuse(door, reason, key=key, remote=remote)

@@ -37,6 +37,7 @@ from nachtwacht.auth.deps import principal_of
 from nachtwacht.auth.models import Principal
 from nachtwacht.probes.uptime import UptimeCache
 from nachtwacht.problems import Problem
+from nachtwacht.web.state import app_state, runtime_of
 
 TEMPLATES = FilePath(__file__).parent / "templates"
 env = Environment(
@@ -171,12 +172,7 @@ Build = Callable[[Connection, Any, float], dict[str, Any]]
 
 def _cache(request: Request) -> UptimeCache:
     # one per app: the hour sums of each uptime window, valid for up to an hour
-    state = request.app.state
-    cache = getattr(state, "uptime_cache", None)
-    if cache is None:
-        cache = UptimeCache()
-        state.uptime_cache = cache
-    return cache
+    return app_state(request).uptime_cache
 
 
 def _base(request: Request, rt: Any, now: float) -> dict[str, Any]:
@@ -197,7 +193,7 @@ async def _show(
     request: Request, template: str, build: Build, status: int = 200, **extra: Any
 ) -> HTMLResponse:
     """Gather the data and render, off the event loop (4,000 grid cells are real work)."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
 
     def work() -> tuple[bytes, dict[str, str], int]:
@@ -238,7 +234,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 async def _act(request: Request, work: Callable[[Connection, Any, float], Any]) -> None:
     """One transaction, then wake the outbox; service refusals come out as ActionError."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
 
     def run() -> None:
         with rt.store.begin() as conn:
