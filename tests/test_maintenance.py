@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from nachtwacht.alerts import cli as alerts_cli
-from nachtwacht.alerts import service, windows
+from nachtwacht.alerts import service, silences, windows
 from nachtwacht.alerts.cli import maintenance_app, silence_app
 from nachtwacht.alerts.maintenance import mute_reason
 from nachtwacht.clock import FakeClock
@@ -125,7 +125,7 @@ def test_store_window_stops_muting_at_its_end(sqlite_store: Store, clock: FakeCl
 def test_silence_mutes_its_probe_until_expired(store: Store, clock: FakeClock) -> None:
     settings = settings_for(PROBES, store.url)
     with store.begin() as conn:
-        silence_id = windows.add_silence(
+        silence_id = silences.add_silence(
             conn,
             settings,
             matcher="probe:db",
@@ -140,18 +140,18 @@ def test_silence_mutes_its_probe_until_expired(store: Store, clock: FakeClock) -
         assert _mute(conn, settings, clock.now(), "web", "database") is None  # probe, not comp
     clock.advance(60)
     with store.begin() as conn:
-        windows.expire_silence(conn, silence_id, clock.now())
+        silences.expire_silence(conn, silence_id, clock.now())
     with store.connect() as conn:
         assert _mute(conn, settings, clock.now(), "db", "database") is None
-        assert windows.list_silences(conn, clock.now()) == []
+        assert silences.list_silences(conn, clock.now()) == []
     with store.begin() as conn, pytest.raises(windows.WindowError, match="already expired"):
-        windows.expire_silence(conn, silence_id, clock.now())
+        silences.expire_silence(conn, silence_id, clock.now())
 
 
 def test_fingerprint_silence_ends_on_its_own(sqlite_store: Store, clock: FakeClock) -> None:
     settings = settings_for(PROBES, sqlite_store.url)
     with sqlite_store.begin() as conn:
-        windows.add_silence(
+        silences.add_silence(
             conn,
             settings,
             matcher="fingerprint:am:1a30ba71cca2921f",
@@ -247,7 +247,7 @@ def test_invalid_silence_matcher_is_refused(
 ) -> None:
     settings = settings_for(PROBES, sqlite_store.url)
     with sqlite_store.begin() as conn, pytest.raises(windows.WindowError) as caught:
-        windows.add_silence(
+        silences.add_silence(
             conn,
             settings,
             matcher=matcher,

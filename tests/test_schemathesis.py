@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import shutdown_lifespans
 
 from nachtwacht.alerts import service as alerts
-from nachtwacht.alerts import windows
+from nachtwacht.alerts import silences, windows
 from nachtwacht.auth import passwords, tokens, users
 from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import parse_config
@@ -105,7 +105,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                 created_by="test",
                 components=["database"],
             )
-            windows.add_silence(
+            silences.add_silence(
                 conn,
                 settings_,
                 matcher="probe:app",

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
-from nachtwacht.alerts import service, windows
+from nachtwacht.alerts import service, silences, windows
 from nachtwacht.alerts.external import (
     AlertmanagerWebhook,
     GenericAlert,
@@ -306,8 +306,8 @@ async def list_silences(
     pg: Page = Depends(page),
 ) -> list[dict[str, Any]]:
     def work(conn: Connection, _rt: Any, now: float) -> list[dict[str, Any]]:
-        set_headers(request, response, pg, windows.count_silences(conn, now, all))
-        return windows.list_silences(conn, now, all, pg.limit, pg.offset)
+        set_headers(request, response, pg, silences.count_silences(conn, now, all))
+        return silences.list_silences(conn, now, all, pg.limit, pg.offset)
 
     return await _read(request, work)
 
@@ -321,7 +321,7 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
         start, end = windows.span(
             now, rt.settings.zone, start=body.starts_at, end=body.ends_at, duration=body.duration
         )
-        silence_id = windows.add_silence(
+        silence_id = silences.add_silence(
             conn,
             rt.settings,
             matcher=matcher,
@@ -331,9 +331,9 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
             created_by=who,
             comment=body.comment,
         )
-        row = windows.get_silence(conn, silence_id)
+        row = silences.get_silence(conn, silence_id)
         assert row is not None
-        return windows.silence_view(row, now)
+        return silences.silence_view(row, now)
 
     return await _write(request, work)
 
@@ -341,6 +341,6 @@ async def add_silence(request: Request, body: SilenceIn) -> dict[str, Any]:
 @router.post("/silences/{silence_id}/expire")
 async def expire_silence(request: Request, silence_id: RowId) -> dict[str, Any]:
     def work(conn: Connection, _rt: Any, now: float) -> dict[str, Any]:
-        return windows.silence_view(windows.expire_silence(conn, silence_id, now), now)
+        return silences.silence_view(silences.expire_silence(conn, silence_id, now), now)
 
     return await _write(request, work)

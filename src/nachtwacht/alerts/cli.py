@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Connection
 
-from nachtwacht.alerts import windows
+from nachtwacht.alerts import silences, windows
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.clock import Clock, SystemClock
@@ -251,7 +251,7 @@ def add_silence(
 
     def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
         starts_at, ends_at = _span(now, cfg, start, until, duration)
-        silence_id = windows.add_silence(
+        silence_id = silences.add_silence(
             conn,
             cfg,
             matcher=given[0],
@@ -261,9 +261,9 @@ def add_silence(
             created_by=_actor(actor),
             comment=comment,
         )
-        row = windows.get_silence(conn, silence_id)
+        row = silences.get_silence(conn, silence_id)
         assert row is not None
-        return windows.silence_view(row, now)
+        return silences.silence_view(row, now)
 
     view, cfg = _run(config, work, write=True)
     if as_json:
@@ -282,7 +282,7 @@ def list_silences(
     """Silences that are active or upcoming."""
 
     def work(conn: Connection, _cfg: Settings, now: float) -> list[dict[str, Any]]:
-        return windows.list_silences(conn, now, include_past=include_past)
+        return silences.list_silences(conn, now, include_past=include_past)
 
     rows, cfg = _run(config, work, write=False)
     if as_json:
@@ -308,7 +308,7 @@ def expire_silence(
     """End a silence now."""
 
     def work(conn: Connection, _cfg: Settings, now: float) -> dict[str, Any]:
-        return windows.silence_view(windows.expire_silence(conn, silence_id, now), now)
+        return silences.silence_view(silences.expire_silence(conn, silence_id, now), now)
 
     view, cfg = _run(config, work, write=True)
     if as_json:

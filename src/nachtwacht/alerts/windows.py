@@ -1,8 +1,8 @@
-"""Maintenance windows and silences in the store: add, list, end early, expire.
+"""Maintenance windows in the store: add, list, end early; the input checks silences share.
 
 Both doors (API and CLI) call these. Every input is checked before anything is written, and a
 refusal is a `WindowError` (a ValueError) naming the field, so a bad request changes nothing.
-Muting itself is decided in `alerts.maintenance.mute_reason`.
+Silences are `alerts.silences`. Muting itself is decided in `alerts.maintenance.mute_reason`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, select, update
 
 from nachtwacht.alerts.maintenance import DAYS, occurrence
 from nachtwacht.alerts.models import RECURRING, Window
 from nachtwacht.clock import iso
 from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
-from nachtwacht.durations import format_duration, parse_duration
+from nachtwacht.durations import parse_duration
 from nachtwacht.problems import Problem
-from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -116,7 +115,7 @@ def _local(ts: float, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _text(value: str | None, field: str, max_length: int, required: bool = False) -> str:
+def clean_text(value: str | None, field: str, max_length: int, required: bool = False) -> str:
     text = (value or "").strip()
     if required and not text:
         raise WindowError(f"{field}: must not be empty", field)
@@ -180,8 +179,8 @@ def add_window(
     comment: str | None = None,
 ) -> int:
     """Store a one-off window; empty components and probes mean the whole site."""
-    name = _text(name, "name", 200, required=True)
-    created_by = _text(created_by, "created_by", limits.NAME, required=True)
+    name = clean_text(name, "name", 200, required=True)
+    created_by = clean_text(created_by, "created_by", limits.NAME, required=True)
     comps = _names(components, "components")
     probe_names = _names(probes, "probes")
     _check_probes(settings, probe_names, "probes")
@@ -198,7 +197,7 @@ def add_window(
                 components_json=json.dumps(comps),
                 probes_json=json.dumps(probe_names),
                 created_by=created_by,
-                comment=_text(comment, "comment", limits.TEXT) or None,
+                comment=clean_text(comment, "comment", limits.TEXT) or None,
                 ended_early_at=None,
             )
         )
@@ -337,111 +336,10 @@ def list_windows(
     return out
 
 
-# ---------------------------------------------------------------------------- silences
-
-
-def add_silence(
-    conn: Connection,
-    settings: Settings,
-    *,
-    matcher: str,
-    starts_at: float,
-    ends_at: float,
-    now: float,
-    created_by: str,
-    comment: str | None = None,
-) -> int:
-    normalised = parse_matcher(settings, matcher)
-    created_by = _text(created_by, "created_by", limits.NAME, required=True)
-    if ends_at <= starts_at:
-        raise WindowError("ends_at: the end must be after the start", "ends_at")
-    if ends_at <= now:
-        raise WindowError("ends_at: the end is already in the past", "ends_at")
-    return inserted_id(
-        conn.execute(
-            t.silences.insert().values(
-                matcher=normalised,
-                starts_at=starts_at,
-                ends_at=ends_at,
-                created_by=created_by,
-                comment=_text(comment, "comment", limits.TEXT) or None,
-                expired_early_at=None,
-            )
-        )
-    )
-
-
-def get_silence(conn: Connection, silence_id: int) -> dict[str, Any] | None:
-    found = conn.execute(select(t.silences).where(t.silences.c.id == silence_id)).mappings().first()
-    return dict(found) if found is not None else None
-
-
-def expire_silence(conn: Connection, silence_id: int, now: float) -> dict[str, Any]:
-    row = get_silence(conn, silence_id)
-    if row is None:
-        raise WindowError(f"no silence #{silence_id}", "id", kind="not_found")
-    if row["expired_early_at"] is not None and row["expired_early_at"] <= now:
-        raise WindowError(f"silence #{silence_id} was already expired", "id", kind="conflict")
-    if row["ends_at"] <= now:
-        raise WindowError(f"silence #{silence_id} is already over", "id", kind="conflict")
-    done = conn.execute(
-        update(t.silences)
-        .where(t.silences.c.id == silence_id, t.silences.c.expired_early_at.is_(None))
-        .values(expired_early_at=now)
-    ).rowcount
-    if done != 1:
-        raise WindowError(f"silence #{silence_id} was already expired", "id", kind="conflict")
-    row["expired_early_at"] = now
-    return row
-
-
-def silence_view(row: dict[str, Any], now: float) -> dict[str, Any]:
-    state = window_state(row["starts_at"], row["ends_at"], row["expired_early_at"], now)
-    left = row["ends_at"] - max(now, row["starts_at"]) if state in ("active", "upcoming") else 0.0
-    return {
-        "id": row["id"],
-        "matcher": row["matcher"],
-        "state": state,
-        "starts_at": iso(row["starts_at"]),
-        "ends_at": iso(row["ends_at"]),
-        "expired_early_at": iso(row["expired_early_at"]),
-        "remaining": format_duration(left),
-        "created_by": row["created_by"],
-        "comment": row["comment"] or "",
-    }
-
-
-def _silences_query(now: float, include_past: bool) -> Select:
-    s = t.silences.c
-    query = select(t.silences).order_by(s.starts_at, s.id)
-    if not include_past:
-        query = query.where(s.ends_at > now, s.expired_early_at.is_(None))
-    return query
-
-
-def list_silences(
-    conn: Connection,
-    now: float,
-    include_past: bool = False,
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    query = paging.window(_silences_query(now, include_past), limit, offset)
-    return [silence_view(dict(r), now) for r in conn.execute(query).mappings()]
-
-
-def count_silences(conn: Connection, now: float, include_past: bool = False) -> int:
-    return paging.count(conn, _silences_query(now, include_past))
-
-
 __all__ = [
     "WindowError",
-    "add_silence",
     "add_window",
     "end_window",
-    "expire_silence",
-    "count_silences",
-    "list_silences",
     "list_windows",
     "next_occurrence",
     "parse_matcher",

@@ -1,21 +1,29 @@
-"""Load nachtwacht.yaml and turn every validation error into `file:line: key: what is allowed`."""
+"""Load nachtwacht.yaml: read it, fill in `${NAME}` and `*_file` values, validate, resolve paths.
+
+What a mistake reads like (`file:line: key: what is allowed`) is config/explain.py.
+"""
 
 from __future__ import annotations
 
-import difflib
 import gc
 import os
 import re
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from nachtwacht.config.explain import (
+    ConfigProblem,
+    dotted_key,
+    duplicate_keys,
+    line_at,
+    validation_problems,
+)
 from nachtwacht.config.schema import Settings, settings_model
 from nachtwacht.probes.base import ProbeConfig
 
@@ -23,22 +31,10 @@ DEFAULT_PATH = "nachtwacht.yaml"
 ENV_VAR = "NACHTWACHT_CONFIG"
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
 class ConfigError(Exception):
     """A config file that cannot be used; `problems` holds one entry per mistake."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
@@ -53,10 +49,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Settings:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Problem(str(file), None, "", "no such file; create one with `nachtwacht init`")]
+            [ConfigProblem(str(file), None, "", "no such file; create one with `nachtwacht init`")]
         ) from None
     except OSError as exc:
-        raise ConfigError([Problem(str(file), None, "", f"cannot read: {exc.strerror}")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(file), None, "", f"cannot read: {exc.strerror}")]
+        ) from None
     return parse_config(text, str(file))
 
 
@@ -67,18 +65,18 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
+        raise ConfigError([ConfigProblem(filename, line, "", f"invalid YAML: {reason}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [Problem(filename, 1, "", "the file must be a mapping of keys such as probes:")]
+            [ConfigProblem(filename, 1, "", "the file must be a mapping of keys such as probes:")]
         )
     # A section left empty (`probes:` with every entry commented out) means its default.
     data = {key: value for key, value in data.items() if value is not None}
     # PyYAML keeps the last of two equal keys without a word; a silently ignored probe setting
     # is the kind of mistake this loader exists to catch.
-    problems = _duplicate_keys(node, filename)
+    problems = duplicate_keys(node, filename)
     model = settings_model()
     sources = _Sources(filename, node, Path(filename).parent)
     data = sources.expand(data, [])
@@ -89,7 +87,7 @@ def parse_config(text: str, filename: str = DEFAULT_PATH) -> Settings:
     try:
         settings = model.model_validate(data)
     except ValidationError as exc:
-        problems += _problems(exc, node, filename, model)
+        problems += validation_problems(exc, node, filename, model)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     settings = _resolve_paths(settings, Path(filename))
@@ -112,11 +110,13 @@ class _Sources:
         self.filename = filename
         self.node = node
         self.base = base
-        self.problems: list[Problem] = []
+        self.problems: list[ConfigProblem] = []
         self.values: set[str] = set()
 
     def _problem(self, path: list[Any], message: str) -> None:
-        self.problems.append(Problem(self.filename, _line_at(self.node, path), _key(path), message))
+        self.problems.append(
+            ConfigProblem(self.filename, line_at(self.node, path), dotted_key(path), message)
+        )
 
     def expand(self, value: Any, path: list[Any]) -> Any:
         """`${NAME}` in every string value replaced by the variable's value."""
@@ -250,7 +250,7 @@ def config_warnings(
     path: str | os.PathLike[str] | None = None,
     *,
     checks: Sequence[Callable[[Settings], Warnings]],
-) -> list[Problem]:
+) -> list[ConfigProblem]:
     """What loads but will not work as meant (a role nobody holds, nobody reachable).
 
     `config validate` prints these as warnings; the file is read again only for line numbers.
@@ -263,7 +263,7 @@ def config_warnings(
     except (OSError, yaml.YAMLError):
         node = None
     found = [
-        Problem(str(file), _line_at(node, list(loc)), _key(list(loc)), message)
+        ConfigProblem(str(file), line_at(node, list(loc)), dotted_key(list(loc)), message)
         for check in (*checks, link_warnings)
         for loc, message in check(settings)
     ]
@@ -285,25 +285,6 @@ def link_warnings(settings: Settings) -> Warnings:
     ]
 
 
-def _line_at(node: yaml.Node | None, loc: list[Any]) -> int | None:
-    """The line of the key at `loc`, or None when the file does not write it (a default)."""
-    line = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if pair is None:
-                return None
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return None
-    return line
-
-
 def _load(text: str) -> tuple[yaml.Node | None, object]:
     """Parse once (with libyaml when present) into the node tree and the data built from it.
 
@@ -321,29 +302,6 @@ def _load(text: str) -> tuple[yaml.Node | None, object]:
         if enabled:
             gc.enable()
     return node, data
-
-
-def _duplicate_keys(node: yaml.Node | None, filename: str, path: str = "") -> list[Problem]:
-    problems: list[Problem] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            child = f"{path}.{key}" if path else key
-            if key in seen and isinstance(key_node, yaml.ScalarNode):
-                problems.append(
-                    Problem(
-                        filename, line, child, f"duplicate key; already set on line {seen[key]}"
-                    )
-                )
-            else:
-                seen[key] = line
-            problems += _duplicate_keys(value_node, filename, child)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            problems += _duplicate_keys(item, filename, f"{path}[{index}]")
-    return problems
 
 
 def _resolve_paths(settings: Settings, file: Path) -> Settings:
@@ -371,159 +329,3 @@ def _absolute_sqlite(url: str, base: Path) -> str:
     if not rest or rest.startswith("/") or rest.startswith(":memory:"):
         return url
     return prefix + (base / rest).as_posix()
-
-
-# "probes[2].depends_on: ..." — a model-level check naming its own key
-_KEYED = re.compile(r"^[a-z_]+(\[\d+\]|\.[A-Za-z0-9_-]+)*: ")
-
-
-def _problems(
-    exc: ValidationError, root: yaml.Node | None, filename: str, model: type[BaseModel]
-) -> list[Problem]:
-    problems: list[Problem] = []
-    for error in exc.errors(include_url=False):
-        loc = list(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if not loc and _KEYED.match(message):
-            # model-level checks (duplicate names, depends_on) name their own key, one per line
-            for line_text in message.splitlines():
-                key_text, text = line_text.split(": ", 1)
-                problems.append(_problem(root, _parse_key(key_text), text, filename, model))
-            continue
-        if error["type"] == "union_tag_invalid":
-            loc.append("kind")
-            message = _unknown_kind(error.get("ctx", {}).get("tag", ""))
-        elif error["type"] == "union_tag_not_found":
-            loc.append("kind")
-            message = f"is required; one of: {', '.join(sorted(_kind_names()))}"
-        elif error["type"] == "value_error":
-            # `interval must be at least 1s` from a model validator: point at `interval`
-            _, _, _, at_model = _walk(root, loc, model)
-            first, _, rest = message.partition(" ")
-            field = first.strip("`'")
-            if at_model is not None and rest and field in at_model.model_fields:
-                loc.append(field)
-                message = rest
-        node, path, container, _ = _walk(root, loc, model)
-        if error["type"] == "extra_forbidden":
-            message = _unknown_key(path[-1] if path else "", container)
-        elif error["type"] == "missing":
-            message = "is required"
-        elif error["type"] == "literal_error" and error.get("input") == "":
-            # `op: >` is YAML's folded-text marker, so the value arrives empty
-            message += (
-                '; quote it (op: ">"): unquoted, YAML reads > and | as the start of a text block'
-            )
-        problems.append(Problem(filename, _line(node), _key(path), message))
-    return problems
-
-
-def _problem(
-    root: yaml.Node | None, loc: list[Any], message: str, filename: str, model: type[BaseModel]
-) -> Problem:
-    node, path, _, _ = _walk(root, loc, model)
-    return Problem(filename, _line(node), _key(path), message)
-
-
-def _line(node: yaml.Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _walk(
-    root: yaml.Node | None, loc: list[Any], model: type[BaseModel] | None
-) -> tuple[yaml.Node | None, list[Any], type[BaseModel] | None, type[BaseModel] | None]:
-    """Follow a pydantic error location through the YAML nodes, skipping union tags.
-
-    Returns the deepest node found, the key path, the model holding the last key, and the
-    model of the value at the end of the path (None when not a model).
-    """
-    node, path, deepest = root, [], root
-    parent_model: type[BaseModel] | None = model
-    container: type[BaseModel] | None = model
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = None
-            for key_node, value_node in node.value:
-                if key_node.value == str(part):
-                    found = (key_node, value_node)
-                    break
-            if found is None:
-                kind = next((v.value for k, v in node.value if k.value == "kind"), None)
-                if kind is not None and part == kind:
-                    parent_model = _kind_model(kind) or parent_model
-                    continue  # the discriminator tag pydantic adds to the location
-                path.append(part)
-                container = parent_model
-                return deepest, path, container, None
-            path.append(part)
-            deepest = found[0]
-            node = found[1]
-            container = parent_model
-            parent_model = _field_model(parent_model, str(part))
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            path.append(part)
-            if part < len(node.value):
-                node = node.value[part]
-                deepest = node
-            else:
-                return deepest, path, container, None
-        else:
-            path.append(part)
-            if node is not None:
-                deepest = node
-            return deepest, path, container, None
-    return deepest, path, container, parent_model
-
-
-def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
-    if model is None or name not in model.model_fields:
-        return None
-    annotation = model.model_fields[name].annotation
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _kind_model(kind: str) -> type[BaseModel] | None:
-    from nachtwacht.probes.registry import kinds
-
-    entry = kinds().get(kind)
-    return entry[0] if entry else None
-
-
-def _kind_names() -> list[str]:
-    from nachtwacht.probes.registry import kinds
-
-    return list(kinds())
-
-
-def _unknown_kind(tag: Any) -> str:
-    allowed = sorted(_kind_names())
-    message = f"unknown kind '{tag}'; allowed kinds: {', '.join(allowed)}"
-    close = difflib.get_close_matches(str(tag), allowed, n=1)
-    return f"{message}; did you mean '{close[0]}'?" if close else message
-
-
-def _unknown_key(name: Any, model: type[BaseModel] | None) -> str:
-    if model is None:
-        return "unknown key"
-    allowed = sorted(model.model_fields)
-    message = f"unknown key; allowed here: {', '.join(allowed)}"
-    close = difflib.get_close_matches(str(name), allowed, n=1)
-    return f"{message}; did you mean '{close[0]}'?" if close else message
-
-
-def _parse_key(text: str) -> list[Any]:
-    out: list[Any] = []
-    for part in text.replace("]", "").replace("[", ".").split("."):
-        if part:
-            out.append(int(part) if part.isdigit() else part)
-    return out
-
-
-def _key(path: list[Any]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text

@@ -10,6 +10,11 @@ What escalation needs from other domains is handed in, as Alertmanager's notify 
 `Muter`: whether a firing alert is muted (alerts: maintenance, silences, inhibition) and the
 gate a person's resolution must pass (checklist). Incidents then never import either, and
 they can import incidents (tests/import_contract.py keeps the domain graph free of cycles).
+
+Why one module of some 500 lines: steps, repeats, the breach and reminders are one clock over
+the incident's counters, each claimed with the same conditional UPDATE; `post_update` and
+`resolve` belong to it because they move that clock (the next update due) or stop it
+(withdrawing queued pages). Split, each part would reach into the others' claims.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nachtwacht.config.loader import Problem
+from nachtwacht.config.explain import ConfigProblem
 from nachtwacht.runbooks.models import (
     NAME_PATTERN,
     STEP_KINDS,
@@ -36,7 +36,7 @@ TEXT_FIELDS = ("command", "instruction", "subject", "body", "probe", "title")
 
 
 class RunbookError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
@@ -59,10 +59,10 @@ def load_text(
     text: str, filename: str, name: str, variant: str, known: Iterable[str] | None = None
 ) -> LoadedRunbook:
     """Parse one runbook; RunbookError lists every problem with its line."""
-    problems: list[Problem] = []
+    problems: list[ConfigProblem] = []
     if not re.match(NAME_PATTERN, name):
         problems.append(
-            Problem(
+            ConfigProblem(
                 filename,
                 None,
                 "",
@@ -81,10 +81,10 @@ def load_text(
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
-        raise RunbookError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
+        raise RunbookError([ConfigProblem(filename, line, "", f"invalid YAML: {reason}")]) from None
     if node is None or not isinstance(data, dict):  # no node: an empty document, data None
         raise RunbookError(
-            [Problem(filename, 1, "", "a runbook is a mapping with title and steps")]
+            [ConfigProblem(filename, 1, "", "a runbook is a mapping with title and steps")]
         )
     problems += _duplicates(node, filename)
     runbook = None
@@ -110,7 +110,9 @@ def load_file(path: Path, variant: str, known: Iterable[str] | None = None) -> L
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RunbookError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+        raise RunbookError(
+            [ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}")]
+        ) from None
     loaded = load_text(text, str(path), path.stem, variant, known)
     source = "builtin" if path.parent == BUILTIN_DIR else str(path)
     return loaded.model_copy(update={"source": source, "path": path})
@@ -118,7 +120,7 @@ def load_file(path: Path, variant: str, known: Iterable[str] | None = None) -> L
 
 def load_all(
     settings: Any, known: Iterable[str] | None = None
-) -> tuple[dict[str, LoadedRunbook], list[Problem]]:
+) -> tuple[dict[str, LoadedRunbook], list[ConfigProblem]]:
     """Every runbook by name, and the problems of the files that could not be loaded (a broken
     user file does not hide the others; nor does it fall back to the built-in it meant to
     replace: running the wrong procedure silently would be worse)."""
@@ -130,7 +132,7 @@ def load_all(
             for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
                 files[path.stem] = path
     out: dict[str, LoadedRunbook] = {}
-    problems: list[Problem] = []
+    problems: list[ConfigProblem] = []
     for name, path in sorted(files.items()):
         try:
             out[name] = load_file(path, variant, known)
@@ -155,7 +157,7 @@ def references(step: StepBase) -> set[str]:
 
 def _unknown_variables(
     runbook: Runbook, node: yaml.Node, filename: str, known: set[str]
-) -> list[Problem]:
+) -> list[ConfigProblem]:
     problems = []
     allowed = known | set(runbook.inputs)
     for i, step in enumerate(runbook.steps):
@@ -165,7 +167,7 @@ def _unknown_variables(
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(
-                Problem(
+                ConfigProblem(
                     filename,
                     _line(key_node),
                     _key(path),
@@ -189,8 +191,8 @@ def _field_using(step: StepBase, name: str) -> str:
 # -- errors with lines ---------------------------------------------------------------------------
 
 
-def _duplicates(node: yaml.Node | None, filename: str, path: str = "") -> list[Problem]:
-    problems: list[Problem] = []
+def _duplicates(node: yaml.Node | None, filename: str, path: str = "") -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -198,7 +200,7 @@ def _duplicates(node: yaml.Node | None, filename: str, path: str = "") -> list[P
             child = f"{path}.{key}" if path else key
             if key in seen:
                 problems.append(
-                    Problem(
+                    ConfigProblem(
                         filename, line, child, f"duplicate key; already set on line {seen[key]}"
                     )
                 )
@@ -210,7 +212,7 @@ def _duplicates(node: yaml.Node | None, filename: str, path: str = "") -> list[P
     return problems
 
 
-def _problems(exc: ValidationError, root: yaml.Node, filename: str) -> list[Problem]:
+def _problems(exc: ValidationError, root: yaml.Node, filename: str) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
@@ -224,7 +226,7 @@ def _problems(exc: ValidationError, root: yaml.Node, filename: str) -> list[Prob
             for line_text in message.splitlines():  # the runbook's own checks name their keys
                 key_text, text = line_text.split(": ", 1)
                 node, path = _walk(root, _parse_key(key_text))
-                problems.append(Problem(filename, _line(node), _key(path), text))
+                problems.append(ConfigProblem(filename, _line(node), _key(path), text))
             continue
         if error["type"] == "union_tag_invalid":
             loc.append("kind")
@@ -241,7 +243,7 @@ def _problems(exc: ValidationError, root: yaml.Node, filename: str) -> list[Prob
             message = _unknown_key(kind, loc)
         elif error["type"] == "missing":
             message = "is required"
-        problems.append(Problem(filename, _line(node), _key(path), message))
+        problems.append(ConfigProblem(filename, _line(node), _key(path), message))
     return problems
 
 

@@ -18,6 +18,11 @@ recovers by itself once there is room, without a restart.
 Positions are (segment number, byte offset). The drainer keeps its cursor in the store, in the
 same transaction as the rows it wrote, so a record is stored exactly once across kill -9; this
 module only deletes segments wholly before a position it is told is committed.
+
+Why one module of some 490 lines: the record format, the torn-tail repair on open, the cut-back
+and retry after a failed write, and trimming are one invariant over the same segment files and
+file descriptor (everything before `end` is whole and fsync'd); split, each part would need the
+others' internals.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from nachtwacht.alerts import service as alerts
-from nachtwacht.alerts import windows
+from nachtwacht.alerts import silences
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import add_event
 from nachtwacht.store.db import Store
@@ -36,7 +36,7 @@ def record_outage(
         if done is not None:
             return done.get("incident_id")  # recorded before a restart lost our note of it
         # the pages went out directly; the silence keeps the pipeline from paging again
-        silence = windows.add_silence(
+        silence = silences.add_silence(
             conn,
             settings,
             matcher=f"fingerprint:{FINGERPRINT}",

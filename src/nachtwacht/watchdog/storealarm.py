@@ -17,6 +17,10 @@ with the same idempotency key (webhook `Idempotency-Key`, email Message-ID).
 
 With the store up, a spool above `spool.alarm_fill` is an S1 alert through the normal pipeline
 (fingerprint `nachtwacht:spool`); with the store down the page says how full the spool is.
+
+Why one module of some 440 lines: it is one state machine (`StoreAlarm`: grace, page, repeat,
+recover, record) over one state file, and every step reads and writes that state; what it hands
+to the normal pipeline afterwards is already apart, in watchdog/outage.py.
 """
 
 from __future__ import annotations
