@@ -552,6 +552,13 @@ def test_api_oncall_returns_the_cli_data(client: TestClient) -> None:
     assert bad.status_code == 422 and bad.json()["field"] == "at"
 
 
+@pytest.mark.parametrize("at", ["253402300800.0", "nan", "inf", "-1", "9999-12-31T23:59:59-14:00"])
+def test_api_oncall_refuses_a_time_beyond_what_turns_can_count(client: TestClient, at: str) -> None:
+    # found by schemathesis: a year past 9999 made the turn count raise (a 500)
+    bad = client.get("/api/v1/oncall", params={"at": at})
+    assert bad.status_code == 422 and bad.json()["field"] == "at", bad.text
+
+
 def test_api_override_create_shows_in_schedule_and_delete(client: TestClient) -> None:
     created = client.post(
         "/api/v1/oncall/overrides",
