@@ -51,6 +51,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import platform
 import random
 import re
@@ -67,7 +68,7 @@ import httpx
 import psutil
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from nachtwacht.auth.service import create_token
+from nachtwacht.auth.tokens import create_token
 from nachtwacht.config.loader import load_config
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
@@ -731,9 +732,7 @@ def main() -> None:
         )
     )
     if not args.store:
-        for leftover in workdir.iterdir():
-            leftover.unlink()
-        workdir.rmdir()
+        shutil.rmtree(workdir)  # the store, and the spool directory the server made beside it
 
 
 def _free_port() -> int:

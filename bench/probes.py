@@ -171,7 +171,7 @@ class Sampler:
 
 async def wait_all_checked(runtime: Runtime, limit: float) -> bool:
     started = time.perf_counter()
-    runtimes = list(runtime.scheduler.runtimes.values())
+    runtimes = list(runtime.scheduler.slots.values())
     while time.perf_counter() - started < limit:
         if all(r.checks for r in runtimes):
             return True
