@@ -51,10 +51,10 @@ import gc
 import json
 import math
 import os
-import shutil
 import platform
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
