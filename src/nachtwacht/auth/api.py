@@ -4,7 +4,7 @@ Every change and every login attempt is audited by the service functions, with t
 address. Admin-only routes use `require("admin")`; a user may also see and end their own
 sessions and change their own password (with the current one).
 
-One module over 400 lines: the import contract (tests/import_contract.py) gives a domain one
+Why one module of some 540 lines: the import contract (tests/import_contract.py) gives a domain one
 `api` door, and these routes are each a few lines over the auth services (users.py,
 sessions.py, tokens.py, ingest_keys.py, audit.py), grouped below in that order.
 """

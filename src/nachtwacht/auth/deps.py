@@ -13,7 +13,7 @@ viewer, every other method a responder. Handlers needing more use `Depends(requi
 What the dependencies need from the app: its `web.state.AppState`, whose runtime has `store`,
 `clock` and `settings` (the `auth:` section is optional: defaults apply without it).
 
-One module over 400 lines: it is the one door every other domain's door may import (the
+Why one module of some 510 lines: it is the one door every other domain's door may import (the
 import contract's DOOR_SHARED), so who is asking, what they may do, the CSRF and cookie rules
 and the audit hook stay together where every door finds them; each section below is small.
 """

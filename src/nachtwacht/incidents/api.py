@@ -1,7 +1,7 @@
 """/api/v1/incidents and the acknowledge links: thin wrappers over the incident services.
 
-Just over 400 lines: the incident verbs (acknowledge, update, severity, assign, escalate,
-note, resolve) and the acknowledge links are one resource; each route is a thin adapter.
+Why one module of some 400 lines: the incident verbs (acknowledge, update, severity, assign,
+escalate, note, resolve) and the acknowledge links are one resource; each route is thin.
 """
 
 from __future__ import annotations
