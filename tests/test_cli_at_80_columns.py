@@ -4,6 +4,7 @@ is typed and whatever it is typed after; a bare command group shows its help."""
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,35 @@ def test_a_group_without_a_command_shows_its_help(
     assert "Usage:" in out and f"{' '.join(group)} [OPTIONS] COMMAND" in out
     assert "error:" not in err, err
     assert sorted(p.name for p in quiet_config.parent.iterdir()) == ["nachtwacht.yaml"]
+
+
+def test_every_incident_verb_that_takes_text_takes_it_as_m() -> None:
+    incident = dict(TREE)[("incident",)]
+    for verb in ("update", "severity", "escalate", "note", "resolve"):
+        options = [p for p in incident.commands[verb].params if "-m" in p.opts]
+        assert options and "--message" in options[0].opts, verb
+
+
+def _timeline(config: Path) -> list[tuple[str, str]]:
+    result = runner.invoke(app, ["incident", "show", "1", "--json", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    return [(e["kind"], e["message"]) for e in json.loads(result.output)["timeline"]]
+
+
+def test_incident_note_takes_m_and_still_its_text_as_an_argument(quiet_config: Path) -> None:
+    config = str(quiet_config)
+    declared = ["incident", "declare", "-s", "2", "--title", "Disk full", "-c", config]
+    assert runner.invoke(app, declared).exit_code == 0
+    for args in (["-m", "took a dump"], ["looked at the logs"]):
+        result = runner.invoke(app, ["incident", "note", "1", *args, "-c", config])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["incident", "severity", "1", "3", "-m", "one shop", "-c", config])
+    assert result.exit_code == 0, result.output
+    timeline = _timeline(quiet_config)
+    assert ("note", "took a dump") in timeline and ("note", "looked at the logs") in timeline
+    assert any("one shop" in message for _, message in timeline)
+    # twice, or not at all: a usage error, and nothing written
+    for args in (["-m", "one", "two"], []):
+        result = runner.invoke(app, ["incident", "note", "1", *args, "-c", config])
+        assert result.exit_code == 2 and "error:" in result.output
+    assert len(_timeline(quiet_config)) == len(timeline)
