@@ -21,7 +21,7 @@ from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation, serialise, service
-from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, response_label
 
 incident_app = typer.Typer(help="Declare, follow and resolve incidents.", no_args_is_help=True)
 T = TypeVar("T")
@@ -130,9 +130,7 @@ def list_incidents(
     if not data:
         typer.echo("no open incidents")
     for d in data:
-        ack = (
-            "acked" if d["acknowledged_at"] else ("OVERDUE" if d["response_overdue"] else "unacked")
-        )
+        ack = response_label(d["acknowledged_at"] is not None, d["response_overdue"])
         typer.echo(
             f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
             f"{_local(d['detected_at'], cfg)}  {d['title']}"
