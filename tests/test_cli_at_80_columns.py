@@ -1,5 +1,6 @@
 """The CLI at 80 columns, for the person woken at 3 a.m.: help that reads, wherever `--help`
-is typed and whatever it is typed after; a bare command group shows its help."""
+is typed and whatever it is typed after; a bare command group shows its help; the incident
+verbs take their text alike (`-m`). `status` at 80 columns is in test_cli_status.py."""
 
 from __future__ import annotations
 
