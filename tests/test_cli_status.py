@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
@@ -13,6 +16,7 @@ from nachtwacht.cli.main import app
 from nachtwacht.clock import FakeClock, SystemClock
 from nachtwacht.config.loader import load_config
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.probes import cli as probes_cli
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.conftest import closed_port
@@ -134,7 +138,7 @@ def test_status_says_when_nobody_acknowledged_in_time(tmp_path: Path) -> None:
         conn.execute(update(t.incidents).values(response_due_at=t.incidents.c.detected_at - 1))
     store.dispose()
     result = runner.invoke(app, ["status", "--config", str(cfg)])
-    assert "OVERDUE: nobody acknowledged by" in result.output, result.output
+    assert "OVERDUE" in result.output and "(nobody acknowledged by" in result.output
     data = json.loads(runner.invoke(app, ["status", "--json", "-c", str(cfg)]).output)
     assert data["incidents"][0]["response_overdue"] is True
 
@@ -161,3 +165,49 @@ async def test_status_says_the_monitor_is_not_running_when_its_engine_went_quiet
     data = json.loads(runner.invoke(app, ["status", "--config", str(cfg), "--json"]).output)
     assert data["engine_running"] is False
     assert data["components"][0]["probes"][0]["stale"] is True
+
+
+LONG_MESSAGE = (
+    "HTTP 503 from https://erp.example.org/api/method/frappe.auth.get_logged_user after 9.8 s: "
+    "upstream connect error or disconnect/reset before headers"
+)
+
+
+async def test_status_fits_80_columns_in_the_sites_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long probe names, a long probe message, a long title of an S1 nobody acknowledged."""
+    probes = "".join(
+        _tcp(name, closed_port(), component)
+        for name, component in (
+            ("frappe-erp-production-scheduler-heartbeat", "erp-production-frappe-bench"),
+            ("mariadb-primary-replication-lag-seconds", "database"),
+            ("db", "database"),
+        )
+    )
+    cfg = _write(tmp_path, probes, "timezone: Asia/Kathmandu\n")
+    await _run_all(cfg)
+    now = SystemClock().now() + 30
+    monkeypatch.setattr(probes_cli, "CLOCK", FakeClock(now))
+    title = "Database corrupt on the primary; replica lagging, ERP refuses logins for every shop"
+    declare = ["incident", "declare", "-s", "1", "--title", title, "-c", str(cfg)]
+    assert runner.invoke(app, declare).exit_code == 0
+    store = Store(load_config(cfg).store.url)
+    with store.begin() as conn:  # its 15 minutes passed ten minutes ago
+        conn.execute(update(t.incidents).values(response_due_at=now - 600))
+        conn.execute(update(t.probe_state).values(last_message=LONG_MESSAGE))
+    store.dispose()
+
+    result = runner.invoke(app, ["status", "-c", str(cfg)], env={"COLUMNS": "80"})
+
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n" + result.output
+    local = datetime.fromtimestamp(now, ZoneInfo("Asia/Kathmandu"))
+    assert lines[0].endswith(f"({local:%Y-%m-%d %H:%M} +0545)"), lines[0]
+    due = datetime.fromtimestamp(now - 600, ZoneInfo("Asia/Kathmandu"))
+    flat = " ".join(result.output.split())
+    shown = f"{due:%H:%M}" if due.date() == local.date() else f"{due:%Y-%m-%d %H:%M}"
+    assert f"S1 investigating OVERDUE {title} (nobody acknowledged by {shown})" in flat
+    assert "frappe-erp-production-scheduler-heartbeat" in flat  # names are not cut
+    assert flat.count(" ".join(LONG_MESSAGE.split())) == 3  # nor what the probes said

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -46,6 +47,22 @@ class _Nachtwacht(TyperGroup):
     code here, the one place for every command, however it is invoked (`main()`, a test's
     CliRunner); a command lets a `Problem` propagate instead of translating it itself."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_help(self)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """`--help` anywhere before `--` shows the help of the command named and runs nothing.
+
+        Click takes `--help` right after an option that wants a value as that value
+        (`incident resolve 3 -m --help` would resolve incident 3 with the message
+        "--help"); here it is help wherever it is typed. `--message=--help` still says it.
+        """
+        words = args[: args.index("--")] if "--" in args else args
+        if "--help" in words:
+            args = [*_command_words(self, words), "--help"]
+        return super().parse_args(ctx, args)
+
     # ctx is the vendored click's Context (typer.Context is a subclass of it)
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -54,6 +71,39 @@ class _Nachtwacht(TyperGroup):
             where = f" ({exc.field})" if exc.field else ""
             typer.echo(f"error: {exc.message}{where}", err=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def _command_words(group: Any, words: list[str]) -> list[str]:
+    """The command names among `words`: the path from the root to the command they name."""
+    path: list[str] = []
+    command = group
+    for word in words:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is not None:
+            path.append(word)
+            command = sub
+    return path
+
+
+def _reflow_help(command: Any) -> None:
+    """Join the lines of each help paragraph of `command` and every command below it.
+
+    Typer's help keeps a docstring's line breaks after its first paragraph, so a paragraph
+    wrapped at 100 columns in the source came out ragged at 80; joined, it wraps to the
+    terminal. A paragraph that starts with \b, or whose lines are a list, keeps its lines.
+    """
+    if command.help:
+        text, cut, rest = inspect.cleandoc(command.help).partition("\f")
+        command.help = "\n\n".join(_join(p) for p in text.split("\n\n")) + cut + rest
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_help(sub)
+
+
+def _join(paragraph: str) -> str:
+    lines = paragraph.splitlines()
+    if paragraph.startswith("\b") or any(line.lstrip().startswith(("- ", "* ")) for line in lines):
+        return paragraph
+    return " ".join(line.strip() for line in lines)
 
 
 app = typer.Typer(
@@ -307,6 +357,14 @@ def _invoke() -> int:
     try:
         code = app(standalone_mode=False)
     except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # a group without its command (`nachtwacht probes`): its help, and exit 2 as for
+            # any incomplete command line. Rich has printed the help while making the message;
+            # without rich the message is the help.
+            text = exc.format_message()  # type: ignore[attr-defined]
+            if text.strip():
+                typer.echo(text)
+            return 2
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         typer.echo(f"error: {where}{exc.format_message()}", err=True)  # type: ignore[attr-defined]

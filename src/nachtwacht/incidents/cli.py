@@ -21,7 +21,7 @@ from nachtwacht.cli.common import open_store as _store
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation, serialise, service
-from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.incidents.models import OPEN_STATUSES, response_label
 
 incident_app = typer.Typer(help="Declare, follow and resolve incidents.", no_args_is_help=True)
 T = TypeVar("T")
@@ -130,9 +130,7 @@ def list_incidents(
     if not data:
         typer.echo("no open incidents")
     for d in data:
-        ack = (
-            "acked" if d["acknowledged_at"] else ("OVERDUE" if d["response_overdue"] else "unacked")
-        )
+        ack = response_label(d["acknowledged_at"] is not None, d["response_overdue"])
         typer.echo(
             f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
             f"{_local(d['detected_at'], cfg)}  {d['title']}"
@@ -215,7 +213,7 @@ def update(
 def severity(
     incident_id: int,
     level: Annotated[int, typer.Argument(min=1, max=3, help="1, 2 or 3.")],
-    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    reason: Annotated[str, typer.Option("--reason", "--message", "-m", help="Why.")] = "",
     actor: ActorOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -256,7 +254,10 @@ def assign(
 @incident_app.command("escalate")
 def escalate(
     incident_id: int,
-    reason: Annotated[str, typer.Option("--reason", "-r", help="e.g. restart failed 3 times.")],
+    reason: Annotated[
+        str,
+        typer.Option("--reason", "-r", "--message", "-m", help="Why, e.g. restart failed 3 times."),
+    ],
     actor: ActorOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -275,17 +276,30 @@ def escalate(
 @incident_app.command("note")
 def note(
     incident_id: int,
-    text: Annotated[str, typer.Argument(help="What happened or was done.")],
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            help="The note, as -m gives it (kept for existing scripts).", show_default=False
+        ),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="What happened or was done.")
+    ] = None,
     actor: ActorOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a note to the timeline."""
+    """Add a note to the timeline: `incident note ID -m TEXT` (or `incident note ID TEXT`)."""
+    if text is not None and message is not None:
+        fail("give the note once: -m TEXT or TEXT, not both", 2)
+    said = message if message is not None else text
+    if not said:
+        fail("a note needs its text: nachtwacht incident note ID -m TEXT", 2)
     _simple(
         incident_id,
         config,
         as_json,
-        lambda conn, cfg, now: service.add_note(conn, incident_id, _actor(actor), now, text),
+        lambda conn, cfg, now: service.add_note(conn, incident_id, _actor(actor), now, said),
     )
 
 

@@ -62,6 +62,16 @@ def describe_target(severity: int) -> str:
     }[severity]
 
 
+def response_overdue(acknowledged_at: float | None, response_due_at: float, now: float) -> bool:
+    """Nobody acknowledged the incident and its response target has passed."""
+    return acknowledged_at is None and now > response_due_at
+
+
+def response_label(acknowledged: bool, overdue: bool) -> str:
+    """An incident's response in one word, as `incident list` and `status` show it."""
+    return "acked" if acknowledged else ("OVERDUE" if overdue else "unacked")
+
+
 # S1 and S2 incidents are resolved only after the restoration checklist (checklist/gate.py)
 CHECKLIST_SEVERITIES = (1, 2)
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service
-from nachtwacht.incidents.models import describe_target
+from nachtwacht.incidents.models import describe_target, response_overdue
 
 TIMES = (
     "started_at",
@@ -33,7 +33,7 @@ def summary(inc: dict[str, Any], now: float) -> dict[str, Any]:
     for key in TIMES:
         out[key] = iso(inc.get(key))
     out["response_target"] = describe_target(inc["severity"])
-    out["response_overdue"] = inc["acknowledged_at"] is None and now > inc["response_due_at"]
+    out["response_overdue"] = response_overdue(inc["acknowledged_at"], inc["response_due_at"], now)
     out["open_for_seconds"] = round((inc["resolved_at"] or now) - inc["detected_at"], 1)
     return out
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import textwrap
+from datetime import date, datetime, tzinfo
 from typing import Annotated, Any
 
 import typer
 
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
-from nachtwacht.clock import SystemClock, iso
+from nachtwacht.clock import Clock, SystemClock, iso
+from nachtwacht.incidents.models import response_label
 from nachtwacht.probes import registry, report
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.results import CheckResult
@@ -16,6 +20,8 @@ from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store, StoreError
 
 probes_app = typer.Typer(help="List configured probes.", no_args_is_help=True)
+# what `status` takes as now; tests replace it with a FakeClock
+CLOCK: Clock = SystemClock()
 
 STATE_MARK = {
     "ok": "OK  ",
@@ -38,7 +44,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """
     cfg = settings(config)
     store = Store(cfg.store.url)
-    clock = SystemClock()
+    clock = CLOCK
     spool = spool_status.offline(
         cfg.spool_dir, cfg.spool.max_bytes, cfg.spool.alarm_fill, clock.now()
     )
@@ -74,7 +80,8 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(data)
     else:
-        _print_status(data)
+        # a pipe or a file gets 80 columns, as a terminal nobody resized
+        _print_status(data, cfg.zone, max(shutil.get_terminal_size((80, 24)).columns, 40))
     raise typer.Exit(data["level"])
 
 
@@ -104,49 +111,118 @@ def _spool_line(spool: dict) -> str:
     return line
 
 
-def _print_status(data: dict) -> None:
-    typer.echo(f"{data['site']}: {data['overall'].upper()}  ({data['generated_at']})")
+def _print_status(data: dict, zone: tzinfo, width: int) -> None:
+    """The report in lines no longer than `width`, times in the site's zone.
+
+    A probe's row keeps its columns; what does not fit goes on lines below it, indented.
+    """
+    out = _Lines(width)
+    today = _local(data["generated_at"], zone).date()
+    out.say(f"{data['site']}: {data['overall'].upper()}  ({_clock(data['generated_at'], zone)})")
     for problem in data.get("paging", {}).get("problems", []):
-        typer.echo(f"  PAGING BROKEN: {problem}")
+        out.say(f"  PAGING BROKEN: {problem}", indent=4)
     if not data.get("engine_running", True):
         seen = data.get("engine_last_seen")
-        typer.echo(
+        out.say(
             "  THE MONITOR IS NOT RUNNING: no engine has reported "
-            + (f"since {seen}" if seen else "yet")
-            + "; start `nachtwacht serve` (states below are history)"
+            + (f"since {_when(seen, zone, today)}" if seen else "yet")
+            + "; start `nachtwacht serve` (states below are history)",
+            indent=4,
         )
     if not data["components"]:
-        typer.echo("  no probes have run yet (is `nachtwacht serve` running?)")
+        out.say("  no probes have run yet (is `nachtwacht serve` running?)", indent=4)
+    probes = [p for comp in data["components"] for p in comp["probes"]]
+    name_width = min(max((len(p["name"]) for p in probes), default=0), 28)
+    kind_width = max((len(p["kind"]) for p in probes), default=0)
     for comp in data["components"]:
-        typer.echo(f"\n[{STATE_MARK.get(comp['state'], comp['state'])}] {comp['name']}")
+        out.say(f"\n[{STATE_MARK.get(comp['state'], comp['state'])}] {comp['name']}", indent=7)
         for p in comp["probes"]:
             age = "never" if p["age_seconds"] is None else f"{_age(p['age_seconds'])} ago"
             if p.get("stale"):
                 age += " STALE"
-            typer.echo(
-                f"  {STATE_MARK.get(p['state'], p['state'])}  {p['name']:<28} {p['kind']:<9} "
-                f"{age:<10} {p['message'] or ''}"
+            out.row(
+                f"  {STATE_MARK.get(p['state'], p['state'])}  {p['name']:<{name_width}}",
+                f"{p['kind']:<{kind_width}} {age:<8}",
+                p["message"] or "",
             )
     if data.get("incidents"):
-        typer.echo("\nopen incidents")
+        out.say("\nopen incidents")
         for inc in data["incidents"]:
+            label = response_label(inc["acknowledged"], inc["response_overdue"])
+            due = _when(inc["response_due_at"], zone, today)
             if inc["acknowledged"]:
-                ack = "acknowledged"
-            elif inc.get("response_overdue"):
-                ack = f"OVERDUE: nobody acknowledged by {inc['response_due_at']}"
+                note = ""
+            elif inc["response_overdue"]:
+                note = f" (nobody acknowledged by {due})"
             else:
-                ack = f"respond by {inc['response_due_at']}"
-            typer.echo(
-                f"  #{inc['id']} S{inc['severity']} {inc['status']:<13} {inc['title']}  ({ack})"
-            )
+                note = f" (respond by {due})"
+            lead = f"  #{inc['id']:<4} S{inc['severity']} {inc['status']:<13} {label:<7} "
+            out.say(lead + inc["title"] + note, indent=len(lead) if width - len(lead) >= 30 else 6)
     spool = data.get("spool")
     serve = spool.get("serve") if spool else None
     waiting = serve is not None and not serve["stale"] and serve["spool"]["backlog_bytes"] > 0
     if spool is not None and (_spool_level(spool) or waiting):
-        typer.echo(f"\n{_spool_line(spool)}")
+        out.say(f"\n{_spool_line(spool)}", indent=2)
     bad = [m for m in data["engine"] if not m["healthy"]]
     for m in bad:
-        typer.echo(f"\nengine module {m['module']} degraded: {m['last_error']}")
+        out.say(f"\nengine module {m['module']} degraded: {m['last_error']}", indent=2)
+
+
+class _Lines:
+    """Echo text wrapped to a width: prose at word boundaries, table rows column by column."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def say(self, text: str, indent: int = 2) -> None:
+        for block in text.split("\n"):
+            # a block's own leading blanks stay (textwrap keeps them); a break indents more
+            lines = textwrap.wrap(
+                block, self.width, subsequent_indent=" " * indent, break_on_hyphens=False
+            )
+            lines = lines or [""]
+            for line in lines:
+                typer.echo(line)
+
+    def row(self, head: str, columns: str, message: str) -> None:
+        whole = f"{head} {columns} {message}".rstrip()
+        if len(whole) <= self.width:
+            typer.echo(whole)
+            return
+        first = f"{head} {columns}".rstrip()
+        if len(first) <= self.width:
+            typer.echo(first)
+            rest = message
+        else:
+            typer.echo(_cut(head.rstrip(), self.width))
+            rest = f"{columns.strip()} {message}"
+        for line in textwrap.wrap(
+            rest,
+            self.width,
+            initial_indent=" " * 8,
+            subsequent_indent=" " * 8,
+            break_on_hyphens=False,
+        ):
+            typer.echo(line)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _local(value: str, zone: tzinfo) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(zone)
+
+
+def _clock(value: str, zone: tzinfo) -> str:
+    """The report's time in full: `2026-12-08 03:12 CET`."""
+    return _local(value, zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _when(value: str, zone: tzinfo, today: date) -> str:
+    """A time of the report: `03:12` today, `2026-12-07 23:50` on another day."""
+    local = _local(value, zone)
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
 def _age(seconds: float) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, select
 
 from nachtwacht.clock import iso
 from nachtwacht.durations import parse_duration
+from nachtwacht.incidents.models import response_overdue
 from nachtwacht.probes import service
 from nachtwacht.store import tables as t
 
@@ -80,7 +81,7 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
             "detected_at": iso(row.detected_at),
             "acknowledged": row.acknowledged_at is not None,
             "response_due_at": iso(row.response_due_at),
-            "response_overdue": row.acknowledged_at is None and row.response_due_at < now,
+            "response_overdue": response_overdue(row.acknowledged_at, row.response_due_at, now),
         }
         for row in conn.execute(
             select(t.incidents)
