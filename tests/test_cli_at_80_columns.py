@@ -31,6 +31,8 @@ def _walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str,
 TREE = list(_walk(typer.main.get_command(app)))
 PATHS = [path for path, _ in TREE]
 GROUPS = [path for path, cmd in TREE if path and hasattr(cmd, "commands")]
+# a group that does its own work without a subcommand (`nachtwacht oncall`: who is on call)
+BARE_GROUPS = [p for p in GROUPS if not getattr(dict(TREE)[p], "invoke_without_command", False)]
 
 
 @pytest.fixture
@@ -120,16 +122,13 @@ def test_status_help_summary_and_paragraphs_read_whole(quiet_config: Path) -> No
         assert " ".join(paragraph.split()) in shown
 
 
-@pytest.mark.parametrize("group", GROUPS, ids=" ".join)
+@pytest.mark.parametrize("group", BARE_GROUPS, ids=" ".join)
 def test_a_group_without_a_command_shows_its_help(
     group: tuple[str, ...],
     quiet_config: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    command = dict(TREE)[group]
-    if command.invoke_without_command:
-        pytest.skip(f"`nachtwacht {' '.join(group)}` does its own work without a subcommand")
     monkeypatch.setattr(sys, "argv", ["nachtwacht", *group])
     with pytest.raises(SystemExit) as ended:
         cli_main.main()
