@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ LONG_TITLES = [
     "authorisation expired for order 2026-12-000388",
     "OperationalError: (pymysql.err.OperationalError) (2006, 'MySQL server has gone away')",
 ]
+IMPACT = "No customer can pay; orders pile up as pending since 02:40."
 CONFIG = """site: night-shift
 store:
   url: "sqlite:///{db}"
@@ -71,6 +74,9 @@ components:
   db: Database
   web: Web server
   payments: Payment gateway
+notify:
+  channels:
+    hook: {{kind: webhook, url: "http://127.0.0.1:{hook_port}/hook"}}
 probes:
   - name: db-primary-port
     kind: tcp
@@ -114,6 +120,9 @@ people:
 def live_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`nachtwacht serve` with two tcp probes, contacts and a weekly rotation."""
     tmp = tmp_path_factory.mktemp("phone")
+    # pages reach a webhook that takes them all: no "nobody was paged" banner on top
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
     targets = {"db-primary-port": _listening_socket(), "web-port": _listening_socket()}
     config = tmp / "nachtwacht.yaml"
     config.write_text(
@@ -121,6 +130,7 @@ def live_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Li
             db=tmp / "nachtwacht.db",
             db_port=targets["db-primary-port"].getsockname()[1],
             web_port=targets["web-port"].getsockname()[1],
+            hook_port=hook.server_address[1],
         ),
         encoding="utf-8",
     )
@@ -155,6 +165,18 @@ def live_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Li
             proc.wait(5)
         for sock in server.targets.values():
             sock.close()
+        hook.shutdown()
+        hook.server_close()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture(name="seeded", scope="module")
@@ -182,7 +204,7 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
                 "title": "Checkout down: every card payment is declined by the gateway",
                 "severity": 1,
                 "component": "payments",
-                "impact": "No customer can pay; orders pile up as pending since 02:40.",
+                "impact": IMPACT,
             },
         ).json()
         run = api.post(
@@ -312,6 +334,10 @@ def test_every_page_fits_and_shows_what_matters(
             response = page.goto(path)
             assert response is not None and response.status == 200, path
             page.wait_for_load_state("networkidle")
+            # first, so that a failing check below leaves its evidence behind
+            page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+            # what the screen shows first, before any scrolling
+            page.screenshot(path=str(SHOTS / f"{name}-{size}-top.png"))
             main = page.locator("main")
             if name == "overview":
                 expect(
@@ -324,12 +350,13 @@ def test_every_page_fits_and_shows_what_matters(
                 expect(row.get_by_text("overdue", exact=False)).to_be_visible()
             if name == "incident":
                 expect(page.locator("#sla")).to_contain_text("overdue")
-                button = page.locator("#ack-button")
-                expect(button).to_be_visible()
-                box = button.bounding_box()
-                assert box is not None and box["y"] + box["height"] <= height, (
-                    f"Acknowledge is below the fold at {size}: {box}"
-                )
+                expect(page.locator("#ack-button")).to_be_visible()
+                # acknowledge, the deadline and the impact: on the first screen, no scrolling
+                for what in ("#ack-button", "#sla", f"dd:has-text('{IMPACT}')"):
+                    box = page.locator(what).bounding_box()
+                    assert box is not None and box["y"] + box["height"] <= height, (
+                        f"{what} is below the fold at {size}: {box}"
+                    )
                 select = page.locator("#assign-contact")
                 sel = select.bounding_box()
                 assert sel is not None and sel["x"] + sel["width"] <= width, sel
@@ -343,7 +370,6 @@ def test_every_page_fits_and_shows_what_matters(
                 expect(rotation).to_contain_text("Bob Bakker-van-den-Berg")
             if misfits := _misfits(page):
                 bad[path] = misfits
-            page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
     finally:
         context.close()
     assert bad == {}, bad
