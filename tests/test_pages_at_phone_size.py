@@ -340,10 +340,11 @@ def test_every_page_fits_and_shows_what_matters(
             page.screenshot(path=str(SHOTS / f"{name}-{size}-top.png"))
             main = page.locator("main")
             if name == "overview":
-                expect(
-                    page.locator('#status-grid [data-probe="db-primary-port"]')
-                ).to_have_attribute("data-state", "critical")
-                expect(page.locator("#status-grid")).to_contain_text("db-primary-port")
+                cell = page.locator('#status-grid [data-probe="db-primary-port"]')
+                expect(cell).to_have_attribute("data-state", "critical")
+                expect(cell).to_be_visible()
+                expect(cell).to_contain_text("db-primary-port")
+                expect(cell).to_contain_text("CRIT")
             if name in ("overview", "incidents"):
                 row = main.locator(f'tr:has(a[href="/incidents/{seeded["s1"]}"])').first
                 expect(row.locator(".sev-1")).to_be_visible()
