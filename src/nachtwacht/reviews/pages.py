@@ -220,9 +220,18 @@ def bars(
     show: Callable[[float | None], str],
     title: str,
     top: float | None = None,
+    long_labels: bool = False,
 ) -> Markup:
-    """A horizontal bar chart as inline SVG: label, bar, value; readable without colour."""
+    """A horizontal bar chart as inline SVG: label, bar, value; readable without colour.
+
+    Short labels (months, severities) stand left of their bar. Long labels (issue titles,
+    component names) get a line of their own above the bar, across the whole width: squeezed
+    into the left column, two issues that start alike could not be told apart on a phone.
+    """
     width, label_w, value_w, row_h = 420, 96, 112, 24
+    label_y, bar_y = 16, 5
+    if long_labels:
+        label_w, row_h, label_y, bar_y = 0, 40, 13, 19
     plot = width - label_w - value_w
     biggest = top if top is not None else max((v or 0 for _, v in rows), default=0) or 1
     height = max(row_h * len(rows), row_h)
@@ -234,11 +243,20 @@ def bars(
     for i, (name, value) in enumerate(rows):
         y = i * row_h
         length = 0 if not value else max(1.0, plot * min(value, biggest) / biggest)
+        if long_labels:
+            shown = name if len(name) <= 62 else name[:61] + "…"
+            label = f'<text x="0" y="{y + label_y}">{escape(shown)}</text>'
+        else:
+            label = (
+                f'<text x="{label_w - 6}" y="{y + label_y}" text-anchor="end">'
+                f"{escape(name[:14])}</text>"
+            )
         parts.append(
             f'<g data-label="{escape(name)}" data-value="{"" if value is None else value}">'
-            f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(name[:14])}</text>'
-            f'<rect x="{label_w}" y="{y + 5}" width="{length:.1f}" height="{row_h - 9}" rx="2"/>'
-            f'<text x="{label_w + length + 5:.1f}" y="{y + 16}">{escape(show(value))}</text></g>'
+            f"<title>{escape(name)}: {escape(show(value))}</title>{label}"
+            f'<rect x="{label_w}" y="{y + bar_y}" width="{length:.1f}" height="15" rx="2"/>'
+            f'<text x="{label_w + length + 5:.1f}" y="{y + bar_y + 11}">'
+            f"{escape(show(value))}</text></g>"
         )
     if not rows:
         parts.append('<text x="8" y="17">no data</text>')
@@ -302,11 +320,13 @@ async def reports_page(
                     _pct,
                     f"Uptime per component in {data['month']}",
                     top=1.0,
+                    long_labels=True,
                 ),
                 "issues": bars(
-                    [(f"#{i['id']} {i['title'][:22]}", i["events"]) for i in data["top_issues"]],
+                    [(f"#{i['id']} {i['title']}", i["events"]) for i in data["top_issues"]],
                     _count,
                     "Top error issues by events",
+                    long_labels=True,
                 ),
             },
         }
