@@ -23,8 +23,9 @@ document.addEventListener("DOMContentLoaded", function () {
   var plots = [];
   function zeroUp(_u, _lo, hi) { return [0, hi > 0 ? hi * 1.1 : 1]; }
 
-  var d = data.daily, n = d.y.length, mid = (n - 1) / 2;
-  var fitted = d.y.map(function (_v, i) { return d.slope == null ? null : Math.max(0, d.mean + d.slope * (i - mid)); });
+  // the trend line over the days with data (from d.first on), none when there is no trend
+  var d = data.daily, n = d.y.length, from = d.first || 0, mid = from + (n - from - 1) / 2;
+  var fitted = d.y.map(function (_v, i) { return d.slope == null || i < from ? null : Math.max(0, d.mean + d.slope * (i - mid)); });
   var daily = document.getElementById("chart-daily");
   plots.push([daily, new uPlot(tz({
     width: width(daily), height: 220,
