@@ -97,3 +97,24 @@ def test_pending_probes_give_a_pending_badge_not_warn(site: Site) -> None:  # no
     set_state(site, "web", "warning")  # a real warning still wins
     html = site.client.get("/ui/overview/grid", headers=HTML).text
     assert 'data-overall="warning"' in html
+
+
+def test_uptime_without_checks_in_the_window_is_no_data_yet_and_neutral(site: Site) -> None:  # noqa: F811
+    from nachtwacht.probes import rollups
+
+    site.login("rita")
+    rt = site.client.app.state.nw.runtime
+    site.check("web")
+    site.clock.advance(90)  # the first minute is closed and rolled up; db was never checked
+    while rollups.roll_minutes(rt.store, site.clock.now()):
+        pass
+    rollups.roll_hours(rt.store, site.clock.now())
+    html = site.client.get("/", headers=HTML).text
+    row = re.search(r'<tr data-uptime="db">.*?</tr>', html, re.S)
+    assert row is not None
+    assert row[0].count('class="num up-none">no data yet</td>') == 3, row[0]
+    assert "0.00 %" not in row[0] and "up-poor" not in row[0]
+    web = re.search(r'<tr data-uptime="web">.*?</tr>', html, re.S)
+    assert web is not None and web[0].count("100 %") == 3  # the probe that was checked has data
+    page = site.client.get("/probes/db", headers=HTML).text
+    assert page.count('<dd class="up-none">no data yet</dd>') == 3
