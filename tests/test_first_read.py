@@ -118,3 +118,18 @@ def test_uptime_without_checks_in_the_window_is_no_data_yet_and_neutral(site: Si
     assert web is not None and web[0].count("100 %") == 3  # the probe that was checked has data
     page = site.client.get("/probes/db", headers=HTML).text
     assert page.count('<dd class="up-none">no data yet</dd>') == 3
+
+
+def test_analytics_says_a_trend_needs_more_days_than_one(site: Site) -> None:  # noqa: F811
+    from tests.test_analytics_data import HOUR, add_hours, add_issue, ensure_project
+
+    site.login("rita")
+    now = site.clock.now()
+    with site.client.app.state.nw.runtime.store.begin() as conn:
+        ensure_project(conn, 1, now - 30 * HOUR)  # errors could be reported since yesterday
+        issue = add_issue(conn, "boom", now - 20 * HOUR)
+        add_hours(conn, issue, {int(now // HOUR) - 3: 50})
+    html = site.client.get("/analytics?days=7", headers=HTML).text
+    trend = html[html.index('id="trend"') :][:300]
+    assert 'data-direction="unknown"' in trend and "rising" not in trend
+    assert "a trend needs 3 days of data, there is 1" in trend
