@@ -3,6 +3,7 @@ charts draw from the page's data, without script errors."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -53,5 +54,11 @@ def test_analytics_page_draws_its_charts(
     expect(page.locator("#trend")).to_have_attribute("data-direction", "rising")
     expect(page.locator("#spikes")).to_contain_text("47")  # the planted hour: 7 + 40 events
     expect(page.locator("#chart-status")).to_contain_text("Drag across")
+    # the time axes read as the rest of the pages: 24-hour clock, ISO dates (time.js)
+    hourly = page.locator("#chart-series").get_attribute("data-ticks") or ""
+    assert hourly and not re.search(r"am|pm", hourly, re.I)
+    assert all(re.fullmatch(r"\d\d:\d\d(\n\d{4}-\d\d-\d\d)?", t) for t in hourly.split("|"))
+    days = page.locator("#chart-daily").get_attribute("data-ticks") or ""
+    assert days and all(re.fullmatch(r"\d\d-\d\d(\n\d{4})?", t) for t in days.split("|"))
     shot(page, "analytics")
     assert errors == []

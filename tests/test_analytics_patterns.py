@@ -8,11 +8,13 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 
 from nachtwacht.analytics.models import PatternSettings
 from nachtwacht.analytics.patterns import _trend, analyze_error_patterns, window_hours
 from nachtwacht.analytics.stats import linear_fit, percentile, robust_scale
 from nachtwacht.config.schema import BusinessHours
+from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.test_analytics_data import HOUR, add_hours, add_issue
 
@@ -181,3 +183,24 @@ def test_statistics_helpers_on_known_values() -> None:
     assert med == 10 and scale == pytest.approx(math.sqrt(10))  # MAD 0: floored at √median
     assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
     assert percentile([], 50) is None
+
+
+def test_one_day_of_data_is_no_trend_and_says_how_many_days_it_needs(store: Store) -> None:
+    # the project could report from 30 hours ago: one whole day of the 7-day window has data
+    from tests.test_analytics_data import ensure_project
+
+    with store.begin() as conn:
+        ensure_project(conn, 1, NOW - 30 * HOUR)
+        issue = add_issue(conn, "boom", NOW - 20 * HOUR)
+        add_hours(conn, issue, {LAST - 5: 40, LAST - 2: 60})
+    trend = analyze(store)["trend"]
+    assert trend["direction"] == "unknown"  # not "rising" from six empty days and one busy one
+    assert trend["days"] == 1 and trend["min_days"] == 3 and trend["slope"] is None
+    assert trend["message"] == "not enough data: a trend needs 3 days of data, there is 1"
+    # from the third day with data on, it is a trend again (the line through those days only)
+    with store.begin() as conn:
+        conn.execute(update(t.error_projects).values(created_at=(FIRST + 4 * 24) * HOUR - 60))
+        add_hours(conn, issue, {FIRST + 4 * 24 + 3: 20, FIRST + 5 * 24 + 3: 50})
+    trend = analyze(store)["trend"]
+    assert trend["days"] == 3 and trend["first_day"] == 4
+    assert trend["direction"] == "rising" and trend["slope"] == pytest.approx(40.0)

@@ -35,6 +35,8 @@ class PatternSettings(Strict):
     # rising/falling when the least-squares slope per day exceeds this share of the daily mean
     # (0.1: the daily count moves by more than 10 % of its mean each day)
     trend_threshold: float = Field(default=0.1, gt=0)
+    # a daily trend needs this many days of data (days after the first project could report)
+    trend_min_days: int = Field(default=3, ge=2, le=90)
     # growing/shrinking when the second half of the window differs from the first by more
     growth_threshold: float = Field(default=0.05, ge=0)
     # an hour is a spike when its robust z-score (median and MAD of the hourly counts) is above

@@ -47,6 +47,8 @@ def page_data(days: int) -> Any:
                     "y": [d["count"] for d in errors["daily"]],
                     "slope": errors["trend"]["slope"],
                     "mean": errors["trend"]["mean"],
+                    # the line is drawn over the days with data only
+                    "first": errors["trend"]["first_day"],
                 },
                 "hours": errors["hourly"]["by_hour"],
                 "series": {

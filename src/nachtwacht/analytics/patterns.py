@@ -88,11 +88,36 @@ def spikes_in(
     return found, {"median": med, "scale": round(scale, 3)}
 
 
-def _trend(daily: list[int], threshold: float) -> dict[str, Any]:
-    fit = linear_fit([float(i) for i in range(len(daily))], [float(n) for n in daily])
+def _trend(daily: list[int], threshold: float, min_days: int = 1) -> dict[str, Any]:
+    """The least-squares trend through `daily`, the days with data (oldest first).
+
+    Fewer than `min_days` days are no trend: one busy day after six days nobody could report
+    errors in is not "rising". The answer then says how many days it needs and has.
+    """
+    have = {"days": len(daily), "min_days": min_days}
     mean = sum(daily) / len(daily) if daily else 0.0
+    if len(daily) < min_days:
+        return {
+            "direction": "unknown",
+            "slope": None,
+            "mean": rounded(mean, 3),
+            "relative": None,
+            "r2": None,
+            "threshold": threshold,
+            "message": f"not enough data: a trend needs {min_days} days of data, "
+            f"there {'is' if len(daily) == 1 else 'are'} {len(daily)}",
+            **have,
+        }
+    fit = linear_fit([float(i) for i in range(len(daily))], [float(n) for n in daily])
     if fit is None or mean == 0:
-        return {"direction": "stable", "slope": 0.0, "mean": mean, "relative": 0.0, "r2": None}
+        return {
+            "direction": "stable",
+            "slope": 0.0,
+            "mean": mean,
+            "relative": 0.0,
+            "r2": None,
+            **have,
+        }
     relative = fit.slope / mean
     direction = "stable"
     if relative > threshold:
@@ -106,7 +131,21 @@ def _trend(daily: list[int], threshold: float) -> dict[str, Any]:
         "relative": rounded(relative, 4),  # slope as a share of the daily mean
         "r2": rounded(fit.r2, 4),
         "threshold": threshold,
+        **have,
     }
+
+
+def days_with_data(conn: Connection, first: int, days: int, project_id: int | None = None) -> int:
+    """How many of the window's days (the newest ones) fall after the first project (or
+    `project_id`) could report: the days before are no data, not zero errors."""
+    p = t.error_projects.c
+    query = select(func.min(p.created_at))
+    if project_id is not None:
+        query = query.where(p.id == project_id)
+    started = conn.execute(query).scalar()
+    if started is None:
+        return 0
+    return sum(1 for d in range(days) if (first + d * 24) * HOUR >= started)
 
 
 def _growth(counts: list[int], threshold: float) -> dict[str, Any]:
@@ -261,6 +300,7 @@ def analyze_error_patterns(
     first, last = window_hours(now, days)
     counts = hourly_counts(conn, first, last, environments, project_id)
     daily = [sum(counts[d * 24 : (d + 1) * 24]) for d in range(days)]
+    with_data = days_with_data(conn, first, days, project_id)
     issues = _issue_rows(conn, first, last, environments, project_id)
     total = sum(counts)
 
@@ -323,7 +363,9 @@ def analyze_error_patterns(
             }
             for start, n in zip(day_starts, daily, strict=True)
         ],
-        "trend": _trend(daily, cfg.trend_threshold),
+        # the line through the days with data only (the chart draws it over those)
+        "trend": _trend(daily[days - with_data :], cfg.trend_threshold, cfg.trend_min_days)
+        | {"first_day": days - with_data},
         "hourly": _hours_of_day(counts, first, zone, BusinessCalendar(business_hours, zone)),
         "categories": dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
         "levels": dict(sorted(levels.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -36,7 +36,9 @@ def error_lines(data: dict[str, Any]) -> list[str]:
         f"  events     {tot['events']:,} in {tot['issues']} issues ({tot['new_issues']} new, "
         f"{tot['recurring_issues']} recurring), {tot['per_day']:.1f} per day",
     ]
-    if trend.get("r2") is None:
+    if trend.get("message"):
+        lines.append(f"  trend      {trend['message']}")
+    elif trend.get("r2") is None:
         lines.append(f"  trend      {trend['direction']}")
     else:
         lines.append(

@@ -35,11 +35,27 @@ def sla(inc: dict[str, Any], now: float) -> dict[str, Any]:
     return {"state": "overdue" if left < 0 else "due", "due": due, "left": left}
 
 
+def needs_human_first(rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Incidents with their response clocks, in the order a person woken at night takes them.
+
+    Open ones first, and among them: the worst severity, then overdue, then not yet
+    acknowledged, then the newest. Resolved and closed ones follow, newest first: nothing
+    waits on them.
+    """
+
+    def key(inc: dict[str, Any]) -> tuple[int, int, int, int, int]:
+        if inc["status"] not in OPEN_STATUSES:
+            return (1, 0, 0, 0, -inc["id"])
+        overdue = inc["sla"]["state"] == "overdue"
+        acked = inc["acknowledged_at"] is not None
+        return (0, inc["severity"], 0 if overdue else 1, 1 if acked else 0, -inc["id"])
+
+    return sorted(({**r, "sla": sla(r, now)} for r in rows), key=key)
+
+
 def open_incidents(conn: Connection, now: float) -> list[dict[str, Any]]:
-    """The open incidents, worst and newest first, each with its response clock."""
-    rows = incidents.list_incidents(conn, OPEN_STATUSES, 100)
-    rows.sort(key=lambda r: (r["severity"], -r["id"]))
-    return [{**r, "sla": sla(r, now)} for r in rows]
+    """The open incidents, what needs a human first (`needs_human_first`), with their clocks."""
+    return needs_human_first(incidents.list_incidents(conn, OPEN_STATUSES, 100), now)
 
 
 def escalation_plan(settings: Any, inc: dict[str, Any]) -> dict[str, Any]:

@@ -54,7 +54,8 @@ async def incidents_page(
         if level is not None:
             rows = [r for r in rows if r["severity"] == level]
         return {
-            "incidents": [{**r, "sla": dashboard.sla(r, now)} for r in rows],
+            # what needs a human first, not newest first: an overdue S1 above a fresh S3
+            "incidents": dashboard.needs_human_first(rows, now),
             "filter": {"status": status, "severity": severity if level else ""},
             "statuses": STATUSES,
         }

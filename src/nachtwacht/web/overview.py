@@ -64,6 +64,7 @@ def grid_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
     counts = dict.fromkeys(ORDER, 0)
     hosts = []
     level = 0
+    pending = False
     rows = probes.probe_overview(conn)
     for p in rows:
         state = p["state"] or "new"
@@ -74,7 +75,10 @@ def grid_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         counts[shown] += 1
         if window is None:
             # a probe in maintenance does not make the site look down: its window says why
-            level = max(level, SEVERITY.get(state, 1))
+            if state == "pending":
+                pending = True  # retries not used up: not yet a warning, its own badge
+            else:
+                level = max(level, SEVERITY.get(state, 1))
         cell = {
             "name": p["name"],
             "state": shown,
@@ -86,7 +90,7 @@ def grid_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         comp = components.get(p["component"])
         if comp is None:
             comp = components[p["component"]] = {"name": p["component"], "state": "ok", "cells": []}
-        comp["cells"].append(cell_html(cell, fmt))
+        comp["cells"].append((ORDER.index(shown), len(comp["cells"]), cell_html(cell, fmt)))
         if ORDER.index(shown) < ORDER.index(comp["state"]):
             comp["state"] = shown
         if p["kind"] == "host":
@@ -103,12 +107,19 @@ def grid_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
             )
     for comp in components.values():
         comp["size"] = len(comp["cells"])
-        comp["html"] = Markup("".join(comp.pop("cells")))
+        # failing probes first within a component, then by name
+        comp["html"] = Markup("".join(html for *_, html in sorted(comp.pop("cells"))))
+    # what needs a human first: the worst component on top, then the configured order
+    listed = {name: i for i, name in enumerate(settings.component_names())}
+    shown_order = sorted(
+        components.values(),
+        key=lambda c: (ORDER.index(c["state"]), listed.get(c["name"], len(listed)), c["name"]),
+    )
     return {
         "probe_rows": rows,
-        "components": list(components.values()),
+        "components": shown_order,
         "counts": [(s, counts[s]) for s in ORDER if counts[s]],
-        "overall": {0: "ok", 1: "warning", 2: "critical"}[level],
+        "overall": "pending" if pending and level == 0 else ("ok", "warning", "critical")[level],
         "hosts": hosts,
         "windows_active": [w.name for w in live],
     }

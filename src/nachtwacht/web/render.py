@@ -136,7 +136,7 @@ def span(seconds: float) -> str:
 
 def pct(value: float | None) -> str:
     if value is None:
-        return "no data"
+        return "no data yet"  # nothing checked in the window: not 0 %, and not alarming
     if value >= 1:
         return "100 %"
     return f"{math.floor(value * 10000) / 100:.2f} %"  # never round 99.999 up to 100

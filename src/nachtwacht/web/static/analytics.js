@@ -16,19 +16,25 @@ document.addEventListener("DOMContentLoaded", function () {
   var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 60] }) : undefined;
   function width(el) { return Math.max(el.clientWidth, 260); }
   function tz(opts) { opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), zone); }; return opts; }
+  // 24-hour times and ISO dates in the site's timezone (time.js), not uPlot's US defaults
+  function timeAxis(el) {
+    return Object.assign({}, axis, { values: nwTime.axis(zone, function (labels, at) { el.dataset.ticks = labels.join("|"); el.dataset.tickTimes = at.join("|"); }) });
+  }
   var plots = [];
   function zeroUp(_u, _lo, hi) { return [0, hi > 0 ? hi * 1.1 : 1]; }
 
-  var d = data.daily, n = d.y.length, mid = (n - 1) / 2;
-  var fitted = d.y.map(function (_v, i) { return d.slope == null ? null : Math.max(0, d.mean + d.slope * (i - mid)); });
+  // the trend line over the days with data (from d.first on), none when there is no trend
+  var d = data.daily, n = d.y.length, from = d.first || 0, mid = from + (n - from - 1) / 2;
+  var fitted = d.y.map(function (_v, i) { return d.slope == null || i < from ? null : Math.max(0, d.mean + d.slope * (i - mid)); });
   var daily = document.getElementById("chart-daily");
   plots.push([daily, new uPlot(tz({
     width: width(daily), height: 220,
     // half a day either side, so the first and last bars are whole; counts start at zero
     scales: { x: { time: true, range: function (_u, lo, hi) { return [lo - 43200, hi + 43200]; } }, y: { range: zeroUp } },
-    series: [{}, { label: "events", stroke: "#2f81f7", fill: "rgba(47,129,247,.35)", paths: bars, points: { show: false } },
+    series: [{ value: function (_u, ts) { return ts == null ? "—" : nwTime.stamp(zone)(_u, ts).slice(0, 10); } },
+             { label: "events", stroke: "#2f81f7", fill: "rgba(47,129,247,.35)", paths: bars, points: { show: false } },
              { label: "trend", stroke: "#bf8700", width: 2, dash: [6, 4] }],
-    axes: [Object.assign({}, axis), Object.assign({}, axis)],
+    axes: [timeAxis(daily), Object.assign({}, axis)],
   }), [d.x, d.y, fitted], daily)]);
 
   var hoursEl = document.getElementById("chart-hours");
@@ -45,9 +51,9 @@ document.addEventListener("DOMContentLoaded", function () {
   var seriesEl = document.getElementById("chart-series");
   plots.push([seriesEl, new uPlot(tz({
     width: width(seriesEl), height: 240, cursor: { drag: { x: true, y: false } }, scales: { x: { time: true }, y: { range: zeroUp } },
-    series: [{}, { label: "events per hour", stroke: "#c5162a", width: 1.5 },
+    series: [{ value: nwTime.stamp(zone) }, { label: "events per hour", stroke: "#c5162a", width: 1.5 },
              { label: "median", stroke: "#57606a", dash: [4, 4], width: 1 }],
-    axes: [Object.assign({}, axis), Object.assign({}, axis)],
+    axes: [timeAxis(seriesEl), Object.assign({}, axis)],
   }), [sx, s.y, med], seriesEl)]);
   status.textContent = "Drag across the hourly chart to zoom in, double-click to zoom out.";
 

@@ -144,7 +144,7 @@
       var grid = cssVar("--line", "#d8dee4");
       var axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } };
       var series = [
-        {},
+        { value: nwTime.stamp(timezone) },
         { label: "latency avg", scale: "ms", stroke: "#2f81f7", width: 1.5, value: fmt(1, " ms") },
         { label: "latency max", scale: "ms", stroke: "#8fb3e8", width: 1, dash: [4, 3], value: fmt(1, " ms") },
         { label: "available", scale: "pct", stroke: "#2da44e", width: 1.5, value: fmt(2, " %") },
@@ -153,7 +153,10 @@
         series.push({ label: "value (max)", scale: "val", stroke: "#bf8700", width: 1.5, value: fmt(2, "") });
       }
       var axes = [
-        Object.assign({}, axis),
+        // 24-hour times in the site's timezone, as the rest of the pages write them
+        Object.assign({}, axis, {
+          values: nwTime.axis(timezone, function (labels, at) { el.dataset.ticks = labels.join("|"); el.dataset.tickTimes = at.join("|"); }),
+        }),
         Object.assign({}, axis, { scale: "ms", label: "latency (ms)" }),
         Object.assign({}, axis, { scale: "pct", side: 1, label: "available (%)", grid: { show: false } }),
       ];
@@ -165,6 +168,14 @@
         height: 300,
         cursor: { drag: { x: true, y: false } },
         scales: { x: { time: true }, pct: { range: [0, 100] } },
+        hooks: {
+          // the x range drawn, in epoch seconds: a hook for tests and scripts
+          setScale: [function (u, key) {
+            if (key !== "x") return;
+            el.dataset.xMin = String(u.scales.x.min);
+            el.dataset.xMax = String(u.scales.x.max);
+          }],
+        },
         series: series,
         axes: axes,
       };
@@ -195,9 +206,12 @@
           if (plot) plot.destroy();
           el.textContent = "";
           plot = new uPlot(options(cols.anyValue), cols.data, el);
+          // one bucket or none: span the range asked for (uPlot's own range around a single
+          // point runs for years)
+          if (rows.length < 2) plot.setScale("x", { min: since, max: until });
           if (status) {
             status.textContent = rows.length
-              ? rows.length + " " + resolution + " buckets"
+              ? rows.length + " " + resolution + (rows.length === 1 ? " bucket" : " buckets")
               : "No data in this range yet (rollups are made every minute).";
           }
         })
