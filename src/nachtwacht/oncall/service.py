@@ -350,22 +350,27 @@ def _since(override: Override | None, shift_start: float) -> float | None:
     return shift_start if math.isfinite(shift_start) else None
 
 
+EPOCH_MIN, EPOCH_MAX = 0.0, 221_845_392_000.0  # 1970-01-01 .. 9000-01-01
+
+
 def parse_time(value: str, zone: ZoneInfo, field: str = "at") -> float:
     """Epoch seconds from ISO 8601 or "YYYY-MM-DD HH:MM" (site time when no offset is given)."""
     text = value.strip()
     try:
-        return float(text)  # epoch seconds, as the rest of the API takes them
+        ts = float(text)  # epoch seconds, as the rest of the API takes them
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise OncallError(
-            f"{field}: '{value}' is not a time; use ISO 8601 or 'YYYY-MM-DD HH:MM' "
-            f"(site time, {zone.key})",
-            field,
-        ) from None
-    return to_ts(parsed, zone)
+        try:
+            ts = to_ts(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
+        except (ValueError, OverflowError):
+            raise OncallError(
+                f"{field}: '{value}' is not a time; use ISO 8601 or 'YYYY-MM-DD HH:MM' "
+                f"(site time, {zone.key})",
+                field,
+            ) from None
+    # turns are counted with datetimes, which end at 9999: a time past that (or nan) is no time
+    if not EPOCH_MIN <= ts <= EPOCH_MAX:
+        raise OncallError(f"{field}: must be between 1970 and 9000", field)
+    return ts
 
 
 def local_text(ts: float | None, zone: ZoneInfo) -> str:
