@@ -581,3 +581,26 @@ def test_incident_page_links_an_alerts_probe_and_its_http_generator_url(site: Si
     assert 'href="https://prom.example/g?x=1&amp;y=2" class="alert-source"' in page
     assert page.count('class="alert-source"') == 1
     assert "javascript:" not in page and "not-a-link" not in page
+
+
+def test_settings_page_shows_problems_first_then_what_matters_and_folds_the_config(
+    site: Site,
+) -> None:
+    site.login("vic")
+    html = site.client.get("/settings").text
+    problems = html.index('id="config-problems"')
+    glance = html.index('id="config-summary"')
+    assert problems < glance < html.index('id="maintenance"') < html.index('id="config-yaml"')
+    # the public URL is the default loopback one: pages would carry links phones cannot open
+    assert "<code>incidents.public_url</code>: acknowledge links" in html[problems:glance]
+    at_a_glance = html[glance : html.index('id="maintenance"')]
+    assert re.search(r'<dd id="probe-count">4 <span class="muted">\(2 tcp, 1 sql, 1 host\)', html)
+    assert "<strong>mail</strong> <span" in at_a_glance and "127.0.0.1:" in at_a_glance
+    assert "https://hooks.slack.example/••••••" in at_a_glance
+    assert "<strong>Olga Oncall</strong> oncall engineer" in at_a_glance
+    assert "<strong>protocol</strong>" in at_a_glance and "for S1, S2, S3" in at_a_glance
+    assert "http://" in html[html.index('id="public-url"') :][:80]
+    folded = html[html.index("<details>", glance) : html.index("</details>", glance)]
+    assert 'id="config-yaml"' in folded
+    assert "null" not in folded and "phone:" not in folded
+    assert "smtp-pass-4711" not in html and "hunter2" not in html
