@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nachtwacht.config.schema import Settings, settings_model
+from nachtwacht.config.yaml_reading import ConfigLoader
 from nachtwacht.probes.base import ProbeConfig
 
 DEFAULT_PATH = "nachtwacht.yaml"
@@ -310,7 +311,7 @@ def _load(text: str) -> tuple[yaml.Node | None, object]:
     The nodes carry the line numbers errors are reported with. A large file (10,000 probes)
     makes millions of short-lived objects: collecting during the parse tripled its time.
     """
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader = ConfigLoader(text)  # `17:00` and `no` as written (config/yaml_reading.py)
     enabled = gc.isenabled()
     gc.disable()
     try:
