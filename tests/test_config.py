@@ -491,3 +491,32 @@ def test_yes_no_on_off_still_switch_booleans_and_numbers_stay_numbers() -> None:
     assert settings.engine.flush_interval == 0.5
     mail = settings.notify.channels["m"]
     assert (mail.starttls, mail.ssl, mail.port) == (False, True, 465)
+
+
+# --- notify channels get the same help as every other key -------------------------------------
+
+
+def test_a_typo_in_a_channel_key_suggests_the_right_key() -> None:
+    found = problems(
+        "notify:\n  channels:\n    chat:\n      kind: slack\n      urll: https://x.example/h\n"
+    )
+    assert (
+        "nw.yaml:5: notify.channels.chat.urll: unknown key; allowed here: kind, team_wide, "
+        "timeout, url; did you mean 'url'?" in found
+    )
+    [typo] = problems("notify:\n  channels:\n    m:\n      kind: email\n      hots: x\n")
+    assert typo.startswith("nw.yaml:5: notify.channels.m.hots: unknown key; allowed here: host,")
+    assert typo.endswith("did you mean 'host'?")
+
+
+def test_a_wrong_or_missing_channel_kind_lists_the_channel_kinds_not_the_probe_kinds() -> None:
+    [wrong] = problems("notify:\n  channels:\n    m:\n      kind: emal\n")
+    assert wrong == (
+        "nw.yaml:4: notify.channels.m.kind: unknown kind 'emal'; allowed kinds: email, "
+        "mattermost, slack, sms, teams, webhook; did you mean 'email'?"
+    )
+    [missing] = problems("notify:\n  channels:\n    m:\n      host: x\n")
+    assert missing == (
+        "nw.yaml:3: notify.channels.m.kind: is required; one of: email, mattermost, slack, sms, "
+        "teams, webhook"
+    )
