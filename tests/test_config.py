@@ -520,3 +520,19 @@ def test_a_wrong_or_missing_channel_kind_lists_the_channel_kinds_not_the_probe_k
         "nw.yaml:3: notify.channels.m.kind: is required; one of: email, mattermost, slack, sms, "
         "teams, webhook"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("  contacts:\n    - {id: a, name: A, phone: +31612345678}", "people.contacts[0].phone"),
+        ("  contacts:\n    - {id: a, name: 2026-01-01}", "people.contacts[0].name"),
+        ("  contacts:\n    - {id: a, name: true}", "people.contacts[0].name"),
+    ],
+)
+def test_a_number_or_date_where_text_is_meant_says_to_quote_it(line: str, key: str) -> None:
+    [problem] = problems(f"people:\n{line}\n")
+    assert problem == (
+        f"nw.yaml:3: {key}: Input should be a valid string; put it in quotes: unquoted, YAML "
+        "reads it as a number, a date or a boolean"
+    )

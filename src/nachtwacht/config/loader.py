@@ -9,6 +9,7 @@ import re
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -413,6 +414,11 @@ def _problems(
             message = _unknown_key(path[-1] if path else "", container)
         elif error["type"] == "missing":
             message = "is required"
+        elif error["type"] == "string_type" and isinstance(error.get("input"), int | float | date):
+            # `phone: +31612345678`, `name: 2026-01-01`: YAML made a number or a date of it
+            message += (
+                "; put it in quotes: unquoted, YAML reads it as a number, a date or a boolean"
+            )
         elif error["type"] == "literal_error" and error.get("input") == "":
             # `op: >` is YAML's folded-text marker, so the value arrives empty
             message += (
