@@ -558,3 +558,12 @@ def test_frappe_config_on_postgres_uses_its_url_and_asks_to_translate_queries(
     assert (url.drivername, url.port) == ("postgresql+psycopg", 5432)
     assert "# EDIT: this site runs on PostgreSQL" in text
     parse_config(text, "frappe.yaml")
+
+
+def test_validate_reads_unquoted_business_hours_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "nachtwacht.yaml"
+    path.write_text("business_hours:\n  start: 08:30\n  end: 17:00\nprobes: []\n", encoding="utf-8")
+    result = runner.invoke(app, ["config", "validate", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert f"{path}: ok" in result.stdout

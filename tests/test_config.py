@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -429,3 +430,109 @@ def test_frappe_sources_need_distinct_names() -> None:
     assert problems(text) == [
         "nw.yaml:4: errors.frappe_monitor_logs[1].name: 'shop' is already used"
     ]
+
+
+# --- YAML 1.1 traps: unquoted times and yes/no/on/off -----------------------------------------
+
+
+def test_unquoted_business_hours_are_times_of_day() -> None:
+    # YAML 1.1 reads 17:00 as the base-60 number 1020 (and 08:30 as text)
+    settings = parse_config("business_hours:\n  start: 08:30\n  end: 17:00\n")
+    assert (settings.business_hours.start, settings.business_hours.end) == (time(8, 30), time(17))
+    settings = parse_config("business_hours:\n  start: 7:45\n  end: 22:15\n")
+    assert (settings.business_hours.start, settings.business_hours.end) == (
+        time(7, 45),
+        time(22, 15),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1020", "business_hours.end: must be a time of day such as 17:00"),
+        ("'17:00+02:00'", "business_hours.end: must be a time of day without a zone"),
+        ("25:00", "business_hours.end: Input should be in a valid time format"),
+    ],
+)
+def test_a_business_hour_that_is_no_time_of_day_names_file_and_line(
+    value: str, message: str
+) -> None:
+    [problem] = problems(f"site: x\nbusiness_hours:\n  end: {value}\n")
+    assert problem.startswith(f"nw.yaml:3: {message}")
+
+
+def test_an_unquoted_daily_handoff_is_the_time_written() -> None:
+    settings = parse_config(
+        "people:\n  contacts:\n    - {id: ann, name: Ann}\n"
+        "  rotations:\n    - {name: night, type: daily, handoff: 17:00, members: [ann]}\n"
+    )
+    assert settings.people.rotations[0].handoff == "17:00"
+
+
+def test_yes_no_on_off_are_text_where_text_is_meant() -> None:
+    settings = parse_config(
+        "people:\n  contacts:\n    - {id: no, name: Norway, email: oslo@example.org}\n"
+        "notify:\n  channels:\n    on: {kind: slack, url: 'https://chat.example/hook'}\n"
+        "components:\n  yes: The yes-service\n"
+        "probes:\n  - {name: off, kind: tcp, host: 127.0.0.1, port: 80, component: yes}\n"
+    )
+    assert settings.people.contacts[0].id == "no"
+    assert list(settings.notify.channels) == ["on"]
+    assert [c.name for c in settings.components] == ["yes"]
+    assert (settings.probes[0].name, settings.probes[0].component) == ("off", "yes")
+
+
+def test_yes_no_on_off_still_switch_booleans_and_numbers_stay_numbers() -> None:
+    settings = parse_config(
+        "server:\n  secure_cookies: yes\n  port: 8443\nengine:\n  flush_interval: 0.5\n"
+        "notify:\n  channels:\n    m: {kind: email, starttls: off, ssl: on, port: 465}\n"
+    )
+    assert settings.server.secure_cookies is True and settings.server.port == 8443
+    assert settings.engine.flush_interval == 0.5
+    mail = settings.notify.channels["m"]
+    assert (mail.starttls, mail.ssl, mail.port) == (False, True, 465)
+
+
+# --- notify channels get the same help as every other key -------------------------------------
+
+
+def test_a_typo_in_a_channel_key_suggests_the_right_key() -> None:
+    found = problems(
+        "notify:\n  channels:\n    chat:\n      kind: slack\n      urll: https://x.example/h\n"
+    )
+    assert (
+        "nw.yaml:5: notify.channels.chat.urll: unknown key; allowed here: kind, team_wide, "
+        "timeout, url; did you mean 'url'?" in found
+    )
+    [typo] = problems("notify:\n  channels:\n    m:\n      kind: email\n      hots: x\n")
+    assert typo.startswith("nw.yaml:5: notify.channels.m.hots: unknown key; allowed here: host,")
+    assert typo.endswith("did you mean 'host'?")
+
+
+def test_a_wrong_or_missing_channel_kind_lists_the_channel_kinds_not_the_probe_kinds() -> None:
+    [wrong] = problems("notify:\n  channels:\n    m:\n      kind: emal\n")
+    assert wrong == (
+        "nw.yaml:4: notify.channels.m.kind: unknown kind 'emal'; allowed kinds: email, "
+        "mattermost, slack, sms, teams, webhook; did you mean 'email'?"
+    )
+    [missing] = problems("notify:\n  channels:\n    m:\n      host: x\n")
+    assert missing == (
+        "nw.yaml:3: notify.channels.m.kind: is required; one of: email, mattermost, slack, sms, "
+        "teams, webhook"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("  contacts:\n    - {id: a, name: A, phone: +31612345678}", "people.contacts[0].phone"),
+        ("  contacts:\n    - {id: a, name: 2026-01-01}", "people.contacts[0].name"),
+        ("  contacts:\n    - {id: a, name: true}", "people.contacts[0].name"),
+    ],
+)
+def test_a_number_or_date_where_text_is_meant_says_to_quote_it(line: str, key: str) -> None:
+    [problem] = problems(f"people:\n{line}\n")
+    assert problem == (
+        f"nw.yaml:3: {key}: Input should be a valid string; put it in quotes: unquoted, YAML "
+        "reads it as a number, a date or a boolean"
+    )

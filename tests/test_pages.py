@@ -505,3 +505,102 @@ def test_a_form_posted_after_the_session_expired_goes_back_to_login(
         )
     assert response.status_code == 303
     assert response.headers["location"] == "/login?next=/incidents/1"
+
+
+def test_probe_page_links_to_its_open_incident(site: Site) -> None:
+    site.login("rita")
+    site.check("db")
+    assert "probe-incident" not in site.client.get("/probes/db").text
+    incident_id = site.declare("Database down")
+    store = site.client.app.state.nw.runtime.store
+    now = site.clock.now()
+    with store.begin() as conn:
+        probe = service.probe_by_name(conn, "db")
+        assert probe is not None
+        conn.execute(
+            insert(t.alerts).values(
+                fingerprint="probe:db",
+                source="probe",
+                probe_id=probe["id"],
+                title="db down",
+                component="database",
+                severity=1,
+                status="firing",
+                started_at=now,
+                fired_at=now,
+                last_seen=now,
+                incident_id=incident_id,
+            )
+        )
+    page = site.client.get("/probes/db").text
+    assert f'<a href="/incidents/{incident_id}">S1 #{incident_id} Database down</a>' in page
+    assert "probe-incident" not in site.client.get("/probes/web").text
+    resolved = site.client.post(
+        f"/api/v1/incidents/{incident_id}/resolve",
+        json={"message": "back", "skip_checklist": "tested by hand"},
+        headers={"X-CSRF-Token": site.csrf},
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert "probe-incident" not in site.client.get("/probes/db").text
+
+
+def test_incident_page_links_an_alerts_probe_and_its_http_generator_url(site: Site) -> None:
+    site.login("rita")
+    incident_id = site.declare("Orders fail")
+    store = site.client.app.state.nw.runtime.store
+    now = site.clock.now()
+    common = {"status": "firing", "started_at": now, "fired_at": now, "last_seen": now}
+    with store.begin() as conn:
+        probe = service.probe_by_name(conn, "db")
+        assert probe is not None
+        for fingerprint, source, title, message in (
+            ("probe:db", "probe", "db refused", "Source: https://not-a-link.example/"),
+            (
+                "am:1",
+                "alertmanager",
+                "High latency",
+                "p99 up\nSource: https://prom.example/g?x=1&y=2",
+            ),
+            ("am:2", "alertmanager", "Sneaky", "Source: javascript:alert(1)"),
+        ):
+            conn.execute(
+                insert(t.alerts).values(
+                    fingerprint=fingerprint,
+                    source=source,
+                    title=title,
+                    component="database",
+                    severity=1,
+                    message=message,
+                    incident_id=incident_id,
+                    probe_id=probe["id"] if source == "probe" else None,
+                    **common,
+                )
+            )
+    page = site.client.get(f"/incidents/{incident_id}").text
+    assert '<a href="/probes/db">db refused</a>' in page
+    assert 'href="https://prom.example/g?x=1&amp;y=2" class="alert-source"' in page
+    assert page.count('class="alert-source"') == 1
+    assert "javascript:" not in page and "not-a-link" not in page
+
+
+def test_settings_page_shows_problems_first_then_what_matters_and_folds_the_config(
+    site: Site,
+) -> None:
+    site.login("vic")
+    html = site.client.get("/settings").text
+    problems = html.index('id="config-problems"')
+    glance = html.index('id="config-summary"')
+    assert problems < glance < html.index('id="maintenance"') < html.index('id="config-yaml"')
+    # the public URL is the default loopback one: pages would carry links phones cannot open
+    assert "<code>incidents.public_url</code>: acknowledge links" in html[problems:glance]
+    at_a_glance = html[glance : html.index('id="maintenance"')]
+    assert re.search(r'<dd id="probe-count">4 <span class="muted">\(2 tcp, 1 sql, 1 host\)', html)
+    assert "<strong>mail</strong> <span" in at_a_glance and "127.0.0.1:" in at_a_glance
+    assert "https://hooks.slack.example/••••••" in at_a_glance
+    assert "<strong>Olga Oncall</strong> oncall engineer" in at_a_glance
+    assert "<strong>protocol</strong>" in at_a_glance and "for S1, S2, S3" in at_a_glance
+    assert "http://" in html[html.index('id="public-url"') :][:80]
+    folded = html[html.index("<details>", glance) : html.index("</details>", glance)]
+    assert 'id="config-yaml"' in folded
+    assert "null" not in folded and "phone:" not in folded
+    assert "smtp-pass-4711" not in html and "hunter2" not in html

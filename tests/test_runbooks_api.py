@@ -252,3 +252,15 @@ def test_the_runbooks_page_lists_every_runbook_with_its_commands(
         assert f'data-runbook="{name}"' in html
     assert "$ sudo -n systemctl restart nginx" in html
     assert DB_PASSWORD not in html
+
+
+def test_the_picker_lists_the_immediate_response_first_and_chooses_it(
+    page: tuple[TestClient, int],
+) -> None:
+    client, incident_id = page
+    login(client, "rita")
+    panel = client.get(f"/ui/incidents/{incident_id}/runbooks").text
+    options = re.findall(r'<option value="([^"]+)"( selected)?>', panel)
+    assert options[0] == ("immediate-response", " selected")
+    assert [name for name, chosen in options if chosen] == ["immediate-response"]
+    assert len(options) > 1

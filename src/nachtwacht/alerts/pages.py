@@ -5,6 +5,7 @@ changed here (add one, end one) through the same service as /api/v1/maintenance.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from sqlalchemy import Connection
 from nachtwacht.alerts import windows
 from nachtwacht.auth.deps import access, actor
 from nachtwacht.config import redact
+from nachtwacht.config.loader import link_warnings
+from nachtwacht.notify import reach
 from nachtwacht.web.render import ActionError, RowId, _act, _form, _redirect, _show, as_yaml
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
@@ -22,11 +25,71 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 
 def settings_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
     settings = rt.settings
+    shown = redact.settings_shown(settings)
     return {
-        "config_yaml": as_yaml(redact.settings_shown(settings)),
+        "problems": config_problems(settings),
+        "summary": summary(settings, shown),
+        "config_yaml": as_yaml(without_nulls(shown)),
         "maintenance": windows.list_windows(conn, settings, now),
         "components": settings.component_names(),
     }
+
+
+def config_problems(settings: Any) -> list[dict[str, str]]:
+    """What `config validate` warns about: loads, but will not work as meant."""
+    found = [*reach.config_warnings(settings), *link_warnings(settings)]
+    return [{"key": _dotted(loc), "message": message} for loc, message in found]
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def summary(settings: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """What matters at a glance, from the masked config (`shown`): nothing secret in it."""
+    channels = []
+    for name, channel in shown["notify"]["channels"].items():
+        where = channel.get("url") or (
+            f"{channel['host']}:{channel['port']}" if "host" in channel else ""
+        )
+        channels.append({"name": name, "kind": channel["kind"], "where": where})
+    contacts = [
+        {
+            "name": c.name,
+            "roles": list(c.roles),
+            "means": [m for m in ("email", "phone", "chat") if getattr(c, m)],
+        }
+        for c in settings.people.contacts
+    ]
+    severities: dict[str, list[int]] = {}
+    for level, policy in sorted(settings.incidents.severity_policy.items()):
+        severities.setdefault(policy, []).append(level)
+    policies = [
+        {"name": name, "steps": len(policy.steps), "severities": severities.get(name, [])}
+        for name, policy in settings.incidents.policies.items()
+    ]
+    return {
+        "channels": channels,
+        "contacts": contacts,
+        "rotations": [{"name": r.name, "members": r.members} for r in settings.people.rotations],
+        "policies": policies,
+        "probes": len(settings.probes),
+        "probe_kinds": dict(Counter(p.kind for p in settings.probes).most_common()),
+        "store": shown["store"]["url"],
+        "public_url": settings.incidents.public_url,
+    }
+
+
+def without_nulls(value: Any) -> Any:
+    """The config without the keys left unset (`phone: null` says nothing)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 @router.get("/settings", response_class=HTMLResponse)

@@ -72,6 +72,10 @@ class BaselineSettings(Strict):
     error_min_per_hour: float = Field(default=1.0, ge=0)
     resource_points: float = Field(default=10.0, ge=0)  # host usage, percentage points up
     min_samples: int = Field(default=5, ge=1)  # fewer latency samples now: not compared
+    # the first baseline is captured by itself once the system has been healthy this long (no
+    # incident, no alert): a fresh install can pass the restoration checklist's performance
+    # item without anyone knowing `baseline capture`; null: never by itself
+    auto_after: Duration | None = Field(default=24 * 3600.0, gt=0)
 
 
 class AlertSettings(Strict):

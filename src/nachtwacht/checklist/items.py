@@ -253,12 +253,13 @@ async def performance(ctx: Context) -> ItemResult:
             .first()
         )
         if row is None:
-            return ItemResult(
-                "performance",
-                False,
-                "no performance baseline captured: re-establish it with "
-                "`nachtwacht baseline capture`",
-            )
+            # a fresh install has none until it has run healthy for a while: say what to do
+            # rather than refuse every S1/S2 resolution until someone knows the command
+            try:
+                from nachtwacht.analytics.first_baseline import no_baseline_yet
+            except ImportError:
+                return ItemResult("performance", True, "no baseline comparison in this build")
+            return ItemResult("performance", True, no_baseline_yet(ctx.settings.analytics.baseline))
         notes = [f"baseline '{row['name']}' captured {iso(row['captured_at'])}"]
         if _flag(conn, "enable_performance_optimization") is False:
             notes.append("performance optimisation is switched off (flag)")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
 from dataclasses import dataclass
-from typing import Any
+from datetime import date
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -87,11 +89,14 @@ def validation_problems(
                 problems.append(_problem(root, _parse_key(key_text), text, filename, model))
             continue
         if error["type"] == "union_tag_invalid":
+            # the kinds of the union at hand: a notify channel's, not a probe's
+            allowed = _tags(_type_at(model, loc)) or _kind_names()
             loc.append("kind")
-            message = _unknown_kind(error.get("ctx", {}).get("tag", ""))
+            message = _unknown_kind(error.get("ctx", {}).get("tag", ""), allowed)
         elif error["type"] == "union_tag_not_found":
+            allowed = _tags(_type_at(model, loc)) or _kind_names()
             loc.append("kind")
-            message = f"is required; one of: {', '.join(sorted(_kind_names()))}"
+            message = f"is required; one of: {', '.join(sorted(allowed))}"
         elif error["type"] == "value_error":
             # `interval must be at least 1s` from a model validator: point at `interval`
             _, _, _, at_model = _walk(root, loc, model)
@@ -105,6 +110,11 @@ def validation_problems(
             message = _unknown_key(path[-1] if path else "", container)
         elif error["type"] == "missing":
             message = "is required"
+        elif error["type"] == "string_type" and isinstance(error.get("input"), int | float | date):
+            # `phone: +31612345678`, `name: 2026-01-01`: YAML made a number or a date of it
+            message += (
+                "; put it in quotes: unquoted, YAML reads it as a number, a date or a boolean"
+            )
         elif error["type"] == "literal_error" and error.get("input") == "":
             # `op: >` is YAML's folded-text marker, so the value arrives empty
             message += (
@@ -136,7 +146,7 @@ def _walk(
     node, path, deepest = root, [], root
     parent_model: type[BaseModel] | None = model
     container: type[BaseModel] | None = model
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             found = None
             for key_node, value_node in node.value:
@@ -146,7 +156,8 @@ def _walk(
             if found is None:
                 kind = next((v.value for k, v in node.value if k.value == "kind"), None)
                 if kind is not None and part == kind:
-                    parent_model = _kind_model(kind) or parent_model
+                    tagged = _tagged(_type_at(model, loc[:index]), kind)
+                    parent_model = tagged or _kind_model(kind) or parent_model
                     continue  # the discriminator tag pydantic adds to the location
                 path.append(part)
                 container = parent_model
@@ -194,8 +205,57 @@ def _kind_names() -> list[str]:
     return list(kinds())
 
 
-def _unknown_kind(tag: Any) -> str:
-    allowed = sorted(_kind_names())
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    """The models a declared type holds: a union's members, a list's or a dict's values."""
+    base = strip_type(tp)
+    origin = get_origin(base)
+    if origin in (list, tuple):
+        return _models_in(item_type(base))
+    if origin is dict:
+        return _models_in(value_type(base))
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(base) for m in _models_in(arg)]
+    return [base] if isinstance(base, type) and issubclass(base, BaseModel) else []
+
+
+def _kinds_of(member: type[BaseModel]) -> tuple[Any, ...]:
+    field = member.model_fields.get("kind")
+    return get_args(field.annotation) if field is not None else ()
+
+
+def _tagged(tp: Any, tag: Any) -> type[BaseModel] | None:
+    """The member of the union `tp` whose `kind` is `tag` (a channel's kind: slack, email)."""
+    return next((m for m in _models_in(tp) if tag in _kinds_of(m)), None)
+
+
+def _tags(tp: Any) -> list[str]:
+    return [str(k) for m in _models_in(tp) for k in _kinds_of(m)]
+
+
+def _type_at(model: type[BaseModel] | None, loc: list[Any]) -> Any:
+    """The declared type of the value at a pydantic error location (tags included)."""
+    tp: Any = model
+    for part in loc:
+        base = strip_type(tp)
+        origin = get_origin(base)
+        if isinstance(base, type) and issubclass(base, BaseModel):
+            field = base.model_fields.get(str(part))
+            if field is None:
+                return None
+            tp = with_metadata(field)
+        elif origin in (list, tuple):
+            tp = item_type(base)
+        elif origin is dict:
+            tp = value_type(base)
+        else:
+            tp = _tagged(base, part)
+            if tp is None:
+                return None
+    return tp
+
+
+def _unknown_kind(tag: Any, kinds: list[str]) -> str:
+    allowed = sorted(kinds)
     message = f"unknown kind '{tag}'; allowed kinds: {', '.join(allowed)}"
     close = difflib.get_close_matches(str(tag), allowed, n=1)
     return f"{message}; did you mean '{close[0]}'?" if close else message
@@ -223,3 +283,46 @@ def dotted_key(path: list[Any]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+# -- declared types (shared with loader.py's secret sources) ---------------------------------
+
+
+def with_metadata(field: Any) -> Any:
+    if field.metadata:
+        return Annotated[(field.annotation, *field.metadata)]
+    return field.annotation
+
+
+def strip_type(tp: Any) -> Any:
+    """The type without Annotated and Optional around it."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def item_type(tp: Any) -> Any:
+    base = strip_type(tp)
+    if get_origin(base) in (list, tuple):
+        args = get_args(base)
+        return args[0] if args else Any
+    return Any
+
+
+def value_type(tp: Any) -> Any:
+    base = strip_type(tp)
+    if get_origin(base) is dict:
+        args = get_args(base)
+        return args[1] if len(args) == 2 else None
+    return None
+
+
+Warnings = list[tuple[tuple[str | int, ...], str]]  # (key path, message) pairs

@@ -8,10 +8,9 @@ from __future__ import annotations
 import gc
 import os
 import re
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -21,10 +20,14 @@ from nachtwacht.config.explain import (
     ConfigProblem,
     dotted_key,
     duplicate_keys,
+    item_type,
     line_at,
     validation_problems,
+    value_type,
+    with_metadata,
 )
 from nachtwacht.config.schema import Settings, settings_model
+from nachtwacht.config.yaml_reading import ConfigLoader
 from nachtwacht.probes.base import ProbeConfig
 
 DEFAULT_PATH = "nachtwacht.yaml"
@@ -151,7 +154,7 @@ class _Sources:
         from nachtwacht.config.redact import Secret, model_for
 
         if isinstance(data, list):
-            item = _item_type(tp)
+            item = item_type(tp)
             for index, value in enumerate(data):
                 self.read_files(value, item, [*path, index])
             return
@@ -166,9 +169,9 @@ class _Sources:
             for key, value in data.items():
                 field = model.model_fields.get(key)
                 if field is not None:
-                    self.read_files(value, _with_metadata(field), [*path, key])
+                    self.read_files(value, with_metadata(field), [*path, key])
             return
-        value_tp = _value_type(tp)
+        value_tp = value_type(tp)
         if value_tp is None:
             return
         secret_values = any(
@@ -203,43 +206,6 @@ class _Sources:
         value = content.rstrip("\r\n")
         self.values.add(value)
         data[target] = value
-
-
-def _with_metadata(field: Any) -> Any:
-    if field.metadata:
-        return Annotated[(field.annotation, *field.metadata)]
-    return field.annotation
-
-
-def _strip(tp: Any) -> Any:
-    """The type without Annotated and Optional around it."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            members = [a for a in get_args(tp) if a is not type(None)]
-            if len(members) != 1:
-                return tp
-            tp = members[0]
-        else:
-            return tp
-
-
-def _item_type(tp: Any) -> Any:
-    base = _strip(tp)
-    if get_origin(base) in (list, tuple):
-        args = get_args(base)
-        return args[0] if args else Any
-    return Any
-
-
-def _value_type(tp: Any) -> Any:
-    base = _strip(tp)
-    if get_origin(base) is dict:
-        args = get_args(base)
-        return args[1] if len(args) == 2 else None
-    return None
 
 
 Warnings = list[tuple[tuple[str | int, ...], str]]  # (key path, message) pairs
@@ -291,7 +257,7 @@ def _load(text: str) -> tuple[yaml.Node | None, object]:
     The nodes carry the line numbers errors are reported with. A large file (10,000 probes)
     makes millions of short-lived objects: collecting during the parse tripled its time.
     """
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader = ConfigLoader(text)  # `17:00` and `no` as written (config/yaml_reading.py)
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,6 +46,24 @@ class BusinessHours(Strict):
     start: time = time(9, 0)
     end: time = time(17, 0)
     holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: Any) -> Any:
+        # pydantic reads a number as seconds since midnight in UTC: `end: 1020` is no time of
+        # day anyone means, and an aware time cannot be compared with the naive default
+        if isinstance(value, bool | int | float):
+            raise ValueError("must be a time of day such as 17:00")
+        if isinstance(value, str) and re.fullmatch(r"\d:\d\d(:\d\d)?", value.strip()):
+            return "0" + value.strip()  # 7:30 as people write it
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _no_zone(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("must be a time of day without a zone; `timezone` says which")
+        return value
 
     @model_validator(mode="after")
     def _order(self) -> BusinessHours:

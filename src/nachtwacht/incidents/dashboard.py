@@ -8,6 +8,7 @@ refusals); no HTTP here.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
@@ -121,6 +122,24 @@ def incident_paging(
     return {"missed": missed, "reached_nobody": bool(inc["paged"]) and not queued}
 
 
+SOURCE_PREFIX = "Source: "  # alerts/external.py: an Alertmanager alert's generatorURL
+
+
+def alert_view(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert with what the page links to: its probe, and the page of the rule that fired
+    it (Alertmanager's generatorURL), when that is an http(s) address."""
+    probe = alert["fingerprint"].removeprefix("probe:") if alert["source"] == "probe" else None
+    source_url = None
+    message = alert.get("message") or "" if alert["source"] == "alertmanager" else ""
+    for line in message.splitlines():
+        if line.startswith(SOURCE_PREFIX):
+            url = line.removeprefix(SOURCE_PREFIX).strip()
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https") and parts.netloc:
+                source_url = url
+    return {**alert, "probe": probe, "source_url": source_url}
+
+
 def incident_view(
     conn: Connection, settings: Any, incident_id: int, now: float
 ) -> dict[str, Any] | None:
@@ -146,7 +165,7 @@ def incident_view(
         "severity_name": SEVERITY_NAMES.get(inc["severity"], ""),
         "commander_name": commander.name if commander else inc["commander"],
         "roles": roles,
-        "alerts": incidents.alerts_of(conn, incident_id),
+        "alerts": [alert_view(a) for a in incidents.alerts_of(conn, incident_id)],
         "timeline": timeline,
         "plan": escalation_plan(settings, inc),
         "previews": previews(conn, settings, inc, now),

@@ -103,6 +103,9 @@ async def _incident_action(
             status=exc.status_code,
             error=str(exc),
             form=form,
+            # which form was sent: update and resolve both have a `message`, and what was
+            # typed goes back into the form it was typed in
+            form_action=request.url.path.rsplit("/", 1)[-1],
         )
     return _redirect(f"/incidents/{incident_id}#timeline")
 

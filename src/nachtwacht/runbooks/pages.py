@@ -44,12 +44,19 @@ STATE = {
 }
 
 
+# the protocol's Immediate Response Protocol (0-15 minutes), runbooks/builtin
+FIRST_RUNBOOK = "immediate-response"
+
+
 def panel_data(incident_id: int) -> Any:
     def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         inc = incidents.get_incident(conn, incident_id)
         if inc is None:
             raise PageError(f"There is no incident #{incident_id}.")
         runbooks, problems = service.catalog(rt.settings)
+        # the protocol runs the immediate response first for any S1/S2: list it first and
+        # have it chosen, so the responder woken at night need not look for it
+        runbooks.sort(key=lambda r: r["name"] != FIRST_RUNBOOK)
         runs = [
             service.run_view(conn, r["id"])
             for r in service.list_runs(conn, incident_id, None, RUNS_SHOWN)
@@ -65,6 +72,7 @@ def panel_data(incident_id: int) -> Any:
             "runs": runs,
             "busy": any(r["status"] == "running" for r in runs),
             "run_state": STATE,
+            "first_runbook": FIRST_RUNBOOK,
         }
 
     return build
