@@ -283,6 +283,23 @@ def test_acknowledging_through_the_page_form_records_it_on_the_timeline(site: Si
     assert 'data-kind="acknowledged"' in timeline
 
 
+def test_a_resolved_incident_nobody_acknowledged_says_so_without_alarm(site: Site) -> None:
+    site.login("rita")
+    incident = site.declare()
+    site.clock.advance(60)
+    resolved = site.client.post(
+        f"/incidents/{incident}/resolve",
+        data={"csrf_token": site.csrf, "skip_checklist": "recovered by itself"},
+        follow_redirects=False,
+    )
+    assert resolved.status_code == 303
+    html = site.client.get(f"/incidents/{incident}", headers=HTML).text
+    cell = html[html.index('id="acknowledged"') :]
+    cell = cell[: cell.index("</dd>")]
+    assert "not yet" not in cell and "unacked" not in cell
+    assert "not acknowledged (resolved after 60 s)" in cell and 'class="muted"' in cell
+
+
 def test_incident_actions_go_through_the_services(site: Site) -> None:
     site.login("rita")
     incident = site.declare(severity=2)
