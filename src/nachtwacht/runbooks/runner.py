@@ -300,7 +300,7 @@ class Runner(Recorder):
             parts.append(f"{len(failed)} of {len(steps)} steps failed")
         last = max(ran) if ran else None
         final_failed = (
-            last is not None and recorded[last] == "failed" and steps[last].kind in VERIFICATIONS  # type: ignore[attr-defined]
+            last is not None and recorded[last] == "failed" and steps[last].kind in VERIFICATIONS
         )
         if final_failed and last is not None:
             step = steps[last]
