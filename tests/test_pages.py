@@ -300,6 +300,24 @@ def test_a_resolved_incident_nobody_acknowledged_says_so_without_alarm(site: Sit
     assert "not acknowledged (resolved after 60 s)" in cell and 'class="muted"' in cell
 
 
+def test_acknowledging_twice_on_the_page_says_who_did_it_first(site: Site) -> None:
+    site.login("rita")
+    incident = site.declare()
+    first = site.client.post(
+        f"/incidents/{incident}/ack", data={"csrf_token": site.csrf}, follow_redirects=False
+    )
+    assert first.status_code == 303
+    events = len(site.client.get(f"/api/v1/incidents/{incident}").json()["timeline"])
+    again = site.client.post(
+        f"/incidents/{incident}/ack", data={"csrf_token": site.csrf}, follow_redirects=False
+    )
+    assert again.status_code == 200
+    assert re.search(
+        rf'id="notice">incident {incident} already acknowledged by rita at \d\d:\d\d<', again.text
+    )
+    assert len(site.client.get(f"/api/v1/incidents/{incident}").json()["timeline"]) == events
+
+
 def test_incident_actions_go_through_the_services(site: Site) -> None:
     site.login("rita")
     incident = site.declare(severity=2)
@@ -324,11 +342,14 @@ def test_incident_actions_go_through_the_services(site: Site) -> None:
         assert kind in kinds_seen
     assert {e["actor"] for e in body["timeline"] if e["kind"] == "update"} == {"rita"}
 
-    # refusals render the page again with the service's words and status
+    # resolving again is no error: the page says it already was, by whom and when
     again = site.client.post(
         f"/incidents/{incident}/resolve", data={"csrf_token": site.csrf}, follow_redirects=False
     )
-    assert again.status_code == 409 and f"incident {incident} is resolved" in again.text
+    assert again.status_code == 200 and 'id="notice"' in again.text
+    assert re.search(rf"incident {incident} already resolved at \d\d:\d\d by rita", again.text)
+    assert 'class="flash error"' not in again.text
+    # refusals render the page again with the service's words and status
     unknown = site.client.post(
         f"/incidents/{incident}/assign", data={"csrf_token": site.csrf, "contact": "nobody"}
     )
