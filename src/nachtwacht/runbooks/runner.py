@@ -110,14 +110,16 @@ class Runner(Recorder):
                 )
             )
             run = {"id": run_id, "incident_id": incident_id}
-            what = "dry run of" if dry_run else "started"
+            # "runbook X started by A: Title (9 steps)"; "runbook X dry run by A: ...; nothing ran"
+            what = "dry run" if dry_run else "started"
+            ran = "; nothing ran" if dry_run else ""
             self._event(
                 conn,
                 run,
                 "runbook",
                 who.name,
                 f"runbook {loaded.name} {what} by {who.name}: {loaded.runbook.title} "
-                f"({len(steps)} steps)",
+                f"({len(steps)} steps{ran})",
                 {"runbook": loaded.name, "dry_run": dry_run},
             )
             if dry_run:
