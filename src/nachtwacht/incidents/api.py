@@ -172,10 +172,21 @@ async def show(request: Request, incident_id: RowId) -> dict[str, Any]:
     return await asyncio.to_thread(work)
 
 
-def _action(incident_id: int, fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+def _action(
+    incident_id: int, fn: Callable[..., Any], unless: str | None = None
+) -> Callable[..., dict[str, Any]]:
+    """`fn`, then the incident. With `unless` (acknowledge | resolve): when that was already
+    done, nothing runs and the answer (still 200) carries `already`, saying by whom and when."""
+
     def work(conn, rt: Runtime, now: float) -> dict[str, Any]:  # noqa: ANN001
-        fn(conn, rt, now)
-        return serialise.detail(conn, rt.settings, incident_id, now)
+        note = None
+        if unless is not None:
+            inc = service.require(conn, incident_id)
+            note = service.already_done(conn, inc, unless, rt.settings.zone, now)
+        if note is None:
+            fn(conn, rt, now)
+        out = serialise.detail(conn, rt.settings, incident_id, now)
+        return out | {"already": note} if note else out
 
     return work
 
@@ -185,7 +196,11 @@ async def ack(request: Request, incident_id: RowId, body: Actor | None = None) -
     who = actor(request)
     return await _write(
         request,
-        _action(incident_id, lambda c, rt, now: service.acknowledge(c, incident_id, who, now)),
+        _action(
+            incident_id,
+            lambda c, rt, now: service.acknowledge(c, incident_id, who, now),
+            unless="acknowledge",
+        ),
     )
 
 
@@ -282,6 +297,7 @@ async def resolve(
                 gate=resolution_gate,
                 skip_checklist=body.skip_checklist,
             ),
+            unless="resolve",
         ),
     )
 
