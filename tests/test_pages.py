@@ -298,6 +298,8 @@ def test_a_resolved_incident_nobody_acknowledged_says_so_without_alarm(site: Sit
     cell = cell[: cell.index("</dd>")]
     assert "not yet" not in cell and "unacked" not in cell
     assert "not acknowledged (resolved after 60 s)" in cell and 'class="muted"' in cell
+    # over within its 15 minutes: the response target was met, not missed
+    assert re.search(r'id="sla" data-sla="met">.*target met', html)
 
 
 def test_acknowledging_twice_on_the_page_says_who_did_it_first(site: Site) -> None:
