@@ -299,7 +299,9 @@ class Runner(Recorder):
         ran = [idx for idx, status in recorded.items() if status not in ("skipped", "planned")]
         parts = ["completed"]
         if failed:
-            parts.append(f"{len(failed)} of {len(steps)} steps failed")
+            parts.append(
+                f"{len(failed)} of {len(steps)} step{'s' if len(steps) != 1 else ''} failed"
+            )
         last = max(ran) if ran else None
         final_failed = (
             last is not None and recorded[last] == "failed" and steps[last].kind in VERIFICATIONS
