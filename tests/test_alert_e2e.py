@@ -109,7 +109,9 @@ async def test_ack_link_shows_a_button_and_acknowledges_on_post(tmp_path: Path) 
         with store.connect() as conn:
             assert service.require(conn, inc_id)["acknowledged_at"] is None  # GET changes nothing
         done = client.post(f"/ack/{token}", data={"actor": "Olga"})
-        assert done.status_code == 200 and "acknowledged" in done.text
+        assert (
+            done.status_code == 200 and "Acknowledged as <strong>Olga (link)</strong>" in done.text
+        )
         with store.connect() as conn:
             inc = service.require(conn, inc_id)
         assert inc["acknowledged_by"] == "Olga (link)"

@@ -202,3 +202,38 @@ def test_on_a_phone_everyone_sees_that_nobody_can_be_paged(
         shot(page, "phone-incident-nobody-was-paged")
     finally:
         context.close()
+
+
+def test_the_ack_link_on_a_phone_shows_the_incident_and_acknowledges(
+    browser: Browser, live_server: LiveServer, shot: Screenshots
+) -> None:
+    with live_server.api("admin") as api:
+        made = api.post("/api/v1/incidents", json={"title": "Payments fail", "severity": 1})
+        assert made.status_code == 201, made.text
+    incident = made.json()["id"]
+    token = made.json()["ack_url"].rsplit("/ack/", 1)[1]
+    # opened from a phone notification: nobody signed in
+    context = browser.new_context(base_url=live_server.url, viewport=PHONE)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(f"/ack/{token}")
+        expect(page.locator("h1")).to_have_text(f"#{incident} Payments fail")
+        expect(page.locator(".sev")).to_have_text("S1 Critical")
+        expect(page.locator("#ack-since")).to_contain_text("ago")
+        expect(page.locator("#ack-deadline")).to_contain_text("15 min")
+        # no people configured on this server: a name is asked for, next to the button
+        expect(page.locator("#ack-as")).to_contain_text("You are acknowledging as")
+        button = page.locator("#ack-button")
+        _on_first_phone_screen(page, button)
+        box = button.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= PHONE["height"]
+        assert box["width"] >= PHONE["width"] * 0.8  # a thumb-sized button
+        shot(page, "phone-ack-link")
+        page.fill("#ack-name", "Alice")
+        button.click()
+        expect(page.locator("#ack-result")).to_contain_text("Acknowledged as Alice (link)")
+        _on_first_phone_screen(page, page.locator("#ack-result"))
+        shot(page, "phone-ack-link-done")
+    finally:
+        context.close()

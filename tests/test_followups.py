@@ -131,7 +131,7 @@ def test_the_resolved_notice_skips_rooms_never_paged_and_says_who_heard_it(store
             "This notice went to: Olga Oncall (and posted to oncall-chat, ops-room)" in r["body"]
         ), r["body"]
     queued = [m for k, m in events(store, inc_id) if k == "notification_queued"]
-    assert queued[-1] == "resolved queued for Olga Oncall via mail, oncall-chat, ops-room"
+    assert queued[-1] == "resolved notice queued for Olga Oncall via mail, oncall-chat, ops-room"
 
 
 def test_an_ack_keeps_the_leads_escalation_step_and_the_lead_hears_what_follows(

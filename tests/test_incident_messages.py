@@ -97,7 +97,7 @@ def test_send_custom_queues_the_edited_text_and_records_who_sent_it(
 
     [event] = _events(sqlite_store, incident_id, "notification_queued")
     assert event["actor"] == "rita"
-    assert event["message"] == "customer_notice edited and sent to Olga Oncall via chat, mail"
+    assert event["message"] == "customer notice edited and sent to Olga Oncall via chat, mail"
 
 
 def test_sending_the_same_text_twice_sends_it_twice_and_notified_means_who_heard(
@@ -214,7 +214,7 @@ def test_the_page_form_sends_with_csrf_and_is_refused_without(site: Site) -> Non
     assert (mail["contact"], mail["subject"]) == ("tina", "Edited subject")
     assert mail["body"] == "Edited body for customers."
     timeline = c.get(f"/incidents/{incident_id}", headers=HTML).text
-    assert "customer_notice edited and sent to Tina Techlead" in timeline
+    assert "customer notice edited and sent to Tina Techlead" in timeline
 
     # a refusal renders the page again with the message and keeps what was typed
     again = c.post(

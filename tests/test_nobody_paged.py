@@ -132,7 +132,7 @@ def test_the_timeline_names_only_who_a_message_was_queued_for(sqlite_store: Stor
     assert {r["contact"] for r in outbox(sqlite_store)} == {"olga"}
     timeline = events(sqlite_store, incident_id)
     queued = [m for k, m in timeline if k == "notification_queued"]
-    assert queued[-1] == "emergency_alert queued for Olga Oncall via mail"  # page 3
+    assert queued[-1] == "page queued for Olga Oncall via mail"  # page 3
     assert (
         "not_delivered",
         "page NOT delivered: no channel reaches Tina Techlead (technical_lead)",
@@ -148,7 +148,7 @@ def test_a_role_nobody_holds_is_not_delivered_even_when_the_team_chat_hears_it(
     step3 = timeline.index(next(e for e in timeline if e[1].startswith("Management notification")))
     assert timeline[step3 + 1] == (
         "notification_queued",
-        "emergency_notification queued for team channels via chat",
+        "notification queued for team channels via chat",
     )
     assert timeline[step3 + 2] == (
         "not_delivered",

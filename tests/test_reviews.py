@@ -486,3 +486,24 @@ def test_followup_reminded_at_is_claimed_once_per_period(
             update(t.followups).where(t.followups.c.id == action["id"]).values(reminded_at=now)
         )
     assert _tick(sqlite_store, settings, now + 60) == 0
+
+
+def test_an_incident_resolved_before_its_response_deadline_met_it(
+    store: Store, clock: FakeClock
+) -> None:
+    settings = settings_for(SITE, store.url)
+    now = local(2027, 2, 10, 12, 0)
+    clock.set(now)
+    with store.begin() as conn:
+        # an S1 that resolved itself after 60 s: nobody had to respond, nothing was missed
+        _incident(conn, settings, local(2027, 1, 3, 3, 0), 1, None, 60)
+        # an S1 resolved after 20 minutes without an acknowledgement: the 15 minutes passed
+        _incident(conn, settings, local(2027, 1, 4, 3, 0), 1, None, 20 * 60)
+    with store.connect() as conn:
+        report = monthly.report(conn, settings, "2027-01", now)
+    overall = report["incidents"]
+    assert (overall["sla_met"], overall["sla_decided"], overall["sla_compliance"]) == (1, 2, 0.5)
+    assert [i["sla_met"] for i in sorted(report["incident_list"], key=lambda i: i["id"])] == [
+        True,
+        False,
+    ]

@@ -34,6 +34,15 @@ def config(tmp_path: Path, sandbox: Sandbox) -> Path:
         "title: Echo a secret\nsteps:\n"
         '  - {id: say, kind: command, command: "echo key={{ api_secret }}"}\n'
     )
+    (runbooks / "leaky.yaml").write_text(
+        "title: One step fails\nsteps:\n"
+        '  - {id: flaky, kind: check, command: "false", on_failure: continue}\n'
+        '  - {id: verify, kind: check, command: "true"}\n'
+    )
+    (runbooks / "unrecovered.yaml").write_text(
+        "title: Still down\nsteps:\n"
+        '  - {id: verify, kind: check, command: "false", on_failure: continue}\n'
+    )
     path.write_text(sandbox.config(f"sqlite:///{tmp_path / 'nw.db'}", runbooks=runbooks))
     return path
 
@@ -156,3 +165,13 @@ def test_the_real_executable_runs_a_runbook(config: Path, sandbox: Sandbox) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert "iostat -x 1 3" in sandbox.calls()
     assert "run #1 of performance-failure: succeeded" in done.stdout
+
+
+def test_a_run_with_failed_steps_says_so_and_exits_1(config: Path) -> None:
+    out = invoke(config, "run", "leaky", code=1)
+    assert "partly_failed — completed, 1 of 2 steps failed" in out
+    assert "succeeded" not in out
+    out = invoke(config, "run", "unrecovered", code=1)
+    assert "failed — completed, 1 of 1 step failed, the final check 1 verify (verify) failed" in (
+        out
+    )

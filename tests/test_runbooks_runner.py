@@ -233,7 +233,59 @@ steps:
     assert (stays["status"], stays["attempts"]) == ("failed", 6)
     assert "not ok after 300s (6 checks)" in stays["output"]
     assert clock.now() - t0 == pytest.approx(360.0)
-    assert view["status"] == "succeeded"
+    # the last wait_for is the run's final verification: it failing fails the run
+    assert view["status"] == "failed"
+    assert view["summary"] == (
+        "completed, 1 of 2 steps failed, the final check 2 stays-down (stays-down) failed"
+    )
+
+
+def test_failed_steps_show_in_the_run_even_when_the_final_check_passes(
+    sqlite_store: Store, clock: FakeClock, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    runbooks = tmp_path / "runbooks"
+    user_runbook(
+        runbooks,
+        "leaky",
+        """
+title: Some steps fail
+steps:
+  - {id: one, kind: check, command: "false", on_failure: continue}
+  - {id: two, kind: check, command: "false", on_failure: continue}
+  - {id: fine, kind: check, command: "true"}
+  - {id: verify, title: Probes back to ok, kind: check, command: "true"}
+""",
+    )
+    settings = sandbox.settings(sqlite_store, runbooks=runbooks)
+    incident_id = declare(sqlite_store, settings, clock)
+    view = run(sqlite_store, settings, clock, "leaky", incident_id=incident_id)
+    assert view["status"] == "partly_failed"
+    assert view["summary"] == "completed, 2 of 4 steps failed"
+    last = timeline(sqlite_store, incident_id)[-1]
+    assert last["message"] == "runbook leaky partly failed: completed, 2 of 4 steps failed"
+
+
+def test_a_run_whose_final_probe_check_fails_fails(
+    sqlite_store: Store, clock: FakeClock, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    runbooks = tmp_path / "runbooks"
+    user_runbook(
+        runbooks,
+        "unrecovered",
+        """
+title: Still down at the end
+steps:
+  - {id: one, kind: check, command: "false", on_failure: continue}
+  - {id: fine, kind: check, command: "true"}
+  - {id: verify, title: Probes back to ok, kind: check, command: "false", on_failure: continue}
+""",
+    )
+    settings = sandbox.settings(sqlite_store, runbooks=runbooks)
+    view = run(sqlite_store, settings, clock, "unrecovered")
+    assert view["status"] == "failed"
+    assert view["summary"] == (
+        "completed, 2 of 3 steps failed, the final check 3 verify (Probes back to ok) failed"
+    )
 
 
 def test_secrets_are_masked_in_stored_output_and_on_the_timeline(

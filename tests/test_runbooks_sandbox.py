@@ -293,11 +293,16 @@ def test_builtin_runs_for_real_against_the_sandbox(
     incident_id = declare(sqlite_store, settings, clock)
     inputs = {"suspicious_ip": "203.0.113.9"} if name == "security-incident" else None
     view = run(sqlite_store, settings, clock, name, incident_id=incident_id, inputs=inputs)
-    assert view["status"] == "succeeded", view["summary"]
     steps = view["steps"]
     detail = service.detail(settings, name)
     assert [s["id"] for s in steps] == [s["id"] for s in detail["steps"]]
     failed = [s for s in steps if s["status"] not in ("ok", "skipped")]
+    # a run whose steps failed says so, even when they were allowed to
+    if failed:
+        assert view["status"] == "partly_failed", view["summary"]
+        assert view["summary"] == f"completed, {len(failed)} of {len(steps)} steps failed"
+    else:
+        assert (view["status"], view["summary"]) == ("succeeded", "completed")
     # only read-only checks that depend on this machine may fail (they continue)
     for s in failed:
         assert s["status"] == "failed"

@@ -154,12 +154,25 @@ def _simple(
     config: str | None,
     as_json: bool,
     fn: Callable[[Connection, Settings, float], Any],
+    unless: str | None = None,
 ) -> None:
-    def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
-        fn(conn, cfg, now)
-        return serialise.detail(conn, cfg, incident_id, now)
+    """Do `fn` and show the incident. With `unless` (acknowledge | resolve): when that was
+    already done, say by whom and when, do nothing, and still exit 0."""
 
-    _show(*_run(config, work), as_json)
+    def work(conn: Connection, cfg: Settings, now: float) -> dict[str, Any]:
+        note = None
+        if unless is not None:
+            inc = service.require(conn, incident_id)
+            note = service.already_done(conn, inc, unless, cfg.zone, now)
+        if note is None:
+            fn(conn, cfg, now)
+        out = serialise.detail(conn, cfg, incident_id, now)
+        return out | {"already": note} if note else out
+
+    data, cfg = _run(config, work)
+    if data.get("already") and not as_json:
+        typer.echo(f"{data['already']}; nothing to do")
+    _show(data, cfg, as_json)
 
 
 @incident_app.command("ack")
@@ -169,12 +182,13 @@ def ack(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Acknowledge: stops the repeating pages."""
+    """Acknowledge: stops the repeating pages (already acknowledged: says by whom, exit 0)."""
     _simple(
         incident_id,
         config,
         as_json,
         lambda conn, cfg, now: service.acknowledge(conn, incident_id, _actor(actor), now),
+        unless="acknowledge",
     )
 
 
@@ -321,7 +335,8 @@ def resolve(
     """Resolve (a resolved notice goes to everyone who was paged).
 
     S1 and S2 incidents need a passing `nachtwacht verify --incident ID` since they were
-    acknowledged, or --skip-checklist with a reason (recorded on the timeline).
+    acknowledged, or --skip-checklist with a reason (recorded on the timeline). An incident
+    that is already resolved (it may have resolved itself) is said so, with exit 0.
     """
     _simple(
         incident_id,
@@ -337,6 +352,7 @@ def resolve(
             gate=resolution_gate,
             skip_checklist=skip_checklist,
         ),
+        unless="resolve",
     )
 
 

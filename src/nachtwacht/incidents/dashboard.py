@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES, describe_target, needs_checklist
 from nachtwacht.incidents.notifications import EDITABLE_KINDS, context_for, notified_so_far
+from nachtwacht.incidents.sla import response_met
 from nachtwacht.notify import reach
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.outbox import count_for_incident
@@ -31,7 +32,9 @@ def sla(inc: dict[str, Any], now: float) -> dict[str, Any]:
         late = inc["acknowledged_at"] > due
         return {"state": "late" if late else "met", "due": due, "left": None}
     if inc["status"] not in OPEN_STATUSES:
-        return {"state": "closed", "due": due, "left": None}
+        # over before anyone acknowledged: in time if it was over by the deadline (sla.py)
+        met = response_met(inc, now)
+        return {"state": "met" if met else "missed", "due": due, "left": None}
     left = due - now
     return {"state": "overdue" if left < 0 else "due", "due": due, "left": left}
 

@@ -215,7 +215,10 @@ def _fire_step(
         now,
         "escalated",
         "nachtwacht",
-        f"{label}" + (f" ({why})" if why else "") + f": {', '.join(step.notify) or 'no targets'}",
+        # "Technical lead notification, escalated by rita: db slow; notifies role:technical_lead"
+        f"{label}"
+        + (f", {why}" if why else "")
+        + f"; notifies {', '.join(step.notify) or 'nobody (no targets)'}",
         {"step": index, "after": step.after, "targets": step.notify, "reason": why or None},
     )
     fresh = service.require(conn, inc["id"])

@@ -97,7 +97,7 @@ def queue(
             now,
             "notification_queued",
             actor,
-            f"{kind} queued for {names} via {', '.join(routes)}",
+            f"{label(kind)} queued for {names} via {', '.join(routes)}",
             {"kind": kind, "key": key, "outbox_ids": ids, "contacts": [c.id for c in reached]},
         )
     # a key queued again (no new ids) had its misses recorded the first time
@@ -261,7 +261,7 @@ def send_custom(
         now,
         "notification_queued",
         actor,
-        f"{kind} edited and sent to {words} via {', '.join(routes)}",
+        f"{label(kind)} edited and sent to {words} via {', '.join(routes)}",
         {
             "kind": kind,
             "key": key,

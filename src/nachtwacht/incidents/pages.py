@@ -90,11 +90,27 @@ async def incident_timeline(request: Request, incident_id: RowId) -> HTMLRespons
 
 
 async def _incident_action(
-    request: Request, incident_id: int, work: Callable[[Connection, Any, float, dict], Any]
+    request: Request,
+    incident_id: int,
+    work: Callable[[Connection, Any, float, dict], Any],
+    unless: str | None = None,
 ) -> Response:
+    """Do `work`; a refusal shows the page again with why. With `unless` (acknowledge |
+    resolve): when that was already done, the page says by whom and when, and nothing runs."""
     form = await _form(request)
+    notes: list[str] = []
+
+    def act(conn: Connection, rt: Any, now: float) -> None:
+        if unless is not None:
+            inc = incidents.require(conn, incident_id)
+            note = incidents.already_done(conn, inc, unless, rt.settings.zone, now)
+            if note is not None:
+                notes.append(note)
+                return
+        work(conn, rt, now, form)
+
     try:
-        await _act(request, lambda conn, rt, now: work(conn, rt, now, form))
+        await _act(request, act)
     except ActionError as exc:
         return await _show(
             request,
@@ -106,6 +122,10 @@ async def _incident_action(
             # which form was sent: update and resolve both have a `message`, and what was
             # typed goes back into the form it was typed in
             form_action=request.url.path.rsplit("/", 1)[-1],
+        )
+    if notes:
+        return await _show(
+            request, "incident.html", incident_data(incident_id), notice=notes[0], form={}
         )
     return _redirect(f"/incidents/{incident_id}#timeline")
 
@@ -124,6 +144,7 @@ async def incident_ack(request: Request, incident_id: RowId) -> Response:
         request,
         incident_id,
         lambda conn, rt, now, form: incidents.acknowledge(conn, incident_id, who, now),
+        unless="acknowledge",
     )
 
 
@@ -209,6 +230,7 @@ async def incident_resolve(request: Request, incident_id: RowId) -> Response:
             gate=resolution_gate,
             skip_checklist=form.get("skip_checklist") or None,
         ),
+        unless="resolve",
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, Select, func, select, update
@@ -272,6 +273,41 @@ def acknowledge(conn: Connection, incident_id: int, actor: str, now: float) -> b
     )
     note_withdrawn(conn, incident_id, withdrawn, actor, why, now)
     return True
+
+
+def _at(ts: float, zone: tzinfo, now: float) -> str:
+    when, today = datetime.fromtimestamp(ts, zone), datetime.fromtimestamp(now, zone)
+    return f"{when:%H:%M}" if when.date() == today.date() else f"{when:%Y-%m-%d %H:%M}"
+
+
+def already_done(
+    conn: Connection, inc: dict[str, Any], action: str, zone: tzinfo, now: float
+) -> str | None:
+    """What makes `action` (acknowledge | resolve) on this incident moot, in words, or None.
+
+    Pressing acknowledge twice, or resolving what resolved itself a moment ago, is no error:
+    the person was right, someone (or Nachtwacht) was just quicker. The doors say so, and
+    succeed.
+    """
+    name = f"incident {inc['id']}"
+    if action == "acknowledge" and inc["acknowledged_at"] is not None:
+        at = _at(inc["acknowledged_at"], zone, now)
+        return f"{name} already acknowledged by {inc['acknowledged_by']} at {at}"
+    if action == "resolve" and inc["status"] in ("resolved", "closed"):
+        when = inc["resolved_at"] or inc["closed_at"]
+        by = conn.execute(
+            select(t.incident_events.c.actor)
+            .where(
+                t.incident_events.c.incident_id == inc["id"],
+                t.incident_events.c.kind == "resolved",
+            )
+            .order_by(t.incident_events.c.id.desc())
+            .limit(1)
+        ).scalar()
+        text = f"{name} already {inc['status']}"
+        text += f" at {_at(when, zone, now)}" if when is not None else ""
+        return text + (f" by {by}" if by else "")
+    return None
 
 
 def withdraw_queued(

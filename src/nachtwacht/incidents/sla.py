@@ -9,6 +9,7 @@ the timezone come from the config.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from nachtwacht.config.schema import BusinessHours
@@ -70,3 +71,23 @@ def response_due(severity: int, detected_at: float, calendar: BusinessCalendar) 
     if severity == 2:
         return detected_at + (3600 if in_hours else 2 * 3600)
     return calendar.add_business_time(detected_at, 4 * 3600)
+
+
+def response_met(inc: dict[str, Any], now: float) -> bool | None:
+    """Whether an incident's response target was met: True/False once decided, None while it
+    waits, unacknowledged, inside its target.
+
+    Met when acknowledged by `response_due_at`, or resolved by then (an incident over before
+    anyone had to respond missed nothing); missed when acknowledged or resolved later, when it
+    is still waiting past its target, or when the escalation recorded a breach (`breached_at`).
+    """
+    due = inc["response_due_at"]
+    if inc["breached_at"] is not None:
+        return False
+    if inc["acknowledged_at"] is not None:
+        return bool(inc["acknowledged_at"] <= due)
+    if inc.get("resolved_at") is not None:
+        return bool(inc["resolved_at"] <= due)
+    if now > due:
+        return False
+    return None

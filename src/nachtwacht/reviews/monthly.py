@@ -5,9 +5,9 @@ For a calendar month in site time, counting the incidents *detected* in it:
 - incidents by severity;
 - mean time to acknowledge (acknowledged − detected, over those acknowledged) and to resolve
   (resolved − detected, over those resolved), overall and per severity;
-- SLA compliance: acknowledged by the response target, over the incidents whose response is
-  decided (acknowledged, or past due / breached); those still waiting inside their target are
-  left out;
+- SLA compliance: acknowledged or resolved by the response target, over the incidents whose
+  response is decided (acknowledged, resolved, or past due / breached); those still waiting
+  inside their target are left out;
 - uptime per component: OK results over all results of its probes, from the rollups (hours
   rolled up, the minutes after the hour watermark), as probes/uptime.py counts them;
 - the top error issues by events in the month (error_issue_hours);

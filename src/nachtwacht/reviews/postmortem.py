@@ -6,8 +6,9 @@ The figures (seconds):
 - time to acknowledge = acknowledged − detected;
 - time to mitigate = mitigated − detected (mitigated: the first move to mitigating or monitoring);
 - time to resolve = resolved − detected; duration = resolved − started;
-- the response SLA is met when the incident was acknowledged by `response_due_at`; it is
-  missed when acknowledged later or when the escalation recorded a breach (`breached_at`).
+- the response SLA is met when the incident was acknowledged, or was resolved, by
+  `response_due_at`; it is missed when acknowledged or resolved later, or when the escalation
+  recorded a breach (`breached_at`).
 
 Downtime per component comes from the probes' state changes over [started, resolved) (see
 downtime.py). Notifications are the incident's outbox rows; review and follow-up reminders are
@@ -26,6 +27,7 @@ from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import describe_target
+from nachtwacht.incidents.sla import response_met
 from nachtwacht.notify.compose import SEVERITY_NAMES
 from nachtwacht.reviews import followups, service
 from nachtwacht.reviews.downtime import downtime
@@ -41,12 +43,8 @@ def delta(later: float | None, earlier: float | None) -> float | None:
 
 
 def sla_met(inc: dict[str, Any], now: float) -> bool | None:
-    """True/False once decided; None while unacknowledged and not yet due."""
-    if inc["acknowledged_at"] is not None:
-        return inc["acknowledged_at"] <= inc["response_due_at"] and inc["breached_at"] is None
-    if inc["breached_at"] is not None or now > inc["response_due_at"]:
-        return False
-    return None
+    """True/False once decided; None while unacknowledged and not yet due (incidents/sla.py)."""
+    return response_met(inc, now)
 
 
 def figures(inc: dict[str, Any], now: float) -> dict[str, Any]:

@@ -6,7 +6,8 @@ in a terminal each destructive step and each manual step is a question; `--yes` 
 to all of them; without a terminal and without `--yes`, destructive steps are refused and a
 manual step pauses the run (resume it with `nachtwacht runbook resume RUN`).
 
-Exit codes: 0 the run completed (or was a dry run), 1 it failed, escalated or was refused,
+Exit codes: 0 the run completed with no failed step (or was a dry run), 1 it failed, some of
+its steps failed (`partly_failed`), it escalated or was refused,
 2 bad input, 3 it is waiting for a person.
 """
 

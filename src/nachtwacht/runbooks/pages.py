@@ -40,6 +40,7 @@ STATE = {
     "planned": "pending",
     "running": "pending",
     "succeeded": "ok",
+    "partly_failed": "warning",
     "escalated": "critical",
 }
 

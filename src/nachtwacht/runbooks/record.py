@@ -224,7 +224,7 @@ class Recorder:
                 run,
                 "runbook",
                 actor,
-                f"runbook {run['runbook']} {status}: {summary}",
+                f"runbook {run['runbook']} {status.replace('_', ' ')}: {summary}",
                 {"runbook": run["runbook"], "status": status},
             )
 

@@ -37,6 +37,8 @@ from nachtwacht.store.db import inserted_id
 
 Answer = Literal["yes", "no", "pause", "ask"]
 Action = Literal["run", "skip", "refuse"]
+# step kinds that verify recovery: one of them failing as a run's last step fails the run
+VERIFICATIONS = ("check", "wait_for")
 
 
 def is_action(value: str) -> TypeGuard[Action]:
@@ -108,14 +110,16 @@ class Runner(Recorder):
                 )
             )
             run = {"id": run_id, "incident_id": incident_id}
-            what = "dry run of" if dry_run else "started"
+            # "runbook X started by A: Title (9 steps)"; "runbook X dry run by A: ...; nothing ran"
+            what = "dry run" if dry_run else "started"
+            ran = "; nothing ran" if dry_run else ""
             self._event(
                 conn,
                 run,
                 "runbook",
                 who.name,
                 f"runbook {loaded.name} {what} by {who.name}: {loaded.runbook.title} "
-                f"({len(steps)} steps)",
+                f"({len(steps)} steps{ran})",
                 {"runbook": loaded.name, "dry_run": dry_run},
             )
             if dry_run:
@@ -272,8 +276,45 @@ class Runner(Recorder):
                 idx + 1,
             )
             return
-        summary = "completed" + (" (the incident was escalated on the way)" if escalated else "")
-        await self._finish(run, "succeeded", summary, who.name, len(steps))
+        status, summary = await self._verdict(run_id, steps, escalated)
+        await self._finish(run, status, summary, who.name, len(steps))
+
+    async def _verdict(
+        self, run_id: int, steps: list[StepBase], escalated: bool
+    ) -> tuple[str, str]:
+        """How a run that went through all its steps ended: `succeeded` only when no step
+        failed; `failed` when its final verification (a check or wait_for as the last step
+        that ran) failed, whatever came before; `partly_failed` otherwise."""
+        recorded = await self._tx(
+            lambda c: {
+                row.idx: row.status
+                for row in c.execute(
+                    select(t.runbook_steps.c.idx, t.runbook_steps.c.status).where(
+                        t.runbook_steps.c.run_id == run_id
+                    )
+                )
+            }
+        )
+        failed = [idx for idx, status in recorded.items() if status == "failed"]
+        ran = [idx for idx, status in recorded.items() if status not in ("skipped", "planned")]
+        parts = ["completed"]
+        if failed:
+            parts.append(
+                f"{len(failed)} of {len(steps)} step{'s' if len(steps) != 1 else ''} failed"
+            )
+        last = max(ran) if ran else None
+        final_failed = (
+            last is not None and recorded[last] == "failed" and steps[last].kind in VERIFICATIONS
+        )
+        if final_failed and last is not None:
+            step = steps[last]
+            parts.append(f"the final check {last + 1} {step.id} ({step.label}) failed")
+        summary = ", ".join(parts)
+        if escalated:
+            summary += " (the incident was escalated on the way)"
+        if final_failed:
+            return "failed", summary
+        return ("partly_failed" if failed else "succeeded"), summary
 
     def _decide(
         self, step: StepBase, who: Who, policy: Policy, action: Action | None, idx: int

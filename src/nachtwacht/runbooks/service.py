@@ -22,7 +22,7 @@ from nachtwacht.runbooks.variables import (
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 
-FINISHED = ("succeeded", "failed", "escalated", "refused", "planned")
+FINISHED = ("succeeded", "partly_failed", "failed", "escalated", "refused", "planned")
 
 
 def summary(loaded: LoadedRunbook) -> dict[str, Any]:
