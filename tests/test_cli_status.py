@@ -143,6 +143,31 @@ def test_status_says_when_nobody_acknowledged_in_time(tmp_path: Path) -> None:
     assert data["incidents"][0]["response_overdue"] is True
 
 
+def test_incident_list_all_shows_a_resolved_unacknowledged_incident_as_history(
+    tmp_path: Path,
+) -> None:
+    cfg = _write(tmp_path, _tcp("db", closed_port(), "database"))
+    args = ["incident", "declare", "--severity", "1", "--title", "Database corrupt"]
+    assert runner.invoke(app, [*args, "-c", str(cfg)]).exit_code == 0
+    store = Store(load_config(cfg).store.url)
+    with store.begin() as conn:  # nobody acknowledged it in time, then it resolved
+        conn.execute(
+            update(t.incidents).values(
+                response_due_at=t.incidents.c.detected_at - 1,
+                status="resolved",
+                resolved_at=t.incidents.c.detected_at + 60,
+            )
+        )
+    store.dispose()
+    listed = runner.invoke(app, ["incident", "list", "--all", "-c", str(cfg)])
+    assert listed.exit_code == 0, listed.output
+    assert "not acked" in listed.output and "OVERDUE" not in listed.output, listed.output
+    data = json.loads(
+        runner.invoke(app, ["incident", "list", "--all", "--json", "-c", str(cfg)]).output
+    )
+    assert data[0]["response_overdue"] is False
+
+
 async def test_status_says_the_monitor_is_not_running_when_its_engine_went_quiet(
     tmp_path: Path,
 ) -> None:

@@ -130,7 +130,9 @@ def list_incidents(
     if not data:
         typer.echo("no open incidents")
     for d in data:
-        ack = response_label(d["acknowledged_at"] is not None, d["response_overdue"])
+        ack = response_label(
+            d["acknowledged_at"] is not None, d["response_overdue"], d["status"] in OPEN_STATUSES
+        )
         typer.echo(
             f"#{d['id']:<5} S{d['severity']} {d['status']:<13} {ack:<8} "
             f"{_local(d['detected_at'], cfg)}  {d['title']}"

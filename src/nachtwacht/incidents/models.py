@@ -62,14 +62,24 @@ def describe_target(severity: int) -> str:
     }[severity]
 
 
-def response_overdue(acknowledged_at: float | None, response_due_at: float, now: float) -> bool:
-    """Nobody acknowledged the incident and its response target has passed."""
-    return acknowledged_at is None and now > response_due_at
+def response_overdue(
+    acknowledged_at: float | None,
+    response_due_at: float,
+    now: float,
+    resolved_at: float | None = None,
+) -> bool:
+    """Nobody acknowledged the open incident and its response target has passed (a resolved
+    incident is overdue no more: sla.response_met says whether its target was met)."""
+    return acknowledged_at is None and resolved_at is None and now > response_due_at
 
 
-def response_label(acknowledged: bool, overdue: bool) -> str:
-    """An incident's response in one word, as `incident list` and `status` show it."""
-    return "acked" if acknowledged else ("OVERDUE" if overdue else "unacked")
+def response_label(acknowledged: bool, overdue: bool, is_open: bool = True) -> str:
+    """An incident's response in one word or two, as `incident list` and `status` show it."""
+    if acknowledged:
+        return "acked"
+    if not is_open:
+        return "not acked"  # resolved without an ack: history, not an alarm
+    return "OVERDUE" if overdue else "unacked"
 
 
 # S1 and S2 incidents are resolved only after the restoration checklist (checklist/gate.py)

@@ -33,7 +33,9 @@ def summary(inc: dict[str, Any], now: float) -> dict[str, Any]:
     for key in TIMES:
         out[key] = iso(inc.get(key))
     out["response_target"] = describe_target(inc["severity"])
-    out["response_overdue"] = response_overdue(inc["acknowledged_at"], inc["response_due_at"], now)
+    out["response_overdue"] = response_overdue(
+        inc["acknowledged_at"], inc["response_due_at"], now, inc["resolved_at"]
+    )
     out["open_for_seconds"] = round((inc["resolved_at"] or now) - inc["detected_at"], 1)
     return out
 
