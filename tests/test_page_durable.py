@@ -191,7 +191,12 @@ async def test_kill_9_while_the_alert_insert_waits_still_pages_after_restart(
                 assert counts(store)["alerts"] == 0 and counts(store)["outbox"] == 0
                 assert counts(store)["flips"] == 1  # the obligation survived the kill
                 second = start()
-                await until(lambda: len(hooks.pages()) >= 1, "the page after the restart", 60)
+                try:
+                    await until(lambda: len(hooks.pages()) >= 1, "the page after the restart", 60)
+                except AssertionError as exc:
+                    # what the restarted server was doing, to tell a slow start from a lost page
+                    tail = logs[-1].read_text(errors="replace")[-4000:]
+                    raise AssertionError(f"{exc}\n--- {logs[-1].name} ---\n{tail}") from None
             finally:
                 lock.close()
                 for proc in (first, second):
