@@ -138,11 +138,15 @@ def uptime_data(
         # like the grid cells, written out here: one row per probe
         name = escape(p["name"])
         values = "".join(
-            f'<td class="num up-{uptime_class(v)}">{pct(v)}</td>' for v in found[p["id"]].values()
+            f'<td class="num up-{uptime_class(v)}" data-label="{escape(w)}">{pct(v)}</td>'
+            for w, v in found[p["id"]].items()
         )
+        # data-label: on a phone each row is a card whose cells carry their window's name
         html.append(
-            f'<tr data-uptime="{name}"><td><a href="/probes/{quote(p["name"], safe="")}">{name}'
-            f'</a></td><td class="wide-only">{escape(p["component"])}</td>{values}</tr>'
+            f'<tr data-uptime="{name}"><td data-label="Probe">'
+            f'<a href="/probes/{quote(p["name"], safe="")}">{name}</a></td>'
+            f'<td class="wide-only" data-label="Component">{escape(p["component"])}</td>'
+            f"{values}</tr>"
         )
     return {
         "uptime_rows": Markup("\n".join(html)),
