@@ -128,6 +128,32 @@ def test_title_culprit_and_category_like_sentry() -> None:
     assert group(msg_event("hello\nworld")).title == "hello"
 
 
+def node_capture_message(text: str, synthetic: bool = True) -> dict:
+    """What `@sentry/node`'s `captureMessage` sends with `attachStacktrace`: the message, and an
+    exception with no type carrying it and the stack trace."""
+    exc: dict = {
+        "value": text,
+        "stacktrace": {"frames": [frame("warm", "Sentry.captureMessage(m)", module="app")]},
+    }
+    if synthetic:
+        exc["mechanism"] = {"type": "generic", "handled": True, "synthetic": True}
+    return {"event_id": "a" * 32, "level": "info", "message": text, "exception": {"values": [exc]}}
+
+
+def test_a_node_capture_message_is_titled_by_its_message() -> None:
+    assert group(node_capture_message("cache warmed in 35 ms")).title == "cache warmed in 35 ms"
+    # no mechanism, but the value is the message: made up all the same
+    assert group(node_capture_message("cache cold", synthetic=False)).title == "cache cold"
+    # marked synthetic, without a top-level message: the value is the message
+    event = node_capture_message("queue drained\nsecond line")
+    del event["message"]
+    assert group(event).title == "queue drained"
+    # a real exception with no type still reads "Error: ..."
+    real = {"exception": {"values": [{"value": "boom"}]}, "message": "something else"}
+    assert group(real).title == "Error: boom"
+    assert group(exc_event("TypeError", "x is undefined")).title == "TypeError: x is undefined"
+
+
 @pytest.mark.parametrize(
     ("kind", "value", "expected"),
     [

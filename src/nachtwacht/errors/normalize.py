@@ -140,15 +140,31 @@ def culprit(event: Event) -> str | None:
     return _str(event.get("transaction"), 300) or _str(event.get("culprit"), 300)
 
 
+def _synthetic(exc: dict[str, Any], message: str | None) -> bool:
+    """An exception an SDK made up to carry a message's stack trace, not one that was raised.
+
+    `@sentry/node`'s `captureMessage` (with `attachStacktrace`) sends one with no type, the
+    message as its value and `mechanism.synthetic`; Sentry titles such an event by the message.
+    """
+    if exc_type(exc):
+        return False
+    mechanism = exc.get("mechanism")
+    if isinstance(mechanism, dict) and mechanism.get("synthetic") is True:
+        return True
+    return message is not None and exc_value(exc) == message
+
+
 def title(event: Event) -> str:
     """Like Sentry: "TypeError: the value" for an exception, else the message's first line."""
     chain = exceptions(event)
-    if chain:
+    text = message_of(event)
+    if chain and not _synthetic(chain[-1], text):
         main = chain[-1]
         kind = exc_type(main) or "Error"
         value = exc_value(main).split("\n", 1)[0].strip()
         return (f"{kind}: {value}" if value else kind)[:300]
-    text = message_of(event)
+    if not text and chain:
+        text = exc_value(chain[-1]) or None
     if text:
         return text.split("\n", 1)[0].strip()[:300] or "<no message>"
     return "<unlabeled event>"
