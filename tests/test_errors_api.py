@@ -31,6 +31,13 @@ def token(store: Store, clock: FakeClock, role: str) -> dict[str, str]:
 @pytest.fixture
 def srv(store: Store, tmp_path: Path, clock: FakeClock) -> Server:
     with server(store, tmp_path, clock) as s:
+        # two users: 42 (by id, a number in one event and a string in another; "{{auto}}" is
+        # no address) and bob (by e-mail, which comes before the IP)
+        users = {
+            17: {"id": "42", "email": "ann@example.com"},
+            4242: {"email": "bob@example.com", "ip_address": "10.0.0.1"},
+            9: {"id": 42, "email": "ann@example.com", "ip_address": "{{auto}}"},
+        }
         for i in (17, 4242, 9):
             r = s.client.post(
                 f"/api/{s.project['id']}/envelope/",
@@ -40,6 +47,8 @@ def srv(store: Store, tmp_path: Path, clock: FakeClock) -> Server:
                         frames=PLACE,
                         ts=clock.now() - 90,
                         tags={"tenant": "acme"},
+                        user=users[i],
+                        logger="shop.orders",
                     )
                 ),
                 headers=s.sentry(),
@@ -158,6 +167,9 @@ def test_pages_list_show_and_resolve(srv: Server, fast_hashing: None) -> None:  
     shown = client.get(f"/errors/{issue_id}", headers=HTML)
     assert shown.status_code == 200
     assert "raise ValueError(msg)" in shown.text and "tenant = acme" in shown.text
+    assert '<dd id="issue-users">2</dd>' in shown.text
+    assert re.search(r'<dd id="event-user">.*email = \w+@example\.com', shown.text)
+    assert '<dd id="event-logger"><code>shop.orders</code></dd>' in shown.text
     assert "resolve-button" not in shown.text  # a viewer sees no actions
     assert client.get("/errors/999", headers=HTML).status_code == 404
     assert client.post(f"/errors/{issue_id}/resolve", data={"csrf_token": csrf}).status_code == 403

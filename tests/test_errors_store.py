@@ -297,3 +297,31 @@ def test_a_batch_larger_than_a_chunk_dedupes_and_groups_across_chunks(store: Sto
     [issue] = issue_rows(store)
     assert issue["count"] == service.CHUNK + 100 == events(store)
     assert issue["last_event_id"] == twice["event_id"]
+
+
+def test_users_affected_counts_distinct_users_of_the_newest_events(store: Store) -> None:
+    pid = add_project(store)["id"]
+    users = [
+        {"id": "7"},
+        {"id": 7, "email": "ann@example.com"},  # the same user 7
+        {"ip_address": "7"},  # an IP "7" is not the user id "7"
+        {"username": "bob"},
+        {"ip_address": "{{auto}}"},  # no one
+        None,  # no user at all
+    ]
+    batch = records(
+        pid,
+        NOW,
+        *(
+            exc_event(frames=PLACE, ts=NOW - 60 + k, **({"user": u} if u else {}))
+            for k, u in enumerate(users)
+        ),
+    )
+    assert store_batch(store, batch) == 6
+    [row] = issue_rows(store)
+    with store.connect() as conn:
+        assert issues.users_affected(conn, row["id"]) == 3
+        # bounded: only the newest two events (no user, and "{{auto}}") are looked at
+        assert issues.users_affected(conn, row["id"], scan=2) == 0
+        assert issues.users_affected(conn, row["id"], scan=3) == 1
+        assert issues.detail(conn, row["id"], NOW)["users_affected"] == 3

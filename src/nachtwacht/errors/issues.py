@@ -6,7 +6,8 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy import Connection, Select, String, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from nachtwacht.auth.audit import audit
 from nachtwacht.clock import iso
@@ -235,6 +236,45 @@ def latest_event(conn: Connection, issue: dict[str, Any]) -> dict[str, Any] | No
     return event_view(row) if row is not None else None
 
 
+# how many of an issue's newest events `users_affected` looks at: one query, whatever the count
+USERS_SCAN = 10_000
+# what Sentry counts a user by, in this order (its `sentry:user` tag): id, e-mail, username, IP
+_USER_KEYS = ("id", "email", "username", "ip_address")
+
+
+def _user_field(conn: Connection, column: Any, key: str) -> Any:
+    """`data_json`'s `user.<key>` as text, in the store's dialect (the column is TEXT)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return func.jsonb_extract_path_text(cast(column, JSONB), "user", key)
+    if dialect == "mysql":
+        return func.json_value(column, f"$.user.{key}")
+    return cast(func.json_extract(column, f"$.user.{key}"), String)
+
+
+def users_affected(conn: Connection, issue_id: int, scan: int = USERS_SCAN) -> int:
+    """Distinct users among the issue's newest `scan` events, like Sentry's "users" count.
+
+    A user is known by its id, else its e-mail, username or IP address (each kept apart by a
+    prefix, so an id "7" and an IP "7" are two users); an event without one counts for none.
+    The SDK's "{{auto}}" IP placeholder is not an address.
+    """
+    e = t.error_events.c
+    newest = (
+        select(e.data_json)
+        .where(e.issue_id == issue_id)
+        .order_by(e.ts.desc())
+        .limit(scan)
+        .subquery()
+    )
+    parts = []
+    for key in _USER_KEYS:
+        value = func.nullif(func.nullif(_user_field(conn, newest.c.data_json, key), ""), "{{auto}}")
+        parts.append(literal(f"{key}:", String) + value)
+    user = func.coalesce(*parts)
+    return int(conn.execute(select(func.count(func.distinct(user)))).scalar() or 0)
+
+
 def detail(conn: Connection, issue_id: int, now: float) -> dict[str, Any]:
     """An issue, its latest event with the stack trace, and its counts over time."""
     issue = get_issue(conn, issue_id)
@@ -249,6 +289,7 @@ def detail(conn: Connection, issue_id: int, now: float) -> dict[str, Any]:
     return {
         **view(issue),
         "latest_event": latest_event(conn, issue),
+        "users_affected": users_affected(conn, issue_id),
         "hours_24h": hours[-24:],
         "days_14d": daily(hours, 14),
         "recent_events": [
