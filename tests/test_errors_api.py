@@ -13,9 +13,19 @@ from nachtwacht.auth import tokens
 from nachtwacht.auth.audit import audit_log
 from nachtwacht.cli.main import app as main_app
 from nachtwacht.clock import FakeClock
+from nachtwacht.errors import issues, service
 from nachtwacht.store.db import Store
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
-from tests.test_errors_fixtures import Server, envelope, exc_event, frame, msg_event, server
+from tests.test_errors_fixtures import (
+    Server,
+    add_project,
+    envelope,
+    exc_event,
+    frame,
+    msg_event,
+    records,
+    server,
+)
 
 PLACE = [frame("checkout", "place(order)"), frame("place", "raise ValueError(msg)")]
 HTML = {"Accept": "text/html"}
@@ -267,3 +277,48 @@ def test_cli_project_add_list_and_errors_commands(
         }  # fmt: skip
     removed = runner.invoke(main_app, ["project", "remove", "erp", "--yes", "-c", str(config)])
     assert removed.exit_code == 0 and "1 issues, 2 events" in removed.output
+
+
+def test_errors_list_has_column_headers_and_marks_regressions(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    config = tmp_path / "nachtwacht.yaml"
+    config.write_text(f"store:\n  url: {sqlite_store.url}\nspool:\n  dir: {tmp_path / 'spool'}\n")
+    now = 1_800_000_000.0
+    pid = add_project(sqlite_store)["id"]
+    refund = [frame("refund", "raise ValueError(msg)")]
+    with sqlite_store.begin() as conn:
+        batch = records(
+            pid,
+            now,
+            exc_event(value="order 1 is invalid", frames=PLACE, ts=now - 60),
+            exc_event(value="refund 2 failed", frames=refund, ts=now - 50),
+        )
+        service.store_events(conn, batch, now)
+    with sqlite_store.connect() as conn:
+        rows, _ = issues.list_issues(conn, status=None, sort="count", limit=None)
+    place = next(r for r in rows if r["title"].startswith("ValueError: order"))
+    with sqlite_store.begin() as conn:
+        issues.set_status(conn, place["id"], "resolve", "rita", now + 10)
+        later = records(
+            pid, now + 200, exc_event(value="order 3 is invalid", frames=PLACE, ts=now + 100)
+        )
+        service.store_events(conn, later, now + 200)
+
+    out = runner.invoke(main_app, ["errors", "list", "-c", str(config)])
+    assert out.exit_code == 0, out.output
+    header, *lines = out.output.splitlines()
+    assert header.split() == [
+        "ID", "STATUS", "EVENTS", "LAST", "SEEN", "LAST", "24", "H", "[PROJECT]", "TITLE",
+    ]  # fmt: skip
+    by_title = {line.split("] ", 1)[1]: line.split() for line in lines}
+    assert by_title["ValueError: order 1 is invalid"][1:3] == ["regressed", "2"]
+    assert by_title["ValueError: refund 2 failed"][1:3] == ["unresolved", "1"]
+    # the columns line up under their headers
+    assert all(line.index("[shop]") == header.index("[PROJECT]") for line in lines)
+    # JSON keeps the status as stored, with when it regressed
+    listed = json.loads(
+        runner.invoke(main_app, ["errors", "list", "--json", "-c", str(config)]).output
+    )
+    regressed = next(r for r in listed if r["id"] == place["id"])
+    assert regressed["status"] == "unresolved" and regressed["regressed_at"]

@@ -154,13 +154,26 @@ def errors_list(
         return
     if not rows:
         typer.echo("no issues match")
+    else:
+        typer.echo(
+            f"{'ID':<6} {'STATUS':<10} {'EVENTS':>7}  {'LAST SEEN':<16}  {'LAST 24 H':<24}  "
+            "[PROJECT] TITLE"
+        )
     for r in rows:
         typer.echo(
-            f"#{r['id']:<5} {r['status']:<10} {r['count']:>7}  {_local(r['last_seen'], cfg)}  "
-            f"{spark(r['hours_24h'])}  [{r['project']}] {r['title'][:90]}"
+            f"#{r['id']:<5} {_list_status(r):<10} {r['count']:>7}  "
+            f"{_local(r['last_seen'], cfg):<16}  {spark(r['hours_24h'])}  "
+            f"[{r['project']}] {r['title'][:90]}"
         )
     if total > len(rows):
         typer.echo(f"({len(rows)} of {total}; --limit shows more)")
+
+
+def _list_status(row: dict[str, Any]) -> str:
+    """The status, or "regressed" for an unresolved issue that was resolved and seen again."""
+    if row["status"] == "unresolved" and row.get("regressed_at"):
+        return "regressed"
+    return str(row["status"])
 
 
 def _print_issue(d: dict[str, Any], cfg: Settings) -> None:
