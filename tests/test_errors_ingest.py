@@ -120,6 +120,49 @@ def test_the_same_event_id_twice_is_stored_once(srv: Server) -> None:
     assert issue["count"] == 1
 
 
+def test_a_node_capture_message_envelope_is_titled_by_its_message(srv: Server) -> None:
+    # what @sentry/node 8 sends for Sentry.captureMessage(...) with attachStacktrace: the
+    # message, and a synthetic exception without a type carrying it and the stack trace
+    def node_message(text: str) -> dict:
+        return {
+            "event_id": uuid.uuid4().hex,
+            "level": "info",
+            "message": text,
+            "platform": "node",
+            "sdk": {"name": "sentry.javascript.node", "version": "8.40.0"},
+            "exception": {
+                "values": [
+                    {
+                        "value": text,
+                        "stacktrace": {
+                            "frames": [
+                                {
+                                    "filename": "/srv/app/cache.js",
+                                    "module": "cache",
+                                    "function": "warm",
+                                    "lineno": 12,
+                                    "colno": 9,
+                                    "in_app": True,
+                                }
+                            ]
+                        },
+                        "mechanism": {"type": "generic", "handled": True, "synthetic": True},
+                    }
+                ]
+            },
+        }
+
+    for ms in (35, 1200):
+        r = post(srv, envelope(node_message(f"cache warmed in {ms} ms")), srv.sentry())
+        assert r.status_code == 200, r.text
+    srv.drain()
+    with srv.store.connect() as conn:
+        [issue], _ = issues.list_issues(conn)
+    assert issue["count"] == 2
+    assert issue["title"] == "cache warmed in 35 ms"
+    assert issue["exc_type"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "encoding", "needle"),
     [
