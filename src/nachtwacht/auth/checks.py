@@ -9,6 +9,7 @@ same transaction, so the web and the CLI audit the same way.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from nachtwacht.auth.models import (
     ROLES,
@@ -18,6 +19,12 @@ from nachtwacht.auth.models import (
 from nachtwacht.problems import Problem
 
 DEFAULTS = AuthSettings()
+
+
+def auth_settings(settings: Any) -> AuthSettings:
+    """The `auth:` section of the settings, or the defaults when there is none."""
+    value = getattr(settings, "auth", None)
+    return value if isinstance(value, AuthSettings) else DEFAULTS
 
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from nachtwacht.auth import audit as auth_audit
 from nachtwacht.auth import checks, ingest_keys, sessions, tokens, users
-from nachtwacht.auth.deps import auth_settings
+from nachtwacht.auth.checks import auth_settings
 from nachtwacht.auth.models import ROLES, SCOPES
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.clock import SystemClock

@@ -33,8 +33,8 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Connection
 
 from nachtwacht.auth import audit as auth_audit
-from nachtwacht.auth import checks, ingest_keys, passwords, sessions, tokens
-from nachtwacht.auth.checks import AuthError
+from nachtwacht.auth import ingest_keys, passwords, sessions, tokens
+from nachtwacht.auth.checks import AuthError, auth_settings
 from nachtwacht.auth.models import AuthSettings, Principal
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
@@ -55,12 +55,6 @@ log = logging.getLogger(__name__)
 
 
 # -- what the app provides -------------------------------------------------------------------
-
-
-def auth_settings(settings: Any) -> AuthSettings:
-    """The `auth:` section of the settings, or the defaults when there is none."""
-    value = getattr(settings, "auth", None)
-    return value if isinstance(value, AuthSettings) else checks.DEFAULTS
 
 
 def settings_of(request: Request) -> AuthSettings:

@@ -13,9 +13,7 @@ import asyncio
 import re
 import time
 from collections import Counter
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht.auth import tokens, users
 from nachtwacht.checklist.items import Context, ItemResult
@@ -25,6 +23,9 @@ from nachtwacht.incidents.service import latest_id
 from nachtwacht.notify.testmessage import NotifyTestError, send_test
 from nachtwacht.oncall.service import resolve_target
 from nachtwacht.store.db import StoreError
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "nachtwacht")
 PARAM = re.compile(r"\{([^}]+)\}")
@@ -36,6 +37,8 @@ ANSWERING = {403, 404, 409, 422}
 
 
 def _network(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    import httpx
+
     return httpx.AsyncClient(
         base_url=ctx.url, timeout=ctx.cfg.timeout, trust_env=False, headers=headers or {}
     )
@@ -43,6 +46,8 @@ def _network(ctx: Context, headers: dict[str, str] | None = None) -> httpx.Async
 
 def _client(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncClient | None:
     """In-process to the running app, else over the network; None when nothing answers."""
+    import httpx
+
     if ctx.app is not None:
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=ctx.app),
@@ -57,6 +62,8 @@ def _client(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncC
 
 async def reach(ctx: Context) -> tuple[bool, str]:
     """GET /login at the dashboard's address, once per run."""
+    import httpx
+
     if ctx.reached is None:
         started = time.perf_counter()
         try:
@@ -82,6 +89,8 @@ async def reach(ctx: Context) -> tuple[bool, str]:
 
 
 async def dashboard(ctx: Context) -> ItemResult:
+    import httpx
+
     ok, detail = await reach(ctx)
     if not ok:
         return ItemResult("dashboard", False, detail)
@@ -197,6 +206,8 @@ async def api(ctx: Context) -> ItemResult:
 
 
 async def _get(client: httpx.AsyncClient, path: str) -> tuple[str, int | str]:
+    import httpx
+
     try:
         response = await client.get(path, params={"limit": 1})
     except httpx.HTTPError as exc:
@@ -222,6 +233,8 @@ def _accounts(ctx: Context) -> tuple[list[str], str]:
 
 
 async def access(ctx: Context) -> ItemResult:
+    import httpx
+
     try:
         problems, checked = await asyncio.to_thread(_accounts, ctx)
     except StoreError as exc:

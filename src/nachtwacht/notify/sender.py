@@ -29,9 +29,8 @@ import logging
 import os
 import socket
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import select
 
 from nachtwacht.clock import Clock
@@ -47,6 +46,9 @@ from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.wake import Wake
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class OutboxSender:
         return task
 
     def client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._http is None:
             self._http = httpx.AsyncClient(follow_redirects=False)
         return self._http

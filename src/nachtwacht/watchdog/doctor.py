@@ -20,7 +20,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -218,6 +217,8 @@ def check_spool(settings: Settings, store: Store | None) -> Check:
 
 
 def check_clock(settings: Settings, store: Store | None) -> Check:
+    import httpx
+
     dialect = make_url(settings.store.url).get_backend_name()
     if dialect in ("postgresql", "mysql"):
         if store is None:
@@ -317,6 +318,8 @@ def smtp_reachable(cfg: Any) -> Check:
 
 
 def tcp_reachable(url: str) -> Check:
+    import httpx
+
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     where = f"{parsed.host}:{port}"

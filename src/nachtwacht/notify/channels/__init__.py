@@ -10,11 +10,12 @@ timeouts, refused connections).
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 # channel kind → module holding its `send`
 MODULES = {
@@ -61,6 +62,8 @@ async def request(
     **kwargs: Any,
 ) -> httpx.Response:
     """One HTTP request, with every failure turned into a DeliveryError that says why."""
+    import httpx
+
     try:
         response = await http.request(method, url, timeout=timeout, **kwargs)
     except httpx.TimeoutException:

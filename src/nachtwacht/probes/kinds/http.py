@@ -9,7 +9,6 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from pydantic import Field, HttpUrl, field_validator
 
 from nachtwacht.config.masking import mask_urls_in
@@ -19,6 +18,8 @@ from nachtwacht.probes.base import Probe, ProbeConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status, worst
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from nachtwacht.probes.context import ProbeContext
 
 DAY = 86400.0
@@ -52,6 +53,8 @@ class ProbeImpl(Probe):
     config: Config
 
     def __init__(self, config: Config, ctx: ProbeContext) -> None:
+        import aiohttp
+
         super().__init__(config, ctx)
         self._url = str(config.url)
         self._target = f"{config.url.host}:{config.url.port}"
@@ -68,6 +71,8 @@ class ProbeImpl(Probe):
         self._cert_expires: float | None = None
 
     async def check(self) -> CheckResult:
+        import aiohttp
+
         cfg = self.config
         session = self.ctx.http_session()
         started = time.perf_counter()

@@ -21,26 +21,15 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from pydantic import Field, field_validator
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    RedisError,
-)
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
 
 from nachtwacht.probes.base import Probe, ThresholdConfig, os_reason
 from nachtwacht.probes.results import CheckResult, Status
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
     from nachtwacht.probes.context import ProbeContext
 
 _SCHEMES = ("redis", "rediss", "unix")
@@ -75,6 +64,13 @@ class ProbeImpl(Probe):
         self._target = "redis"
 
     def _get_client(self) -> aioredis.Redis:
+        # redis (and through it OpenTelemetry) is imported when a check runs, not when the
+        # config is read: every command reads the config
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
         if self._client is None:
             timeout = self.config.timeout
             self._client = aioredis.Redis.from_url(
@@ -87,6 +83,8 @@ class ProbeImpl(Probe):
         return self._client
 
     async def check(self) -> CheckResult:
+        from redis.exceptions import RedisError
+
         cfg = self.config
         client = self._get_client()
         started = time.perf_counter()
@@ -123,6 +121,10 @@ class ProbeImpl(Probe):
         )
 
     def _describe_error(self, exc: RedisError) -> str:
+        from redis.exceptions import AuthenticationError, AuthorizationError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         target = self._target
         if isinstance(exc, AuthenticationError | AuthorizationError):
             return f"authentication failed on {target}: {exc}"
