@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -245,7 +246,15 @@ probes:
         _out, err = proc.communicate(PASSWORD + "\n", timeout=60)
         assert proc.returncode == 0, f"nachtwacht user add: {err}"
 
-    port = free_port()
+    with serving(config, tmp, targets) as server:
+        yield server
+
+
+@contextmanager
+def serving(config: Path, tmp: Path, targets: dict[str, socket.socket]) -> Iterator[LiveServer]:
+    """A real `nachtwacht serve` on `config`, up and answering; stopped (and its probe
+    targets closed) on the way out."""
+    port = free_port()  # serve cannot report a port it chose itself
     log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -17,7 +17,6 @@ A full-page screenshot of each page at each size is saved into $NACHTWACHT_SCREE
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -38,11 +37,11 @@ from tests.browser_fixtures import (  # noqa: F401 - the *_fixture functions are
     PASSWORD,
     LiveServer,
     _listening_socket,
-    _wait_until_serving,
     browser_fixture,
     need_browser,
+    serving,
 )
-from tests.conftest import free_port
+from tests.helpers import until_sync
 from tests.test_analytics_data import HOUR, add_hours, add_issue
 from tests.test_errors_fixtures import exc_event, frame
 
@@ -143,28 +142,10 @@ def live_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Li
         timeout=60,
     )
     assert added.returncode == 0, added.stderr
-    port = free_port()
-    log = tmp / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--config", str(config), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", config, log, targets)
     try:
-        _wait_until_serving(server, proc)
-        yield server
+        with serving(config, tmp, targets) as server:
+            yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        for sock in server.targets.values():
-            sock.close()
         hook.shutdown()
         hook.server_close()
 
@@ -248,14 +229,18 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
     )
     assert sent.status_code == 200, sent.text
     with live_server.api("viewer") as api:
-        deadline = time.monotonic() + 15
-        while not (issues := api.get("/api/v1/errors/issues", params={"q": "insufficient"}).json()):
-            assert time.monotonic() < deadline, "the event was not stored"
-            time.sleep(0.1)
+
+        def stored() -> list[dict[str, Any]]:
+            return api.get("/api/v1/errors/issues", params={"q": "insufficient"}).json()
+
+        until_sync(stored, "the event stored", 60)
         # the engine opens an incident for the failed probe
-        while not any(i["component"] == "db" for i in api.get("/api/v1/incidents").json()):
-            assert time.monotonic() < deadline, "no incident for the failed probe"
-            time.sleep(0.1)
+        until_sync(
+            lambda: any(i["component"] == "db" for i in api.get("/api/v1/incidents").json()),
+            "an incident for the failed probe",
+            60,
+        )
+        issues = stored()
     return {"s1": s1["id"], "issue": issues[0]["id"]}
 
 
