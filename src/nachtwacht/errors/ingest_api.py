@@ -42,6 +42,7 @@ from nachtwacht.errors.envelope import (
 )
 from nachtwacht.errors.projects import KeyCache, key_loader
 from nachtwacht.errors.records import build, event_meta
+from nachtwacht.meter import Tally
 from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
@@ -59,7 +60,21 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def _refuse(exc: IngestError, retry_after: int | None = None) -> Response:
+# Requests refused by reason (an envelope of several events is one), and events accepted into
+# the spool, in this process, for /metrics. `auth` is a key or project refused; which one is
+# in nachtwacht_ingest_refused_total{door="errors"} (web/refused.py). A JSON event refused by
+# validation before the handler runs (422) is not counted here.
+REFUSED_REASONS = ("invalid", "too_large", "auth", "busy", "spool_full", "unavailable")
+REFUSED = Tally(REFUSED_REASONS)
+ACCEPTED = Tally(("events",))
+_BY_STATUS = {400: "invalid", 415: "invalid", 401: "auth", 403: "auth", 404: "auth"}
+_BY_STATUS |= {413: "too_large", 429: "busy", 503: "unavailable"}
+
+
+def _refuse(
+    exc: IngestError, retry_after: int | None = None, reason: str | None = None
+) -> Response:
+    REFUSED.add(reason or _BY_STATUS.get(exc.status, "invalid"))
     headers = dict(CORS)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -182,6 +197,7 @@ async def _accept(request: Request, records: list[bytes]) -> None:
     elif records:
         await asyncio.gather(*(runtime.spool_put(KIND, r) for r in records))
     backlog(request).added += sum(len(r) for r in records)
+    ACCEPTED.add("events", len(records))
 
 
 def _given_key(request: Request) -> str | None:
@@ -238,7 +254,7 @@ async def _ingest(request: Request, envelope: bool) -> Response:
     except IngestError as exc:
         return _refuse(exc, retry if exc.status in (429, 503) else None)
     except SpoolFull as exc:
-        return _refuse(IngestError(429, f"the spool is full: {exc}"), retry)
+        return _refuse(IngestError(429, f"the spool is full: {exc}"), retry, "spool_full")
     except SpoolError as exc:
         return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": ids[-1]} if ids else {}, CORS)
@@ -375,9 +391,11 @@ async def json_event(
         return _refuse(IngestError(503, f"projects cannot be loaded: {exc}"), cfg.retry_after)
     if entry is None:
         refuse(request, "errors", "unknown_project", _ingest_key_given(request))
+        REFUSED.add("auth")
         raise ApiError(422, f"no project named '{body.project}'", "project")
     if entry.disabled:
         refuse(request, "errors", "disabled_project", _ingest_key_given(request))
+        REFUSED.add("auth")
         raise ApiError(403, f"project '{body.project}' is disabled", "project")
     event = to_sentry(body, event_id)
     event_json = orjson.dumps(event)
@@ -387,7 +405,7 @@ async def json_event(
     try:
         await _accept(request, [build(entry.project_id, now, event_json, event_meta(event, now))])
     except SpoolFull as exc:
-        return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after)
+        return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after, "spool_full")
     except SpoolError as exc:
         return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": event_id})

@@ -234,7 +234,10 @@ def create_app(
         return JSONResponse(health_redactor().data(body), status_code=code)
 
     @app.get("/metrics", tags=["health"])
-    async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:
-        return Response(generate_latest(app_state(request).metrics), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request, _: object = Depends(require("metrics"))) -> Response:
+        # a token of the metrics role reads this and nothing else (docs/api.md#metrics)
+        state = app_state(request)
+        await state.store_gauges.refresh()
+        return Response(generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
