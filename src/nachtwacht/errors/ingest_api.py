@@ -40,9 +40,9 @@ from nachtwacht.errors.envelope import (
     parse_envelope,
     too_large,
 )
+from nachtwacht.errors.ingest_counts import ACCEPTED, RECORD_KIND, REFUSED
 from nachtwacht.errors.projects import KeyCache, key_loader
 from nachtwacht.errors.records import build, event_meta
-from nachtwacht.meter import Tally
 from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
 from nachtwacht.store.db import StoreError
 from nachtwacht.web.errors import ApiError
@@ -50,7 +50,7 @@ from nachtwacht.web.refused import refuse
 from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["errors"])
-KIND = "error_event"
+KIND = RECORD_KIND
 JSON = "application/json"
 # browser SDKs post from the application's origin; the DSN key is their only credential
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -60,13 +60,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-# Requests refused by reason (an envelope of several events is one), and events accepted into
-# the spool, in this process, for /metrics. `auth` is a key or project refused; which one is
-# in nachtwacht_ingest_refused_total{door="errors"} (web/refused.py). A JSON event refused by
-# validation before the handler runs (422) is not counted here.
-REFUSED_REASONS = ("invalid", "too_large", "auth", "busy", "spool_full", "unavailable")
-REFUSED = Tally(REFUSED_REASONS)
-ACCEPTED = Tally(("events",))
+# a refusal's reason in nachtwacht_error_events_refused_total (errors/ingest_counts.py)
 _BY_STATUS = {400: "invalid", 415: "invalid", 401: "auth", 403: "auth", 404: "auth"}
 _BY_STATUS |= {413: "too_large", 429: "busy", 503: "unavailable"}
 

@@ -33,7 +33,7 @@ from sqlalchemy import and_, func, select
 
 from nachtwacht.alerts import service as alerts
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.errors import ingest_api as error_ingest
+from nachtwacht.errors import ingest_counts as error_ingest
 from nachtwacht.incidents.models import OPEN_STATUSES
 from nachtwacht.meter import Histograms, Tally
 from nachtwacht.notify import outbox
@@ -216,7 +216,7 @@ class ActivityCollector(Collector):
             "Error events the spool drainer committed to the store since the process started",
         )
         kinds = dict(self.runtime.drainer.stored_kinds.items())
-        stored.add_metric([], float(kinds.get(error_ingest.KIND, 0)))
+        stored.add_metric([], float(kinds.get(error_ingest.RECORD_KIND, 0)))
         yield stored
 
     def _spool(self) -> Iterator[Metric]:
@@ -252,7 +252,7 @@ class ActivityCollector(Collector):
         )
 
 
-@dataclass
+@dataclass(eq=False)  # the registry keeps collectors in a dict
 class StoreGauges(Collector):
     """What only the store knows, read with one cheap query each (both on indexed columns)
     at most every STORE_EVERY seconds, in a thread, before a scrape is rendered. While the
