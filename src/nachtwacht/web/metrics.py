@@ -143,13 +143,18 @@ class EngineCollector(Collector):
             "When the engine module last ticked without an error (the engine's heartbeat)",
             labels=["module"],
         )
+        interval = GaugeMetricFamily(
+            "nachtwacht_engine_module_interval_seconds",
+            "How often the engine module ticks",
+            labels=["module"],
+        )
         for item in engine.health():
             healthy.add_metric([str(item["module"])], 1.0 if item["healthy"] else 0.0)
         for module in list(engine.modules.values()):
+            interval.add_metric([module.name], module.interval)
             if module.health.last_ok is not None:
                 last_ok.add_metric([module.name], module.health.last_ok)
-        yield healthy
-        yield last_ok
+        yield from (healthy, last_ok, interval)
         yield histograms(
             "nachtwacht_engine_tick_duration_seconds",
             "How long engine module ticks took, failed ones included",
