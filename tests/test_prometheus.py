@@ -142,7 +142,7 @@ def _token(store: Store, role: str, now: float) -> dict[str, str]:
 def _get_paths(routes: list[Any], prefix: str = "") -> Iterator[str]:
     for route in routes:
         if isinstance(route, APIRoute):
-            if "GET" in route.methods and "{" not in route.path:
+            if "GET" in (route.methods or ()) and "{" not in route.path:
                 yield prefix + route.path
         elif hasattr(route, "original_router"):  # FastAPI's lazily included router
             context = getattr(route, "include_context", None)
@@ -216,6 +216,34 @@ def test_a_failing_check_moves_the_histogram_and_the_result_counter(
 
     linted = _promtool("check", "metrics", stdin=after)
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_error_events_are_counted_accepted_refused_by_reason_and_stored(
+    app_client: TestClient, sqlite_store: Store, clock: FakeClock
+) -> None:
+    scrape = _token(sqlite_store, "metrics", clock.now())
+    with sqlite_store.begin() as conn:
+        project = projects.add_project(conn, "shop", clock.now(), actor="t", base="http://x")
+    before = app_client.get("/metrics", headers=scrape).text
+    key = {"sentry_key": project["public_key"]}
+    store_url = f"/api/{project['id']}/store/"
+    assert app_client.post(store_url, params=key, json={"message": "boom"}).status_code == 200
+    assert app_client.post(store_url, params=key, content=b"not json").status_code == 400
+    assert app_client.post("/api/9999/store/", json={"message": "x"}).status_code == 401
+    app_client.app.state.nw.runtime.drainer.drain_all()  # type: ignore[attr-defined]
+    after = app_client.get("/metrics", headers=scrape).text
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert moved("nachtwacht_error_events_accepted_total") == 1
+    assert moved("nachtwacht_error_events_refused_total", reason="invalid") == 1
+    assert moved("nachtwacht_error_events_refused_total", reason="auth") == 1
+    assert moved("nachtwacht_error_events_refused_total", reason="too_large") == 0
+    assert moved("nachtwacht_error_events_stored_total") == 1
+    assert moved("nachtwacht_spool_records_stored_total", kind="error_event") == 1
+    assert _value(after, "nachtwacht_spool_backlog_bytes") == 0
+    assert _value(after, "nachtwacht_spool_drain_lag_seconds") == 0
 
 
 def _admin(store: Store) -> dict[str, str]:
