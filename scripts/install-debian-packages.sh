@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real peers (needs root; skipped when present).
 #   prometheus-alertmanager: a real Alertmanager sending webhooks to Nachtwacht
+#   prometheus: a real Prometheus scraping /metrics, and promtool checking it and the rules
 #   redis-tools: redis-cli, used by the Frappe preset's job-queue probe
 #   chromium: /usr/bin/chromium, driven by Playwright in the browser tests (Playwright never
 #     downloads a browser of its own here; see docs/decisions/0009)
 set -euo pipefail
-want=(prometheus-alertmanager redis-tools chromium)
+want=(prometheus-alertmanager prometheus redis-tools chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

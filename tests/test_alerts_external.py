@@ -155,6 +155,7 @@ def test_resolved_status_resolves_the_open_alert(
     client: TestClient, store: Store, clock: FakeClock
 ) -> None:
     body = {"title": "Certificate renewal failed", "component": "web"}
+    counted = dict(service.COUNTS.counts)  # nachtwacht_alerts_{raised,resolved}_total
     opened = client.post("/api/v1/alerts", json=body).json()["alerts"][0]
     clock.advance(600)
     resolved = client.post("/api/v1/alerts", json=body | {"status": "resolved"}).json()
@@ -167,6 +168,8 @@ def test_resolved_status_resolves_the_open_alert(
     # a second "resolved" has nothing left to resolve
     again = client.post("/api/v1/alerts", json=body | {"status": "resolved"}).json()
     assert again["alerts"][0]["action"] == "ignored"
+    moved = {k: n - counted[k] for k, n in service.COUNTS.counts.items() if k in counted}
+    assert moved[("api", "raised")] == moved[("api", "resolved")] == 1
 
 
 def test_bad_severity_is_422_naming_the_field_and_writes_nothing(

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from nachtwacht.clock import FakeClock
 from nachtwacht.incidents import service
 from nachtwacht.incidents.service import record_delivery
-from nachtwacht.notify.outbox import OutboundMessage
+from nachtwacht.notify.outbox import DELIVERIES, OutboundMessage
 from nachtwacht.notify.sender import OutboxSender, backoff
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -438,3 +438,27 @@ async def test_messages_of_a_dead_process_on_this_host_are_reclaimed_at_start(
     sent = [r["idempotency_key"] for r in rows(sqlite_store) if r["status"] == "sent"]
     assert sent == ["k0"]
     assert [s.json["subject"] for s in receiver.seen if s.path == "/hook"] == ["message 0"]
+
+
+async def test_deliveries_are_counted_by_channel_for_metrics(
+    sqlite_store: Store, clock: FakeClock, receiver: Receiver, sender_factory: Any
+) -> None:
+    """What /metrics reads as nachtwacht_notifications_{queued,sent,failed,deferred}_total."""
+
+    def counts() -> dict[str, int]:
+        what = ("queued", "sent", "failed", "deferred")
+        return {w: DELIVERIES.counts.get(("hook", w), 0) for w in what}
+
+    before = counts()
+    receiver.answers = [500]
+    cfg = site(receiver, rate=1)  # the broadcast channel is one destination: one a minute
+    queue(sqlite_store, webhook_messages(3), clock.now())
+    sender = sender_factory(cfg)
+    assert await sender.tick(clock.now()) == 1
+    moved = {k: v - before[k] for k, v in counts().items()}
+    assert moved == {"queued": 3, "sent": 0, "failed": 1, "deferred": 2}
+    clock.advance(3600)
+    while await sender.tick(clock.now()):
+        clock.advance(3600)
+    moved = {k: v - before[k] for k, v in counts().items()}
+    assert moved["sent"] == 3 and moved["failed"] == 1 and moved["queued"] == 3

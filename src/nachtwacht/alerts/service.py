@@ -19,6 +19,7 @@ from nachtwacht.alerts.maintenance import alert_muted_by, mute_reason
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
+from nachtwacht.meter import Tally
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
@@ -78,12 +79,23 @@ def list_alerts(
     return total, [dict(r) for r in rows]
 
 
+# where alerts come from: the label values of the counters below (anything else is "other")
+SOURCES = ("probe", "api", "alertmanager", "nachtwacht")
+# alerts opened and resolved in this process by (source, raised | resolved), for /metrics;
+# counted in the transaction that opens or resolves them (a rollback still counts: rare)
+COUNTS = Tally(tuple((s, what) for s in SOURCES for what in ("raised", "resolved")))
+
+
 def process(conn: Connection, settings: Settings, signal: Signal, now: float) -> Outcome:
-    return (
+    outcome = (
         _fire(conn, settings, signal, now)
         if signal.firing
         else _resolve(conn, settings, signal, now)
     )
+    if outcome.action in ("opened", "resolved"):
+        source = signal.source if signal.source in SOURCES else "other"
+        COUNTS.add((source, "raised" if outcome.action == "opened" else "resolved"))
+    return outcome
 
 
 def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outcome:

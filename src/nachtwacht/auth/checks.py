@@ -12,9 +12,12 @@ import re
 from typing import Any
 
 from nachtwacht.auth.models import (
+    METRICS,
     ROLES,
+    TOKEN_ROLES,
     AuthSettings,
     Role,
+    UserRole,
 )
 from nachtwacht.problems import Problem
 
@@ -46,9 +49,23 @@ def normalize_username(name: str) -> str:
     return value
 
 
-def check_role(role: str) -> Role:
+def check_role(role: str) -> UserRole:
+    """A user's role. `metrics` is not one: a person who can log in can read what a viewer
+    reads, so a scrape-only account would be a viewer with a misleading name."""
+    if role == METRICS:
+        raise AuthError(
+            "the metrics role is for API tokens only (nachtwacht token create NAME --role "
+            "metrics); a user's role is viewer, responder or admin",
+            field="role",
+        )
     if role not in ROLES:
         raise AuthError(f"unknown role '{role}'; use {', '.join(ROLES)}", field="role")
+    return role
+
+
+def check_token_role(role: str) -> Role:
+    if role not in TOKEN_ROLES:
+        raise AuthError(f"unknown role '{role}'; use {', '.join(TOKEN_ROLES)}", field="role")
     return role
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from nachtwacht.auth import audit as auth_audit
 from nachtwacht.auth import checks, ingest_keys, sessions, tokens, users
 from nachtwacht.auth.checks import auth_settings
-from nachtwacht.auth.models import ROLES, SCOPES
+from nachtwacht.auth.models import ROLES, SCOPES, TOKEN_ROLES
 from nachtwacht.cli.common import ConfigOption, JsonOption, fail, print_json, settings
 from nachtwacht.clock import SystemClock
 from nachtwacht.config.schema import Settings
@@ -41,6 +41,15 @@ ingest_key_app = typer.Typer(
 T = TypeVar("T")
 
 RoleOption = Annotated[str, typer.Option("--role", "-r", help=f"One of {', '.join(ROLES)}.")]
+TokenRoleOption = Annotated[
+    str,
+    typer.Option(
+        "--role",
+        "-r",
+        help=f"One of {', '.join(TOKEN_ROLES)}. metrics: may read /metrics and nothing else "
+        "(for a Prometheus scrape).",
+    ),
+]
 
 
 def _actor() -> str:
@@ -107,7 +116,8 @@ def user_add(
     """Add a user; asks for the password twice (or reads it with --password-stdin)."""
     cfg = settings(config)
     if role not in ROLES:
-        fail(f"unknown role '{role}'; use {', '.join(ROLES)}", 2)
+        tokens_only = " (metrics is for API tokens only)" if role == "metrics" else ""
+        fail(f"unknown role '{role}'; use {', '.join(ROLES)}{tokens_only}", 2)
     password = _read_password(password_stdin)
     row = _run(
         cfg,
@@ -233,7 +243,7 @@ def _print_secrets(rows: list[dict[str, Any]], extra: str) -> None:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. 'backup-script'.")],
-    role: RoleOption = "viewer",
+    role: TokenRoleOption = "viewer",
     owner: Annotated[
         str | None,
         typer.Option(
@@ -247,8 +257,8 @@ def token_create(
 ) -> None:
     """Create an API token; it is printed this once and stored only as a hash."""
     cfg = settings(config)
-    if role not in ROLES:
-        fail(f"unknown role '{role}'; use {', '.join(ROLES)}", 2)
+    if role not in TOKEN_ROLES:
+        fail(f"unknown role '{role}'; use {', '.join(TOKEN_ROLES)}", 2)
     row = _run(
         cfg,
         lambda conn, now: tokens.create_token(conn, name, role, now, actor=_actor(), owner=owner),

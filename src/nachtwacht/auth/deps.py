@@ -248,7 +248,8 @@ async def authorize(request: Request, need: str) -> Principal:
 
 
 def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency: a principal with at least `role` (viewer < responder < admin)."""
+    """A dependency: a principal with at least `role` (viewer < responder < admin), or for
+    `metrics` (only /metrics needs it) a metrics token or any user role."""
 
     async def dependency(request: Request) -> Principal:
         return await authorize(request, role)

@@ -22,12 +22,15 @@ from nachtwacht.store.tables import (
 )
 
 __all__ = [
+    "METRICS",
     "ROLES",
     "SCOPES",
+    "TOKEN_ROLES",
     "AuthSettings",
     "Principal",
     "Role",
     "Scope",
+    "UserRole",
     "api_tokens",
     "lesser_role",
     "login_failures",
@@ -38,22 +41,38 @@ __all__ = [
     "users",
 ]
 
-Role = Literal["viewer", "responder", "admin"]
+UserRole = Literal["viewer", "responder", "admin"]
+# `metrics` is for API tokens only (a Prometheus scrape): it may read /metrics and nothing else.
+# It is outside the viewer < responder < admin ladder, not below it: a viewer reads every
+# contact's phone number, a scrape needs none of that. Every user role may scrape too.
+Role = Literal["viewer", "responder", "admin", "metrics"]
 Scope = Literal["alerts", "errors", "all"]
+METRICS: Role = "metrics"
 # Ordered: each role may do everything the roles before it may.
-ROLES: tuple[Role, ...] = ("viewer", "responder", "admin")
+ROLES: tuple[UserRole, ...] = ("viewer", "responder", "admin")
+# what a token may have: a user's roles, and the scrape-only one
+TOKEN_ROLES: tuple[Role, ...] = (*ROLES, METRICS)
 SCOPES: tuple[Scope, ...] = ("alerts", "errors", "all")
 
 
 def role_allows(have: str, need: str) -> bool:
-    """Whether a principal with role `have` may do what needs role `need`."""
+    """Whether a principal with role `have` may do what needs role `need`.
+
+    `metrics` allows only what needs `metrics` (the scrape), and whatever needs `metrics` is
+    allowed to every user role as well."""
+    if need == METRICS:
+        return have == METRICS or have in ROLES
     if have not in ROLES or need not in ROLES:
         return False
     return ROLES.index(have) >= ROLES.index(need)
 
 
 def lesser_role(a: str, b: str) -> Role:
-    """The weaker of two roles; an unknown role counts as the weakest there is."""
+    """The weaker of two roles; an unknown role counts as the weakest user role there is.
+
+    `metrics` is weaker than every other: a metrics token of an admin stays a metrics token."""
+    if METRICS in (a, b):
+        return METRICS
     rank: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
     return ROLES[min(rank.get(a, 0), rank.get(b, 0))]
 
@@ -126,7 +145,7 @@ class LoginIn(Strict):
 class UserIn(Strict):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
-    role: Role = "viewer"
+    role: UserRole = "viewer"
 
 
 class PasswordIn(Strict):

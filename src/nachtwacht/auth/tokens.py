@@ -10,7 +10,7 @@ from sqlalchemy import (
     select,
 )
 
-from nachtwacht.auth.checks import AuthError, check_name, check_role
+from nachtwacht.auth.checks import AuthError, check_name, check_token_role
 from nachtwacht.auth.credentials import create_secret, revoke_row, secret_view, touch
 from nachtwacht.auth.models import (
     Principal,
@@ -41,7 +41,7 @@ def create_token(
     user exists and is enabled, and never with more than the user's role at the time of the
     request. Without an owner (the CLI's default) the token keeps its role until revoked.
     """
-    name, role = check_name(name), check_role(role)
+    name, role = check_name(name), check_token_role(role)
     owner_id: int | None = None
     noted: dict[str, Any] = {}
     if owner is not None:

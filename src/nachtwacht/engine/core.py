@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import update
 
 from nachtwacht.clock import Clock
+from nachtwacht.meter import Histograms
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 
@@ -69,6 +70,8 @@ class Engine:
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        # seconds each tick took, by module, failed ones included (for /metrics)
+        self.tick_durations = Histograms()
 
     def add(self, name: str, interval: float, tick: Tick) -> Module:
         module = Module(name, interval, tick)
@@ -86,11 +89,13 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self.tick_durations.observe(name, max(0.0, self.clock.now() - now))
             health.consecutive_errors += 1
             health.last_error = f"{exc.__class__.__name__}: {exc}"[:500]
             health.last_error_at = now
             log.exception("engine module %s failed (%d in a row)", name, health.consecutive_errors)
             return False
+        self.tick_durations.observe(name, max(0.0, self.clock.now() - now))
         health.last_ok = now
         health.consecutive_errors = 0
         return True

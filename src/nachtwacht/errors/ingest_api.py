@@ -40,6 +40,7 @@ from nachtwacht.errors.envelope import (
     parse_envelope,
     too_large,
 )
+from nachtwacht.errors.ingest_counts import ACCEPTED, RECORD_KIND, REFUSED
 from nachtwacht.errors.projects import KeyCache, key_loader
 from nachtwacht.errors.records import build, event_meta
 from nachtwacht.spool.log import SpoolError, SpoolFull, retry_after
@@ -49,7 +50,7 @@ from nachtwacht.web.refused import refuse
 from nachtwacht.web.state import runtime_of
 
 router = APIRouter(tags=["errors"])
-KIND = "error_event"
+KIND = RECORD_KIND
 JSON = "application/json"
 # browser SDKs post from the application's origin; the DSN key is their only credential
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -59,7 +60,15 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def _refuse(exc: IngestError, retry_after: int | None = None) -> Response:
+# a refusal's reason in nachtwacht_error_events_refused_total (errors/ingest_counts.py)
+_BY_STATUS = {400: "invalid", 415: "invalid", 401: "auth", 403: "auth", 404: "auth"}
+_BY_STATUS |= {413: "too_large", 429: "busy", 503: "unavailable"}
+
+
+def _refuse(
+    exc: IngestError, retry_after: int | None = None, reason: str | None = None
+) -> Response:
+    REFUSED.add(reason or _BY_STATUS.get(exc.status, "invalid"))
     headers = dict(CORS)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -182,6 +191,7 @@ async def _accept(request: Request, records: list[bytes]) -> None:
     elif records:
         await asyncio.gather(*(runtime.spool_put(KIND, r) for r in records))
     backlog(request).added += sum(len(r) for r in records)
+    ACCEPTED.add("events", len(records))
 
 
 def _given_key(request: Request) -> str | None:
@@ -238,7 +248,7 @@ async def _ingest(request: Request, envelope: bool) -> Response:
     except IngestError as exc:
         return _refuse(exc, retry if exc.status in (429, 503) else None)
     except SpoolFull as exc:
-        return _refuse(IngestError(429, f"the spool is full: {exc}"), retry)
+        return _refuse(IngestError(429, f"the spool is full: {exc}"), retry, "spool_full")
     except SpoolError as exc:
         return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": ids[-1]} if ids else {}, CORS)
@@ -375,9 +385,11 @@ async def json_event(
         return _refuse(IngestError(503, f"projects cannot be loaded: {exc}"), cfg.retry_after)
     if entry is None:
         refuse(request, "errors", "unknown_project", _ingest_key_given(request))
+        REFUSED.add("auth")
         raise ApiError(422, f"no project named '{body.project}'", "project")
     if entry.disabled:
         refuse(request, "errors", "disabled_project", _ingest_key_given(request))
+        REFUSED.add("auth")
         raise ApiError(403, f"project '{body.project}' is disabled", "project")
     event = to_sentry(body, event_id)
     event_json = orjson.dumps(event)
@@ -387,7 +399,7 @@ async def json_event(
     try:
         await _accept(request, [build(entry.project_id, now, event_json, event_meta(event, now))])
     except SpoolFull as exc:
-        return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after)
+        return _refuse(IngestError(429, f"the spool is full: {exc}"), cfg.retry_after, "spool_full")
     except SpoolError as exc:
         return _refuse(IngestError(503, f"events cannot be accepted: {exc}"), retry_after(exc))
     return _json(200, {"id": event_id})

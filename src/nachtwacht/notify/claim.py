@@ -15,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,8 @@ class Claimer:
     owner: str
     lease_for: Callable[[str], float]
     listener: OutcomeListener | None
+    # the channels of the rows `take` deferred, for the sender to count once committed
+    deferred: list[str] = field(default_factory=list)
 
     def take(self, conn: Connection, now: float, plan: Plan) -> list[dict[str, Any]]:
         """Claim the chosen rows with a conditional update each; return the rows we got."""
@@ -58,6 +60,7 @@ class Claimer:
             o.next_attempt_at <= now,
         )
         self.note_deferred(conn, now, {k: (plan.deferred[k], plan.held[k]) for k in moved})
+        self.deferred.extend(plan.held[k].channel for k in moved)
         claimed = claims.claim_batch(
             conn,
             t.outbox,

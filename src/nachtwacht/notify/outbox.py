@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Row, func, select, update
 
+from nachtwacht.meter import Tally
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -26,6 +27,12 @@ STALE_ON_ACK = ("emergency_alert",)
 # what a resolution makes untrue: anything saying the incident is ongoing (the resolved notice
 # and the review reminders are written for a resolved incident and stay)
 STALE_ON_RESOLVE = (*PAGES, "status_update", "reminder", "customer_notice")
+
+# Messages by (channel, what became of them: queued | sent | failed | deferred), in this
+# process, for /metrics. `queued` counts rows `enqueue` inserted (a transaction rolled back
+# after it still counts them: rare, and a counter cannot be taken back); the others are counted
+# by the sender after its transaction committed. Channels are the configured ones: bounded.
+DELIVERIES = Tally()
 
 
 @dataclass
@@ -96,6 +103,7 @@ def enqueue(conn: Connection, messages: list[OutboundMessage], now: float) -> li
                 )
             )
         )
+        DELIVERIES.add((m.channel, "queued"))
     return ids
 
 

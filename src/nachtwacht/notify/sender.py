@@ -38,7 +38,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.claim import Claimer
-from nachtwacht.notify.outbox import OutcomeListener
+from nachtwacht.notify.outbox import DELIVERIES, OutcomeListener
 from nachtwacht.notify.outcome import backoff, record
 from nachtwacht.notify.plan import Plan, plan
 from nachtwacht.notify.queries import DONE, rows_by_id
@@ -153,7 +153,10 @@ class OutboxSender:
             return []
         claimer = Claimer(self.settings, self.instance, self._lease_for, self.on_outcome)
         with self.store.begin() as conn:
-            return claimer.take(conn, now, chosen)
+            rows = claimer.take(conn, now, chosen)
+        for channel in claimer.deferred:
+            DELIVERIES.add((channel, "deferred"))
+        return rows
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class OutboxSender:
             done = record(conn, self.settings, self.instance, row, error, now, self.on_outcome)
         if done is None:
             return
+        DELIVERIES.add((row["channel"], "sent" if done.sent else "failed"))
         if done.sent:
             self.sent += 1
         else:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nachtwacht.clock import Clock
+from nachtwacht.meter import Histograms, Tally
 from nachtwacht.probes import registry
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.context import ProbeContext
@@ -43,8 +44,21 @@ class ProbeSlot:
 
 @dataclass
 class SchedulerStats:
+    """What the checks did, for /metrics and the benchmarks.
+
+    Durations are kept per probe kind, not per probe: a histogram is 13 series, and 10,000
+    probes would make 130,000 of them, more than the rest of a Prometheus server's targets
+    together. Per probe there are the last latency and the check count (web/metrics.py);
+    which probe of a slow kind is slow is a `topk()` over those.
+    """
+
     checks: int = 0
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    # seconds a check took, by probe kind: the probe's own latency when it measured one,
+    # else the scheduler's clock around the check (a wait for a concurrency slot included)
+    durations: Histograms = field(default_factory=Histograms)
+    # checks by (probe kind, result status: ok | warning | critical | unknown)
+    results: Tally = field(default_factory=Tally)
 
 
 Listener = Callable[[ProbeSlot, CheckResult, Transition | None], None]
@@ -177,9 +191,14 @@ class Scheduler:
             slot.running = False
         now = self.clock.now()
         lag_ms = max(0.0, (start - due) * 1000)
-        self.stats.checks += 1
-        self.stats.lags_ms.append(lag_ms)
+        stats = self.stats
+        stats.checks += 1
+        stats.lags_ms.append(lag_ms)
         slot.checks += 1
+        kind = slot.config.kind
+        latency = result.latency_ms
+        stats.durations.observe(kind, now - start if latency is None else latency / 1000)
+        stats.results.add((kind, result.status.label))
         transition = apply(slot.state, result, now, slot.config.retries)
         row = ResultRow(
             slot.probe_id,

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from nachtwacht.clock import Clock
+from nachtwacht.meter import Tally
 from nachtwacht.spool.log import Position, Record, SpoolLog
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.wake import Wake
@@ -73,6 +74,11 @@ class Drainer:
     last_error: str | None = None
     stored: int = 0  # records committed since start
     dead: int = 0
+    # records committed since start by kind (error_event, probe_result, ...), for /metrics
+    stored_kinds: Tally = field(default_factory=Tally)
+    # when the drainer last stored everything the log held as it read it (a batch that was
+    # not full, or nothing to read); None: not yet since the start
+    caught_up_at: float | None = None
     check_every: float = 5.0  # while idle, ask the store this often whether it is there
     _committed: Position | None = None
     _loaded: bool = False  # _committed was read from the store (None there: nothing drained)
@@ -91,6 +97,20 @@ class Drainer:
     def backlog_bytes(self) -> int:
         """Bytes not yet stored (everything kept, while the cursor is not known yet)."""
         return self.spool.backlog(self._committed if self._loaded else None)
+
+    def __post_init__(self) -> None:
+        self.created_at = self.clock.now()
+
+    def lag(self, now: float) -> float:
+        """Seconds since the drainer last stored all the log held; 0 with nothing waiting.
+
+        About the age of the oldest record waiting (an upper bound): keeping up under steady
+        arrivals it stays near the GATHER pause and a transaction; falling behind, or with the
+        store down, it grows until the backlog is gone."""
+        if self.backlog_bytes == 0:
+            return 0.0
+        since = self.caught_up_at if self.caught_up_at is not None else self.created_at
+        return max(0.0, now - since)
 
     def pending(self, kind: str) -> bool:
         """Does the log hold a record of `kind` not yet stored? Then new ones queue behind it.
@@ -121,6 +141,7 @@ class Drainer:
                 self._load_cursor(now)
             records = self.spool.read(self._committed, self.batch)
             if not records:
+                self.caught_up_at = now
                 if self.store_down_since is not None or (
                     self._last_contact is None or now - self._last_contact >= self.check_every
                 ):
@@ -128,6 +149,8 @@ class Drainer:
                 self._recovered(now)
                 return 0
             self._commit(records, now)
+            if len(records) < self.batch:
+                self.caught_up_at = now
         except Exception as exc:
             if not store_unavailable(exc):
                 raise
@@ -187,6 +210,7 @@ class Drainer:
         for record in records:
             counts[record.kind] = counts.get(record.kind, 0) + 1
         for kind, n in counts.items():
+            self.stored_kinds.add(kind, n)
             for listener in self.listeners:
                 listener(kind, n)
 

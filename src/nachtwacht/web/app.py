@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -234,7 +235,13 @@ def create_app(
         return JSONResponse(health_redactor().data(body), status_code=code)
 
     @app.get("/metrics", tags=["health"])
-    async def metrics(request: Request, _: object = Depends(require("viewer"))) -> Response:
-        return Response(generate_latest(app_state(request).metrics), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request, _: object = Depends(require("metrics"))) -> Response:
+        # a token of the metrics role reads this and nothing else (docs/api.md#metrics)
+        state = app_state(request)
+        await state.store_gauges.refresh()
+        # in a thread: at 10,000 probes rendering takes seconds of CPU (120,000 per-probe
+        # series), which must not hold up the checks; the collectors copy what they iterate
+        body = await asyncio.to_thread(generate_latest, state.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

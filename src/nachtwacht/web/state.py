@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
     from nachtwacht.probes.uptime import UptimeCache
     from nachtwacht.store.db import Store
+    from nachtwacht.web.metrics import StoreGauges
     from nachtwacht.web.refused import Refusals
 
 
@@ -34,6 +35,8 @@ class AppState:
     refusals: Refusals
     # the Prometheus registry /metrics serves
     metrics: CollectorRegistry
+    # its series read from the store, refreshed before a scrape is rendered
+    store_gauges: StoreGauges
     # the tokens of the configured `heartbeat` probes: a ping for any other is refused
     heartbeat_tokens: frozenset[str] = frozenset()
 
@@ -53,11 +56,18 @@ class AppState:
     @classmethod
     def of(cls, runtime: Runtime, heartbeat_tokens: Iterable[str] = ()) -> AppState:
         # imported here: the metrics import the engine, which imports the doors, which import this
-        from nachtwacht.web.metrics import registry_for
+        from nachtwacht.web.metrics import StoreGauges, registry_for
         from nachtwacht.web.refused import Refusals
 
         refusals = Refusals(runtime.clock)
-        return cls(runtime, refusals, registry_for(runtime, refusals), frozenset(heartbeat_tokens))
+        gauges = StoreGauges(runtime)
+        return cls(
+            runtime,
+            refusals,
+            registry_for(runtime, refusals, [gauges]),
+            gauges,
+            frozenset(heartbeat_tokens),
+        )
 
 
 def install(app: Any, state: AppState) -> AppState:
