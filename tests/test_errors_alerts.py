@@ -222,12 +222,18 @@ def test_a_storm_of_500_new_issues_pages_once_and_folds_into_one_alert(
     assert "ValueError: order 500 is invalid" in folded["message"]
     assert "/errors?project=shop" in folded["message"]
 
+    # two hours later the storm is over: a new issue gets its own alert again
+    ingest(sqlite_store, shop["id"], error(0, where="later", ts=NOW + 7200), now=NOW + 7200)
+    alerting.handle_due(sqlite_store, cfg, NOW + 7201)
+    assert alerts(sqlite_store)[-1]["title"] == "New issue in shop: ValueError: order 0 is invalid"
+    assert alerts(sqlite_store)[-1]["fingerprint"].startswith("error-issue:")
+
     # the storm alert resolves with the last issue alert of the component
     with sqlite_store.begin() as conn:
-        for alert in fired[:20]:
+        for alert in [*fired[:20], alerts(sqlite_store)[-1]]:
             issue_id = int(alert["fingerprint"].removeprefix("error-issue:"))
-            issues.set_status(conn, issue_id, "resolve", "alice", NOW + 100)
-    alerting.handle_due(sqlite_store, cfg, NOW + 101)
+            issues.set_status(conn, issue_id, "resolve", "alice", NOW + 7300)
+    alerting.handle_due(sqlite_store, cfg, NOW + 7301)
     assert {a["status"] for a in alerts(sqlite_store)} == {"resolved"}
 
 

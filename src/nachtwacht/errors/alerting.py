@@ -11,15 +11,17 @@ two workers racing for one issue: the second claim changes no row, so nothing is
 The alert's fingerprint is the issue's (`error-issue:<id>`): a thousand events of one new
 issue are one alert. Its component is the project's name (or the rule's `component`), so a
 storm of new issues in one project joins one incident and pages once. A storm is also capped:
-with the rule's `max_alerts` issue alerts of the component firing, the next ones are folded
-into one alert per component (`error-storm:<component>`), whose message names the latest and
-links to the project's issue list, so 500 new issues are 21 alerts on the timeline, not 500.
+with the rule's `max_alerts` issue alerts of the component fired within the last hour and
+firing, the next ones are folded into one alert per component (`error-storm:<component>`),
+whose message names the latest and links to the project's issue list, so 500 new issues are 21
+alerts on the timeline, not 500. A storm alert older than an hour is resolved when the next
+fold comes, so a later storm is a new alert (and pages, if its incident is over).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 SOURCE = "errors"
 PREFIX = "error-issue:"
 STORM = "error-storm:"
+STORM_WINDOW = 3600.0  # alerts fired within this count towards the storm cap
 BATCH = 500  # issues read at once
 KINDS = ("new", "regression", "resolved")
 
@@ -136,7 +139,8 @@ def signal_for(conn: Connection, settings: Settings, row: Any, now: float) -> Si
     release = _release(conn, row)
     seen = f", release {release}" if release else ""
     env = f" in {row.environment}" if row.environment else ""
-    if _firing(conn, base["component"]) >= rule.max_alerts:
+    # a storm is a burst: alerts left firing for days (issues nobody resolves) do not count
+    if _firing(conn, base["component"], now - STORM_WINDOW) >= rule.max_alerts:
         listing = f"{str(settings.incidents.public_url).rstrip('/')}/errors?project={row.project}"
         return Signal(
             title=f"More new issues and regressions in {row.project}"[: limits.TITLE],
@@ -167,12 +171,14 @@ def signal_for(conn: Connection, settings: Settings, row: Any, now: float) -> Si
     )
 
 
-def _firing(conn: Connection, component: str) -> int:
-    """How many issue alerts of `component` are firing (the storm cap counts them)."""
+def _firing(conn: Connection, component: str, since: float | None = None) -> int:
+    """How many issue alerts of `component` are firing (fired at or after `since`)."""
     a = t.alerts.c
     query = select(func.count()).where(
         a.status == "firing", a.component == component, a.fingerprint.startswith(PREFIX)
     )
+    if since is not None:
+        query = query.where(a.fired_at >= since)
     return int(conn.execute(query).scalar() or 0)
 
 
@@ -183,6 +189,12 @@ def handle(conn: Connection, settings: Settings, row: Any, now: float) -> Outcom
     signal = signal_for(conn, settings, row, now)
     if signal is None:
         return None
+    if signal.fingerprint.startswith(STORM):
+        stale = pipeline.open_alert(conn, signal.fingerprint)
+        if stale is not None and stale["fired_at"] < now - STORM_WINDOW:
+            # an old storm's alert would swallow this one without a page: a new storm
+            over = replace(signal, firing=False, message="a new storm began")
+            pipeline.process(conn, settings, over, now)
     outcome = pipeline.process(conn, settings, signal, now)
     if not signal.firing and _firing(conn, signal.component) == 0:
         # the storm is over once no issue alert of the component fires any more
