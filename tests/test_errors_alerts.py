@@ -222,6 +222,11 @@ def test_a_storm_of_500_new_issues_pages_once_and_folds_into_one_alert(
     assert "ValueError: order 500 is invalid" in folded["message"]
     assert "/errors?project=shop" in folded["message"]
 
+    # an issue first seen two days ago (an SDK's offline queue, a backfill) is no news
+    ingest(sqlite_store, shop["id"], error(where="old", ts=NOW - 2 * 86400), now=NOW + 61)
+    assert alerting.handle_due(sqlite_store, cfg, NOW + 62).handled == 1
+    assert len(alerts(sqlite_store)) == 21
+
     # two hours later the storm is over: a new issue gets its own alert again
     ingest(sqlite_store, shop["id"], error(0, where="later", ts=NOW + 7200), now=NOW + 7200)
     alerting.handle_due(sqlite_store, cfg, NOW + 7201)

@@ -130,7 +130,7 @@ def signal_for(conn: Connection, settings: Settings, row: Any, now: float) -> Si
             return None
         word, severity = "Regression", rule.regression_severity
     elif row.alert_due == "new":
-        if not rule.new_issue:
+        if not rule.new_issue or (row.alert_due_at or now) < now - rule.new_issue_max_age:
             return None
         word, severity = "New issue", rule.new_issue_severity
     else:

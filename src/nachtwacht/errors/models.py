@@ -95,6 +95,8 @@ class AlertOn(Strict):
     regression: bool = True  # a resolved issue seen again after its resolution
     new_issue_severity: Severity = 3
     regression_severity: Severity = 3
+    # an issue first seen longer ago than this (a backfill, an SDK's offline queue) is no news
+    new_issue_max_age: Duration = 24 * 3600.0
     # issues of a lower level (a captureMessage is `info`) never alert
     min_level: Level = "error"
     # the alert's component, which groups it into an incident; default: the project's name
