@@ -5,6 +5,11 @@ The program raises exceptions: two from the same line with different numbers in 
 in a number (one issue). It runs twice: with the SDK's default compression (brotli, since the
 `brotli` module is installed) and with gzip. The events arrive through the spool and the
 drainer of the running engine, grouped as expected.
+
+A second program sets a user and logs through the `logging` integration (the user and the
+logger show in the API and on the issue page); the issue is resolved through the API and the
+same error sent again from a newer release: a regression, which raises an alert through the
+pipeline (`GET /api/v1/alerts`) with a link to the issue page.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -24,7 +31,7 @@ from nachtwacht.errors import issues
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.conftest import free_port
-from tests.helpers import settings_for, until_sync
+from tests.helpers import admin_token, settings_for, until_sync
 from tests.test_errors_fixtures import add_project, events
 
 PROGRAM = r"""
@@ -66,11 +73,15 @@ print(json.dumps({"ids": ids, "algo": sentry_sdk.get_client().transport._compres
 
 @pytest.fixture
 def served(sqlite_store: Store, tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    """A real uvicorn serving Nachtwacht (engine, drainer, alert modules) on a free port.
+
+    Also used by tests/test_errors_sentry_node.py."""
+    port = free_port()
     settings = settings_for(
-        f"spool:\n  dir: {tmp_path / 'spool'}\nengine:\n  startup_spread: 0.1s\n",
+        f"spool:\n  dir: {tmp_path / 'spool'}\nengine:\n  startup_spread: 0.1s\n"
+        f"server:\n  port: {port}\n",
         sqlite_store.url,
     )
-    port = free_port()
     config = uvicorn.Config(
         create_app(settings, sqlite_store), host="127.0.0.1", port=port, log_level="warning"
     )
@@ -137,3 +148,104 @@ def test_sentry_sdk_events_arrive_grouped(
     assert frames[-1]["function"] == "parse_order"
     assert "raise ValueError" in frames[-1]["context_line"]
     assert by_title["KeyError: 'cust-7'"]["culprit"] == "__main__ in load_customer"
+
+
+BILLING = r"""
+import json, logging, sys
+import sentry_sdk
+
+dsn, release = sys.argv[1], sys.argv[2]
+sentry_sdk.init(dsn=dsn, release=release, environment="production")
+sentry_sdk.set_user({"id": "u-42", "email": "ann@example.org"})
+
+
+def charge(order):
+    raise RuntimeError(f"card declined for order {order}")
+
+
+try:
+    charge(7)
+except RuntimeError:
+    event_id = sentry_sdk.capture_exception()
+# the logging integration turns an ERROR record into an event with its logger's name
+logging.getLogger("shop.billing").error("payment provider timed out after %d s", 30)
+sentry_sdk.flush(timeout=20)
+print(json.dumps({"id": event_id}))
+"""
+
+
+def http(address: str, path: str, token: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(
+        f"http://{address}{path}", method=method, headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        body = response.read().decode()
+    return json.loads(body) if response.headers.get_content_type() == "application/json" else body
+
+
+def run_billing(tmp_path: Path, dsn: str, release: str) -> str:
+    script = tmp_path / "billing.py"
+    script.write_text(BILLING)
+    run = subprocess.run(
+        [sys.executable, str(script), dsn, release],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    return str(json.loads(run.stdout.strip().splitlines()[-1])["id"])
+
+
+def test_sentry_sdk_user_logger_and_a_regression_alert(
+    served: tuple[str, Store], tmp_path: Path
+) -> None:
+    address, store = served
+    project = add_project(store, "shop")
+    dsn = f"http://{project['public_key']}@{address}/{project['id']}"
+    token = admin_token(store)
+    sent = run_billing(tmp_path, dsn, "shop@1.4.2")
+    until_sync(lambda: events(store) >= 2, "the 2 events stored by the drainer", 20)
+
+    listed = http(address, "/api/v1/errors/issues", token)
+    by_title = {i["title"]: i for i in listed}
+    assert set(by_title) == {
+        "RuntimeError: card declined for order 7",
+        "payment provider timed out after 30 s",
+    }
+    card_id = by_title["RuntimeError: card declined for order 7"]["id"]
+    card = http(address, f"/api/v1/errors/issues/{card_id}", token)
+    assert card["latest_event"]["event_id"] == sent
+    assert card["latest_event"]["user"] == {"id": "u-42", "email": "ann@example.org"}
+    assert card["users_affected"] == 1
+    log_issue = by_title["payment provider timed out after 30 s"]
+    logged = http(address, f"/api/v1/errors/issues/{log_issue['id']}", token)
+    assert logged["latest_event"]["logger"] == "shop.billing"
+    assert logged["level"] == "error"
+    page = http(address, f"/errors/{card['id']}", token)
+    assert "u-42" in page and "ann@example.org" in page
+    assert "shop.billing" in http(address, f"/errors/{log_issue['id']}", token)
+
+    # resolved, then seen again from a newer release: a regression
+    http(address, f"/api/v1/errors/issues/{card['id']}/resolve", token, "POST")
+    run_billing(tmp_path, dsn, "shop@1.5.0")
+    until_sync(lambda: events(store) >= 4, "the 2 later events stored", 20)
+
+    def regression() -> dict[str, Any] | None:
+        fired = http(address, "/api/v1/alerts?status=firing", token)
+        return next((a for a in fired if a["fingerprint"] == f"error-issue:{card['id']}"), None)
+
+    until_sync(regression, "the regression alert", 20)
+    alert = regression()
+    assert alert is not None
+    assert alert["title"] == "Regression in shop: RuntimeError: card declined for order 7"
+    assert alert["source"] == "errors" and alert["component"] == "shop"
+    assert alert["incident_id"] is not None and alert["severity"] == 3
+    assert f"http://{address}/errors/{card['id']}" in alert["message"]
+    assert "release shop@1.5.0" in alert["message"]
+    reopened = http(address, f"/api/v1/errors/issues/{card['id']}", token)
+    assert reopened["status"] == "unresolved" and reopened["regressed_at"] is not None
+    errors_alerts = [
+        a for a in http(address, "/api/v1/alerts?status=all", token) if a["source"] == "errors"
+    ]
+    assert len(errors_alerts) == 1  # the log message was never resolved: no regression

@@ -217,14 +217,31 @@ def new_issue_signals(
         # the first run: what existed before analytics started watching is not news
         store.set_meta(conn, WATERMARK, {"id": int(top or 0)}, now)
     elif top is not None and top > watermark["id"]:
-        query = select(i.id, i.title, i.environment, i.level, i.first_seen, i.project_id).where(
-            i.id > watermark["id"],
-            i.status != "ignored",
-            i.first_seen >= now - ac.new_issue_max_age,
+        query = (
+            select(
+                i.id,
+                i.title,
+                i.environment,
+                i.level,
+                i.first_seen,
+                i.project_id,
+                t.error_projects.c.name.label("project"),
+            )
+            .join(t.error_projects, t.error_projects.c.id == i.project_id)
+            .where(
+                i.id > watermark["id"],
+                i.status != "ignored",
+                i.first_seen >= now - ac.new_issue_max_age,
+            )
         )
         if ac.environments:
             query = query.where(i.environment.in_(ac.environments))
-        rows = conn.execute(query.order_by(i.id)).all()
+        rows = [
+            row
+            for row in conn.execute(query.order_by(i.id)).all()
+            # a project whose own rule alerts on new issues has them from errors/alerting.py
+            if not settings.errors.rule_for(row.project).new_issue
+        ]
         shown = rows[: ac.max_new_issue_alerts]
         for k, row in enumerate(shown):
             more = len(rows) - len(shown)

@@ -314,6 +314,11 @@ def set_status(
     values: dict[str, Any] = {"status": status}
     if status == "resolved":
         values |= {"resolved_at": now, "resolved_by": actor[:120]}
+    if status in ("resolved", "ignored"):
+        # the issue's alert, if one fires, is resolved by the errors alert worker (alerting.py)
+        values |= {"alert_due": "resolved", "alert_due_at": now}
+    elif issue["alert_due"] == "resolved":
+        values |= {"alert_due": None, "alert_due_at": None}  # open again before it was done
     conn.execute(update(t.error_issues).where(t.error_issues.c.id == issue_id).values(**values))
     detail = {"from": issue["status"], "to": status, "title": issue["title"][:120]}
     audit(conn, actor, f"error_issue.{action}", f"error_issue:{issue_id}", detail, ip, now)

@@ -10,6 +10,7 @@ deterministically, so the `(project_id, event_id)` uniqueness deduplicates.
 
 from __future__ import annotations
 
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -17,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from nachtwacht.config import limits
 from nachtwacht.config.redact import SecretStr
 from nachtwacht.durations import Duration
+from nachtwacht.incidents.models import Severity
+
+Level = Literal["debug", "info", "warning", "error", "fatal"]
+LEVEL_ORDER = ("debug", "info", "warning", "error", "fatal")
 
 
 class Strict(BaseModel):
@@ -78,6 +83,40 @@ def _zone_name(value: str) -> str:
     return value
 
 
+class AlertOn(Strict):
+    """Which issues of a project raise an alert, through the alert pipeline (decision 21).
+
+    New issues are off by default: the analytics module already announces new issues of the
+    production environment (S3, capped per pass); a project that turns `new_issue` on gets
+    its own alert at once, in every environment, and analytics leaves its issues alone.
+    """
+
+    new_issue: bool = False
+    regression: bool = True  # a resolved issue seen again after its resolution
+    new_issue_severity: Severity = 3
+    regression_severity: Severity = 3
+    # an issue first seen longer ago than this (a backfill, an SDK's offline queue) is no news
+    new_issue_max_age: Duration = 24 * 3600.0
+    # issues of a lower level (a captureMessage is `info`) never alert
+    min_level: Level = "error"
+    # the alert's component, which groups it into an incident; default: the project's name
+    component: str | None = Field(default=None, min_length=1, max_length=limits.NAME)
+    # a storm: with this many issue alerts of the component firing, further new issues and
+    # regressions join one "and more" alert instead of opening one each
+    max_alerts: int = Field(default=20, ge=1, le=1000)
+
+    def wants(self, level: str) -> bool:
+        rank = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else LEVEL_ORDER.index("error")
+        return rank >= LEVEL_ORDER.index(self.min_level)
+
+
+class ErrorProject(Strict):
+    """`errors.projects.<name>`: settings of one project (projects are made by the CLI)."""
+
+    # only the keys given here replace `errors.alert_on`'s
+    alert_on: AlertOn = Field(default_factory=AlertOn)
+
+
 class ErrorSettings(Strict):
     max_event_bytes: int = Field(default=1 << 20, ge=1024)  # one event, decompressed
     max_envelope_bytes: int = Field(default=20 << 20, ge=1024)  # a whole body, decompressed
@@ -95,3 +134,13 @@ class ErrorSettings(Strict):
     public_url: HttpUrl | None = None
     frappe_error_logs: list[FrappeErrorLog] = Field(default_factory=list)
     frappe_monitor_logs: list[FrappeMonitorLog] = Field(default_factory=list)
+    # which issues alert: for every project, and per project by name
+    alert_on: AlertOn = Field(default_factory=AlertOn)
+    projects: dict[str, ErrorProject] = Field(default_factory=dict)
+
+    def rule_for(self, project: str) -> AlertOn:
+        """The project's alert rule: `alert_on` with the keys its own entry sets."""
+        own = self.projects.get(project)
+        if own is None:
+            return self.alert_on
+        return self.alert_on.model_copy(update=own.alert_on.model_dump(exclude_unset=True))

@@ -10,6 +10,9 @@ upsert) plus one insert per new issue, whatever N is.
 Issue states: `unresolved`; `resolved`, which an event that happened after the resolution
 reopens (status `unresolved`, `regressed_at` set: a regression); and `ignored`, which stays
 ignored while its counts go on.
+
+A new issue and a regression set `alert_due` in the same statement that writes them: the
+obligation to alert commits with the issue, and `errors.alerting` raises it (decision 21).
 """
 
 from __future__ import annotations
@@ -74,7 +77,12 @@ UPDATE_COUNTS = (
 REGRESS = (
     update(t.error_issues)
     .where(_I.id == bindparam("b_id"), _I.status == "resolved")
-    .values(status="unresolved", regressed_at=bindparam("b_at"))
+    .values(
+        status="unresolved",
+        regressed_at=bindparam("b_at"),
+        alert_due="regression",
+        alert_due_at=bindparam("b_at"),
+    )
 )
 
 
@@ -187,6 +195,9 @@ def _new_issue(
         "environment": first.meta["environment"] or default_env,
         "first_release": first.meta["release"],
         "last_event_id": latest.event_id,
+        # the alert it means, raised by errors/alerting.py after this commits
+        "alert_due": "new",
+        "alert_due_at": min(i.ts for i in items),
     }
     values = _clean(values)
     return inserted_id(conn.execute(INSERT_ISSUE.values(**values)))

@@ -23,9 +23,9 @@ PostgreSQL/MariaDB and never deadlock.
 
 Each claim's condition is the caller's: what "still to do" means is domain knowledge (an
 escalation step not fired yet, a watermark not moved, a run still waiting). Used by
-incidents/escalation.py, probes/rollups.py, notify/claim.py, reviews/reminders.py,
-reviews/followups.py and runbooks/runner.py. tests/test_store_claims.py holds the contract on
-SQLite, PostgreSQL and MariaDB.
+incidents/escalation.py, probes/rollups.py, notify/claim.py, errors/alerting.py,
+reviews/reminders.py, reviews/followups.py and runbooks/runner.py. tests/test_store_claims.py
+holds the contract on SQLite, PostgreSQL and MariaDB.
 """
 
 from __future__ import annotations

@@ -58,9 +58,13 @@ error_issues = Table(
     Column("resolved_at", Double),
     Column("resolved_by", String(120)),
     Column("regressed_at", Double),
+    # an alert to raise or resolve: new | regression | resolved (errors/alerting.py claims it)
+    Column("alert_due", String(16)),
+    Column("alert_due_at", Double),
     UniqueConstraint("project_id", "fingerprint"),
     Index(None, "status", "last_seen"),
     Index(None, "last_seen"),
+    Index(None, "alert_due"),
 )
 
 error_events = Table(
