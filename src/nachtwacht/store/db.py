@@ -101,27 +101,16 @@ class Store:
             raise StoreError(f"store {self.describe()}: {_reason(exc)}") from exc
 
     def migrate(self) -> None:
-        if self._at_head():
-            return
-        from nachtwacht.store.migrate import upgrade
-
         try:
+            # a store that is down fails here, once, rather than again inside Alembic
+            with self.engine.connect() as conn:
+                if _at_head(conn):
+                    return
+            from nachtwacht.store.migrate import upgrade
+
             upgrade(self.engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"store {self.describe()}: {_reason(exc)}") from exc
-
-    def _at_head(self) -> bool:
-        """The store records the newest shipped revision: no upgrade to run, so Alembic need
-        not load (about 120 ms of every command that reads the store). Anything else (no
-        version table, an older or unknown revision) goes to Alembic as before."""
-        heads = head_revisions()
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(sql("SELECT version_num FROM alembic_version"))
-                found = {row[0] for row in rows}
-        except SQLAlchemyError:
-            return False
-        return bool(heads) and found == heads
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -167,6 +156,18 @@ def head_revisions() -> frozenset[str]:
             if match.group(2) is not None:
                 (downs if match.group(1) else revisions).add(match.group(2))
     return frozenset(revisions - downs)
+
+
+def _at_head(conn: Connection) -> bool:
+    """The store records the newest shipped revision: no upgrade to run, so Alembic need not
+    load (about 120 ms of every command that reads the store). Anything else (no version
+    table yet, an older or unknown revision) goes to Alembic as before."""
+    heads = head_revisions()
+    try:
+        found = {row[0] for row in conn.execute(sql("SELECT version_num FROM alembic_version"))}
+    except SQLAlchemyError:
+        return False  # a new store: no version table yet
+    return bool(heads) and found == heads
 
 
 def meta_key(prefix: str, name: str) -> str:
