@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# two stamps: a venv `make run` made gets the dev tools added by the first `make test`
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.installed-dev-stamp
 
-.PHONY: run test install system-deps lint format lock bench clean
+.PHONY: run test install dev-install system-deps lint format lock bench clean
 
+# The runtime lock only: no test tool, linter or type checker in what `make run` serves from.
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dev lock pins every runtime package at the runtime lock's version, and adds the tools.
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	touch $(DEV_STAMP)
+
+dev-install: $(DEV_STAMP)
 
 # Debian packages some tests use as real peers (Alertmanager); needs root, else those tests skip
 system-deps:
@@ -28,7 +38,7 @@ run: install
 # Each worker has its own store templates, port block and tmp dirs. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 
-test: install system-deps
+test: dev-install system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	@# mypy (a minute cold) runs beside the suite, which mostly waits; its report follows the suite's
@@ -37,18 +47,21 @@ test: install system-deps
 	wait $$mypy; types=$$?; cat .mypy-report; rm -f .mypy-report; \
 	test $$tests -eq 0 && test $$types -eq 0
 
-lint: install
+lint: dev-install
 	$(BIN)/ruff check src tests bench
 
-format: install
+format: dev-install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-# Re-pin every dependency after changing pyproject.toml.
+# Re-pin every dependency after changing pyproject.toml: the runtime first, then the dev
+# tools on top, constrained to the runtime's pins so the two locks agree (tests/test_locks.py).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q -e '.[dev]'
-	{ echo '# Pinned dependencies (runtime + dev). Regenerate: make lock'; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock
+	.lock-venv/bin/pip install -q -e .
+	{ echo '# Runtime dependencies, pinned: what `make run` installs. Regenerate both locks: make lock'; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock
+	.lock-venv/bin/pip install -q -c requirements.lock -e '.[dev]'
+	{ echo '# Runtime + dev dependencies, pinned (the runtime pins of requirements.lock): what `make test` installs. Regenerate: make lock'; .lock-venv/bin/pip freeze --exclude-editable; } > requirements-dev.lock
 	rm -rf .lock-venv
 
 bench: install

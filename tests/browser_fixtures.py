@@ -67,7 +67,7 @@ def need_browser(module_level: bool = False) -> None:
     if not CHROMIUM.exists():
         missing.append(f"{CHROMIUM} (Debian package chromium: scripts/install-debian-packages.sh)")
     if importlib.util.find_spec("playwright") is None:
-        missing.append("the playwright package (pip install -r requirements.lock)")
+        missing.append("the playwright package (pip install -r requirements-dev.lock)")
     if not missing:
         return
     message = "browser tests need " + " and ".join(missing)

@@ -33,6 +33,7 @@ RUNS = {
         "0",
     ],
     "kill9_soak": ["--help"],
+    "cli_import": ["--runs", "1", "--top", "3"],
 }
 
 

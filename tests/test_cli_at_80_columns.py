@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from nachtwacht.cli import main as cli_main
 from nachtwacht.cli.main import app
+from nachtwacht.probes import cli as probes_cli
 
 runner = CliRunner()
 WIDTH = 80
@@ -28,7 +29,14 @@ def _walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str,
         yield from _walk(sub, (*path, name))
 
 
-TREE = list(_walk(typer.main.get_command(app)))
+def _root() -> Any:
+    """The whole command tree: the root loads a command's module only when it is asked for."""
+    root = typer.main.get_command(app)
+    root.load_all()  # type: ignore[attr-defined]
+    return root
+
+
+TREE = list(_walk(_root()))
 PATHS = [path for path, _ in TREE]
 GROUPS = [path for path, cmd in TREE if path and hasattr(cmd, "commands")]
 # a group that does its own work without a subcommand (`nachtwacht oncall`: who is on call)
@@ -116,7 +124,7 @@ def test_help_text_wraps_cleanly_at_80_columns(path: tuple[str, ...], quiet_conf
 def test_status_help_summary_and_paragraphs_read_whole(quiet_config: Path) -> None:
     result = _help(["status", "--help"])
     shown = " ".join(result.output.split("╭")[0].split())
-    doc = inspect.cleandoc(cli_main.probes_cli.status.__doc__ or "")
+    doc = inspect.cleandoc(probes_cli.status.__doc__ or "")
     for paragraph in doc.split("\n\n"):
         # every word in order, none broken in two
         assert " ".join(paragraph.split()) in shown

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import TypeAdapter
 
+from nachtwacht.httpclient import HttpClient
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.channels.email import message_id
@@ -50,8 +50,8 @@ def message(**over: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http() -> AsyncIterator[HttpClient]:
+    async with HttpClient() as client:
         yield client
 
 
@@ -96,7 +96,7 @@ def parsed(envelope: Any) -> email.message.EmailMessage:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_email_with_auth_arrives_with_subject_body_and_stable_message_id(
-    http: httpx.AsyncClient,
+    http: HttpClient,
 ) -> None:
     auth = Authenticator("nw", "s3cret")
     controller, box = smtp_server(authenticator=auth, auth_required=True, auth_require_tls=False)
@@ -127,7 +127,7 @@ def test_message_id_is_the_same_for_a_retry_and_differs_per_key() -> None:
 
 
 async def test_email_over_starttls_with_auth_checks_the_certificate(
-    http: httpx.AsyncClient, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    http: HttpClient, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = tls_cert
     auth = Authenticator("nw", "s3cret")
@@ -155,7 +155,7 @@ async def test_email_over_starttls_with_auth_checks_the_certificate(
 
 
 async def test_email_over_implicit_tls(
-    http: httpx.AsyncClient, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    http: HttpClient, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = tls_cert
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
@@ -171,7 +171,7 @@ async def test_email_over_implicit_tls(
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-async def test_email_wrong_password_is_permanent(http: httpx.AsyncClient) -> None:
+async def test_email_wrong_password_is_permanent(http: HttpClient) -> None:
     controller, box = smtp_server(
         authenticator=Authenticator("nw", "right"), auth_required=True, auth_require_tls=False
     )
@@ -189,7 +189,7 @@ async def test_email_wrong_password_is_permanent(http: httpx.AsyncClient) -> Non
 
 
 async def test_email_requiring_starttls_from_a_server_without_it_says_so(
-    http: httpx.AsyncClient,
+    http: HttpClient,
 ) -> None:
     controller, _box = smtp_server()
     try:
@@ -201,7 +201,7 @@ async def test_email_requiring_starttls_from_a_server_without_it_says_so(
     assert exc.value.permanent
 
 
-async def test_email_to_a_closed_port_is_retried(http: httpx.AsyncClient) -> None:
+async def test_email_to_a_closed_port_is_retried(http: HttpClient) -> None:
     port = closed_port()
     cfg = channel(kind="email", host="127.0.0.1", port=port, starttls=False, timeout=2)
     with pytest.raises(DeliveryError, match=f"smtp 127.0.0.1:{port}") as exc:
@@ -213,7 +213,7 @@ async def test_email_to_a_closed_port_is_retried(http: httpx.AsyncClient) -> Non
 
 
 async def test_webhook_posts_the_whole_message_with_idempotency_key(
-    http: httpx.AsyncClient, receiver: Receiver
+    http: HttpClient, receiver: Receiver
 ) -> None:
     cfg = channel(
         kind="webhook", url=f"{receiver.url}/hooks/nw", headers={"Authorization": "Bearer x"}
@@ -233,7 +233,7 @@ async def test_webhook_posts_the_whole_message_with_idempotency_key(
 
 
 async def test_configured_headers_cannot_replace_the_idempotency_key(
-    http: httpx.AsyncClient, receiver: Receiver
+    http: HttpClient, receiver: Receiver
 ) -> None:
     cfg = channel(kind="webhook", url=receiver.url, headers={"Idempotency-Key": "fixed"})
     await channels.send(cfg, message(), http)
@@ -242,7 +242,7 @@ async def test_configured_headers_cannot_replace_the_idempotency_key(
 
 @pytest.mark.parametrize(("kind", "bold"), [("slack", "*"), ("mattermost", "**")])
 async def test_slack_and_mattermost_get_text(
-    http: httpx.AsyncClient, receiver: Receiver, kind: str, bold: str
+    http: HttpClient, receiver: Receiver, kind: str, bold: str
 ) -> None:
     await channels.send(channel(kind=kind, url=receiver.url), message(channel="ops"), http)
     text = receiver.seen[0].json["text"]
@@ -253,7 +253,7 @@ async def test_slack_and_mattermost_get_text(
 
 
 async def test_teams_gets_an_adaptive_card_with_an_acknowledge_button(
-    http: httpx.AsyncClient, receiver: Receiver
+    http: HttpClient, receiver: Receiver
 ) -> None:
     await channels.send(channel(kind="teams", url=receiver.url), message(channel="ms"), http)
     body = receiver.seen[0].json
@@ -272,7 +272,7 @@ async def test_teams_gets_an_adaptive_card_with_an_acknowledge_button(
 
 
 async def test_sms_gateway_gets_the_rendered_json_body(
-    http: httpx.AsyncClient, receiver: Receiver
+    http: HttpClient, receiver: Receiver
 ) -> None:
     cfg = channel(
         kind="sms", url=f"{receiver.url}/send", headers={"X-Api-Key": "k"},
@@ -287,7 +287,7 @@ async def test_sms_gateway_gets_the_rendered_json_body(
 
 
 async def test_sms_gateway_by_get_with_a_query_template(
-    http: httpx.AsyncClient, receiver: Receiver
+    http: HttpClient, receiver: Receiver
 ) -> None:
     cfg = channel(
         kind="sms", url=f"{receiver.url}/sms?user=nw", method="GET",
@@ -307,7 +307,7 @@ async def test_sms_gateway_by_get_with_a_query_template(
                               (502, False), (503, False)],
 )  # fmt: skip
 async def test_4xx_is_permanent_and_5xx_408_are_retried(
-    http: httpx.AsyncClient, status: int, permanent: bool
+    http: HttpClient, status: int, permanent: bool
 ) -> None:
     r = await Receiver(answers=[status]).start()
     try:
@@ -318,7 +318,7 @@ async def test_4xx_is_permanent_and_5xx_408_are_retried(
     assert exc.value.permanent is permanent
 
 
-async def test_429_is_retried_after_what_the_receiver_asks(http: httpx.AsyncClient) -> None:
+async def test_429_is_retried_after_what_the_receiver_asks(http: HttpClient) -> None:
     r = await Receiver(answers=[429], headers={"Retry-After": "7"}).start()
     try:
         with pytest.raises(DeliveryError) as exc:
@@ -328,7 +328,7 @@ async def test_429_is_retried_after_what_the_receiver_asks(http: httpx.AsyncClie
     assert not exc.value.permanent and exc.value.retry_after == 7.0
 
 
-async def test_refused_connection_and_timeout_are_retried(http: httpx.AsyncClient) -> None:
+async def test_refused_connection_and_timeout_are_retried(http: HttpClient) -> None:
     port = closed_port()
     with pytest.raises(DeliveryError, match="webhook mail") as refused:
         await channels.send(

@@ -25,7 +25,7 @@ from nachtwacht.oncall.service import resolve_target
 from nachtwacht.store.db import StoreError
 
 if TYPE_CHECKING:
-    import httpx
+    from nachtwacht.httpclient import HttpClient
 
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "nachtwacht")
 PARAM = re.compile(r"\{([^}]+)\}")
@@ -36,24 +36,22 @@ PARAM = re.compile(r"\{([^}]+)\}")
 ANSWERING = {403, 404, 409, 422}
 
 
-def _network(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    import httpx
+def _network(ctx: Context, headers: dict[str, str] | None = None) -> HttpClient:
+    from nachtwacht.httpclient import HttpClient
 
-    return httpx.AsyncClient(
-        base_url=ctx.url, timeout=ctx.cfg.timeout, trust_env=False, headers=headers or {}
-    )
+    return HttpClient(base_url=ctx.url, timeout=ctx.cfg.timeout, headers=headers)
 
 
-def _client(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncClient | None:
+def _client(ctx: Context, headers: dict[str, str] | None = None) -> HttpClient | None:
     """In-process to the running app, else over the network; None when nothing answers."""
-    import httpx
+    from nachtwacht.httpclient import HttpClient
 
     if ctx.app is not None:
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=ctx.app),
+        return HttpClient(
+            app=ctx.app,
             base_url="http://nachtwacht.local",
             timeout=ctx.cfg.timeout,
-            headers=headers or {},
+            headers=headers,
         )
     if ctx.reached is not None and ctx.reached[0]:
         return _network(ctx, headers)
@@ -62,14 +60,14 @@ def _client(ctx: Context, headers: dict[str, str] | None = None) -> httpx.AsyncC
 
 async def reach(ctx: Context) -> tuple[bool, str]:
     """GET /login at the dashboard's address, once per run."""
-    import httpx
+    from nachtwacht.httpclient import HttpError
 
     if ctx.reached is None:
         started = time.perf_counter()
         try:
             async with _network(ctx) as client:
                 response = await client.get("/login")
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             reason = str(exc) or exc.__class__.__name__
             ctx.reached = (
                 False,
@@ -89,7 +87,7 @@ async def reach(ctx: Context) -> tuple[bool, str]:
 
 
 async def dashboard(ctx: Context) -> ItemResult:
-    import httpx
+    from nachtwacht.httpclient import HttpError
 
     ok, detail = await reach(ctx)
     if not ok:
@@ -103,7 +101,7 @@ async def dashboard(ctx: Context) -> ItemResult:
         async with _network(ctx, {"Authorization": f"Bearer {token}"}) as client:
             answer = await client.get("/healthz", params={"details": "true"})
             health = answer.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (HttpError, ValueError) as exc:
         return ItemResult("dashboard", False, f"{detail}; /healthz unreadable: {exc}")
     finally:
         await asyncio.to_thread(_revoke, ctx, token_id)
@@ -205,12 +203,12 @@ async def api(ctx: Context) -> ItemResult:
     return ItemResult("api", True, f"{len(paths)} GET endpoints answered ({where}): {summary}")
 
 
-async def _get(client: httpx.AsyncClient, path: str) -> tuple[str, int | str]:
-    import httpx
+async def _get(client: HttpClient, path: str) -> tuple[str, int | str]:
+    from nachtwacht.httpclient import HttpError
 
     try:
         response = await client.get(path, params={"limit": 1})
-    except httpx.HTTPError as exc:
+    except HttpError as exc:
         return path, f"{exc.__class__.__name__}: {exc}"
     return path, response.status_code
 
@@ -233,7 +231,7 @@ def _accounts(ctx: Context) -> tuple[list[str], str]:
 
 
 async def access(ctx: Context) -> ItemResult:
-    import httpx
+    from nachtwacht.httpclient import HttpError
 
     try:
         problems, checked = await asyncio.to_thread(_accounts, ctx)
@@ -249,7 +247,7 @@ async def access(ctx: Context) -> ItemResult:
         async with client:
             try:
                 status: int | None = (await client.get("/api/v1/status")).status_code
-            except httpx.HTTPError as exc:
+            except HttpError as exc:
                 status = None
                 problems.append(f"anonymous GET /api/v1/status failed: {exc}")
         if status == 401:

@@ -8,13 +8,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from nachtwacht.config import ConfigError, Settings, load_config
-from nachtwacht.config.loader import resolve_config_path
-from nachtwacht.store.db import Store, StoreError
+if TYPE_CHECKING:
+    from nachtwacht.config.schema import Settings
+    from nachtwacht.store.db import Store
+
+# The config's schema (pydantic) and the store (SQLAlchemy) load inside the functions that use
+# them: `nachtwacht --help` and a command's --help need neither (docs/performance.md).
 
 ConfigOption = Annotated[
     str | None,
@@ -41,11 +44,15 @@ state = CliState()
 
 
 def config_path(option: str | None) -> str:
+    from nachtwacht.config.loader import resolve_config_path
+
     return str(resolve_config_path(option or state.config))
 
 
 def settings(option: str | None) -> Settings:
     """Load the config or exit 2 with `file:line: key: message` lines, touching nothing."""
+    from nachtwacht.config.loader import ConfigError, load_config
+
     try:
         return load_config(option or state.config)
     except ConfigError as exc:
@@ -109,6 +116,8 @@ def cli_actor(value: str | None) -> str:
 @contextmanager
 def open_store(cfg: Settings) -> Iterator[Store]:
     """The configured store, migrated; a store error is one line and exit 2."""
+    from nachtwacht.store.db import Store, StoreError
+
     store = Store(cfg.store.url)
     try:
         store.migrate()

@@ -7,17 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from typer.core import TyperGroup
 
 from nachtwacht import __version__
-from nachtwacht.alerts.cli import maintenance_app, silence_app
-from nachtwacht.analytics import cli as analytics_cli
-from nachtwacht.auth import cli as auth_cli
-from nachtwacht.backup import cli as backup_cli
-from nachtwacht.checklist import cli as checklist_cli
 from nachtwacht.cli.common import (
     STDOUT_CLOSED_EXIT,
     ConfigOption,
@@ -27,29 +22,55 @@ from nachtwacht.cli.common import (
     settings,
     state,
 )
-from nachtwacht.config import Settings, starter
-from nachtwacht.config.loader import config_warnings
-from nachtwacht.errors import cli as errors_cli
-from nachtwacht.evidence import cli as evidence_cli
-from nachtwacht.incidents.cli import incident_app
-from nachtwacht.notify.cli import notify_app
-from nachtwacht.notify.reach import config_warnings as reach_warnings
-from nachtwacht.oncall import cli as oncall_cli
-from nachtwacht.probes import cli as probes_cli
+from nachtwacht.cli.lazy import LAZY, ORDER, Stub, load
 from nachtwacht.problems import Problem
-from nachtwacht.reviews import cli as reviews_cli
-from nachtwacht.runbooks import cli as runbooks_cli
-from nachtwacht.watchdog import cli as watchdog_cli
+
+if TYPE_CHECKING:
+    from nachtwacht.config.schema import Settings
 
 
 class _Nachtwacht(TyperGroup):
     """The root command: a domain's refusal (`Problem`) becomes one `error:` line and its exit
     code here, the one place for every command, however it is invoked (`main()`, a test's
-    CliRunner); a command lets a `Problem` propagate instead of translating it itself."""
+    CliRunner); a command lets a `Problem` propagate instead of translating it itself.
+
+    The commands of LAZY stand here as stubs holding their help line until one is asked for
+    (`get_command` outside a help listing): then its module loads and the real command
+    takes the stub's place."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        eager: dict[str, Any] = dict(self.commands)
+        stubs = {name: Stub(name=name, help=LAZY[name][2]) for name in LAZY}
+        self.commands = {n: eager.pop(n, None) or stubs[n] for n in ORDER} | eager
+        self._listing = False
         _reflow_help(self)
+
+    def load(self, name: str) -> Any:
+        """The command `name`, its module loaded if it was a stub; None if there is none."""
+        command = self.commands.get(name)
+        if isinstance(command, Stub):
+            command = load(name)
+            _reflow_help(command)
+            self.commands[name] = command
+        return command
+
+    def load_all(self) -> None:
+        for name in list(self.commands):
+            self.load(name)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if self._listing:
+            return self.commands.get(cmd_name)
+        return self.load(cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # listing the commands needs their help lines only: the stubs have them
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """`--help` anywhere before `--` shows the help of the command named and runs nothing.
@@ -78,7 +99,10 @@ def _command_words(group: Any, words: list[str]) -> list[str]:
     path: list[str] = []
     command = group
     for word in words:
-        sub = getattr(command, "commands", {}).get(word)
+        if isinstance(command, _Nachtwacht):
+            sub = command.load(word)
+        else:
+            sub = getattr(command, "commands", {}).get(word)
         if sub is not None:
             path.append(word)
             command = sub
@@ -115,45 +139,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-app.add_typer(probes_cli.probes_app, name="probes")
-app.add_typer(incident_app, name="incident")
-app.add_typer(maintenance_app, name="maintenance")
-app.add_typer(silence_app, name="silence")
-app.add_typer(notify_app, name="notify")
-app.add_typer(auth_cli.user_app, name="user")
-app.add_typer(auth_cli.token_app, name="token")
-app.add_typer(auth_cli.ingest_key_app, name="ingest-key")
-app.command("audit")(auth_cli.audit)
-oncall_app = typer.Typer(
-    help="Who is on call now and next; `oncall override` manages overrides.",
-    invoke_without_command=True,
-)
-oncall_app.callback()(oncall_cli.oncall)
-oncall_app.add_typer(oncall_cli.override_app, name="override")
-app.add_typer(oncall_app, name="oncall")
-app.command("status")(probes_cli.status)
-app.command("check")(probes_cli.check)
-app.add_typer(errors_cli.errors_app, name="errors")
-app.add_typer(errors_cli.project_app, name="project")
-app.add_typer(analytics_cli.analytics_app, name="analytics")
-app.add_typer(analytics_cli.baseline_app, name="baseline")
-app.add_typer(analytics_cli.flags_app, name="flags")
-app.add_typer(analytics_cli.cache_app, name="cache")
-app.add_typer(runbooks_cli.runbook_app, name="runbook")
-app.add_typer(evidence_cli.evidence_app, name="evidence")
-app.add_typer(reviews_cli.report_app, name="report")
-app.add_typer(reviews_cli.followup_app, name="followup")
-app.add_typer(reviews_cli.postmortem_app, name="postmortem")
-app.add_typer(backup_cli.backup_app, name="backup")
-app.add_typer(backup_cli.store_app, name="store")
-# single commands: each package's cli.py defines a function named for the command
-for _module, _name in (
-    (checklist_cli, "verify"),
-    (backup_cli, "export"),
-    (watchdog_cli, "doctor"),
-):
-    if hasattr(_module, _name):
-        app.command(_name)(getattr(_module, _name))
 
 
 @app.callback()
@@ -184,6 +169,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config that monitors this host and the services it finds."""
+    from nachtwacht.config import starter
+
     if output.exists() and not force:
         fail(f"{output} exists; use --force to overwrite it", 1)
     if preset == "frappe":
@@ -214,6 +201,9 @@ def validate(config: ConfigOption = None) -> None:
     Warnings (nobody can be paged, a role nobody holds) are printed too but do not fail it:
     a monitor without paging still monitors.
     """
+    from nachtwacht.config.loader import config_warnings
+    from nachtwacht.notify.reach import config_warnings as reach_warnings
+
     cfg = settings(config)
     warnings = config_warnings(cfg, config_path(config), checks=[reach_warnings])
     for warning in warnings:

@@ -48,7 +48,7 @@ from nachtwacht.store.db import Store, StoreError
 from nachtwacht.wake import Wake
 
 if TYPE_CHECKING:
-    import httpx
+    from nachtwacht.httpclient import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class OutboxSender:
         concurrency: int = 8,
         lease: float | None = None,
         batch: int = 200,
-        http: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         on_outcome: OutcomeListener | None,
     ) -> None:
         self.store = store
@@ -172,11 +172,11 @@ class OutboxSender:
         task.add_done_callback(done)
         return task
 
-    def client(self) -> httpx.AsyncClient:
-        import httpx
+    def client(self) -> HttpClient:
+        from nachtwacht.httpclient import HttpClient
 
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False)
+            self._http = HttpClient(follow_redirects=False)
         return self._http
 
     def _message(self, row: dict[str, Any], now: float) -> dict[str, Any]:

@@ -209,3 +209,11 @@ def delete(
     cfg = settings(config)
     row = _write(cfg, lambda conn: service.delete_override(conn, override_id))
     typer.echo(f"deleted override #{override_id} ({row['contact']} in {row['rotation']})")
+
+
+oncall_app = typer.Typer(
+    help="Who is on call now and next; `oncall override` manages overrides.",
+    invoke_without_command=True,
+)
+oncall_app.callback()(oncall)
+oncall_app.add_typer(override_app, name="override")

@@ -20,6 +20,7 @@ KIND_MODULES: tuple[str, ...] = (
     "host",
     "heartbeat",
     "logfile",
+    "peer",
 )
 
 

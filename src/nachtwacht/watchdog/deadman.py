@@ -16,11 +16,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from nachtwacht import __version__
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.masking import mask_capability_url
+from nachtwacht.httpclient import HttpClient
 from nachtwacht.watchdog.models import WatchdogSettings
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class DeadMan:
     site: str
     clock: Clock
     status: Any  # () -> dict: the body's status fields, computed at each call
-    http: httpx.AsyncClient | None = None
+    http: HttpClient | None = None
     sent: int = 0
     failed: int = 0
     last_ok: float | None = None
@@ -54,7 +53,7 @@ class DeadMan:
             return
         body = self.body(now)
         timeout = float(self.settings.deadman_timeout)
-        client = self.http or httpx.AsyncClient(follow_redirects=True)
+        client = self.http or HttpClient(follow_redirects=True)
         headers = {"User-Agent": USER_AGENT}
         try:
             if self.settings.deadman_method == "POST":

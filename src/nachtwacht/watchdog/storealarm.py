@@ -35,10 +35,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from nachtwacht.clock import Clock, iso
 from nachtwacht.config.schema import Settings
+from nachtwacht.httpclient import HttpClient
 from nachtwacht.notify import channels
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.compose import PER_CONTACT, fit
@@ -67,7 +66,7 @@ class StoreAlarm:
     clock: Clock
     drainer: Any  # spool.drain.Drainer
     directory: Path
-    http: httpx.AsyncClient | None = None
+    http: HttpClient | None = None
     outage: dict[str, Any] | None = None
     last: dict[str, Any] | None = None  # the previous outage, for /healthz and status
     _spool_firing: bool | None = None
@@ -354,7 +353,7 @@ class StoreAlarm:
         ]
         if not due:
             return
-        client = self.http or httpx.AsyncClient(follow_redirects=False)
+        client = self.http or HttpClient(follow_redirects=False)
         try:
             await asyncio.gather(*(self._send_one(client, d, outage) for d in due))
         finally:
@@ -362,7 +361,7 @@ class StoreAlarm:
                 await client.aclose()
 
     async def _send_one(
-        self, client: httpx.AsyncClient, d: dict[str, Any], outage: dict[str, Any]
+        self, client: HttpClient, d: dict[str, Any], outage: dict[str, Any]
     ) -> None:
         cfg = self.settings.notify.channels.get(d["channel"])
         d["attempts"] += 1

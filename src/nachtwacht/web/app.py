@@ -221,6 +221,8 @@ def create_app(
         watchdog = getattr(runtime, "watchdog", None)
         body: dict[str, Any] = {
             "status": status,
+            # this instance's clock: a peer probe ages the heartbeat by it, not by its own
+            "at": runtime.clock.now(),
             "version": __version__,
             "modules": modules,
             "probes": len(runtime.scheduler.slots),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nachtwacht import __version__
 
 if TYPE_CHECKING:
-    import httpx
+    from nachtwacht.httpclient import HttpClient, Response
 
 # channel kind → module holding its `send`
 MODULES = {
@@ -38,7 +38,7 @@ class DeliveryError(Exception):
         self.retry_after = retry_after  # what the receiver asked for (429/503 Retry-After)
 
 
-async def send(cfg: Any, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+async def send(cfg: Any, message: dict[str, Any], http: HttpClient) -> None:
     """Deliver `message` through the channel `cfg` describes (dispatch on `cfg.kind`)."""
     name = MODULES.get(cfg.kind)
     if name is None:
@@ -53,31 +53,30 @@ def base_headers(message: dict[str, Any]) -> dict[str, str]:
 
 
 async def request(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     method: str,
     url: str,
     *,
     timeout: float,
     what: str,
     **kwargs: Any,
-) -> httpx.Response:
+) -> Response:
     """One HTTP request, with every failure turned into a DeliveryError that says why."""
-    import httpx
+    from nachtwacht.httpclient import BadUrl, HttpTimeout, TransportError
 
     try:
         response = await http.request(method, url, timeout=timeout, **kwargs)
-    except httpx.TimeoutException:
+    except HttpTimeout:
         raise DeliveryError(f"{what}: no answer within {timeout:g}s") from None
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+    except BadUrl as exc:
         raise DeliveryError(f"{what}: {exc}", permanent=True) from None
-    except httpx.TransportError as exc:
-        reason = str(exc) or exc.__class__.__name__
-        raise DeliveryError(f"{what}: {reason}") from None
+    except TransportError as exc:
+        raise DeliveryError(f"{what}: {exc}") from None
     check(response, what)
     return response
 
 
-def check(response: httpx.Response, what: str) -> None:
+def check(response: Response, what: str) -> None:
     """2xx is delivered; 408, 429 and 5xx may pass; any other answer will not."""
     code = response.status_code
     if 200 <= code < 300:
@@ -92,7 +91,7 @@ def check(response: httpx.Response, what: str) -> None:
     raise DeliveryError(text, permanent=True)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("retry-after", "")
     try:
         return max(0.0, float(value))

@@ -7,12 +7,13 @@ accept; an acknowledge button opens the ack link when the message has one.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht.notify.channels import base_headers, request
 from nachtwacht.notify.models import ChatChannel
+
+if TYPE_CHECKING:
+    from nachtwacht.httpclient import HttpClient
 
 
 def slack_body(message: dict[str, Any], bold: str = "*") -> dict[str, Any]:
@@ -66,7 +67,7 @@ def teams_body(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def send(cfg: ChatChannel, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+async def send(cfg: ChatChannel, message: dict[str, Any], http: HttpClient) -> None:
     if cfg.kind == "teams":
         payload = teams_body(message)
     else:

@@ -16,12 +16,13 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht.notify.channels import DeliveryError
 from nachtwacht.notify.models import EmailChannel
+
+if TYPE_CHECKING:
+    from nachtwacht.httpclient import HttpClient
 
 
 def message_id(key: str, sender: str) -> str:
@@ -44,7 +45,7 @@ def build(cfg: EmailChannel, message: dict[str, Any]) -> EmailMessage:
     return msg
 
 
-async def send(cfg: EmailChannel, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+async def send(cfg: EmailChannel, message: dict[str, Any], http: HttpClient) -> None:
     if not message.get("address"):
         raise DeliveryError("email: the message has no address", permanent=True)
     await asyncio.to_thread(deliver, cfg, build(cfg, message))

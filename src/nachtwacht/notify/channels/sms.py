@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from jinja2 import Environment, Template
 
 from nachtwacht.notify.channels import DeliveryError, base_headers, request
 from nachtwacht.notify.models import SmsChannel
+
+if TYPE_CHECKING:
+    from nachtwacht.httpclient import HttpClient
 
 
 @lru_cache(maxsize=32)
@@ -30,7 +32,7 @@ def render_body(cfg: SmsChannel, to: str, text: str) -> str:
         raise DeliveryError(f"sms body template: {exc}", permanent=True) from exc
 
 
-async def send(cfg: SmsChannel, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+async def send(cfg: SmsChannel, message: dict[str, Any], http: HttpClient) -> None:
     to = message.get("address")
     if not to:
         raise DeliveryError("sms: the message has no phone number", permanent=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from nachtwacht.notify.channels import base_headers, request
 from nachtwacht.notify.models import WebhookChannel
+
+if TYPE_CHECKING:
+    from nachtwacht.httpclient import HttpClient
 
 
 def body(message: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def body(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def send(cfg: WebhookChannel, message: dict[str, Any], http: httpx.AsyncClient) -> None:
+async def send(cfg: WebhookChannel, message: dict[str, Any], http: HttpClient) -> None:
     # the configured headers (auth tokens) first; ours last, so the key cannot be overridden
     headers = {**cfg.headers, **base_headers(message)}
     await request(

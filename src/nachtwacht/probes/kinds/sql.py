@@ -34,6 +34,7 @@ pgbouncer is in the way).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import os
 import time
@@ -80,14 +81,43 @@ class Config(ThresholdConfig):
             raise ValueError(
                 f"{url.drivername!r} is an asyncio driver; use a blocking one ({_EXAMPLES})"
             )
-        try:
-            dialect.import_dbapi()
-        except ImportError as exc:
+        missing = _missing_driver(dialect)
+        if missing is not None:
             raise ValueError(
-                f"the driver for {url.drivername!r} ({exc.name or exc}) is not installed "
-                f"({_EXAMPLES})"
-            ) from None
+                f"the driver for {url.drivername!r} ({missing}) is not installed ({_EXAMPLES})"
+            )
         return value
+
+
+# a dialect's driver name -> the module it imports, where the two differ
+_DRIVER_MODULES = {
+    "pysqlite": "sqlite3",
+    "mysqldb": "MySQLdb",
+    "mysqlconnector": "mysql.connector",
+    "mariadbconnector": "mariadb",
+}
+
+
+def _missing_driver(dialect: Any) -> str | None:
+    """The driver module a URL needs when it is not installed, else None.
+
+    Looked up, not imported: reading the config (every CLI command does) must not pay for
+    loading psycopg and PyMySQL (about 100 ms); a check imports the driver when it runs.
+    """
+    name = _DRIVER_MODULES.get(dialect.driver, dialect.driver)
+    try:
+        found = importlib.util.find_spec(name)
+    except ImportError as exc:  # a dotted name whose package is missing
+        return exc.name or name
+    except ValueError:
+        found = None
+    if found is not None:
+        return None
+    try:  # a driver whose module is not named for it: ask the dialect itself
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return exc.name or str(exc)
+    return None
 
 
 class _Failed(Exception):
