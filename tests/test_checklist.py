@@ -168,7 +168,7 @@ def test_verify_cli_prints_each_item_and_exits_non_zero_on_failure(
     assert lines[-1].endswith(f"on incident #{incident}: passed")
 
     as_json = runner.invoke(cli, ["verify", "--json", "-c", str(config)])
-    assert as_json.exit_code == 0 and json.loads(as_json.output)["passed"] is True
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["passed"] is True, as_json.output
 
     # a user with a default password breaks the access item: exit 1, the item named
     with site.store.begin() as conn:

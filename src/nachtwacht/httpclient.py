@@ -172,7 +172,7 @@ class HttpClient:
                     headers=headers,
                     allow_redirects=self.follow_redirects,
                 ) as answer:
-                    content = await answer.content.read(MAX_BODY)
+                    content = await _read_up_to(answer.content, MAX_BODY)
                     return Response(answer.status, _headers(answer.headers.items()), content)
         except TimeoutError:
             raise HttpTimeout(f"no answer within {wait:g}s") from None
@@ -184,6 +184,20 @@ class HttpClient:
             raise TransportError(_connect_failure(exc.host, exc.port, exc.os_error)) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(str(exc) or exc.__class__.__name__) from None
+
+
+async def _read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes. `StreamReader.read(n)` answers what has arrived so far
+    (one chunk, often 64 KiB), not n bytes: a larger body came back cut."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = await stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _connect_failure(host: str, port: int | None, error: OSError) -> str:
