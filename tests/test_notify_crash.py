@@ -61,7 +61,10 @@ async def start(config: Path, name: str) -> asyncio.subprocess.Process:
         "--concurrency",
         str(CONCURRENCY),
         "--lease",
-        "1.0",
+        # a send gives up at 0.8 of the lease and is sent again (at-least-once): with 1 s, a
+        # loaded machine made sends that the receiver had taken "time out", duplicates the
+        # kill did not cause. The restart takes over the dead process's rows at once anyway.
+        "5.0",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
     )
