@@ -264,3 +264,18 @@ def still_holds(conn: Connection, signal: Signal, cfg: ProbeConfig | None) -> bo
         return False
     state = State(raw)
     return alerting(cfg, state) if signal.firing else _resolvable(cfg, state)
+
+
+def committed_state(store: Any, name: str) -> State | None:
+    """The stored state of the probe `name` (one another member checks), None if unknown.
+
+    `store` is a `store.db.Store`; read on a connection of its own, since the caller is inside
+    another transaction only for the alert it is raising.
+    """
+    with store.connect() as conn:
+        value = conn.execute(
+            select(t.probe_state.c.state)
+            .join(t.probes, t.probes.c.id == t.probe_state.c.probe_id)
+            .where(t.probes.c.name == name)
+        ).scalar()
+    return State(value) if value is not None else None

@@ -81,12 +81,16 @@ class Alerting:
         if self.scheduler is None:
             return None
         other = self.scheduler.by_name.get(name)
-        return other.state.state if other is not None else None
+        if other is not None:
+            return other.state.state
+        # checked by another member (docs/decisions/0024): its committed state
+        return probe_alerts.committed_state(self.store, name)
 
     def _configs(self) -> dict[int, ProbeConfig]:
+        """Every enabled probe's config, whichever member checks it: a flip is anyone's."""
         if self.scheduler is None:
             return {}
-        return {pid: slot.config for pid, slot in self.scheduler.slots.items()}
+        return dict(self.scheduler.configs)
 
     # -- the work -----------------------------------------------------------------------------
 
