@@ -8,6 +8,8 @@ in test_members_pg.py.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,8 +79,9 @@ def test_a_member_is_dead_after_no_change_for_the_bound_on_the_readers_clock() -
 
 def member(store: Store, me: str, role: str = "all") -> Membership:
     # a host of its own: the pid in `me` runs nowhere here, which on our host means "gone"
-    host = me.rsplit(":", 1)[0]
-    return Membership(store, settings_for(SETTINGS, store.url), role=role, me=me, host=host)
+    host, pid = me.rsplit(":", 1)
+    settings = settings_for(SETTINGS, store.url)
+    return Membership(store, settings, role=role, me=me, host=host, pid=int(pid))
 
 
 def test_a_silent_member_is_declared_dead_once_with_one_alert(
@@ -147,8 +150,8 @@ def test_a_member_that_cannot_write_its_heartbeat_stops_claiming(
 
 
 def test_sqlite_refuses_a_second_process(sqlite_store: Store, clock: FakeClock) -> None:
-    # another host's pid cannot be checked: its fresh heartbeat counts
-    other = member(sqlite_store, f"elsewhere:{os.getppid()}")
+    # our parent runs on this host: a member row of it with a fresh heartbeat is a process
+    other = member(sqlite_store, f"{socket.gethostname()}:{os.getppid()}")
     other.join(clock.now())
     with pytest.raises(Problem, match="SQLite holds one process.*use PostgreSQL for several"):
         refuse_second(sqlite_store, "here:1", clock.now())
@@ -157,11 +160,9 @@ def test_sqlite_refuses_a_second_process(sqlite_store: Store, clock: FakeClock) 
 
 
 def test_serve_on_sqlite_says_why_it_refuses(sqlite_store: Store, tmp_path: Path) -> None:
-    import time
-
     config = tmp_path / "nachtwacht.yaml"
     config.write_text(f'site: two\nstore: {{url: "{sqlite_store.url}"}}\n')
-    other = member(sqlite_store, "elsewhere:4242")
+    other = member(sqlite_store, f"{socket.gethostname()}:{os.getppid()}")
     other.join(time.time())
     result = CliRunner().invoke(app, ["serve", "--config", str(config)])
     assert result.exit_code == 1
@@ -244,3 +245,28 @@ async def test_two_members_divide_the_probes_and_one_takes_over_the_others(
     assert set(a.scheduler.slots) == owned_a | owned_b
     await a.stop()
     await b.stop()
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+def test_a_worker_answers_only_health_and_a_web_member_runs_no_engine(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from nachtwacht.web.app import create_app
+    from nachtwacht.web.state import state_of
+
+    settings = settings_for(probes_yaml(closed_port(), 2), sqlite_store.url)
+    with TestClient(create_app(settings, sqlite_store, clock, role="worker")) as worker:
+        assert worker.get("/healthz").status_code in (200, 503)
+        refused = worker.get("/api/v1/probes")
+        assert refused.status_code == 404 and "worker" in refused.json()["detail"]
+        assert worker.get("/login").status_code == 404
+    with TestClient(create_app(settings, sqlite_store, clock, role="web")) as web:
+        runtime = state_of(web.app).runtime
+        assert set(runtime.engine.modules) <= {"members", "spool", "health", "writer"}
+        assert runtime._loop_task is None  # no scheduler loop
+        assert runtime.scheduler.slots == {}  # a web member checks nothing
+        assert web.get("/login").status_code == 200

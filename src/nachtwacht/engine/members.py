@@ -64,6 +64,8 @@ def _row(r: dict[str, Any]) -> MemberRow:
 
 
 def _pid_runs(pid: int) -> bool:
+    if pid <= 0:
+        return False  # not a process: kill() would signal a group
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,10 +76,12 @@ def _pid_runs(pid: int) -> bool:
 
 
 def refuse_second(store: Store, me: str, now: float) -> None:
-    """On SQLite: a Problem if another live process holds this store.
+    """On SQLite: a Problem if another live process of this host holds this store.
 
-    One host holds a SQLite file, so its clock and its process table are the reader's own: a
-    row of another process counts while that pid runs and its heartbeat is fresh.
+    A SQLite file is one host's (on a network share its locking is not to be trusted anyway),
+    so its clock and its process table are the reader's own: a row of another process counts
+    while that pid runs and its heartbeat is fresh. Rows of other hosts (a restored backup of
+    another installation) are left alone.
     """
     if store.dialect != "sqlite":
         return
@@ -85,15 +89,12 @@ def refuse_second(store: Store, me: str, now: float) -> None:
     with store.connect() as conn:
         rows = _rows(conn)
     for r in rows:
-        if r["id"] == me or r["dead_at"] is not None:
+        if r["id"] == me or r["dead_at"] is not None or r["host"] != host:
             continue
-        if now - r["heartbeat_at"] > DEAD_AFTER:
+        if abs(now - r["heartbeat_at"]) > DEAD_AFTER or not _pid_runs(r["pid"]):
             continue
-        if r["host"] == host and not _pid_runs(r["pid"]):
-            continue
-        raise Problem(
-            SQLITE_REFUSAL.format(other=f"pid {r['pid']} on {r['host']}"), kind="conflict"
-        )
+        other = f"pid {r['pid']}"
+        raise Problem(SQLITE_REFUSAL.format(other=other), kind="conflict")
 
 
 def silent_signal(row: dict[str, Any] | MemberRow, firing: bool, now: float, note: str) -> Signal:
