@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def start_member(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
             "--port",
             str(free_port()),
             "--log-level",
-            "warning",
+            "info",
         ],
         stdin=subprocess.DEVNULL,
         stdout=log_file.open("wb"),
@@ -190,6 +191,7 @@ def main() -> None:
                 "probes_checked": len(counts),
                 # more than once per interval plus one: two members checking it
                 "double_checked": sum(1 for n in counts.values() if n > per_interval + 1.01),
+                "checks_per_probe": dict(sorted(Counter(counts.values()).items())),
                 **stats,
                 "cpu_seconds_per_1000_checks": round(sum(cpu) / checks * 1000, 3)
                 if checks
@@ -227,6 +229,10 @@ def main() -> None:
     finally:
         for proc in members:
             stop_process(proc, 20)
+        for log_file in sorted(Path(tmp.name).glob("m*/serve.log")):
+            for line in log_file.read_text(errors="replace").splitlines():
+                if "nachtwacht.engine" in line:
+                    log(f"{log_file.parent.name}: {line}")
         stop_process(target, 5)
         store.dispose()
         tmp.cleanup()

@@ -270,3 +270,18 @@ def test_a_worker_answers_only_health_and_a_web_member_runs_no_engine(
         assert runtime._loop_task is None  # no scheduler loop
         assert runtime.scheduler.slots == {}  # a web member checks nothing
         assert web.get("/login").status_code == 200
+
+
+async def test_check_now_of_a_probe_another_member_checks_answers_here_unrecorded(
+    pg_store: Store, clock: FakeClock
+) -> None:
+    settings = settings_for(probes_yaml(closed_port(), 2), pg_store.url)
+    rt = Runtime.build(settings, pg_store, clock)
+    rt.scheduler.set_owned(set(), {})  # both are another member's now
+    state = await rt.scheduler.check_elsewhere("p0")
+    assert state is not None and state.last_status is not None
+    assert state.state is State.CRITICAL  # retries 0: the closed port confirms at once
+    assert await rt.scheduler.check_elsewhere("nope") is None
+    with pg_store.connect() as conn:
+        assert conn.execute(select(t.results)).all() == []  # the owner records its checks
+    await rt.stop()

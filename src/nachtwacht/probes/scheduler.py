@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nachtwacht.clock import Clock
-from nachtwacht.probes import registry
+from nachtwacht.probes import registry, service
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.results import CheckResult, State
@@ -110,6 +110,33 @@ class Scheduler:
         return slot
 
     # -- ownership (several processes on one store) -----------------------------------------
+
+    async def check_elsewhere(self, name: str) -> ProbeState | None:
+        """Check an enabled probe another member owns once, now, without recording it.
+
+        Returns its committed state with this result folded in (None: no such probe). The
+        owner goes on checking it on its cadence; writing here would be a second owner.
+        """
+        pid = next((p for p, cfg in self.configs.items() if cfg.name == name), None)
+        if pid is None:
+            return None
+        cfg = self.configs[pid]
+        probe = registry.build(cfg, self.ctx)
+        try:
+            async with self._sem:
+                result = await probe.run()
+        finally:
+            await probe.close()
+        states = await asyncio.to_thread(self._committed, pid)
+        state = _copy_state(states.get(pid) or ProbeState(since=self.clock.now()))
+        apply(state, result, self.clock.now(), cfg.retries)
+        return state
+
+    def _committed(self, pid: int) -> dict[int, ProbeState]:
+        if self.ctx.store is None:
+            return {}
+        with self.ctx.store.connect() as conn:
+            return service.load_states(conn, [pid])
 
     def set_owned(
         self, owned: Collection[int], states: Mapping[int, ProbeState]
