@@ -238,7 +238,7 @@ async def test_two_members_divide_the_probes_and_one_takes_over_the_others(
     assert 8 < len(owned_a) < 32
     # b stops beating (killed): a takes its probes, with their state, after the bound
     with pg_store.begin() as conn:
-        conn.execute(update(t.members).where(t.members.c.id == b.membership.me).values(beat=0))
+        conn.execute(update(t.members).where(t.members.c.id == b.membership.me).values(beat=99))
     for _ in range(int(DEAD_AFTER) + 3):
         clock.advance(1.0)
         await a.members.tick(clock.now())
@@ -285,3 +285,39 @@ async def test_check_now_of_a_probe_another_member_checks_answers_here_unrecorde
     with pg_store.connect() as conn:
         assert conn.execute(select(t.results)).all() == []  # the owner records its checks
     await rt.stop()
+
+
+async def test_a_member_cut_off_from_the_store_stops_checking_and_paging_and_says_so(
+    clock: FakeClock,
+) -> None:
+    from tests.test_nothing_lost_proxy import TcpProxy, pg_database, proxied_url
+
+    proxy = TcpProxy().start()
+    try:
+        with pg_database() as name:
+            url = proxied_url(proxy, name)
+            store = Store(url)
+            rt = Runtime.build(settings_for(probes_yaml(closed_port(), 4), url), store, clock)
+            assert rt.membership is not None and rt.members is not None
+            await rt.members.tick(clock.now())
+            assert len(rt.scheduler.slots) == 4 and not rt.sender.paused
+            proxy.cut()
+            store.engine.dispose()  # pooled connections would fail only on their next use
+            for _ in range(6):
+                clock.advance(1.0)
+                await rt.members.tick(clock.now())
+            assert not rt.membership.active(clock.now())
+            assert rt.scheduler.slots == {} and rt.sender.paused
+            assert await rt._escalate(clock.now()) == 0
+            problem = rt.membership.snapshot(clock.now())["problem"]
+            assert problem is not None and "not a member" in problem
+            proxy.restore()
+            for _ in range(6):  # the heartbeat is written again, then it settles
+                clock.advance(1.0)
+                await rt.members.tick(clock.now())
+            assert rt.membership.active(clock.now()) and rt.membership.problem is None
+            assert len(rt.scheduler.slots) == 4 and not rt.sender.paused
+            await rt.stop()
+            store.dispose()
+    finally:
+        proxy.close()

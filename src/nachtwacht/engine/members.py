@@ -39,8 +39,9 @@ from nachtwacht.store.db import Store
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.5  # seconds between two heartbeats
-DEAD_AFTER = 6.0  # a member whose beat has not changed for this long is dead
-FENCE_AFTER = 4.5  # our own heartbeat unwritten for this long: we stop claiming
+DEAD_AFTER = 7.0  # a member whose beat has not changed for this long is dead
+FENCE_AFTER = 5.0  # our own heartbeat unwritten for this long: we stop claiming
+STARTING_GRACE = 120.0  # a member that joined but never beat (still building) is dead after
 SETTLE = 2 * HEARTBEAT  # a joining member waits this long before checking probes
 FORGET_DEAD = 86_400.0  # rows of dead members are deleted after a day
 ROLES = ("all", "web", "worker")
@@ -134,11 +135,12 @@ class Membership:
     trouble: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)
     declared: int = 0  # deaths this member claimed
+    alone: bool = False  # no other member when we joined
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise Problem(f"role must be one of {', '.join(ROLES)}", field="role")
-        self.observer = Observer(self.dead_after)
+        self.observer = Observer(self.dead_after, STARTING_GRACE)
 
     # -- what others read of us -----------------------------------------------------------
 
@@ -188,7 +190,7 @@ class Membership:
                     role=self.role,
                     started_at=now,
                     heartbeat_at=now,
-                    beat=self.beat,
+                    beat=0,  # starting: the others give it STARTING_GRACE, check nothing
                     probes_owned=self.probes_owned,
                 )
             )
@@ -196,9 +198,10 @@ class Membership:
         self.observer.observe(map(_row, self.rows), now)
         self.last_written = now
         self.trouble = False
-        others = self.observer.live_checkers(map(_row, self.rows), now, self.me)
-        # alone: check everything at once; with others, wait until they have seen us
-        self.settled_at = now if not others else now + self.settle
+        # alone: check everything at once; with others, settle from our first beat (when they
+        # start counting us), however long our start takes
+        self.alone = not self.observer.others(map(_row, self.rows), now, self.me)
+        self.settled_at = now if self.alone else None
 
     def beat_once(self, now: float) -> list[str]:
         """Write our heartbeat, read everyone's, claim the deaths we see; return those."""
@@ -222,6 +225,8 @@ class Membership:
         fenced = not self.active(now)
         self.last_written = now
         self.trouble = False
+        if self.settled_at is None:
+            self.settled_at = now + self.settle  # our first beat: the others count us now
         if fenced or self.problem is not None:
             log.warning("member %s: heartbeat written again; claiming work again", self.me)
             self.problem = None

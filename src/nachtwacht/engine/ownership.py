@@ -90,8 +90,9 @@ class Observer:
     killed before it `dead_after` seconds, rather than judging it by another host's clock.
     """
 
-    def __init__(self, dead_after: float) -> None:
+    def __init__(self, dead_after: float, starting_grace: float = 120.0) -> None:
         self.dead_after = dead_after
+        self.starting_grace = starting_grace
         self.seen: dict[str, Sighting] = {}
 
     def observe(self, rows: Iterable[MemberRow], now: float) -> None:
@@ -109,16 +110,37 @@ class Observer:
         return seen is not None and now - seen.changed_at <= self.dead_after
 
     def silent(self, rows: Iterable[MemberRow], now: float, me: str) -> list[MemberRow]:
-        """Members not yet declared dead whose heartbeat stopped (to be claimed as dead)."""
-        return [r for r in rows if r.id != me and r.dead_at is None and not self.alive(r.id, now)]
+        """Members not yet declared dead whose heartbeat stopped (to be claimed as dead).
+
+        A member still starting (beat 0: joined, building its scheduler) gets `starting_grace`.
+        """
+        out = []
+        for r in rows:
+            if r.id == me or r.dead_at is not None:
+                continue
+            seen = self.seen.get(r.id)
+            bound = self.dead_after if r.beat > 0 else self.starting_grace
+            if seen is None or now - seen.changed_at > bound:
+                out.append(r)
+        return out
 
     def live_checkers(self, rows: Iterable[MemberRow], now: float, me: str) -> set[str]:
-        """The other checking members alive in this reader's view (never `me`)."""
+        """The other checking members alive in this reader's view (never `me`).
+
+        Only members that have started beating: one still starting checks nothing yet.
+        """
         return {
             r.id
             for r in rows
             if r.id != me
             and r.role in CHECKING_ROLES
             and r.dead_at is None
+            and r.beat > 0
             and self.alive(r.id, now)
         }
+
+    def others(self, rows: Iterable[MemberRow], now: float, me: str) -> bool:
+        """Is any other member alive or still starting (so a joiner should settle first)?"""
+        listed = [r for r in rows if r.id != me and r.dead_at is None]
+        silent = {r.id for r in self.silent(listed, now, me)}
+        return any(r.id not in silent for r in listed)
