@@ -33,6 +33,8 @@ RUNS = {
         "0",
     ],
     "kill9_soak": ["--help"],
+    # starts real serve processes on PostgreSQL for minutes: imports and arguments only
+    "cluster": ["--help"],
 }
 
 

@@ -321,3 +321,45 @@ async def test_a_member_cut_off_from_the_store_stops_checking_and_paging_and_say
             store.dispose()
     finally:
         proxy.close()
+
+
+async def test_two_members_flips_of_one_outage_raise_one_alert(
+    pg_store: Store, clock: FakeClock
+) -> None:
+    """The takeover's overlap: both owners confirmed the same failure and left a flip each."""
+    import asyncio
+
+    from nachtwacht.alerts.worker import Alerting
+
+    settings = settings_for(probes_yaml(closed_port(), 1), pg_store.url)
+    rt = Runtime.build(settings, pg_store, clock)
+    [pid] = rt.scheduler.configs
+    now = clock.now()
+    with pg_store.begin() as conn:
+        conn.execute(
+            update(t.probe_state)
+            .where(t.probe_state.c.probe_id == pid)
+            .values(state="critical", since=now, last_check=now, failures=1, first_failure=now)
+        )
+        for _ in range(2):
+            conn.execute(
+                t.probe_flips.insert().values(
+                    probe_id=pid,
+                    ts=now,
+                    from_state="ok",
+                    to_state="critical",
+                    first_failure=now,
+                    message="connection refused",
+                )
+            )
+    other = Alerting(settings, pg_store, clock, rt.sender, rt.scheduler)
+    for _ in range(3):  # a race is a chance: give it a few
+        await asyncio.gather(
+            asyncio.to_thread(rt.alerting.handle_flips), asyncio.to_thread(other.handle_flips)
+        )
+    with pg_store.connect() as conn:
+        alerts = conn.execute(select(t.alerts.c.status)).scalars().all()
+        incidents = conn.execute(select(t.incidents.c.id)).all()
+        assert not conn.execute(select(t.probe_flips)).all()
+    assert alerts == ["firing"] and len(incidents) == 1
+    await rt.stop()

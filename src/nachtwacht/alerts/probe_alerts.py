@@ -258,12 +258,24 @@ def still_holds(conn: Connection, signal: Signal, cfg: ProbeConfig | None) -> bo
     f = t.probe_flips.c
     if conn.execute(select(f.id).where(f.probe_id == signal.probe_id).limit(1)).first():
         return False
-    s = t.probe_state.c
-    raw = conn.execute(select(s.state).where(s.probe_id == signal.probe_id)).scalar_one_or_none()
+    raw = lock_probe(conn, signal.probe_id)
     if raw is None:
         return False
     state = State(raw)
     return alerting(cfg, state) if signal.firing else _resolvable(cfg, state)
+
+
+def lock_probe(conn: Connection, probe_id: int) -> str | None:
+    """Lock the probe's state row until commit; return its state (None: never checked).
+
+    Alerts of one probe are then raised one transaction after the other, whichever member
+    raises them (docs/decisions/0024): the second sees the first's alert and deduplicates,
+    where two concurrent inserts would have paged twice. SQLite has one writer anyway.
+    """
+    s = t.probe_state.c
+    return conn.execute(
+        select(s.state).where(s.probe_id == probe_id).with_for_update()
+    ).scalar_one_or_none()
 
 
 def committed_state(store: Any, name: str) -> State | None:

@@ -131,6 +131,8 @@ class Alerting:
         with self.store.begin() as conn:
             if not probe_alerts.claim_flip(conn, flip.id):
                 return 0  # another worker has it
+            # two members may hold flips of one probe (a takeover's overlap): one at a time
+            probe_alerts.lock_probe(conn, flip.probe_id)
             cfg = configs.get(flip.probe_id)
             signal = (
                 probe_alerts.signal_for(

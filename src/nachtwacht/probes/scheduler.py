@@ -70,7 +70,7 @@ class Scheduler:
         rng: random.Random | None = None,
         batch_window: float = 0.025,
         owned: Collection[int] | None = None,
-        adopt_spread: float = 3.0,
+        adopt_spread: float = 2.0,
     ) -> None:
         self.clock = clock
         self.batch_window = batch_window
