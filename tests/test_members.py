@@ -363,3 +363,41 @@ async def test_two_members_flips_of_one_outage_raise_one_alert(
         assert not conn.execute(select(t.probe_flips)).all()
     assert alerts == ["firing"] and len(incidents) == 1
     await rt.stop()
+
+
+def test_status_and_the_overview_show_the_members(sqlite_store: Store, tmp_path: Path) -> None:
+    now = time.time()
+    for n, role in ((1, "all"), (2, "web")):
+        m = member(sqlite_store, f"host-{n}:{n}", role=role)
+        m.join(now)
+        m.probes_owned = 7 * n
+        m.beat_once(now)
+    with sqlite_store.begin() as conn:
+        conn.execute(update(t.members).where(t.members.c.id == "host-2:2").values(dead_at=now))
+    config = tmp_path / "nachtwacht.yaml"
+    config.write_text(f'site: two\nstore: {{url: "{sqlite_store.url}"}}\n')
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert "members" in result.output
+    assert "host-1:1" in result.output and "7 probes" in result.output
+    assert "DEAD host-2:2" in result.output
+    assert result.exit_code >= 1  # a silent member is not all well
+    result = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
+    import json
+
+    members = {m["id"]: m for m in json.loads(result.output)["members"]}
+    assert members["host-1:1"]["probes_owned"] == 7 and not members["host-1:1"]["dead"]
+    assert members["host-2:2"]["role"] == "web" and members["host-2:2"]["dead"]
+
+    from fastapi.testclient import TestClient
+
+    from nachtwacht.web.app import create_app
+    from tests.helpers import admin_token
+
+    token = admin_token(sqlite_store, now)
+    settings = settings_for("site: two\n", sqlite_store.url)
+    app_ = create_app(settings, sqlite_store, FakeClock(now), start_engine=False)
+    with TestClient(app_, headers={"Authorization": f"Bearer {token}"}) as client:
+        page = client.get("/")
+    assert page.status_code == 200
+    assert 'data-member="host-1:1"' in page.text and 'data-member="host-2:2"' in page.text
+    assert "silent" in page.text
