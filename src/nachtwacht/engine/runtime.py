@@ -224,6 +224,8 @@ class Runtime:
                 asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
                 asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
             ]
+        if self.members is not None:
+            self.members.start()  # the heartbeat thread
         self.engine.start()
 
     async def stop(self) -> None:
