@@ -34,6 +34,8 @@ RUNS = {
     ],
     "kill9_soak": ["--help"],
     "cli_import": ["--runs", "1", "--top", "3"],
+    # starts real serve processes on PostgreSQL for minutes: imports and arguments only
+    "cluster": ["--help"],
 }
 
 

@@ -258,9 +258,36 @@ def still_holds(conn: Connection, signal: Signal, cfg: ProbeConfig | None) -> bo
     f = t.probe_flips.c
     if conn.execute(select(f.id).where(f.probe_id == signal.probe_id).limit(1)).first():
         return False
-    s = t.probe_state.c
-    raw = conn.execute(select(s.state).where(s.probe_id == signal.probe_id)).scalar_one_or_none()
+    raw = lock_probe(conn, signal.probe_id)
     if raw is None:
         return False
     state = State(raw)
     return alerting(cfg, state) if signal.firing else _resolvable(cfg, state)
+
+
+def lock_probe(conn: Connection, probe_id: int) -> str | None:
+    """Lock the probe's state row until commit; return its state (None: never checked).
+
+    Alerts of one probe are then raised one transaction after the other, whichever member
+    raises them (docs/decisions/0024): the second sees the first's alert and deduplicates,
+    where two concurrent inserts would have paged twice. SQLite has one writer anyway.
+    """
+    s = t.probe_state.c
+    return conn.execute(
+        select(s.state).where(s.probe_id == probe_id).with_for_update()
+    ).scalar_one_or_none()
+
+
+def committed_state(store: Any, name: str) -> State | None:
+    """The stored state of the probe `name` (one another member checks), None if unknown.
+
+    `store` is a `store.db.Store`; read on a connection of its own, since the caller is inside
+    another transaction only for the alert it is raising.
+    """
+    with store.connect() as conn:
+        value = conn.execute(
+            select(t.probe_state.c.state)
+            .join(t.probes, t.probes.c.id == t.probe_state.c.probe_id)
+            .where(t.probes.c.name == name)
+        ).scalar()
+    return State(value) if value is not None else None

@@ -81,12 +81,16 @@ class Alerting:
         if self.scheduler is None:
             return None
         other = self.scheduler.by_name.get(name)
-        return other.state.state if other is not None else None
+        if other is not None:
+            return other.state.state
+        # checked by another member (docs/decisions/0024): its committed state
+        return probe_alerts.committed_state(self.store, name)
 
     def _configs(self) -> dict[int, ProbeConfig]:
+        """Every enabled probe's config, whichever member checks it: a flip is anyone's."""
         if self.scheduler is None:
             return {}
-        return {pid: slot.config for pid, slot in self.scheduler.slots.items()}
+        return dict(self.scheduler.configs)
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -127,6 +131,8 @@ class Alerting:
         with self.store.begin() as conn:
             if not probe_alerts.claim_flip(conn, flip.id):
                 return 0  # another worker has it
+            # two members may hold flips of one probe (a takeover's overlap): one at a time
+            probe_alerts.lock_probe(conn, flip.probe_id)
             cfg = configs.get(flip.probe_id)
             signal = (
                 probe_alerts.signal_for(

@@ -222,6 +222,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default from config).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all (web and engine), web (dashboard, API and ingest only) or worker "
+            "(probes, alerts and pages; HTTP answers only /healthz and /metrics). Several "
+            "processes need PostgreSQL or MariaDB (docs/operations.md)."
+        ),
+    ] = "all",
 ) -> None:
     """Run the web server and the engine in one process."""
     import uvicorn
@@ -241,6 +249,11 @@ def serve(
             "(same data dir and store); stop it first",
             1,
         )
+    from nachtwacht.engine.members import ROLES, local_id, refuse_second
+    from nachtwacht.problems import Problem
+
+    if role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)}, not '{role}'", 2)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -248,10 +261,14 @@ def serve(
     store = Store(cfg.store.url)
     try:
         store.migrate()
+        # a second process on SQLite: one clear line, not the lifespan's traceback
+        refuse_second(store, local_id(), SystemClock().now())
         with store.begin() as conn:
             first_password = ensure_admin(conn, SystemClock().now())
     except StoreError as exc:
         fail(f"cannot open the store: {exc}", 2)
+    except Problem as exc:
+        fail(exc.message, 1)
     if first_password:
         typer.echo(
             "first start: created user 'admin' with the one-time password\n"
@@ -262,10 +279,10 @@ def serve(
     listen_port = port or cfg.server.port
     typer.echo(
         f"nachtwacht {__version__}: {len(cfg.probes)} probes, store {store.describe()}, "
-        f"http://{listen_host}:{listen_port}/"
+        f"role {role}, http://{listen_host}:{listen_port}/"
     )
     uvicorn.run(
-        create_app(cfg, store),
+        create_app(cfg, store, role=role),
         host=listen_host,
         port=listen_port,
         log_level=log_level,

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from nachtwacht.clock import Clock
 from nachtwacht.meter import Histograms
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,16 @@ class Engine:
         return [m.health.as_dict(now) for m in self.modules.values()]
 
     def persist_health(self, now: float) -> None:
-        """Write module health to the store so `nachtwacht status` sees it without the server."""
+        """Write module health to the store so `nachtwacht status` sees it without the server.
+
+        Two members may insert a module's first row at once: the loser's retry updates it.
+        """
+        try:
+            self._persist_health(now)
+        except StoreError:
+            self._persist_health(now)
+
+    def _persist_health(self, now: float) -> None:
         with self.store.begin() as conn:
             for module in self.modules.values():
                 h = module.health

@@ -13,7 +13,10 @@ from nachtwacht.alerts.worker import Alerting
 from nachtwacht.auth import logins
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
+from nachtwacht.engine.cluster import MemberTicker
 from nachtwacht.engine.core import Engine
+from nachtwacht.engine.members import Membership
+from nachtwacht.engine.ownership import owned_by
 from nachtwacht.incidents import escalation
 from nachtwacht.incidents import service as incidents
 from nachtwacht.notify.sender import OutboxSender
@@ -26,7 +29,7 @@ from nachtwacht.probes.writer import ResultWriter
 from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import Drainer
 from nachtwacht.spool.log import SpoolLog
-from nachtwacht.store.db import Store
+from nachtwacht.store.db import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +47,39 @@ class Runtime:
     sender: OutboxSender
     spool: SpoolLog
     drainer: Drainer
+    membership: Membership | None = None
+    members: MemberTicker | None = None
+    role: str = "all"
     uptime_cache: UptimeCache = field(default_factory=UptimeCache)
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(
-        cls, settings: Settings, store: Store | None = None, clock: Clock | None = None
+        cls,
+        settings: Settings,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        role: str = "all",
     ) -> Runtime:
-        """Migrate the store, sync probes from the config and wire every module.
+        """Migrate the store, sync probes from the config, join the members and wire every module.
 
         Must be called inside a running event loop (the scheduler owns asyncio primitives).
+        `role` (`serve --role`): "all", "worker" (no dashboard) or "web" (no probes, no engine).
         """
         clock = clock or SystemClock()
         store = store or Store(settings.store.url)
         store.migrate()
         now = clock.now()
-        with store.begin() as conn:
-            ids = service.sync_probes(conn, settings.probes, now)
-            states = service.load_states(conn, ids.values())
+        engine = Engine(store, clock)
+        membership = Membership(store, settings, role=role, me=engine.instance)
+        ids = _sync_probes(store, settings, now)
+        # a member from here on: on SQLite a second process is refused now
+        membership.join(now)
+        owned = owned_by(membership.me, membership.checkers(now), ids.values())
+        with store.connect() as conn:
+            states = service.load_states(conn, owned)
+        membership.probes_owned = len(owned)
         data_dir = settings.data_dir
         ctx = ProbeContext(clock=clock, store=store, data_dir=data_dir)
         writer = ResultWriter(store)
@@ -75,8 +92,8 @@ class Runtime:
             clock,
             max_concurrency=settings.engine.max_concurrency,
             startup_spread=settings.engine.startup_spread,
+            owned=owned,
         )
-        engine = Engine(store, clock)
         sender = OutboxSender(
             store, settings, clock, engine.instance, on_outcome=incidents.record_delivery
         )
@@ -87,6 +104,10 @@ class Runtime:
         runtime = cls(
             settings, store, clock, ctx, writer, scheduler, engine, alerting, sender, spool, drainer
         )
+        runtime.role = role
+        runtime.membership = membership
+        runtime.members = MemberTicker(membership, scheduler, store, clock, runtime._set_active)
+        engine.add("members", 0.5, runtime.members.tick)
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
@@ -99,7 +120,17 @@ class Runtime:
         # each domain package adds its own modules, spool handlers and listeners
         for install in _installers():
             install(runtime)
+        if role == "web":
+            # HTTP only: ingest goes through its spool; probes, pages and the rest are the
+            # workers' (its uptime sums are read on demand)
+            for name in list(engine.modules):
+                if name not in WEB_MODULES:
+                    del engine.modules[name]
         return runtime
+
+    def _set_active(self, active: bool) -> None:
+        # a member that lost the store claims no page: another member sends it
+        self.sender.paused = not active
 
     async def _check_spool(self, now: float) -> None:
         """Unhealthy while the store is down, the spool is nearly full or cannot write.
@@ -159,6 +190,9 @@ class Runtime:
     async def _escalate(self, now: float) -> int:
         """Engine module tick: whatever escalation, page repeat, breach or reminder is due."""
 
+        if self.membership is not None and not self.membership.active(now):
+            return 0  # fenced off: the live members escalate
+
         def work() -> int:
             with self.store.connect() as conn:
                 due = escalation.due_incidents(conn, now)
@@ -183,12 +217,15 @@ class Runtime:
         self.sender.wake()
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self.scheduler.loop(self.engine.stop))
-        self._tasks = [
-            asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
-            asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
-            asyncio.create_task(self.drainer.loop(self.engine.stop), name="spool"),
-        ]
+        self._tasks = [asyncio.create_task(self.drainer.loop(self.engine.stop), name="spool")]
+        if self.role != "web":
+            self._loop_task = asyncio.create_task(self.scheduler.loop(self.engine.stop))
+            self._tasks += [
+                asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
+                asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
+            ]
+        if self.members is not None:
+            self.members.start()  # the heartbeat thread
         self.engine.start()
 
     async def stop(self) -> None:
@@ -216,6 +253,35 @@ class Runtime:
             log.exception("spool not drained at shutdown; it is replayed at the next start")
         self.spool.close()
         await self.ctx.close()
+        if self.members is not None:
+            await self.members.close()
+        if self.membership is not None:
+            try:
+                # a clean stop: the others take our probes at once, and no "silent" alert
+                await asyncio.to_thread(self.membership.leave)
+            except Exception as exc:
+                log.warning("could not remove this member's row (%s): it is declared dead", exc)
+
+
+def _sync_probes(store: Store, settings: Settings, now: float) -> dict[str, int]:
+    """Probes from the config into the store; a member starting beside another may race it.
+
+    Both insert a new probe's row: the second one's unique key fails, and its retry finds
+    the row the first one committed.
+    """
+    for attempt in range(3):
+        try:
+            with store.begin() as conn:
+                return service.sync_probes(conn, settings.probes, now)
+        except StoreError:
+            if attempt == 2:
+                raise
+            log.info("another member synced the probes at the same time; syncing again")
+    raise AssertionError("unreachable")
+
+
+# what a `--role web` process runs: its heartbeat, its spool, its health and its flushes
+WEB_MODULES = frozenset({"members", "spool", "health", "writer"})
 
 
 def _install_spool_handlers(runtime: Runtime) -> None:

@@ -89,6 +89,8 @@ class OutboxSender:
         self._lock = asyncio.Lock()  # one claim at a time, and none once closing
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._closing = False
+        # a member that lost the store (docs/decisions/0024) claims nothing until it is back
+        self.paused = False
         self._more = False  # the last claim left due rows behind for lack of capacity
         self.last_error: str | None = None
         self.sent = 0
@@ -112,7 +114,7 @@ class OutboxSender:
         the round to those row ids. Returns the number of rows claimed.
         """
         async with self._lock:
-            if self._closing:
+            if self._closing or self.paused:
                 return 0
             capacity = self.concurrency - len(self._inflight)
             if capacity <= 0:

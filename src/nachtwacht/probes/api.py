@@ -137,9 +137,14 @@ async def check_now(request: Request, name: str) -> dict[str, Any]:
     rt = _runtime(request)
     probe = rt.scheduler.by_name.get(name)
     if probe is None:
-        raise ApiError(404, f"no enabled probe named '{name}'", "name")
-    await rt.scheduler.run_now([name])
-    st = probe.state
+        # another member checks it (docs/decisions/0024): check it here once, unrecorded,
+        # so the answer does not depend on which process serves it
+        st = await rt.scheduler.check_elsewhere(name)
+        if st is None:
+            raise ApiError(404, f"no enabled probe named '{name}'", "name")
+    else:
+        await rt.scheduler.run_now([name])
+        st = probe.state
     return {
         "name": name,
         "state": st.state.value,

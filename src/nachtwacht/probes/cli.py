@@ -163,6 +163,17 @@ def _print_status(data: dict, zone: tzinfo, width: int) -> None:
     waiting = serve is not None and not serve["stale"] and serve["spool"]["backlog_bytes"] > 0
     if spool is not None and (_spool_level(spool) or waiting):
         out.say(f"\n{_spool_line(spool)}", indent=2)
+    members = data.get("members") or []
+    if len(members) > 1 or any(m["dead"] for m in members):
+        out.say("\nmembers")
+        for m in members:
+            mark = "DEAD" if m["dead"] else "    "
+            beat = _when(m["last_heartbeat"], zone, today)
+            out.say(
+                f"  {mark} {m['id']:<28} {m['role']:<6} {m['probes_owned']:>6} probes  "
+                f"heartbeat {beat}",
+                indent=8,
+            )
     bad = [m for m in data["engine"] if not m["healthy"]]
     for m in bad:
         out.say(f"\nengine module {m['module']} degraded: {m['last_error']}", indent=2)

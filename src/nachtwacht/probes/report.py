@@ -92,6 +92,9 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
     level = max((SEVERITY.get(p["state"] or "new", 1) for p in probes), default=0)
     if any(not m["healthy"] for m in modules):
         level = max(level, 1)
+    members = member_rows(conn, now)
+    if any(m["dead"] for m in members):
+        level = max(level, 1)  # a member went silent: its alert is open too
     last_alive = max((row["last_ok_ts"] for row in modules if row["last_ok_ts"]), default=None)
     engine_running = last_alive is not None and now - last_alive <= ENGINE_STALE
     if not engine_running or any(p["stale"] for c in components.values() for p in c["probes"]):
@@ -107,7 +110,32 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         "engine": modules,
         "engine_running": engine_running,
         "engine_last_seen": iso(last_alive),
+        "members": members,
     }
+
+
+def member_rows(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """The `serve` processes on this store (docs/decisions/0024), oldest first.
+
+    `heartbeat_age` compares the member's clock with ours: for reading only, never for judging
+    (the members judge each other by watching the beat counter change).
+    """
+    m = t.members.c
+    return [
+        {
+            "id": row.id,
+            "host": row.host,
+            "pid": row.pid,
+            "role": row.role,
+            "started_at": iso(row.started_at),
+            "last_heartbeat": iso(row.heartbeat_at),
+            "heartbeat_age": round(max(0.0, now - row.heartbeat_at), 1),
+            "probes_owned": row.probes_owned,
+            "dead": row.dead_at is not None,
+            "dead_since": iso(row.dead_at),
+        }
+        for row in conn.execute(select(t.members).order_by(m.started_at, m.id))
+    ]
 
 
 def add_paging(data: dict[str, Any], settings: Settings) -> dict[str, Any]:

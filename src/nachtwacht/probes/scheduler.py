@@ -3,6 +3,10 @@
 A heap of due times keeps the cost per check constant whatever the number of probes. Checks
 keep their cadence (next due = previous due + interval) so that lag never accumulates, and a
 probe is never run twice at once.
+
+With several processes on one store (docs/decisions/0024) each scheduler holds only the probes
+its process owns (`owned`); `set_owned` moves probes in and out as members come and go. An
+adopted probe continues the state its previous owner committed, and keeps its cadence.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nachtwacht.clock import Clock
 from nachtwacht.meter import Histograms, Tally
-from nachtwacht.probes import registry
+from nachtwacht.probes import registry, service
 from nachtwacht.probes.base import Probe, ProbeConfig
 from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.results import CheckResult, State
@@ -79,6 +83,8 @@ class Scheduler:
         startup_spread: float = 25.0,
         rng: random.Random | None = None,
         batch_window: float = 0.025,
+        owned: Collection[int] | None = None,
+        adopt_spread: float = 2.0,
     ) -> None:
         self.clock = clock
         self.batch_window = batch_window
@@ -90,22 +96,93 @@ class Scheduler:
         self._heap: list[tuple[float, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiter: asyncio.Future[None] | None = None
-        rng = rng or random.Random()
+        self.rng = rng = rng or random.Random()
+        self.adopt_spread = adopt_spread
         now = clock.now()
+        # every enabled probe of the config, owned here or not (the alert worker needs them all)
+        self.configs: dict[int, ProbeConfig] = {}
         self.slots: dict[int, ProbeSlot] = {}
         self.by_name: dict[str, ProbeSlot] = {}
         for cfg in configs:
             if not cfg.enabled:
                 continue
             pid = ids[cfg.name]
+            self.configs[pid] = cfg
+            if owned is not None and pid not in owned:
+                continue
             state = states.get(pid) or ProbeState(since=now)
             # spread the first checks so a restart does not fire every probe at once, yet
             # every probe runs within `startup_spread` of start
-            first = now + rng.uniform(0, min(cfg.interval, startup_spread))
-            slot = ProbeSlot(pid, cfg, registry.build(cfg, ctx), state, due=first)
-            self.slots[pid] = slot
-            self.by_name[cfg.name] = slot
-            heapq.heappush(self._heap, (first, pid))
+            self._add(pid, state, now + rng.uniform(0, min(cfg.interval, startup_spread)))
+
+    def _add(self, pid: int, state: ProbeState, due: float) -> ProbeSlot:
+        cfg = self.configs[pid]
+        slot = ProbeSlot(pid, cfg, registry.build(cfg, self.ctx), state, due=due)
+        self.slots[pid] = slot
+        self.by_name[cfg.name] = slot
+        heapq.heappush(self._heap, (due, pid))
+        return slot
+
+    # -- ownership (several processes on one store) -----------------------------------------
+
+    async def check_elsewhere(self, name: str) -> ProbeState | None:
+        """Check an enabled probe another member owns once, now, without recording it.
+
+        Returns its committed state with this result folded in (None: no such probe). The
+        owner goes on checking it on its cadence; writing here would be a second owner.
+        """
+        pid = next((p for p, cfg in self.configs.items() if cfg.name == name), None)
+        if pid is None:
+            return None
+        cfg = self.configs[pid]
+        probe = registry.build(cfg, self.ctx)
+        try:
+            async with self._sem:
+                result = await probe.run()
+        finally:
+            await probe.close()
+        states = await asyncio.to_thread(self._committed, pid)
+        state = _copy_state(states.get(pid) or ProbeState(since=self.clock.now()))
+        apply(state, result, self.clock.now(), cfg.retries)
+        return state
+
+    def _committed(self, pid: int) -> dict[int, ProbeState]:
+        if self.ctx.store is None:
+            return {}
+        with self.ctx.store.connect() as conn:
+            return service.load_states(conn, [pid])
+
+    def set_owned(
+        self, owned: Collection[int], states: Mapping[int, ProbeState]
+    ) -> tuple[list[int], list[int]]:
+        """Check exactly the probes in `owned` from now on; return (added, removed) ids.
+
+        `states` holds the committed state of (at least) the added probes: an adopted probe
+        goes on from where its previous owner left it, so an outage in progress is neither
+        hidden (back to NEW) nor confirmed twice. Its next check keeps the previous owner's
+        cadence, but comes within `adopt_spread` seconds when that cadence is overdue or far.
+        A removed probe's check in flight still completes and is written.
+        """
+        wanted = {pid for pid in owned if pid in self.configs}
+        removed = [pid for pid in self.slots if pid not in wanted]
+        for pid in removed:
+            slot = self.slots.pop(pid)
+            self.by_name.pop(slot.config.name, None)
+            # its heap entry is skipped as stale; its client closes in the background
+            task = asyncio.get_running_loop().create_task(_close(slot))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        now = self.clock.now()
+        added = sorted(pid for pid in wanted if pid not in self.slots)
+        for pid in added:
+            cfg = self.configs[pid]
+            state = states.get(pid) or ProbeState(since=now)
+            latest = now + self.rng.uniform(0, min(cfg.interval, self.adopt_spread))
+            cadence = state.last_check + cfg.interval if state.last_check is not None else now
+            self._add(pid, _copy_state(state), min(max(now, cadence), latest))
+        if added:
+            self.wake()
+        return added, removed
 
     # -- one step, usable from tests with a fake clock -------------------------------------
 
@@ -224,6 +301,17 @@ class Scheduler:
             )
         slot.due = following
         heapq.heappush(self._heap, (following, slot.probe_id))
+
+
+async def _close(slot: ProbeSlot) -> None:
+    try:
+        await slot.probe.close()
+    except Exception:  # closing is best effort
+        log.exception("closing probe %s", slot.config.name)
+
+
+def _copy_state(state: ProbeState) -> ProbeState:
+    return ProbeState(*(getattr(state, f) for f in ProbeState.__slots__))
 
 
 def _wake_up(waiter: asyncio.Future[None] | None) -> None:

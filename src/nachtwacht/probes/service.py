@@ -194,7 +194,9 @@ def write_batch(
                     "s_failures": s.failures,
                     "s_first_failure": s.first_failure,
                 }
-                for pid, s in states.items()
+                # in key order: two members writing overlapping probes (a takeover) lock rows in
+                # the same order and never deadlock
+                for pid, s in sorted(states.items())
             ],
         )
 

@@ -71,15 +71,38 @@ from nachtwacht.web.state import AppState, app_state, install, runtime_of
 from nachtwacht.web.status import ResponseStatus
 
 
+class WorkerOnly:
+    """`serve --role worker`: answer /healthz and /metrics, refuse the rest with a pointer."""
+
+    ALLOWED = ("/healthz", "/metrics")
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.ALLOWED:
+            response = JSONResponse(
+                {
+                    "detail": "this nachtwacht process is a worker (serve --role worker); "
+                    "the dashboard, API and ingestion are on the web members"
+                },
+                status_code=404,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     store: Store | None = None,
     clock: Clock | None = None,
     start_engine: bool = True,
+    role: str = "all",
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.build(settings, store, clock)
+        runtime = Runtime.build(settings, store, clock, role=role)
         tokens = (p.token for p in settings.probes if p.kind == "heartbeat" and hasattr(p, "token"))
         install(app, AppState.of(runtime, heartbeat_tokens=tokens))
         if start_engine:
@@ -125,6 +148,9 @@ def create_app(
     app.add_middleware(ResponseStatus, hooks=(audit_change, log_request))
     # outermost: error answers and static files get the headers too
     app.add_middleware(SecurityHeaders)
+    if role == "worker":
+        # the engine without the dashboard: only what a load balancer or systemd asks
+        app.add_middleware(WorkerOnly)
     # public: stylesheets and scripts, vendored so the dashboard works without the internet
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     # first: every router matched before it costs the busiest route ~40 µs per request;
@@ -191,8 +217,14 @@ def create_app(
         state = spool_status.snapshot(runtime, runtime.clock.now())
         # a monitor that can page nobody fails at its one job: degraded like a lost store
         paging = reach.paging_status(settings)
+        member = (
+            runtime.membership.snapshot(runtime.clock.now())
+            if runtime.membership is not None
+            else None
+        )
         ok = (
-            all(m["healthy"] for m in modules)
+            (member is None or member["active"])
+            and all(m["healthy"] for m in modules)
             and state["store"]["available"]
             and not state["spool"]["alarm"]
             and not spool_status.failing(state)
@@ -224,13 +256,20 @@ def create_app(
             # this instance's clock: a peer probe ages the heartbeat by it, not by its own
             "at": runtime.clock.now(),
             "version": __version__,
+            "member": member,
             "modules": modules,
             "probes": len(runtime.scheduler.slots),
             "unwritten_results": runtime.writer.pending,
             "store": state["store"],
             "spool": state["spool"],
             "paging": paging,
-            "summary": "; ".join([spool_status.describe(state), *paging["problems"]]),
+            "summary": "; ".join(
+                [
+                    spool_status.describe(state),
+                    *paging["problems"],
+                    *([member["problem"]] if member and member["problem"] else []),
+                ]
+            ),
             "watchdog": watchdog.snapshot() if watchdog is not None else None,
         }
         # raw errors may quote a URL or a command line: nothing secret leaves through here

@@ -21,7 +21,7 @@ from nachtwacht.errors import issues
 from nachtwacht.incidents import dashboard
 from nachtwacht.notify import reach
 from nachtwacht.probes import service as probes
-from nachtwacht.probes.report import SEVERITY
+from nachtwacht.probes.report import SEVERITY, member_rows
 from nachtwacht.probes.uptime import WINDOWS, UptimeCache, uptime
 from nachtwacht.web.render import STATES, Fmt, _cache, _show, pct, uptime_class
 
@@ -167,6 +167,9 @@ async def overview(request: Request) -> HTMLResponse:
             | uptime_data(conn, now, grid["probe_rows"], cache)
             | errors_data(conn, now)
             | {"paging_problems": reach.paging_problems(rt.settings)}
+            # the serve processes on this store (docs/decisions/0024): read from the store,
+            # so every member shows the same
+            | {"members": member_rows(conn, now)}
         )
 
     return await _show(request, "overview.html", build)

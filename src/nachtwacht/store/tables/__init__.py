@@ -20,6 +20,7 @@ from nachtwacht.store.tables.monitoring import (
     heartbeat_pings,
     engine_meta,
     module_health,
+    members,
 )
 from nachtwacht.store.tables.alerting import alerts, maintenance, silences
 from nachtwacht.store.tables.response import (
@@ -68,6 +69,7 @@ __all__ = [
     "heartbeat_pings",
     "engine_meta",
     "module_health",
+    "members",
     "alerts",
     "maintenance",
     "silences",

@@ -155,3 +155,21 @@ module_health = Table(
     Column("last_error_at", Double),
     Column("consecutive_errors", Integer, nullable=False, default=0),
 )
+
+# One row per running `serve` process on the store (docs/decisions/0024): the probes are
+# divided among the live ones. `beat` counts heartbeats: a reader judges a member alive by
+# watching it change on its own clock, so clocks of different hosts are never compared.
+members = Table(
+    "members",
+    metadata,
+    Column("id", String(120), primary_key=True),  # host:pid, the outbox's lease owner too
+    Column("host", String(100), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),  # the member's own clock: shown only
+    Column("beat", Integer, nullable=False, default=0),
+    Column("probes_owned", Integer, nullable=False, default=0),
+    Column("dead_at", Double),  # set once, by the live member that claimed its death
+    Column("dead_by", String(120)),
+)
