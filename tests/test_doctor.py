@@ -106,7 +106,7 @@ probes:
     ]
     assert all(line.startswith("ok ") for line in lines), result.output
     assert "EHLO ok" in result.output and "TCP connect ok" in result.output
-    assert "at head (0006)" in result.output
+    assert "at head (0008)" in result.output
     assert receiver.seen == [] and box.messages == []  # checked, not sent
     assert [s.method for s in probe_target.seen] == ["HEAD"]  # asked for its Date only
 
@@ -167,7 +167,7 @@ async def test_a_store_behind_the_code_is_a_warning(tmp_path: Path) -> None:
     store.dispose()
     result = await doctor("--json", "--config", str(config(tmp_path, store.url, "")))
     [check] = [c for c in json.loads(result.output)["checks"] if c["name"] == "migrations"]
-    assert check["level"] == "warn" and "store at 0002, code at 0006" in check["message"]
+    assert check["level"] == "warn" and "store at 0002, code at 0008" in check["message"]
 
 
 async def test_serve_reporting_the_store_down_fails_the_spool_check(

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from nachtwacht import __version__
+from nachtwacht.agents import cli as agents_cli
 from nachtwacht.alerts.cli import maintenance_app, silence_app
 from nachtwacht.analytics import cli as analytics_cli
 from nachtwacht.auth import cli as auth_cli
@@ -133,6 +134,8 @@ oncall_app.add_typer(oncall_cli.override_app, name="override")
 app.add_typer(oncall_app, name="oncall")
 app.command("status")(probes_cli.status)
 app.command("check")(probes_cli.check)
+app.command("agent")(agents_cli.agent)
+app.add_typer(agents_cli.agent_token_app, name="agent-token")
 app.add_typer(errors_cli.errors_app, name="errors")
 app.add_typer(errors_cli.project_app, name="project")
 app.add_typer(analytics_cli.analytics_app, name="analytics")

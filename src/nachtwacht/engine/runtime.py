@@ -20,6 +20,7 @@ from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import rollups, service
 from nachtwacht.probes import spooled as probe_records
 from nachtwacht.probes.context import ProbeContext
+from nachtwacht.probes.locations import LocationSink, states_at
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
@@ -45,6 +46,10 @@ class Runtime:
     spool: SpoolLog
     drainer: Drainer
     uptime_cache: UptimeCache = field(default_factory=UptimeCache)
+    # probes with `locations:` that name this server's location run in a scheduler of their
+    # own, whose results are combined with the agents' (probes.locations, decision 25)
+    here: Scheduler | None = None
+    location_sink: LocationSink | None = None
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
@@ -60,14 +65,18 @@ class Runtime:
         store = store or Store(settings.store.url)
         store.migrate()
         now = clock.now()
+        location = settings.server.location
+        plain = [p for p in settings.probes if not p.locations]
+        here = [p for p in settings.probes if location in p.locations]
         with store.begin() as conn:
             ids = service.sync_probes(conn, settings.probes, now)
-            states = service.load_states(conn, ids.values())
+            states = service.load_states(conn, (ids[p.name] for p in plain))
+            here_states = states_at(conn, location, (ids[p.name] for p in here))
         data_dir = settings.data_dir
         ctx = ProbeContext(clock=clock, store=store, data_dir=data_dir)
         writer = ResultWriter(store)
         scheduler = Scheduler(
-            settings.probes,
+            plain,
             ids,
             states,
             ctx,
@@ -82,11 +91,23 @@ class Runtime:
         )
         alerting = Alerting(settings, store, clock, sender, scheduler, writer)
         scheduler.listeners.append(alerting.listener())
+        located = {ids[p.name]: p for p in settings.probes if p.locations}
+        alerting.located = located
         spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes, clock=clock)
         drainer = Drainer(spool, store, clock)
         runtime = cls(
             settings, store, clock, ctx, writer, scheduler, engine, alerting, sender, spool, drainer
         )
+        if located:
+            sink = LocationSink(store, location, located)
+            sink.on_commit.append(alerting.wake)
+            runtime.location_sink = sink
+            runtime.here = Scheduler(
+                here, ids, here_states, ctx, sink, clock,
+                max_concurrency=settings.engine.max_concurrency,
+                startup_spread=settings.engine.startup_spread,
+            )  # fmt: skip
+            engine.add("locations", settings.engine.flush_interval, sink.tick)
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
@@ -185,6 +206,11 @@ class Runtime:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self.scheduler.loop(self.engine.stop))
         self._tasks = [
+            *(
+                [asyncio.create_task(self.here.loop(self.engine.stop), name="here")]
+                if self.here
+                else []
+            ),
             asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
             asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
             asyncio.create_task(self.drainer.loop(self.engine.stop), name="spool"),
@@ -196,11 +222,15 @@ class Runtime:
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self.scheduler.close()
+        if self.here is not None:
+            await self.here.close()
         await self.engine.shutdown()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             await self.writer.flush()
+            if self.location_sink is not None:
+                await self.location_sink.flush()
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())
         except Exception:
             log.exception("final flush failed; %d results not written", self.writer.pending)
@@ -238,6 +268,7 @@ def _install_spool_handlers(runtime: Runtime) -> None:
 
 
 def _installers() -> list[Callable[[Runtime], None]]:
+    from nachtwacht.agents import engine as agents
     from nachtwacht.analytics import engine as analytics
     from nachtwacht.backup import engine as backup
     from nachtwacht.checklist import engine as checklist
@@ -256,4 +287,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         reviews.install,
         backup.install,
         watchdog.install,
+        agents.install,
     ]

@@ -53,6 +53,7 @@ from nachtwacht.store.tables.recovery import (
     postmortems,
     followups,
 )
+from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 # isort: on
 
 __all__ = [
@@ -96,4 +97,7 @@ __all__ = [
     "checklist_runs",
     "postmortems",
     "followups",
+    "probe_locations",
+    "agents",
+    "agent_tokens",
 ]

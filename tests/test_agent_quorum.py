@@ -1,0 +1,223 @@
+"""Probes seen from several locations: per-location state, the quorum, silent agents.
+
+Results go in as an agent's would (`agents.service.accept_results`, in a store transaction)
+and the alert worker turns the committed flips into alerts, all on a fake clock: what is
+asserted is what was committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nachtwacht.agents import engine as agents_engine
+from nachtwacht.agents import service
+from nachtwacht.clock import FakeClock
+from nachtwacht.config.loader import parse_config
+from nachtwacht.engine.runtime import Runtime
+from nachtwacht.probes import locations
+from nachtwacht.probes.base import ProbeConfig
+from nachtwacht.probes.results import State, Status
+from nachtwacht.probes.state import ProbeState
+from nachtwacht.problems import Problem
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
+from tests.conftest import closed_port
+
+OK, CRIT = int(Status.OK), int(Status.CRITICAL)
+
+
+def site(tmp_path: Path, port: int, down_when: str = '"2 of 3"') -> str:
+    return f"""
+site: quorum
+store: {{url: "sqlite:///{tmp_path / "nw.db"}"}}
+spool: {{dir: {tmp_path / "spool"}}}
+server: {{location: local, agent_silent_after: 2m}}
+people:
+  contacts:
+    - {{id: olga, name: Olga, roles: [oncall_engineer], email: olga@example.org}}
+probes:
+  - {{name: shop, kind: tcp, host: 127.0.0.1, port: {port}, interval: 1h, retries: 0,
+     locations: [ams, fra, office], down_when: {down_when}}}
+  - {{name: other, kind: tcp, host: 127.0.0.1, port: {port}, interval: 1h,
+     locations: [fra]}}
+"""
+
+
+@pytest.fixture
+async def rt(tmp_path: Path, clock: FakeClock):  # noqa: ANN201
+    settings = parse_config(site(tmp_path, closed_port()), str(tmp_path / "nachtwacht.yaml"))
+    runtime = Runtime.build(settings, Store(settings.store.url), clock)
+    yield runtime
+    runtime.spool.close()
+    runtime.store.dispose()
+
+
+def pid(rt: Runtime, name: str) -> int:
+    with rt.store.connect() as conn:
+        return service.probe_ids(conn, [name])[name]
+
+
+def post(rt: Runtime, location: str, results: list[tuple[int, str, int]]) -> dict:
+    """(seq, probe, status) results from `location`'s agent, stored now."""
+    now = rt.clock.now()
+    rows = [
+        {"seq": seq, "probe_id": pid(rt, name), "ts": now, "status": status,
+         "message": "refused" if status else "connected"}
+        for seq, name, status in results
+    ]  # fmt: skip
+    with rt.store.begin() as conn:
+        return service.accept_results(conn, rt.settings, location, rows, now)
+
+
+def combined(rt: Runtime, name: str = "shop") -> tuple[State, str]:
+    with rt.store.connect() as conn:
+        row = conn.execute(select(t.probe_state).where(t.probe_state.c.probe_id == pid(rt, name)))
+        state = row.one()
+    return State(state.state), state.last_message
+
+
+def firing(rt: Runtime) -> list[str]:
+    with rt.store.connect() as conn:
+        a = t.alerts.c
+        return sorted(conn.execute(select(a.fingerprint).where(a.status == "firing")).scalars())
+
+
+def test_combine_counts_only_locations_that_can_tell() -> None:
+    def at(state: State) -> ProbeState:
+        return ProbeState(state, 0.0, 1, 0.0, 0.0, None, None, None, "refused")
+
+    locs = ["ams", "fra", "office"]
+    one = {"ams": at(State.CRITICAL), "fra": at(State.OK), "office": at(State.OK)}
+    got = locations.combine(one, locs, 2)
+    assert got.state is State.DEGRADED and got.message.startswith("degraded from ams")
+    two = {**one, "fra": at(State.CRITICAL)}
+    assert locations.combine(two, locs, 2).state is State.CRITICAL
+    assert locations.combine(two, locs, 3).state is State.DEGRADED
+    # the silent location is not down, however its last result read
+    assert locations.combine(two, locs, 2, silent={"fra"}).state is State.DEGRADED
+    pending = {**one, "fra": at(State.PENDING)}
+    assert locations.combine(pending, locs, 2).state is State.PENDING
+    assert locations.combine({}, locs, 2).state is State.NEW
+    unknown = {loc: at(State.UNKNOWN) for loc in locs}
+    assert locations.combine(unknown, locs, 2).state is State.UNKNOWN
+
+
+def test_down_when_is_k_of_n_with_n_the_locations() -> None:
+    from nachtwacht.probes.kinds.tcp import Config
+
+    base = {"name": "x", "kind": "tcp", "host": "h", "port": 1}
+    assert Config(**base, locations=["a", "b", "c"]).quorum == 2  # a majority by default
+    assert Config(**base, locations=["a", "b"]).quorum == 2
+    assert Config(**base, locations=["a", "b", "c"], down_when="1 of 3").quorum == 1
+    for bad in ("2 of 2", "0 of 3", "4 of 3", "two of three"):
+        with pytest.raises(ValueError, match="down_when"):
+            Config(**base, locations=["a", "b", "c"], down_when=bad)
+    with pytest.raises(ValueError, match="needs locations"):
+        Config(**base, down_when="1 of 1")
+    with pytest.raises(ValueError, match="once"):
+        Config(**base, locations=["a", "a"])
+    assert isinstance(Config(**base), ProbeConfig) and Config(**base).locations == []
+
+
+async def test_two_of_three_pages_only_when_two_locations_fail(rt: Runtime) -> None:
+    post(rt, "ams", [(1, "shop", OK)])
+    post(rt, "fra", [(1, "shop", OK)])
+    post(rt, "office", [(1, "shop", OK)])
+    assert combined(rt)[0] is State.OK
+    rt.clock.advance(60)
+    post(rt, "ams", [(2, "shop", CRIT)])
+    state, message = combined(rt)
+    assert state is State.DEGRADED and message.startswith("degraded from ams"), message
+    await rt.alerting.drain()
+    assert firing(rt) == []  # one location is no outage
+    rt.clock.advance(60)
+    post(rt, "fra", [(2, "shop", CRIT)])
+    state, message = combined(rt)
+    assert state is State.CRITICAL and message.startswith("down from ams, fra"), message
+    await rt.alerting.drain()
+    assert firing(rt) == ["probe:shop"]
+    rt.clock.advance(60)
+    post(rt, "ams", [(3, "shop", OK)])  # back below the quorum: the page resolves
+    assert combined(rt)[0] is State.DEGRADED
+    await rt.alerting.drain()
+    assert firing(rt) == []
+    with rt.store.connect() as conn:
+        per = locations.location_states(conn, pid(rt, "shop"))
+    assert {k: v.state for k, v in per.items()} == {
+        "ams": State.OK, "fra": State.CRITICAL, "office": State.OK,
+    }  # fmt: skip
+
+
+async def test_retries_apply_per_location(rt: Runtime, tmp_path: Path) -> None:
+    settings = parse_config(
+        site(tmp_path, closed_port()).replace("retries: 0", "retries: 1"),
+        str(tmp_path / "nachtwacht.yaml"),
+    )
+    object.__setattr__(rt, "settings", settings)
+    post(rt, "ams", [(1, "shop", CRIT)])
+    post(rt, "fra", [(1, "shop", CRIT)])
+    assert combined(rt)[0] is State.PENDING  # two pending locations: not confirmed yet
+    post(rt, "ams", [(2, "shop", CRIT)])
+    assert combined(rt)[0] is State.PENDING
+    post(rt, "fra", [(2, "shop", CRIT)])
+    assert combined(rt)[0] is State.CRITICAL
+
+
+def test_a_retried_batch_is_stored_once_and_in_order(rt: Runtime) -> None:
+    first = post(rt, "ams", [(1, "shop", OK), (2, "shop", CRIT), (3, "shop", OK)])
+    assert (first["stored"], first["duplicates"], first["last_seq"]) == (3, 0, 3)
+    again = post(rt, "ams", [(2, "shop", CRIT), (3, "shop", OK), (4, "shop", OK)])
+    assert (again["stored"], again["duplicates"], again["last_seq"]) == (1, 2, 4)
+    with rt.store.connect() as conn:
+        r = t.results.c
+        seqs = list(
+            conn.execute(select(r.seq).where(r.location == "ams").order_by(r.id)).scalars()
+        )
+    assert seqs == [1, 2, 3, 4]
+    with pytest.raises(Problem, match="increasing"):
+        post(rt, "ams", [(6, "shop", OK), (5, "shop", OK)])
+    # a probe of another location is not this agent's to report
+    refused = post(rt, "ams", [(7, "other", CRIT)])
+    assert (refused["stored"], refused["refused"]) == (0, 1)
+    assert combined(rt, "other")[0] is State.NEW
+
+
+async def test_a_silent_agent_is_an_alert_and_its_location_unknown(rt: Runtime) -> None:
+    for loc in ("ams", "fra", "office"):
+        post(rt, loc, [(1, "shop", OK)])
+    rt.clock.advance(30)
+    post(rt, "ams", [(2, "shop", CRIT)])
+    post(rt, "office", [(2, "shop", CRIT)])
+    await rt.alerting.drain()
+    assert firing(rt) == ["probe:shop"]
+    # office falls silent: its last "critical" no longer counts, and nobody is paged for it
+    rt.clock.advance(60)
+    post(rt, "ams", [(3, "shop", CRIT)])
+    post(rt, "fra", [(2, "shop", OK)])
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 0  # 90 s: not yet
+    rt.clock.advance(61)
+    post(rt, "ams", [(4, "shop", CRIT)])
+    post(rt, "fra", [(3, "shop", OK)])
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 1
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 0  # raised once
+    state, message = combined(rt)
+    assert state is State.DEGRADED and "office silent" in message, message
+    await rt.alerting.drain()
+    assert firing(rt) == ["agent:office"]
+    with rt.store.connect() as conn:
+        a = t.alerts.c
+        title = conn.execute(select(a.title).where(a.fingerprint == "agent:office")).scalar()
+        agents = service.agent_overview(conn, rt.clock.now(), 120)
+    assert title == "agent office silent for 2 min"
+    assert [(x["location"], x["silent"]) for x in agents] == [
+        ("ams", False), ("fra", False), ("office", True),
+    ]  # fmt: skip
+    # office speaks again: its alert resolves, and its results count again
+    rt.clock.advance(10)
+    post(rt, "office", [(3, "shop", CRIT)])
+    assert combined(rt)[0] is State.CRITICAL
+    await rt.alerting.drain()
+    assert firing(rt) == ["probe:shop"]
