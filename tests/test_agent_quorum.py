@@ -173,9 +173,7 @@ def test_a_retried_batch_is_stored_once_and_in_order(rt: Runtime) -> None:
     assert (again["stored"], again["duplicates"], again["last_seq"]) == (1, 2, 4)
     with rt.store.connect() as conn:
         r = t.results.c
-        seqs = list(
-            conn.execute(select(r.seq).where(r.location == "ams").order_by(r.id)).scalars()
-        )
+        seqs = list(conn.execute(select(r.seq).where(r.location == "ams").order_by(r.id)).scalars())
     assert seqs == [1, 2, 3, 4]
     with pytest.raises(Problem, match="increasing"):
         post(rt, "ams", [(6, "shop", OK), (5, "shop", OK)])

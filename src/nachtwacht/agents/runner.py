@@ -53,7 +53,10 @@ class AgentOptions:
     token: str
     directory: Path
     refresh: float = 10.0  # how often the probe list is asked for (also the agent's heartbeat)
-    batch: int = 200  # results per POST (well under the server's body limit)
+    batch: int = 200  # results per POST
+    # bytes of results per POST: under the server's default body limit (64 KiB) with one more
+    # result of the largest size (a 500-character message) on top
+    batch_bytes: int = 40 * 1024
     timeout: float = 10.0  # per request to the server
     max_backoff: float = 5.0  # between attempts while the server cannot be reached
     drain_timeout: float = 5.0  # on SIGTERM: how long to go on sending what is spooled
@@ -258,7 +261,9 @@ class Agent:
         waiting). Raises `Unsent` when the server did not take it."""
         import aiohttp
 
-        records = self.spool.read(self.cursor.position, self.options.batch)
+        records = self.spool.read(
+            self.cursor.position, self.options.batch, self.options.batch_bytes
+        )
         if not records:
             return 0
         results = [orjson.loads(r.payload) for r in records]
@@ -267,6 +272,11 @@ class Agent:
         headers = {**self._headers(), "Content-Type": "application/json"}
         try:
             async with http.post(url, data=body, headers=headers) as response:
+                if response.status == 413 and len(records) > 1:
+                    # a server with a smaller body limit: send less at a time from now on
+                    self.options.batch = max(1, len(records) // 2)
+                    self.options.batch_bytes = max(1024, self.options.batch_bytes // 2)
+                    raise Unsent(f"POST results: batch too large; sending {self.options.batch}")
                 if response.status == 422:
                     # the server will never take this batch (a result a week old, a bad field):
                     # keeping it would stop every later result behind it

@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -146,6 +147,34 @@ def location_states(conn: Connection, probe_id: int) -> dict[str, ProbeState]:
         )
         for row in rows
     }
+
+
+def location_view(
+    conn: Connection, probe_id: int, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What the probe page shows of a located probe: each location's state, the quorum."""
+    names = config.get("locations") or []
+    if not isinstance(names, list) or not names:
+        return None
+    states = location_states(conn, probe_id)
+    silent = silent_locations(conn)
+    down_when = config.get("down_when")
+    quorum = str(down_when) if down_when else f"{len(names) // 2 + 1} of {len(names)} (a majority)"
+    rows = []
+    for name in names:
+        s = states.get(str(name))
+        rows.append(
+            {
+                "location": name,
+                "state": "silent" if name in silent else (s.state.value if s else "new"),
+                "seen_state": s.state.value if s else None,
+                "since": s.since if s else None,
+                "last_check": s.last_check if s else None,
+                "message": s.last_message if s else None,
+                "silent": name in silent,
+            }
+        )
+    return {"down_when": quorum, "locations": rows}
 
 
 def states_at(conn: Connection, location: str, ids: Iterable[int]) -> dict[int, ProbeState]:
