@@ -7,6 +7,7 @@ asserted is what was committed.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,12 @@ probes:
 
 
 @pytest.fixture
-async def rt(tmp_path: Path, clock: FakeClock):  # noqa: ANN201
+async def rt(tmp_path: Path, clock: FakeClock, store: Store):  # noqa: ANN201
+    """A runtime on each backend in turn (the combining locks rows: PostgreSQL, MariaDB)."""
     settings = parse_config(site(tmp_path, closed_port()), str(tmp_path / "nachtwacht.yaml"))
-    runtime = Runtime.build(settings, Store(settings.store.url), clock)
+    runtime = Runtime.build(settings, store, clock)
     yield runtime
     runtime.spool.close()
-    runtime.store.dispose()
 
 
 def pid(rt: Runtime, name: str) -> int:
@@ -219,3 +220,28 @@ async def test_a_silent_agent_is_an_alert_and_its_location_unknown(rt: Runtime) 
     assert combined(rt)[0] is State.CRITICAL
     await rt.alerting.drain()
     assert firing(rt) == ["probe:shop"]
+
+
+def test_locations_reporting_at_once_are_combined_without_losing_one(rt: Runtime) -> None:
+    """Two agents' results for one probe, stored concurrently (as by two server processes):
+    each combines what the other committed, so two failing locations make it critical."""
+    for loc in ("ams", "fra", "office"):
+        post(rt, loc, [(1, "shop", OK)])
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def report(loc: str) -> None:
+        try:
+            barrier.wait(10)
+            for seq in range(2, 12):
+                post(rt, loc, [(seq, "shop", CRIT if seq == 11 else OK)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(loc,)) for loc in ("ams", "fra")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert combined(rt)[0] is State.CRITICAL

@@ -210,7 +210,8 @@ def accept_results(
             )
         )  # fmt: skip
     changed = False
-    for pid, obs in by_probe.items():
+    # probes in id order, whoever locks them: two transactions never wait on each other in turn
+    for pid, obs in sorted(by_probe.items()):
         changed |= bool(locations.ingest(conn, pid, configs[pid], location, obs, silent))
     stored = len(fresh) - refused
     return _answer(stored, duplicates, refused, new_last, queued, changed)
@@ -264,7 +265,7 @@ def _recombine_location(conn: Connection, settings: Settings, location: str, now
     configs = located_configs(conn, settings)
     silent = locations.silent_locations(conn)
     changed = 0
-    for pid, cfg in configs.items():
+    for pid, cfg in sorted(configs.items()):
         if location in cfg.locations:
             changed += locations.recombine(conn, pid, cfg, now, silent) is not None
     return changed
