@@ -1,8 +1,9 @@
 """A real `nachtwacht agent` against a real `nachtwacht serve`, the server stopped for 30 s.
 
 The agent checks a loopback TCP port every second. The server is frozen (SIGSTOP) for 30 s and
-then let go: every result the agent made, including those of the 30 s, must be in the store,
-each once, in the agent's order. Serial: two real processes and a 30 s pause.
+then let go; then the agent is killed -9 and started again. Every result the agent made,
+including those of the 30 s, must be in the store, each once, in the agent's order. Serial:
+two real processes and a 30 s pause.
 """
 
 from __future__ import annotations
@@ -129,6 +130,19 @@ def test_agent_results_survive_a_frozen_server_in_order(tmp_path: Path) -> None:
             return bool(status) and status["sent_seq"] >= spooled["appended_seq"]
 
         until_sync(caught_up, "the agent to deliver its spool", 60, interval=0.2)
+        # the agent killed -9 and started again on its spool: it numbers on, sends what is left
+        agent.kill()
+        agent.wait(10)
+        before = agent_status(agent_dir)["appended_seq"]
+        agent = subprocess.Popen(
+            [str(BIN), "agent", "--server", url, "--token", token, "--spool", str(agent_dir),
+             "--refresh", "2"],
+            stdout=agent_log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+        until_sync(
+            lambda: agent_status(agent_dir).get("sent_seq", 0) >= before + 3,
+            "results after the restart", 60,
+        )  # fmt: skip
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0, (tmp_path / "agent.log").read_text()
         final = agent_status(agent_dir)
