@@ -31,6 +31,7 @@ from nachtwacht.config.schema import Settings
 from nachtwacht.probes import locations
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.problems import Problem
+from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 
 AGENT_PREFIX = "nwa_"
@@ -153,17 +154,13 @@ def touch_agent(
     a = t.agents.c
     conn.execute(update(t.agents).where(a.location == location).values(**values))
     queued = 0
-    if row.silent_since is not None:
-        # the claim of the resolution: only the process that clears the mark resolves
-        cleared = conn.execute(
-            update(t.agents)
-            .where(a.location == location, a.silent_since.is_not(None))
-            .values(silent_since=None)
-        ).rowcount
-        if cleared == 1:
-            signal = _silence_signal(location, row.silent_since, now, settings, firing=False)
-            queued += alerts.process(conn, settings, signal, now).queued
-            _recombine_location(conn, settings, location, now)
+    # the claim of the resolution: only the process that clears the mark resolves
+    if row.silent_since is not None and claims.claim(
+        conn, t.agents, location, a.silent_since.is_not(None), values={"silent_since": None}
+    ):
+        signal = _silence_signal(location, row.silent_since, now, settings, firing=False)
+        queued += alerts.process(conn, settings, signal, now).queued
+        _recombine_location(conn, settings, location, now)
     return row, queued
 
 
@@ -188,10 +185,8 @@ def accept_results(
         return _answer(0, duplicates, 0, last, queued, False)
     new_last = int(fresh[-1]["seq"])
     a = t.agents.c
-    moved = conn.execute(
-        update(t.agents).where(a.location == location, a.last_seq == last).values(last_seq=new_last)
-    ).rowcount
-    if moved != 1:
+    if not claims.claim(conn, t.agents, location, a.last_seq == last,
+                        values={"last_seq": new_last}):  # fmt: skip
         raise AgentError("another request stored results of this agent; send again",
                          kind="conflict")  # fmt: skip
     configs = located_configs(conn, settings)
@@ -291,12 +286,8 @@ def mark_silent(
     row = conn.execute(select(a.last_seen).where(a.location == location)).first()
     if row is None:
         return False, 0
-    marked = conn.execute(
-        update(t.agents)
-        .where(a.location == location, a.silent_since.is_(None), a.last_seen < now - bound)
-        .values(silent_since=now)
-    ).rowcount
-    if marked != 1:
+    silent = (a.silent_since.is_(None), a.last_seen < now - bound)
+    if not claims.claim(conn, t.agents, location, *silent, values={"silent_since": now}):
         return False, 0
     signal = _silence_signal(location, float(row.last_seen), now, settings, firing=True)
     queued = alerts.process(conn, settings, signal, now).queued

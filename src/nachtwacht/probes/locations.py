@@ -129,10 +129,11 @@ def silent_locations(conn: Connection) -> set[str]:
     return set(conn.execute(select(a.location).where(a.silent_since.is_not(None))).scalars())
 
 
-def location_states(conn: Connection, probe_id: int) -> dict[str, ProbeState]:
-    rows = conn.execute(
-        select(t.probe_locations).where(t.probe_locations.c.probe_id == probe_id)
-    ).all()
+def location_states(conn: Connection, probe_id: int, lock: bool = False) -> dict[str, ProbeState]:
+    query = select(t.probe_locations).where(t.probe_locations.c.probe_id == probe_id)
+    # a locking read sees the latest commit; MariaDB's plain reads keep the snapshot of the
+    # transaction's first read, which may predate the lock this transaction waited for
+    rows = conn.execute(query.with_for_update() if lock else query).all()
     return {
         row.location: ProbeState(
             state=State(row.state),
@@ -266,7 +267,7 @@ def ingest(
     combined = _lock_combined(conn, probe_id)
     if silent is None:
         silent = silent_locations(conn)
-    locs = location_states(conn, probe_id)
+    locs = location_states(conn, probe_id, lock=True)
     existed = location in locs
     mine = locs.get(location) or ProbeState(since=observations[0].ts)
     locs[location] = mine
@@ -310,7 +311,7 @@ def recombine(
 ) -> Transition | None:
     """Combine again without a new result: an agent fell silent or came back."""
     combined = _lock_combined(conn, probe_id)
-    locs = location_states(conn, probe_id)
+    locs = location_states(conn, probe_id, lock=True)
     change = _fold(combined, locs, cfg, silent, now)
     transitions = []
     if change is not None:
