@@ -16,6 +16,7 @@ from sqlalchemy import select
 from nachtwacht.agents import engine as agents_engine
 from nachtwacht.agents import service
 from nachtwacht.clock import FakeClock
+from nachtwacht.config import ConfigError
 from nachtwacht.config.loader import parse_config
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.probes import locations
@@ -121,6 +122,15 @@ def test_down_when_is_k_of_n_with_n_the_locations() -> None:
     with pytest.raises(ValueError, match="once"):
         Config(**base, locations=["a", "a"])
     assert isinstance(Config(**base), ProbeConfig) and Config(**base).locations == []
+
+
+def test_a_heartbeat_has_no_locations(tmp_path: Path) -> None:
+    text = (
+        "probes:\n  - {name: hb, kind: heartbeat, token: tok-123456789, period: 1h,"
+        " locations: [ams]}\n"
+    )
+    with pytest.raises(ConfigError, match="a heartbeat has no locations"):
+        parse_config(text, str(tmp_path / "nachtwacht.yaml"))
 
 
 async def test_two_of_three_pages_only_when_two_locations_fail(rt: Runtime) -> None:

@@ -87,3 +87,14 @@ def test_serve_help_still_works() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--port" in result.stdout
+
+
+def test_the_agent_imports_no_web_stack() -> None:
+    """`nachtwacht agent` runs at other sites: the probes and their client, not the server."""
+    times = _importtime(
+        "import nachtwacht.agents.runner, nachtwacht.agents.cli\n"
+        "from nachtwacht.probes import registry\n"
+        "registry.kinds()\n"
+    )
+    web = sorted(name for name in times if name.split(".")[0] in WEB_STACK)
+    assert not web, f"the agent imports the web stack: {web[:10]}"

@@ -226,6 +226,9 @@ class Settings(Strict):
                     )
                 else:
                     tokens[token] = index
+            if probe.kind == "heartbeat" and probe.locations:
+                # a heartbeat is pinged at the server: there is nothing for an agent to check
+                problems.append(f"probes[{index}].locations: a heartbeat has no locations")
             for dep in probe.depends_on:
                 if dep == probe.name:
                     problems.append(f"probes[{index}].depends_on: a probe cannot depend on itself")
