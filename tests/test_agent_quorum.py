@@ -19,7 +19,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.config import ConfigError
 from nachtwacht.config.loader import parse_config
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.probes import locations
+from nachtwacht.probes import locations, rollups
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import State, Status
 from nachtwacht.probes.state import ProbeState
@@ -255,3 +255,39 @@ def test_locations_reporting_at_once_are_combined_without_losing_one(rt: Runtime
         th.join(60)
     assert not errors, errors
     assert combined(rt)[0] is State.CRITICAL
+
+
+def test_a_backlog_older_than_the_rollups_is_folded_into_them(rt: Runtime) -> None:
+    """An agent's results delivered after their minute (and hour) was rolled up still count in
+    uptime: folded into the rollups, once."""
+    start = rt.clock.now()
+    shop = pid(rt, "shop")
+    post(rt, "ams", [(1, "shop", OK)])
+    rt.clock.advance(3 * 3600)
+    now = rt.clock.now()
+    while rollups.roll_minutes(rt.store, now):
+        pass
+    while rollups.roll_hours(rt.store, now):
+        pass
+
+    def late(seq: int, ts: float, status: int) -> dict:
+        return {"seq": seq, "probe_id": shop, "ts": ts, "status": status, "latency_ms": 2.0}
+
+    with rt.store.begin() as conn:
+        got = service.accept_results(
+            conn, rt.settings, "ams", [late(2, start, CRIT), late(3, start + 60, OK)], now
+        )
+    assert got["stored"] == 2
+    while rollups.roll_minutes(rt.store, now):
+        pass
+    with rt.store.connect() as conn:
+        m, h = t.rollup_minute.c, t.rollup_hour.c
+        minutes = conn.execute(
+            select(m.bucket, m.n, m.n_ok, m.n_critical, m.latency_max)
+            .where(m.probe_id == shop)
+            .order_by(m.bucket)
+        ).all()
+        hours = conn.execute(select(h.n, h.n_critical).where(h.probe_id == shop)).all()
+    first = int(start // 60)
+    assert [tuple(r) for r in minutes] == [(first, 2, 1, 1, 2.0), (first + 1, 1, 1, 0, 2.0)]
+    assert [tuple(r) for r in hours] == [(3, 1)]

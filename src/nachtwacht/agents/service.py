@@ -28,7 +28,7 @@ from nachtwacht.auth.credentials import active_rows, create_secret, revoke_row, 
 from nachtwacht.auth.passwords import secret_hash
 from nachtwacht.clock import iso
 from nachtwacht.config.schema import Settings
-from nachtwacht.probes import locations
+from nachtwacht.probes import locations, rollups
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.problems import Problem
 from nachtwacht.store import claims
@@ -205,9 +205,12 @@ def accept_results(
             )
         )  # fmt: skip
     changed = False
+    late = rollups.late_after(now)
     # probes in id order, whoever locks them: two transactions never wait on each other in turn
     for pid, obs in sorted(by_probe.items()):
-        changed |= bool(locations.ingest(conn, pid, configs[pid], location, obs, silent))
+        changed |= bool(
+            locations.ingest(conn, pid, configs[pid], location, obs, silent, late_after=late)
+        )
     stored = len(fresh) - refused
     return _answer(stored, duplicates, refused, new_last, queued, changed)
 

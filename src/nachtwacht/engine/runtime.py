@@ -99,7 +99,7 @@ class Runtime:
             settings, store, clock, ctx, writer, scheduler, engine, alerting, sender, spool, drainer
         )
         if located:
-            sink = LocationSink(store, location, located)
+            sink = LocationSink(store, location, located, clock)
             sink.on_commit.append(alerting.wake)
             runtime.location_sink = sink
             runtime.here = Scheduler(

@@ -30,6 +30,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from nachtwacht.clock import Clock
+from nachtwacht.probes import rollups
 from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.results import CheckResult, State, Status
 from nachtwacht.probes.service import ResultRow, write_batch
@@ -256,11 +258,13 @@ def ingest(
     location: str,
     observations: Sequence[Observation],
     silent: Collection[str] | None = None,
+    late_after: float | None = None,
 ) -> list[Transition]:
     """Store one location's results of one probe, in order, and combine after each.
 
     Runs in the caller's transaction; returns the changes of the combined state (each also a
-    state change row and, when it may page, a flip).
+    state change row and, when it may page, a flip). Results older than `late_after` (epoch
+    seconds; `rollups.late_after(now)`) may be in minutes already rolled up, and are folded in.
     """
     if not observations:
         return []
@@ -301,6 +305,9 @@ def ingest(
             )  # fmt: skip
             transitions.append((probe_id, change, row))
     conn.execute(t.results.insert(), rows)
+    if late_after is not None and min(ob.ts for ob in observations) < late_after:
+        # older than a roll-up may have reached (an agent's backlog): into the rollups too
+        rollups.fold_late(conn, rows)
     _save_location(conn, probe_id, location, mine, existed)
     write_batch(conn, [], transitions, {probe_id: combined})
     return [tr for _, tr, _ in transitions]
@@ -338,8 +345,10 @@ class LocationSink:
         store: Store,
         location: str,
         configs: Mapping[int, ProbeConfig],
+        clock: Clock,
         max_buffer: int = 20_000,
     ) -> None:
+        self.clock = clock
         self.store = store
         self.location = location
         self.configs = dict(configs)
@@ -402,8 +411,9 @@ class LocationSink:
             if cfg is None:
                 continue
             try:
+                late = rollups.late_after(self.clock.now())
                 with self.store.begin() as conn:
-                    changed |= bool(ingest(conn, pid, cfg, self.location, obs))
+                    changed |= bool(ingest(conn, pid, cfg, self.location, obs, late_after=late))
             except Exception:
                 log.exception("storing results of probe %d at %s failed", pid, self.location)
                 return changed, [(p, o) for p, rest in items[index:] for o in rest]
