@@ -81,6 +81,10 @@ def test_results_are_validated_stored_once_and_shown_per_location(
     sent = client.post(url, headers=ams, json={"results": [result(1, 2), result(2, 2)]})
     assert sent.status_code == 200, sent.text
     assert sent.json()["stored"] == 2 and sent.json()["last_seq"] == 2
+    # one location of three failing: degraded, on the probe and the overview
+    assert client.get("/api/v1/probes/shop", headers=admin).json()["state"] == "degraded"
+    overview = client.get("/", headers=admin)
+    assert overview.status_code == 200 and 'data-state="degraded"' in overview.text
     again = client.post(url, headers=ams, json={"results": [result(2, 2)]})
     assert again.json() == {"stored": 0, "duplicates": 1, "refused": 0, "last_seq": 2}
     for bad in (
