@@ -63,7 +63,14 @@ def pid(rt: Runtime, name: str) -> int:
 
 
 def post(rt: Runtime, location: str, results: list[tuple[int, str, int]]) -> dict:
-    """(seq, probe, status) results from `location`'s agent, stored now."""
+    """(seq, probe, status) results from `location`'s agent (a token made for it first)."""
+    with rt.store.begin() as conn:
+        if location not in {r["location"] for r in service.list_agent_tokens(conn)}:
+            service.create_agent_token(conn, location, location, rt.clock.now(), actor="test")
+    return _post(rt, location, results)
+
+
+def _post(rt: Runtime, location: str, results: list[tuple[int, str, int]]) -> dict:
     now = rt.clock.now()
     rows = [
         {"seq": seq, "probe_id": pid(rt, name), "ts": now, "status": status,
@@ -291,3 +298,18 @@ def test_a_backlog_older_than_the_rollups_is_folded_into_them(rt: Runtime) -> No
     first = int(start // 60)
     assert [tuple(r) for r in minutes] == [(first, 2, 1, 1, 2.0), (first + 1, 1, 1, 0, 2.0)]
     assert [tuple(r) for r in hours] == [(3, 1)]
+
+
+async def test_an_agent_whose_tokens_are_revoked_is_retired_not_silent(rt: Runtime) -> None:
+    post(rt, "office", [(1, "shop", OK)])
+    rt.clock.advance(200)
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 1
+    assert firing(rt) == ["agent:office"]
+    with rt.store.begin() as conn:
+        [token] = service.list_agent_tokens(conn)
+        service.revoke_agent_token(conn, token["id"], rt.clock.now(), actor="test")
+    rt.clock.advance(10)
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 0
+    assert firing(rt) == []
+    rt.clock.advance(600)
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 0  # never silent again

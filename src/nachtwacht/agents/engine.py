@@ -22,6 +22,10 @@ def check_silence(runtime: Runtime, now: float) -> int:
     with runtime.store.connect() as conn:
         due = service.silent_candidates(conn, now, settings.server.agent_silent_after)
     marked = queued = 0
+    with runtime.store.begin() as conn:
+        retired, queued = service.retire_revoked(conn, settings, now)
+    for location in retired:
+        log.warning("agent %s retired: its tokens are revoked", location)
     for location, _ in due:
         with runtime.store.begin() as conn:
             done, pages = service.mark_silent(conn, settings, location, now)

@@ -269,12 +269,40 @@ def _recombine_location(conn: Connection, settings: Settings, location: str, now
     return changed
 
 
+def _has_token() -> Any:
+    k = t.agent_tokens.c
+    return select(k.id).where(k.location == t.agents.c.location, k.revoked_at.is_(None)).exists()
+
+
 def silent_candidates(conn: Connection, now: float, bound: float) -> list[tuple[str, float]]:
+    """Agents quiet past `bound` and not marked yet. An agent whose every token is revoked is
+    retired, not silent."""
     a = t.agents.c
     rows = conn.execute(
-        select(a.location, a.last_seen).where(a.silent_since.is_(None), a.last_seen < now - bound)
+        select(a.location, a.last_seen).where(
+            a.silent_since.is_(None), a.last_seen < now - bound, _has_token()
+        )
     ).all()
     return [(row.location, float(row.last_seen)) for row in rows]
+
+
+def retire_revoked(conn: Connection, settings: Settings, now: float) -> tuple[list[str], int]:
+    """Silent agents whose tokens were all revoked: their alerts resolve (they were retired).
+
+    Returns (the locations retired now, pages queued)."""
+    a = t.agents.c
+    rows = conn.execute(
+        select(a.location, a.silent_since).where(a.silent_since.is_not(None), ~_has_token())
+    ).all()
+    done, queued = [], 0
+    for row in rows:
+        if claims.claim(conn, t.agents, row.location, a.silent_since.is_not(None),
+                        values={"silent_since": None}):  # fmt: skip
+            signal = _silence_signal(row.location, row.silent_since, now, settings, firing=False)
+            signal.message = f"the agent at {row.location} was retired (its tokens revoked)"
+            queued += alerts.process(conn, settings, signal, now).queued
+            done.append(str(row.location))
+    return done, queued
 
 
 def mark_silent(
