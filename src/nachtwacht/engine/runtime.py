@@ -20,7 +20,8 @@ from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import rollups, service
 from nachtwacht.probes import spooled as probe_records
 from nachtwacht.probes.context import ProbeContext
-from nachtwacht.probes.locations import LocationSink, states_at
+from nachtwacht.probes.location_sink import LocationSink
+from nachtwacht.probes.locations import states_at
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
