@@ -60,6 +60,9 @@ def test_an_agent_token_fetches_its_probes_and_nothing_else(
     for path in ("/api/v1/probes", "/api/v1/status", "/api/v1/agents", "/probes/shop"):
         assert client.get(path, headers=ams).status_code == 403, path
     assert client.get("/api/v1/agent/probes").status_code == 401
+    # a token for the server's own location would mix an agent's results with the server's
+    hq = agent_token(sqlite_store, "hq", clock.now())
+    assert client.get("/api/v1/agent/probes", headers=hq).status_code == 403
     bad = {"Authorization": "Bearer nwa_not-a-token"}
     assert client.get("/api/v1/agent/probes", headers=bad).status_code == 401
 

@@ -38,9 +38,14 @@ PAST = 7 * 86400.0  # results older than this are refused (a spool kept for a we
 async def agent_location(request: Request) -> str:
     """The location of the request's agent token; 401 without a valid one."""
     token = bearer(request)
-    return await run_in_store(
+    location = await run_in_store(
         request, lambda conn, now: service.resolve_agent_token(conn, token, now)
     )
+    if location == runtime_of(request).settings.server.location:
+        # its results would mix with the server's own checks of the same probes
+        raise AgentError(f"'{location}' is the server's own location (server.location)",
+                         field="token", kind="forbidden")  # fmt: skip
+    return location
 
 
 def _finite(value: float | None) -> float | None:

@@ -58,6 +58,8 @@ def token_create(
     """Create an agent token: it fetches and reports the probes of one location, nothing else."""
     from nachtwacht.agents import service
 
+    if location == settings(config).server.location:
+        fail(f"'{location}' is the server's own location (server.location); name the agent's", 2)
     row = _in_store(
         config,
         lambda conn, now: service.create_agent_token(conn, name, location, now, actor=_actor()),
