@@ -313,3 +313,28 @@ async def test_an_agent_whose_tokens_are_revoked_is_retired_not_silent(rt: Runti
     assert firing(rt) == []
     rt.clock.advance(600)
     assert agents_engine.check_silence(rt, rt.clock.now()) == 0  # never silent again
+
+
+async def test_the_server_is_one_of_the_locations(
+    tmp_path: Path, clock: FakeClock, sqlite_store: Store
+) -> None:
+    """`locations: [local, ams]`: the server's own checks (its scheduler, through the
+    LocationSink) and the agent's are combined alike."""
+    text = site(tmp_path, closed_port(), '"2 of 2"').replace("[ams, fra, office]", "[local, ams]")
+    settings = parse_config(text, str(tmp_path / "nachtwacht.yaml"))
+    rt = Runtime.build(settings, sqlite_store, clock)
+    try:
+        assert rt.here is not None and rt.location_sink is not None
+        assert list(rt.here.by_name) == ["shop"] and "shop" not in rt.scheduler.by_name
+        await rt.here.run_now(["shop"])  # the port is closed: critical here
+        await rt.location_sink.flush()
+        assert combined(rt)[0] is State.DEGRADED
+        post(rt, "ams", [(1, "shop", CRIT)])
+        state, message = combined(rt)
+        assert state is State.CRITICAL and message.startswith("down from local, ams"), message
+        await rt.alerting.drain()
+        assert firing(rt) == ["probe:shop"]
+    finally:
+        if rt.here is not None:
+            await rt.here.close()
+        rt.spool.close()
