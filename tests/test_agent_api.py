@@ -124,3 +124,20 @@ def test_results_are_validated_stored_once_and_shown_per_location(
     ]  # fmt: skip
     status = client.get("/api/v1/status", headers=admin).json()
     assert [a["location"] for a in status["agents"]] == ["ams", "fra"]
+
+
+def test_status_lists_the_agents_and_marks_a_silent_one(capsys: pytest.CaptureFixture) -> None:
+    from datetime import UTC
+
+    from nachtwacht.probes import cli
+
+    agents = [
+        {"location": "office", "seconds_since_contact": 150.0, "silent": True},
+        {"location": "ams", "seconds_since_contact": 2.0, "silent": False},
+    ]
+    data = {"site": "s", "overall": "degraded", "generated_at": "2026-12-08T02:00:00+00:00",
+            "components": [], "engine": [], "agents": agents}  # fmt: skip
+    cli._print_status(data, UTC, 80)
+    out = capsys.readouterr().out
+    assert "SILENT office           last contact 2m ago" in out
+    assert "ok     ams              last contact 2s ago" in out
