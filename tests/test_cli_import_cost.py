@@ -172,3 +172,14 @@ def test_the_lazy_commands_list_their_own_help_line_in_order() -> None:
         command = root.load(name)  # type: ignore[attr-defined]
         first = (command.help or "").split("\f")[0].split("\n\n")[0].strip()
         assert line == first, f"{name}: LAZY says {line!r}, the command {first!r}"
+
+
+def test_the_agent_imports_no_web_stack() -> None:
+    """`nachtwacht agent` runs at other sites: the probes and their client, not the server."""
+    times = _importtime(
+        "import nachtwacht.agents.runner, nachtwacht.agents.cli\n"
+        "from nachtwacht.probes import registry\n"
+        "registry.kinds()\n"
+    )
+    web = sorted(name for name in times if name.split(".")[0] in WEB_STACK)
+    assert not web, f"the agent imports the web stack: {web[:10]}"

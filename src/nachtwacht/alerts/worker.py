@@ -59,6 +59,9 @@ class Alerting:
         self.reconciled = 0  # alerts raised or resolved by reconciling
         self.last_reconcile: float | None = None
         self._wake = Wake()
+        # probes with `locations:` (not in `scheduler`: run by agents and the server's own
+        # location scheduler); their combined state leaves flips like any other probe's
+        self.located: dict[int, ProbeConfig] = {}
         if writer is not None:
             writer.on_commit.append(self.wake)
 
@@ -89,8 +92,8 @@ class Alerting:
     def _configs(self) -> dict[int, ProbeConfig]:
         """Every enabled probe's config, whichever member checks it: a flip is anyone's."""
         if self.scheduler is None:
-            return {}
-        return dict(self.scheduler.configs)
+            return dict(self.located)
+        return {**self.located, **self.scheduler.configs}
 
     # -- the work -----------------------------------------------------------------------------
 

@@ -89,6 +89,9 @@ async def run_in_store(request: Request, work: Callable[[Connection, float], T])
     return await asyncio.to_thread(run)
 
 
+AGENT_PREFIX = "nwa_"  # agents.service's tokens: refused here, whatever the route
+
+
 # -- who is asking ---------------------------------------------------------------------------
 
 
@@ -114,6 +117,8 @@ async def optional_principal(request: Request) -> Principal | None:
     if token is not None:
         if token.startswith(ingest_keys.INGEST_PREFIX):
             raise ApiError(401, "an ingest key only works on the ingestion endpoints")
+        if token.startswith(AGENT_PREFIX):
+            raise ApiError(403, "an agent token only works on the agent endpoints")
         principal = await run_in_store(
             request, lambda conn, now: tokens.resolve_token(conn, token, now)
         )

@@ -92,6 +92,16 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "oncall_app",
         "Who is on call now and next; `oncall override` manages overrides.",
     ),
+    "agent": (
+        "nachtwacht.agents.cli",
+        "agent",
+        "Run probes at this site for a Nachtwacht server and send it their results.",
+    ),
+    "agent-token": (
+        "nachtwacht.agents.cli",
+        "agent_token_app",
+        "Tokens for remote probe agents, one location each: create (shown once), list, revoke.",
+    ),
     "errors": (
         "nachtwacht.errors.cli",
         "errors_app",
@@ -162,7 +172,18 @@ LAZY: dict[str, tuple[str, str, str]] = {
 ORDER = [
     *("audit", "status", "check", "verify", "export", "doctor", "init", "serve", "config"),
     *("probes", "incident", "maintenance", "silence", "notify", "user", "token", "ingest-key"),
-    *("oncall", "errors", "project", "analytics", "baseline", "flags", "cache", "runbook"),
+    *(
+        "oncall",
+        "agent",
+        "agent-token",
+        "errors",
+        "project",
+        "analytics",
+        "baseline",
+        "flags",
+        "cache",
+        "runbook",
+    ),
     *("evidence", "report", "followup", "postmortem", "backup", "store"),
 ]
 

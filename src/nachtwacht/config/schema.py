@@ -114,6 +114,13 @@ class ServerSettings(Strict):
     )
     # JSON nested deeper than this is refused with 422 before it is parsed
     max_json_depth: int = Field(default=limits.JSON_DEPTH, ge=4, le=128)
+    # the server's own name among probe `locations:` (decision 25): a probe listing it runs here
+    location: str = Field(
+        default="local", min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$"
+    )
+    # an agent that has not reported for this long raises "agent X silent", and its location's
+    # results count as unknown (never as down) until it reports again
+    agent_silent_after: Duration = Field(default=120.0, ge=10.0)
 
 
 class EngineSettings(Strict):
@@ -219,6 +226,9 @@ class Settings(Strict):
                     )
                 else:
                     tokens[token] = index
+            if probe.kind == "heartbeat" and probe.locations:
+                # a heartbeat is pinged at the server: there is nothing for an agent to check
+                problems.append(f"probes[{index}].locations: a heartbeat has no locations")
             for dep in probe.depends_on:
                 if dep == probe.name:
                     problems.append(f"probes[{index}].depends_on: a probe cannot depend on itself")

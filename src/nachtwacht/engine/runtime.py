@@ -23,6 +23,8 @@ from nachtwacht.notify.sender import OutboxSender
 from nachtwacht.probes import rollups, service
 from nachtwacht.probes import spooled as probe_records
 from nachtwacht.probes.context import ProbeContext
+from nachtwacht.probes.location_sink import LocationSink
+from nachtwacht.probes.locations import states_at
 from nachtwacht.probes.scheduler import Scheduler
 from nachtwacht.probes.uptime import UptimeCache, uptime
 from nachtwacht.probes.writer import ResultWriter
@@ -51,6 +53,10 @@ class Runtime:
     members: MemberTicker | None = None
     role: str = "all"
     uptime_cache: UptimeCache = field(default_factory=UptimeCache)
+    # probes with `locations:` that name this server's location run in a scheduler of their
+    # own, whose results are combined with the agents' (probes.locations, decision 25)
+    here: Scheduler | None = None
+    location_sink: LocationSink | None = None
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
@@ -76,15 +82,21 @@ class Runtime:
         ids = _sync_probes(store, settings, now)
         # a member from here on: on SQLite a second process is refused now
         membership.join(now)
-        owned = owned_by(membership.me, membership.checkers(now), ids.values())
+        location = settings.server.location
+        plain = [p for p in settings.probes if not p.locations]
+        here = [p for p in settings.probes if location in p.locations]
+        # the members divide the probes without locations; a located probe's server-side
+        # checks run in every member's `here` scheduler (not divided yet: docs/decisions/0025)
+        owned = owned_by(membership.me, membership.checkers(now), (ids[p.name] for p in plain))
         with store.connect() as conn:
             states = service.load_states(conn, owned)
+            here_states = states_at(conn, location, (ids[p.name] for p in here))
         membership.probes_owned = len(owned)
         data_dir = settings.data_dir
         ctx = ProbeContext(clock=clock, store=store, data_dir=data_dir)
         writer = ResultWriter(store)
         scheduler = Scheduler(
-            settings.probes,
+            plain,
             ids,
             states,
             ctx,
@@ -99,6 +111,8 @@ class Runtime:
         )
         alerting = Alerting(settings, store, clock, sender, scheduler, writer)
         scheduler.listeners.append(alerting.listener())
+        located = {ids[p.name]: p for p in settings.probes if p.locations}
+        alerting.located = located
         spool = SpoolLog(settings.spool_dir, max_bytes=settings.spool.max_bytes, clock=clock)
         drainer = Drainer(spool, store, clock)
         runtime = cls(
@@ -108,6 +122,16 @@ class Runtime:
         runtime.membership = membership
         runtime.members = MemberTicker(membership, scheduler, store, clock, runtime._set_active)
         engine.add("members", 0.5, runtime.members.tick)
+        if located:
+            sink = LocationSink(store, location, located, clock)
+            sink.on_commit.append(alerting.wake)
+            runtime.location_sink = sink
+            runtime.here = Scheduler(
+                here, ids, here_states, ctx, sink, clock,
+                max_concurrency=settings.engine.max_concurrency,
+                startup_spread=settings.engine.startup_spread,
+            )  # fmt: skip
+            engine.add("locations", settings.engine.flush_interval, sink.tick)
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
@@ -220,6 +244,10 @@ class Runtime:
         self._tasks = [asyncio.create_task(self.drainer.loop(self.engine.stop), name="spool")]
         if self.role != "web":
             self._loop_task = asyncio.create_task(self.scheduler.loop(self.engine.stop))
+            if self.here is not None:
+                self._tasks.append(
+                    asyncio.create_task(self.here.loop(self.engine.stop), name="here")
+                )
             self._tasks += [
                 asyncio.create_task(self.alerting.worker(self.engine.stop), name="alerts"),
                 asyncio.create_task(self.sender.loop(self.engine.stop), name="outbox"),
@@ -233,11 +261,15 @@ class Runtime:
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self.scheduler.close()
+        if self.here is not None:
+            await self.here.close()
         await self.engine.shutdown()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             await self.writer.flush()
+            if self.location_sink is not None:
+                await self.location_sink.flush()
             await asyncio.to_thread(self.engine.persist_health, self.clock.now())
         except Exception:
             log.exception("final flush failed; %d results not written", self.writer.pending)
@@ -304,6 +336,7 @@ def _install_spool_handlers(runtime: Runtime) -> None:
 
 
 def _installers() -> list[Callable[[Runtime], None]]:
+    from nachtwacht.agents import engine as agents
     from nachtwacht.analytics import engine as analytics
     from nachtwacht.backup import engine as backup
     from nachtwacht.checklist import engine as checklist
@@ -322,4 +355,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         reviews.install,
         backup.install,
         watchdog.install,
+        agents.install,
     ]

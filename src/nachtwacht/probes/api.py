@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from nachtwacht.clock import iso
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.probes import report, service
+from nachtwacht.probes import locations, report, service
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.pagination import Page, page, set_headers
 from nachtwacht.web.state import runtime_of
@@ -68,7 +68,25 @@ async def list_probes(
 
 @router.get("/probes/{name}")
 async def get_probe(request: Request, name: str) -> dict[str, Any]:
-    return _public(await asyncio.to_thread(_probe, _runtime(request), name))
+    rt = _runtime(request)
+
+    def work() -> dict[str, Any]:
+        probe = _probe(rt, name)
+        out = _public(probe)
+        with rt.store.connect() as conn:
+            located = locations.location_view(
+                conn, probe["id"], service.probe_config(conn, name) or {}
+            )
+        if located is not None:
+            # a probe with `locations:`: its state at each (decision 25)
+            out["down_when"] = located["down_when"]
+            out["locations"] = [
+                {**loc, "since": iso(loc["since"]), "last_check": iso(loc["last_check"])}
+                for loc in located["locations"]
+            ]
+        return out
+
+    return await asyncio.to_thread(work)
 
 
 @router.get("/probes/{name}/results")

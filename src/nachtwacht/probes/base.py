@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from nachtwacht.probes.context import ProbeContext
 
 Severity = Literal[1, 2, 3]
+Location = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+QUORUM = re.compile(r"^\s*(\d{1,2})\s+of\s+(\d{1,2})\s*$")
 
 
 class ProbeConfig(BaseModel):
@@ -36,6 +39,11 @@ class ProbeConfig(BaseModel):
     # which confirmed state raises an alert: critical only (default), warning too, or never
     alert_on: Literal["critical", "warning", "never"] = "critical"
     enabled: bool = True
+    # where the probe runs (docs/probes.md, decision 25): empty runs it on the server as it
+    # always did; names of agent locations (and the server's own, `server.location`) run it
+    # at each, and `down_when: "k of n"` says how many must see it fail before it pages
+    locations: list[Location] = Field(default_factory=list, max_length=16)
+    down_when: str | None = Field(default=None, max_length=16)
 
     @model_validator(mode="after")
     def _timing(self) -> ProbeConfig:
@@ -43,7 +51,28 @@ class ProbeConfig(BaseModel):
             raise ValueError("interval must be at least 1s")
         if self.timeout <= 0:
             raise ValueError("timeout must be more than 0s")
+        if len(set(self.locations)) != len(self.locations):
+            raise ValueError("locations: each location may be named once")
+        if self.down_when is not None:
+            if not self.locations:
+                raise ValueError("down_when needs locations: [...] to count")
+            match = QUORUM.match(self.down_when)
+            n = len(self.locations)
+            if match is None or int(match[2]) != n or not 1 <= int(match[1]) <= n:
+                raise ValueError(
+                    f"down_when must be 'k of {n}' with 1 <= k <= {n} (one per location), "
+                    f"not '{self.down_when}'"
+                )
         return self
+
+    @property
+    def quorum(self) -> int:
+        """How many locations must see a failure before the probe is down (default: a majority)."""
+        if self.down_when is not None:
+            match = QUORUM.match(self.down_when)
+            assert match is not None  # validated above
+            return int(match[1])
+        return len(self.locations) // 2 + 1
 
     @property
     def effective_retry_interval(self) -> float:

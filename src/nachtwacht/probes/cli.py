@@ -158,6 +158,12 @@ def _print_status(data: dict, zone: tzinfo, width: int) -> None:
                 note = f" (respond by {due})"
             lead = f"  #{inc['id']:<4} S{inc['severity']} {inc['status']:<13} {label:<7} "
             out.say(lead + inc["title"] + note, indent=len(lead) if width - len(lead) >= 30 else 6)
+    if data.get("agents"):
+        out.say("\nagents")
+        for agent in data["agents"]:
+            mark = "SILENT" if agent["silent"] else "ok    "
+            age = _age(agent["seconds_since_contact"])
+            out.say(f"  {mark} {agent['location']:<16} last contact {age} ago", indent=4)
     spool = data.get("spool")
     serve = spool.get("serve") if spool else None
     waiting = serve is not None and not serve["stale"] and serve["spool"]["backlog_bytes"] > 0

@@ -12,6 +12,7 @@ from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access
 from nachtwacht.config import redact
 from nachtwacht.incidents.models import OPEN_STATUSES
+from nachtwacht.probes import locations
 from nachtwacht.probes import service as probes
 from nachtwacht.probes.uptime import WINDOWS, uptime
 from nachtwacht.store import tables as t
@@ -61,6 +62,7 @@ async def probe_page(request: Request, name: str) -> HTMLResponse:
             "uptime": uptime(conn, now, [probe["id"]], cache=cache)[probe["id"]],
             "windows": list(WINDOWS),
             "incident": open_incident(conn, probe["id"]),
+            "located": locations.location_view(conn, probe["id"], config or {}),
         }
 
     return await _show(request, "probe.html", build)

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from nachtwacht.config.schema import Settings
 
 # a state's weight in the overall verdict and the exit code of `nachtwacht status`
-SEVERITY = {"ok": 0, "new": 0, "pending": 1, "warning": 1, "unknown": 1, "critical": 2}
+SEVERITY = {
+    "ok": 0, "new": 0, "pending": 1, "warning": 1, "unknown": 1, "critical": 2, "degraded": 1,
+}  # fmt: skip
 OVERALL = {0: "ok", 1: "degraded", 2: "critical"}
 # the health module persists every 15 s: past this, no engine is running on this store
 ENGINE_STALE = 90.0
@@ -100,6 +102,9 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
     if not engine_running or any(p["stale"] for c in components.values() for p in c["probes"]):
         # a dead monitor must not look like a quiet night
         level = max(level, 1)
+    agents = _agents(conn, now)
+    if any(a["silent"] for a in agents):
+        level = max(level, 1)
     return {
         "site": site,
         "generated_at": iso(now),
@@ -111,6 +116,7 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         "engine_running": engine_running,
         "engine_last_seen": iso(last_alive),
         "members": members,
+        "agents": agents,
     }
 
 
@@ -135,6 +141,24 @@ def member_rows(conn: Connection, now: float) -> list[dict[str, Any]]:
             "dead_since": iso(row.dead_at),
         }
         for row in conn.execute(select(t.members).order_by(m.started_at, m.id))
+    ]
+
+
+def _agents(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """Remote probe agents (decision 25): their last contact, and whether they are silent."""
+    a = t.agents.c
+    rows = conn.execute(
+        select(a.location, a.last_seen, a.silent_since, a.last_seq).order_by(a.location)
+    ).all()
+    return [
+        {
+            "location": row.location,
+            "last_seen": iso(row.last_seen),
+            "seconds_since_contact": round(max(0.0, now - row.last_seen), 1),
+            "silent": row.silent_since is not None,
+            "last_seq": int(row.last_seq),
+        }
+        for row in rows
     ]
 
 

@@ -28,6 +28,8 @@ class State(enum.StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
     UNKNOWN = "unknown"
+    # a probe with `locations:` failing at fewer than its quorum: shown, never paged
+    DEGRADED = "degraded"
 
     @classmethod
     def of(cls, status: Status) -> State:

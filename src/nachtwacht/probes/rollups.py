@@ -7,7 +7,10 @@ the same minute.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select
+import json
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 
 from nachtwacht.config.schema import RetentionSettings
 from nachtwacht.store import claims
@@ -186,3 +189,96 @@ def apply_retention(store: Store, now: float, keep: RetentionSettings) -> dict[s
             delete(t.heartbeat_pings).where(t.heartbeat_pings.c.ts < cutoff)
         ).rowcount
     return deleted
+
+
+# -- results that arrive after their minute was rolled up -------------------------------------
+
+_SUMS = ("n", "n_ok", "n_warning", "n_critical", "n_unknown", "latency_sum", "value_sum")
+_LABELS = {0: "n_ok", 1: "n_warning", 2: "n_critical", 3: "n_unknown"}
+
+
+def late_after(now: float) -> float:
+    """Results older than this may be in a minute a roll-up has done (with 5 s to spare for
+    another process's clock); `fold_late` takes care of them."""
+    return now - SETTLE - 5.0
+
+
+def fold_late(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Add results whose minute (and hour) is already rolled up to those rollups.
+
+    An agent's backlog after an outage arrives minutes late; without this, uptime would leave
+    it out. The watermarks are read with locking reads, so a roll-up moving them waits for this
+    transaction (or this one for it): each result is counted by the roll-up or here, never both
+    and never neither. Returns how many results were folded in.
+    """
+    meta = t.engine_meta.c
+    marks = {
+        key: json.loads(value)
+        for key, value in conn.execute(
+            select(meta.key, meta.value)
+            .where(meta.key.in_([MINUTE_KEY, HOUR_KEY]))
+            .order_by(meta.key)
+            .with_for_update()
+        ).all()
+    }
+    minutes_done, hours_done = marks.get(MINUTE_KEY), marks.get(HOUR_KEY)
+    if minutes_done is None:
+        return 0
+    late = [r for r in rows if r["minute"] < minutes_done]
+    groups: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in late:
+        g = groups.setdefault((r["probe_id"], r["minute"]), _empty())
+        _add(g, r["status"], r["latency_ms"], r["value"])
+    for (probe_id, minute), g in sorted(groups.items()):
+        hour = minute // 60
+        _fold_into(conn, t.rollup_minute, probe_id, minute, g, {"hour": hour})
+        if hours_done is not None and hour < hours_done:
+            _fold_into(conn, t.rollup_hour, probe_id, hour, g, {})
+    return len(late)
+
+
+def _empty() -> dict[str, Any]:
+    return {k: 0 for k in ("n", "n_ok", "n_warning", "n_critical", "n_unknown")} | {
+        "latency_sum": None, "latency_min": None, "latency_max": None,
+        "value_sum": None, "value_min": None, "value_max": None,
+    }  # fmt: skip
+
+
+def _add(g: dict[str, Any], status: int, latency: float | None, value: float | None) -> None:
+    g["n"] += 1
+    g[_LABELS.get(status, "n_unknown")] += 1
+    for name, x in (("latency", latency), ("value", value)):
+        if x is None:
+            continue
+        g[f"{name}_sum"] = x if g[f"{name}_sum"] is None else g[f"{name}_sum"] + x
+        g[f"{name}_min"] = x if g[f"{name}_min"] is None else min(g[f"{name}_min"], x)
+        g[f"{name}_max"] = x if g[f"{name}_max"] is None else max(g[f"{name}_max"], x)
+
+
+def _fold_into(
+    conn: Connection, table: Any, probe_id: int, bucket: int, g: dict[str, Any],
+    extra: dict[str, Any],
+) -> None:  # fmt: skip
+    c = table.c
+    key = and_(c.probe_id == probe_id, c.bucket == bucket)
+    row = conn.execute(select(table).where(key).with_for_update()).mappings().first()
+    if row is None:
+        conn.execute(insert(table).values(probe_id=probe_id, bucket=bucket, **extra, **g))
+        return
+    merged = dict(g)
+    for name in _SUMS:
+        if row[name] is not None and g[name] is not None:
+            merged[name] = row[name] + g[name]
+        elif g[name] is None:
+            merged[name] = row[name]
+    for name in ("latency_min", "value_min"):
+        merged[name] = _pick(min, row[name], g[name])
+    for name in ("latency_max", "value_max"):
+        merged[name] = _pick(max, row[name], g[name])
+    conn.execute(update(table).where(key).values(**merged))
+
+
+def _pick(how: Any, a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return how(a, b)

@@ -18,6 +18,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nachtwacht.clock import Clock
 from nachtwacht.meter import Histograms, Tally
@@ -27,7 +28,6 @@ from nachtwacht.probes.context import ProbeContext
 from nachtwacht.probes.results import CheckResult, State
 from nachtwacht.probes.service import ResultRow
 from nachtwacht.probes.state import ProbeState, Transition, apply
-from nachtwacht.probes.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ class SchedulerStats:
 Listener = Callable[[ProbeSlot, CheckResult, Transition | None], None]
 
 
+class Sink(Protocol):
+    """Where results go: the `ResultWriter` on the server; for probes with `locations:` the
+    server's `LocationSink`, and in an agent its spool (decision 25)."""
+
+    def add(self, row: ResultRow, state: ProbeState, transition: Transition | None) -> None: ...
+
+
 class Scheduler:
     name = "scheduler"
 
@@ -77,7 +84,7 @@ class Scheduler:
         ids: dict[str, int],
         states: dict[int, ProbeState],
         ctx: ProbeContext,
-        writer: ResultWriter,
+        writer: Sink,
         clock: Clock,
         max_concurrency: int = 1000,
         startup_spread: float = 25.0,

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
 
 from nachtwacht import __version__
+from nachtwacht.agents import api as agents_api
 from nachtwacht.alerts import pages as alerts_pages
 from nachtwacht.alerts.api import ingest_router as alert_ingest_router
 from nachtwacht.alerts.api import router as alerts_router
@@ -162,6 +163,9 @@ def create_app(
     # everything else needs a login or API token
     protected = [Depends(access)]
     app.include_router(probes_router, dependencies=protected)
+    app.include_router(agents_api.views, dependencies=protected)
+    # an agent token, not a login: one location's agent endpoints and nothing else
+    app.include_router(agents_api.router)
     app.include_router(incidents_router, dependencies=protected)
     app.include_router(alerts_router, dependencies=protected)
     app.include_router(notify_router, dependencies=protected)

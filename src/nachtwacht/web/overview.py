@@ -28,7 +28,7 @@ from nachtwacht.web.render import STATES, Fmt, _cache, _show, pct, uptime_class
 router = APIRouter(include_in_schema=False, dependencies=[Depends(access)])
 
 # worst first, for a component's summary badge and the counts line
-ORDER = ("critical", "warning", "unknown", "pending", "maintenance", "new", "ok")
+ORDER = ("critical", "warning", "degraded", "unknown", "pending", "maintenance", "new", "ok")
 
 
 def cell_html(cell: dict[str, Any], fmt: Fmt) -> str:

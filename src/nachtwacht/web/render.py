@@ -63,6 +63,8 @@ STATES: dict[str, tuple[str, str]] = {
     "pending": ("PEND", "…"),
     "new": ("NEW", "·"),
     "unknown": ("UNKN", "?"),
+    "degraded": ("DEGR", "◐"),  # a probe with locations failing at fewer than its quorum
+    "silent": ("SILENT", "…"),  # an agent that stopped reporting
     "maintenance": ("MAINT", "M"),
 }
 RANGES = (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400), ("90d", 90 * 86400))

@@ -54,6 +54,7 @@ from nachtwacht.store.tables.recovery import (
     postmortems,
     followups,
 )
+from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 # isort: on
 
 __all__ = [
@@ -98,4 +99,7 @@ __all__ = [
     "checklist_runs",
     "postmortems",
     "followups",
+    "probe_locations",
+    "agents",
+    "agent_tokens",
 ]

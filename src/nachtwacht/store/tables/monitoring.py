@@ -5,6 +5,7 @@ engine's own bookkeeping (its key-value state and each module's health).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -60,6 +61,10 @@ results = Table(
     Column("latency_ms", Double),
     Column("lag_ms", Double),
     Column("message", Text),
+    # results of probes with `locations:` (decision 25): where it was seen, and for an agent's
+    # results the agent's sequence number (stored in that order, each once)
+    Column("location", String(32)),
+    Column("seq", BigInteger),
     Index(None, "probe_id", "ts"),
     Index(None, "minute"),
 )
