@@ -65,6 +65,9 @@ def test_an_agent_token_fetches_its_probes_and_nothing_else(
     assert client.get("/api/v1/agent/probes", headers=hq).status_code == 403
     bad = {"Authorization": "Bearer nwa_not-a-token"}
     assert client.get("/api/v1/agent/probes", headers=bad).status_code == 401
+    # an API token is the wrong kind of credential here, whoever holds it
+    api = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now())}"}
+    assert client.get("/api/v1/agent/probes", headers=api).status_code == 403
 
 
 def test_results_are_validated_stored_once_and_shown_per_location(

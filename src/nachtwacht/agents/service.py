@@ -87,9 +87,14 @@ def resolve_agent_token(conn: Connection, token: str | None, now: float) -> str:
     if not token:
         raise AuthError("an agent token is required (Authorization: Bearer nwa_…)",
                         kind="unauthenticated")  # fmt: skip
+    if not token.startswith(AGENT_PREFIX):
+        # an API token or ingest key: known or not, it is the wrong kind here (the checklist's
+        # admin token walks every GET endpoint and takes 403 as "answering")
+        raise AuthError("this endpoint takes an agent token (nwa_…), not an API token",
+                        "token", "forbidden")  # fmt: skip
     c = t.agent_tokens.c
     row = None
-    if token.startswith(AGENT_PREFIX) and len(token) <= 200:
+    if len(token) <= 200:
         query = select(c.id, c.location).where(
             c.token_hash == secret_hash(token), c.revoked_at.is_(None)
         )
