@@ -22,6 +22,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.engine.members import DEAD_AFTER, FENCE_AFTER, Membership, refuse_second
 from nachtwacht.engine.ownership import MemberRow, Observer, owned_by, owner_of
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.probes.locations import states_at
 from nachtwacht.probes.results import State
 from nachtwacht.problems import Problem
 from nachtwacht.store import tables as t
@@ -183,6 +184,15 @@ def probes_yaml(port: int, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def located_yaml(port: int, n: int) -> str:
+    """Probes also checked at an agent's location: the server checks them in `here`."""
+    return "".join(
+        f"  - {{name: l{i}, kind: tcp, host: 127.0.0.1, port: {port}, interval: 10s,"
+        " retries: 0, component: c, locations: [local, ams]}\n"
+        for i in range(n)
+    )
+
+
 async def test_an_adopted_probe_goes_on_from_the_committed_state(
     pg_store: Store, clock: FakeClock
 ) -> None:
@@ -247,6 +257,50 @@ async def test_two_members_divide_the_probes_and_one_takes_over_the_others(
     await b.stop()
 
 
+async def test_two_members_divide_the_checks_at_the_server_location_too(
+    pg_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Located probes at `local` are divided like the plain ones: one result stream each."""
+    port = closed_port()
+    text = probes_yaml(port, 4) + located_yaml(port, 20)
+    a = Runtime.build(settings_for(text, pg_store.url), pg_store, clock)
+    spool = f"spool: {{dir: {tmp_path / 'b-spool'}}}\n"
+    b = Runtime.build(settings_for(spool + text, pg_store.url), pg_store, clock)
+    assert a.members is not None and b.membership is not None and b.members is not None
+    assert a.here is not None and b.here is not None and b.location_sink is not None
+    b.membership.me = "other-host:2"
+    b.membership.join(clock.now())
+    for _ in range(4):
+        clock.advance(1.0)
+        await a.members.tick(clock.now())
+        await b.members.tick(clock.now())
+    here_a, here_b = set(a.here.slots), set(b.here.slots)
+    assert here_a.isdisjoint(here_b) and here_a | here_b == set(a.here.configs)
+    assert len(a.here.configs) == 20 and here_a and here_b
+    assert not set(a.scheduler.slots) & set(a.here.configs)  # plain and located apart
+    # b checks its share here: each is down at `local` (retries 0), committed per location
+    clock.advance(10)
+    await b.here.run_due()
+    await b.location_sink.flush()
+    with pg_store.connect() as conn:
+        committed = states_at(conn, "local", here_b)
+    assert set(committed) == here_b
+    assert all(s.state is State.CRITICAL for s in committed.values())
+    # b is killed: a checks all of them, b's from the state b committed at `local`
+    with pg_store.begin() as conn:
+        conn.execute(update(t.members).where(t.members.c.id == b.membership.me).values(beat=99))
+    for _ in range(int(DEAD_AFTER) + 3):
+        clock.advance(1.0)
+        await a.members.tick(clock.now())
+    assert set(a.here.slots) == here_a | here_b
+    for pid in here_b:
+        state = a.here.slots[pid].state
+        assert state.state is State.CRITICAL and state.last_check == committed[pid].last_check
+    assert a.membership is not None and a.membership.probes_owned == 24
+    await a.stop()
+    await b.stop()
+
+
 # -- roles ------------------------------------------------------------------------------------
 
 
@@ -297,17 +351,20 @@ async def test_a_member_cut_off_from_the_store_stops_checking_and_paging_and_say
         with pg_database() as name:
             url = proxied_url(proxy, name)
             store = Store(url)
-            rt = Runtime.build(settings_for(probes_yaml(closed_port(), 4), url), store, clock)
-            assert rt.membership is not None and rt.members is not None
+            port = closed_port()
+            text = probes_yaml(port, 4) + located_yaml(port, 2)
+            rt = Runtime.build(settings_for(text, url), store, clock)
+            assert rt.membership is not None and rt.members is not None and rt.here is not None
             await rt.members.tick(clock.now())
             assert len(rt.scheduler.slots) == 4 and not rt.sender.paused
+            assert len(rt.here.slots) == 2
             proxy.cut()
             store.engine.dispose()  # pooled connections would fail only on their next use
             for _ in range(6):
                 clock.advance(1.0)
                 await rt.members.tick(clock.now())
             assert not rt.membership.active(clock.now())
-            assert rt.scheduler.slots == {} and rt.sender.paused
+            assert rt.scheduler.slots == {} and rt.here.slots == {} and rt.sender.paused
             assert await rt._escalate(clock.now()) == 0
             problem = rt.membership.snapshot(clock.now())["problem"]
             assert problem is not None and "not a member" in problem
@@ -317,6 +374,7 @@ async def test_a_member_cut_off_from_the_store_stops_checking_and_paging_and_say
                 await rt.members.tick(clock.now())
             assert rt.membership.active(clock.now()) and rt.membership.problem is None
             assert len(rt.scheduler.slots) == 4 and not rt.sender.paused
+            assert len(rt.here.slots) == 2
             await rt.stop()
             store.dispose()
     finally:

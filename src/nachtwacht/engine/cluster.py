@@ -7,8 +7,10 @@ cannot make a healthy member miss its bound; tests without it beat from the tick
 - a heartbeat that failed or still hangs counts against us; past `FENCE_AFTER` we own no
   probes and the outbox sender stops claiming (`Membership.active`), and /healthz says so;
 - when the set of live checking members changed, the probes are divided again
-  (`ownership.owned_by`): the ones we gain start from their committed state
-  (`service.load_states`), the ones we lose leave our scheduler.
+  (`ownership.owned_by`), in each scheduler it was given: the plain probes' and the `here`
+  one's (probes with `locations:` that name the server's location). The ones we gain start
+  from their committed state (`service.load_states`, or the state at this location:
+  `locations.states_at`), the ones we lose leave our scheduler.
 
 The tick never raises for a store that is down: the engine's back-off would slow the
 heartbeat that must say "back" as soon as the store answers. The trouble is in /healthz.
@@ -20,13 +22,15 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy import Connection
 
 from nachtwacht.clock import Clock
 from nachtwacht.engine.members import Membership
 from nachtwacht.engine.ownership import owned_by
-from nachtwacht.probes import service
 from nachtwacht.probes.scheduler import Scheduler
+from nachtwacht.probes.state import ProbeState
 from nachtwacht.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -34,18 +38,23 @@ log = logging.getLogger(__name__)
 TICK = 0.5
 LOOP_STALL = 30.0  # the event loop silent this long: the process is wedged, stop beating
 
+# the committed state of the probes a scheduler adopts, read in one connection
+StateLoader = Callable[[Connection, list[int]], Mapping[int, ProbeState]]
+
 
 class MemberTicker:
     def __init__(
         self,
         membership: Membership,
-        scheduler: Scheduler,
+        schedulers: Sequence[tuple[Scheduler, StateLoader]],
         store: Store,
         clock: Clock,
         on_active: Callable[[bool], None] | None = None,
     ) -> None:
         self.membership = membership
-        self.scheduler = scheduler
+        # each scheduler's probes are divided over the same members; their ids are disjoint
+        # (a probe is plain or located), so one hash key space serves them all
+        self.schedulers = list(schedulers)
         self.store = store
         self.clock = clock
         self.on_active = on_active
@@ -124,35 +133,40 @@ class MemberTicker:
         checkers = frozenset(m.checkers(now))
         if checkers == self._checkers:
             return
-        scheduler = self.scheduler
-        # ~0.3 s at 50,000 probes: off the event loop, whose checks would start late
-        mine = await asyncio.to_thread(owned_by, m.me, checkers, list(scheduler.configs))
-        gained = [pid for pid in mine if pid not in scheduler.slots]
-        states = {}
-        if gained:
-            try:
-                states = await asyncio.to_thread(self._load, gained)
-            except Exception as exc:
-                # without their committed state we would restart them at NEW: wait
-                log.warning("cannot load the state of %d adopted probes: %s", len(gained), exc)
-                mine -= set(gained)
-                checkers = frozenset()  # try again at the next tick
-        added, removed = scheduler.set_owned(mine, states)
-        m.probes_owned = len(scheduler.slots)
-        self._checkers = checkers or None
+        retry = False
+        added_n = removed_n = 0
+        for scheduler, load in self.schedulers:
+            # ~0.3 s at 50,000 probes: off the event loop, whose checks would start late
+            mine = await asyncio.to_thread(owned_by, m.me, checkers, list(scheduler.configs))
+            gained = [pid for pid in mine if pid not in scheduler.slots]
+            states: Mapping[int, ProbeState] = {}
+            if gained:
+                try:
+                    states = await asyncio.to_thread(self._load, load, gained)
+                except Exception as exc:
+                    # without their committed state we would restart them at NEW: wait
+                    log.warning("cannot load the state of %d adopted probes: %s", len(gained), exc)
+                    mine -= set(gained)
+                    retry = True  # try again at the next tick
+            added, removed = scheduler.set_owned(mine, states)
+            added_n += len(added)
+            removed_n += len(removed)
+        owned = sum(len(s.slots) for s, _ in self.schedulers)
+        m.probes_owned = owned
+        self._checkers = None if retry or not checkers else checkers
         self.rebalanced += 1
-        if added or removed:
+        if added_n or removed_n:
             log.info(
                 "members %s: checking %d probes (+%d, -%d)",
                 ", ".join(sorted(checkers)) or "(none)",
-                len(scheduler.slots),
-                len(added),
-                len(removed),
+                owned,
+                added_n,
+                removed_n,
             )
 
-    def _load(self, ids: list[int]) -> dict:
+    def _load(self, load: StateLoader, ids: list[int]) -> Mapping[int, ProbeState]:
         with self.store.connect() as conn:
-            return service.load_states(conn, ids)
+            return load(conn, ids)
 
     async def close(self) -> None:
         self._stop.set()

@@ -13,7 +13,7 @@ from nachtwacht.alerts.worker import Alerting
 from nachtwacht.auth import logins
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
-from nachtwacht.engine.cluster import MemberTicker
+from nachtwacht.engine.cluster import MemberTicker, StateLoader
 from nachtwacht.engine.core import Engine
 from nachtwacht.engine.members import Membership
 from nachtwacht.engine.ownership import owned_by
@@ -85,13 +85,15 @@ class Runtime:
         location = settings.server.location
         plain = [p for p in settings.probes if not p.locations]
         here = [p for p in settings.probes if location in p.locations]
-        # the members divide the probes without locations; a located probe's server-side
-        # checks run in every member's `here` scheduler (not divided yet: docs/decisions/0025)
-        owned = owned_by(membership.me, membership.checkers(now), (ids[p.name] for p in plain))
+        # the members divide the probes without locations, and apart from them the located
+        # probes checked at this server's location (the `here` scheduler, decision 25)
+        checkers = membership.checkers(now)
+        owned = owned_by(membership.me, checkers, (ids[p.name] for p in plain))
+        here_owned = owned_by(membership.me, checkers, (ids[p.name] for p in here))
         with store.connect() as conn:
             states = service.load_states(conn, owned)
-            here_states = states_at(conn, location, (ids[p.name] for p in here))
-        membership.probes_owned = len(owned)
+            here_states = states_at(conn, location, here_owned)
+        membership.probes_owned = len(owned) + len(here_owned)
         data_dir = settings.data_dir
         ctx = ProbeContext(clock=clock, store=store, data_dir=data_dir)
         writer = ResultWriter(store)
@@ -120,8 +122,7 @@ class Runtime:
         )
         runtime.role = role
         runtime.membership = membership
-        runtime.members = MemberTicker(membership, scheduler, store, clock, runtime._set_active)
-        engine.add("members", 0.5, runtime.members.tick)
+        divided: list[tuple[Scheduler, StateLoader]] = [(scheduler, service.load_states)]
         if located:
             sink = LocationSink(store, location, located, clock)
             sink.on_commit.append(alerting.wake)
@@ -130,8 +131,12 @@ class Runtime:
                 here, ids, here_states, ctx, sink, clock,
                 max_concurrency=settings.engine.max_concurrency,
                 startup_spread=settings.engine.startup_spread,
+                owned=here_owned,
             )  # fmt: skip
+            divided.append((runtime.here, lambda conn, pids: states_at(conn, location, pids)))
             engine.add("locations", settings.engine.flush_interval, sink.tick)
+        runtime.members = MemberTicker(membership, divided, store, clock, runtime._set_active)
+        engine.add("members", 0.5, runtime.members.tick)
         engine.add("writer", settings.engine.flush_interval, writer.tick)
         engine.add("scheduler", 5.0, runtime._check_scheduler)
         engine.add("rollups", 30.0, runtime._rollups)
