@@ -80,14 +80,18 @@ class Runtime:
         engine = Engine(store, clock)
         membership = Membership(store, settings, role=role, me=engine.instance)
         ids = _sync_probes(store, settings, now)
-        # a member from here on: on SQLite a second process is refused now
-        membership.join(now)
+        # a member from here on: on SQLite a second process is refused now. A fresh reading,
+        # not `now`: syncing 50,000 probes takes seconds, and the other members' beats read in
+        # join() are timed by it; stamped that much early, a live member looked silent sooner
+        # (a false "member silent" at a cold start of two members, docs/performance.md)
+        joined = clock.now()
+        membership.join(joined)
         location = settings.server.location
         plain = [p for p in settings.probes if not p.locations]
         here = [p for p in settings.probes if location in p.locations]
         # the members divide the probes without locations, and apart from them the located
         # probes checked at this server's location (the `here` scheduler, decision 25)
-        checkers = membership.checkers(now)
+        checkers = membership.checkers(joined)
         owned = owned_by(membership.me, checkers, (ids[p.name] for p in plain))
         here_owned = owned_by(membership.me, checkers, (ids[p.name] for p in here))
         with store.connect() as conn:
