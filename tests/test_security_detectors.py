@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from nachtwacht.alerts.silences import add_silence
 from nachtwacht.clock import FakeClock
 from nachtwacht.security.detectors import Detector
 from nachtwacht.security.models import (
@@ -393,3 +394,30 @@ def test_a_long_key_makes_a_fingerprint_that_fits_and_stays_distinct() -> None:
     one, two = "user:" + "a" * 500, "user:" + "a" * 499 + "b"
     assert len(fingerprint(BRUTE_FORCE_SUCCESS, one)) <= 200
     assert fingerprint(BRUTE_FORCE_SUCCESS, one) != fingerprint(BRUTE_FORCE_SUCCESS, two)
+
+
+def test_a_silence_mutes_one_address_and_not_another(sqlite_store: Store) -> None:
+    """An office's own scanner silenced by fingerprint: recorded, not paging; others page."""
+    settings = site(sqlite_store)
+    office, stranger = "198.51.100.10", "45.155.205.3"
+    with sqlite_store.begin() as conn:
+        silence = add_silence(
+            conn,
+            settings,
+            matcher=f"fingerprint:{fingerprint(PROBE_PATHS, office)}",
+            starts_at=T0,
+            ends_at=T0 + 86_400,
+            now=T0,
+            created_by="olga",
+        )
+    feed = Feed()
+    found = feed.lines(
+        *(nginx(T0 + i, a, "/.env", 404) for a in (office, stranger) for i in range(3))
+    )
+    assert rules(found) == [(PROBE_PATHS, office), (PROBE_PATHS, stranger)]
+    with sqlite_store.begin() as conn:
+        outcomes = record(conn, settings, found, T0 + 10)
+    assert [(o.action, o.muted_by) for o in outcomes] == [
+        ("opened", f"silence:{silence}"),
+        ("opened", None),
+    ]
