@@ -116,6 +116,19 @@ class Thresholds:
     max_keys: int = 200_000  # per rule; beyond it the oldest key is forgotten
 
 
+SOURCE_KINDS = ("nginx", "nginx_json", "sshd")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A log to watch: `kind` is one of SOURCE_KINDS (nginx is the combined format)."""
+
+    name: str
+    kind: str
+    path: str
+    from_start: bool = False  # first sight of the file: read what it holds (else from its end)
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A rule's condition started to hold for `key` (firing) or no longer holds (cleared)."""

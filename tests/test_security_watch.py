@@ -1,0 +1,107 @@
+"""security.watch: real log files tailed into the detector, findings recorded with the files'
+positions in one transaction; a restart resumes where the store says; rotation is followed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from nachtwacht.clock import FakeClock
+from nachtwacht.security.models import Source
+from nachtwacht.security.watch import Watch
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
+from tests.incident_fixtures import site
+from tests.test_security_detectors import T0, failed, nginx, syslog
+
+
+def append(path: Path, *lines: str) -> None:
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def alerts(store: Store) -> list[tuple[str, int, str]]:
+    a = t.alerts.c
+    with store.connect() as conn:
+        rows = conn.execute(select(a.fingerprint, a.severity, a.status).order_by(a.id)).all()
+    return [tuple(r) for r in rows]
+
+
+def test_sources_are_tailed_into_alerts_and_a_restart_resumes(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    access, auth = tmp_path / "access.log", tmp_path / "auth.log"
+    append(access, nginx(T0 - 60, "192.0.2.1", "/.env", 404))  # history: before first sight
+    auth.touch()
+    clock = FakeClock(T0)
+    sources = [Source("web", "nginx", str(access)), Source("ssh", "sshd", str(auth))]
+    settings = site(sqlite_store)
+    watch = Watch(sqlite_store, settings, clock, sources)
+    assert watch.poll().findings == []
+
+    scanner, brute = "45.155.205.9", "203.0.113.66"
+    append(access, *(nginx(T0 + i, scanner, p, 404) for i, p in enumerate(["/.env", "/.git/"])))
+    append(auth, *(failed(T0 + i, addr=brute, user=f"u{i}") for i in range(5)), "garbage\r")
+    polled = watch.poll()
+    assert [(f.rule, f.key) for f in polled.findings] == [("failed_login", brute)]
+    assert watch.parsers["ssh"].malformed == 1
+
+    # a restart: a new watch reads only what was appended since the stored positions
+    watch.close()
+    clock.set(T0 + 30)
+    again = Watch(sqlite_store, settings, clock, sources)
+    append(access, nginx(T0 + 20, scanner, "/wp-login.php", 404))
+    append(auth, syslog(T0 + 25, f"Accepted password for deploy from {brute} port 2 ssh2"))
+    polled = again.poll()
+    assert again.detector.events == 2
+    # the restarted detector's windows are empty: the scanner's third probe path is its first
+    assert polled.findings == []
+    assert alerts(sqlite_store) == [(f"security:failed_login:{brute}", 2, "firing")]
+
+
+def test_a_rotated_log_is_read_to_its_end_then_the_new_one(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    access = tmp_path / "access.log"
+    access.touch()
+    clock = FakeClock(T0)
+    watch = Watch(sqlite_store, site(sqlite_store), clock, [Source("web", "nginx", str(access))])
+    watch.poll()
+    a = "192.0.2.77"
+    append(access, nginx(T0, a, "/app", 403), nginx(T0 + 1, a, "/app", 403))
+    access.rename(tmp_path / "access.log.1")
+    append(access, nginx(T0 + 2, a, "/app", 401))
+    polled = watch.poll()
+    assert [(f.rule, f.key) for f in polled.findings] == [("unauthorized", a)]
+    assert alerts(sqlite_store) == [(f"security:unauthorized:{a}", 3, "firing")]
+    # five minutes of quiet later the sweep clears it and the alert resolves
+    clock.set(T0 + 2 + 301)
+    polled = watch.poll()
+    assert [(f.rule, f.firing) for f in polled.findings] == [("unauthorized", False)]
+    assert alerts(sqlite_store) == [(f"security:unauthorized:{a}", 3, "resolved")]
+    watch.close()
+
+
+def test_a_missing_source_is_an_error_and_the_others_are_read(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    access = tmp_path / "access.log"
+    access.touch()
+    sources = [
+        Source("gone", "sshd", str(tmp_path / "nope.log")),
+        Source("web", "nginx_json", str(access)),
+    ]
+    watch = Watch(sqlite_store, site(sqlite_store), FakeClock(T0), sources)
+    watch.poll()
+    append(
+        access,
+        *(
+            f'{{"msec": {T0 + i}, "remote_addr": "192.0.2.5", "request": "GET /x", "status": 429}}'
+            for i in range(10)
+        ),
+    )
+    polled = watch.poll()
+    assert len(polled.errors) == 1 and "not found" in polled.errors[0]
+    assert [(f.rule, f.key) for f in polled.findings] == [("rate_limit", "192.0.2.5")]
+    watch.close()
