@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from nachtwacht.clock import FakeClock
+from nachtwacht.config.loader import ConfigError
+from nachtwacht.engine.runtime import Runtime
+from nachtwacht.security import engine as security_engine
 from nachtwacht.security.models import Source
 from nachtwacht.security.watch import Watch
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
+from tests.helpers import settings_for
 from tests.incident_fixtures import site
 from tests.test_security_detectors import T0, failed, nginx, syslog
 
@@ -35,7 +40,10 @@ def test_sources_are_tailed_into_alerts_and_a_restart_resumes(
     append(access, nginx(T0 - 60, "192.0.2.1", "/.env", 404))  # history: before first sight
     auth.touch()
     clock = FakeClock(T0)
-    sources = [Source("web", "nginx", str(access)), Source("ssh", "sshd", str(auth))]
+    sources = [
+        Source(name="web", kind="nginx", path=str(access)),
+        Source(name="ssh", kind="sshd", path=str(auth)),
+    ]
     settings = site(sqlite_store)
     watch = Watch(sqlite_store, settings, clock, sources)
     assert watch.poll().findings == []
@@ -66,7 +74,12 @@ def test_a_rotated_log_is_read_to_its_end_then_the_new_one(
     access = tmp_path / "access.log"
     access.touch()
     clock = FakeClock(T0)
-    watch = Watch(sqlite_store, site(sqlite_store), clock, [Source("web", "nginx", str(access))])
+    watch = Watch(
+        sqlite_store,
+        site(sqlite_store),
+        clock,
+        [Source(name="web", kind="nginx", path=str(access))],
+    )
     watch.poll()
     a = "192.0.2.77"
     append(access, nginx(T0, a, "/app", 403), nginx(T0 + 1, a, "/app", 403))
@@ -89,8 +102,8 @@ def test_a_missing_source_is_an_error_and_the_others_are_read(
     access = tmp_path / "access.log"
     access.touch()
     sources = [
-        Source("gone", "sshd", str(tmp_path / "nope.log")),
-        Source("web", "nginx_json", str(access)),
+        Source(name="gone", kind="sshd", path=str(tmp_path / "nope.log")),
+        Source(name="web", kind="nginx_json", path=str(access)),
     ]
     watch = Watch(sqlite_store, site(sqlite_store), FakeClock(T0), sources)
     watch.poll()
@@ -105,3 +118,47 @@ def test_a_missing_source_is_an_error_and_the_others_are_read(
     assert len(polled.errors) == 1 and "not found" in polled.errors[0]
     assert [(f.rule, f.key) for f in polled.findings] == [("rate_limit", "192.0.2.5")]
     watch.close()
+
+
+async def test_the_engine_module_runs_the_watch_from_the_config(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    access, missing = tmp_path / "access.log", tmp_path / "auth.log"
+    access.touch()
+    yaml = f"""
+security:
+  interval: 5s
+  sources:
+    - {{name: web, kind: nginx, path: {access}}}
+    - {{name: ssh, kind: sshd, path: {missing}}}
+"""
+    clock = FakeClock(T0)
+    rt = Runtime.build(settings_for(yaml, sqlite_store.url), sqlite_store, clock)
+    try:
+        security_engine.install(rt)
+        assert rt.engine.modules["security"].interval == 5.0
+        assert not await rt.engine.tick_once("security")
+        health = rt.engine.modules["security"].health
+        assert health.last_error == f"SecurityLogError: sshd log {missing} not found"
+        missing.touch()
+        assert await rt.engine.tick_once("security")
+        a = "192.0.2.40"
+        append(access, *(nginx(T0 + i, a, "/.env", 404) for i in range(3)))
+        assert await rt.engine.tick_once("security")
+        assert alerts(sqlite_store) == [(f"security:probe_paths:{a}", 3, "firing")]
+    finally:
+        await rt.stop()
+
+
+def test_source_names_are_unique_and_kinds_known(sqlite_store: Store) -> None:
+    for yaml, error in (
+        (
+            "security:\n  sources:\n    - {name: a, kind: nginx, path: /x}\n"
+            "    - {name: a, kind: sshd, path: /y}\n",
+            "'a' is already used",
+        ),
+        ("security:\n  sources:\n    - {name: a, kind: apache, path: /x}\n", "kind"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            settings_for(yaml, sqlite_store.url)
+        assert error in str(caught.value)

@@ -8,6 +8,11 @@ Times are UTC epoch seconds taken from the log line, not from when the line was 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nachtwacht.durations import Duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +121,34 @@ class Thresholds:
     max_keys: int = 200_000  # per rule; beyond it the oldest key is forgotten
 
 
-SOURCE_KINDS = ("nginx", "nginx_json", "sshd")
+class Source(BaseModel):
+    """A log to watch (`security.sources` in nachtwacht.yaml); nginx is the combined format,
+    which Apache writes too."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-@dataclass(frozen=True)
-class Source:
-    """A log to watch: `kind` is one of SOURCE_KINDS (nginx is the combined format)."""
-
-    name: str
-    kind: str
-    path: str
+    name: str = Field(min_length=1, max_length=100)
+    kind: Literal["nginx", "nginx_json", "sshd"]
+    path: str = Field(min_length=1, max_length=4096)
     from_start: bool = False  # first sight of the file: read what it holds (else from its end)
+
+
+class SecuritySettings(BaseModel):
+    """`security:` in nachtwacht.yaml: the logs to watch, read every `interval`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sources: list[Source] = Field(default_factory=list, max_length=50)
+    interval: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SecuritySettings:
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{index}].name: '{source.name}' is already used")
+            seen.add(source.name)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
