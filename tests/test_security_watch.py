@@ -3,6 +3,7 @@ positions in one transaction; a restart resumes where the store says; rotation i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,30 @@ def test_source_names_are_unique_and_kinds_known(sqlite_store: Store) -> None:
         with pytest.raises(ConfigError) as caught:
             settings_for(yaml, sqlite_store.url)
         assert error in str(caught.value)
+
+
+def test_the_example_in_security_monitoring_md_is_valid(sqlite_store: Store) -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
+    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    settings = settings_for(block, sqlite_store.url)
+    assert [s.kind for s in settings.security.sources] == ["nginx", "nginx_json", "sshd"]
+    assert settings.security.sources[2].timezone == "Europe/Amsterdam"
+
+
+def test_sshd_classic_times_are_read_in_the_sources_timezone(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    auth = tmp_path / "auth.log"
+    auth.touch()
+    source = Source(name="ssh", kind="sshd", path=str(auth), timezone="Europe/Amsterdam")
+    watch = Watch(sqlite_store, site(sqlite_store), FakeClock(T0), [source])
+    watch.poll()
+    # 04:00 in Amsterdam (winter, +01:00) is T0, 03:00 UTC
+    line = "Dec  8 04:00:0{} web1 sshd[1]: Failed password for x from 1.2.3.4 port 1 ssh2"
+    append(auth, *(line.format(i) for i in range(5)))
+    found = watch.poll().findings
+    assert [(f.rule, f.first_ts, f.ts) for f in found] == [
+        ("failed_login", T0, T0 + 4),
+        ("failed_login_account", T0, T0 + 4),
+    ]
+    watch.close()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nachtwacht.durations import Duration
 
@@ -131,6 +132,19 @@ class Source(BaseModel):
     kind: Literal["nginx", "nginx_json", "sshd"]
     path: str = Field(min_length=1, max_length=4096)
     from_start: bool = False  # first sight of the file: read what it holds (else from its end)
+    # the zone of sshd's classic syslog times (`Dec  8 03:10:00`), which carry no offset
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone '{value}'; use an IANA name such as Europe/Amsterdam"
+            ) from None
+        return value
 
 
 class SecuritySettings(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from nachtwacht.alerts.service import Outcome
 from nachtwacht.clock import Clock
@@ -37,13 +38,13 @@ PREFIX = "security."
 Parser = CombinedParser | JsonParser | SshdParser
 
 
-def parser_for(kind: str, clock: Clock) -> Parser:
+def parser_for(kind: str, clock: Clock, timezone: str = "UTC") -> Parser:
     if kind == "nginx":
         return CombinedParser()
     if kind == "nginx_json":
         return JsonParser()
     if kind == "sshd":
-        return SshdParser(clock)
+        return SshdParser(clock, ZoneInfo(timezone))
     raise ValueError(f"unknown security source kind '{kind}'")
 
 
@@ -74,7 +75,7 @@ class Watch:
         self.clock = clock
         self.sources = list(sources)
         self.detector = Detector(clock, thresholds)
-        self.parsers = {s.name: parser_for(s.kind, clock) for s in self.sources}
+        self.parsers = {s.name: parser_for(s.kind, clock, s.timezone) for s in self.sources}
         self._tailers: dict[str, Tailer] | None = None
         self._committed: dict[str, dict[str, Any]] = {}  # the positions in the store
 
