@@ -34,6 +34,7 @@ RUNS = {
     ],
     "kill9_soak": ["--help"],
     "cli_import": ["--runs", "1", "--top", "3"],
+    "security": ["--lines", "2000", "--runs", "1", "--addresses", "1000"],
     # starts real serve processes on PostgreSQL for minutes: imports and arguments only
     "cluster": ["--help"],
 }

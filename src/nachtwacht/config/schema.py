@@ -26,6 +26,7 @@ from nachtwacht.probes.base import ProbeConfig
 from nachtwacht.probes.registry import config_union
 from nachtwacht.reviews.models import ReviewSettings
 from nachtwacht.runbooks.models import RunbookSettings
+from nachtwacht.security.models import SecuritySettings
 from nachtwacht.spool.models import SpoolSettings
 from nachtwacht.watchdog.models import WatchdogSettings
 
@@ -157,6 +158,7 @@ class Settings(Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     errors: ErrorSettings = Field(default_factory=ErrorSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)

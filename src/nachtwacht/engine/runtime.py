@@ -353,6 +353,7 @@ def _installers() -> list[Callable[[Runtime], None]]:
     from nachtwacht.evidence import engine as evidence
     from nachtwacht.reviews import engine as reviews
     from nachtwacht.runbooks import engine as runbooks
+    from nachtwacht.security import engine as security
     from nachtwacht.watchdog import engine as watchdog
 
     return [
@@ -365,4 +366,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         backup.install,
         watchdog.install,
         agents.install,
+        security.install,
     ]

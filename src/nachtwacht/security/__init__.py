@@ -1,0 +1,1 @@
+"""Security monitoring of the watched stack (issue 17): log parsers, detectors, findings."""
