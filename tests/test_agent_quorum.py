@@ -300,6 +300,23 @@ def test_a_backlog_older_than_the_rollups_is_folded_into_them(rt: Runtime) -> No
     assert [tuple(r) for r in hours] == [(3, 1)]
 
 
+async def test_an_agent_that_never_reports_is_silent_after_the_bound(rt: Runtime) -> None:
+    """A token made for office and no agent ever started there: the same alert as an agent
+    that stopped, not a location quietly missing from every quorum it is part of."""
+    with rt.store.begin() as conn:
+        service.create_agent_token(conn, "office", "office", rt.clock.now(), actor="test")
+    post(rt, "ams", [(1, "shop", OK)])
+    rt.clock.advance(90)
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 0  # not yet
+    rt.clock.advance(31)
+    post(rt, "ams", [(2, "shop", OK)])
+    assert agents_engine.check_silence(rt, rt.clock.now()) == 1
+    assert firing(rt) == ["agent:office"]
+    # it starts at last: the alert resolves
+    post(rt, "office", [(1, "shop", OK)])
+    assert firing(rt) == []
+
+
 async def test_an_agent_whose_tokens_are_revoked_is_retired_not_silent(rt: Runtime) -> None:
     post(rt, "office", [(1, "shop", OK)])
     rt.clock.advance(200)

@@ -65,6 +65,10 @@ def create_agent_token(
         AGENT_PREFIX, now, actor, ip,
     )  # fmt: skip
     row = conn.execute(select(t.agent_tokens).where(t.agent_tokens.c.id == token_id)).mappings()
+    # The location is expected from now on: an agent that never starts is silent after the
+    # bound like one that stopped. Without the row it raised nothing, and a probe whose
+    # quorum needs that location stayed "degraded" and paged nobody through a real outage.
+    _agent_row(conn, location, now)
     return {**secret_view(dict(row.one()), "location"), "token": token}
 
 
