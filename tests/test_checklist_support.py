@@ -26,7 +26,7 @@ def site_yaml(
 ) -> str:
     """Probes for the sql, http and redis items; mail for the alert item; the server's port."""
     redis_probe = (
-        f"  - {{name: cache, kind: redis, url: '{REDIS_URL}', component: cache, timeout: 3s}}\n"
+        f"  - {{name: cache, kind: redis, url: '{REDIS_URL}', component: cache}}\n"
         if redis
         else ""
     )
@@ -41,12 +41,10 @@ notify:
   channels:
     mail: {{kind: email, host: 127.0.0.1, port: {smtp_port}, starttls: false}}
 reviews:
-  checklist: {{notify_wait: 10s, timeout: 5s, item_timeout: 30s{checklist}}}
+  checklist: {{notify_wait: 10s{checklist}}}
 probes:
-  - {{name: store-sql, kind: sql, url: 'sqlite:///{sqlite_file}', component: database,
-     timeout: 3s}}
-  - {{name: dashboard-http, kind: http, url: 'http://127.0.0.1:{port}/login', component: web,
-     timeout: 3s}}
+  - {{name: store-sql, kind: sql, url: 'sqlite:///{sqlite_file}', component: database}}
+  - {{name: dashboard-http, kind: http, url: 'http://127.0.0.1:{port}/login', component: web}}
 {redis_probe}"""
 
 

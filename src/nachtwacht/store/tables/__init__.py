@@ -55,6 +55,7 @@ from nachtwacht.store.tables.recovery import (
     followups,
 )
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
+from nachtwacht.store.tables.security import security_blocks, security_tallies
 # isort: on
 
 __all__ = [
@@ -102,4 +103,6 @@ __all__ = [
     "probe_locations",
     "agents",
     "agent_tokens",
+    "security_blocks",
+    "security_tallies",
 ]
