@@ -26,9 +26,7 @@ def site_yaml(
 ) -> str:
     """Probes for the sql, http and redis items; mail for the alert item; the server's port."""
     redis_probe = (
-        f"  - {{name: cache, kind: redis, url: '{REDIS_URL}', component: cache}}\n"
-        if redis
-        else ""
+        f"  - {{name: cache, kind: redis, url: '{REDIS_URL}', component: cache}}\n" if redis else ""
     )
     return f"""
 site: verify-test

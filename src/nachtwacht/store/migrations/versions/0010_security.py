@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_security_blocks")),
     )
-    op.create_index(
-        "ix_security_blocks_state_expires", "security_blocks", ["state", "expires_at"]
-    )
+    op.create_index("ix_security_blocks_state_expires", "security_blocks", ["state", "expires_at"])
     op.create_index("ix_security_blocks_address", "security_blocks", ["address"])
     op.create_table(
         "security_tallies",
