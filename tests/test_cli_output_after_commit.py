@@ -166,6 +166,12 @@ def test_a_read_with_a_closed_stdout_exits_141_quietly(cwd: Path) -> None:
     assert (code, stderr) == (BROKEN_PIPE, "")
 
 
+def test_help_with_a_closed_stdout_exits_141_quietly(cwd: Path) -> None:
+    # typer's help goes through rich, which meets EPIPE by exiting 1 (`--help | head` failed)
+    code, stderr = _with_closed_stdout(cwd, ["--help"], None)
+    assert (code, stderr) == (BROKEN_PIPE, "")
+
+
 # ---------------------------------------------------------------------------- static guard
 
 # writing to the terminal, or waiting on it, while a transaction is open

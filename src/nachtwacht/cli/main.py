@@ -335,6 +335,7 @@ def main() -> None:
     before they print, so the work is done by then: 141 only says the output was cut short.
     """
     stdout = sys.stdout
+    was_devnull = _is_devnull(1)
     closed = False
     code: int | str | None
     try:
@@ -343,6 +344,8 @@ def main() -> None:
         closed, code = True, None
     except SystemExit as exc:
         code = exc.code
+        # rich (typer's help) meets a closed pipe by pointing fd 1 at /dev/null and exiting 1
+        closed = code == 1 and not was_devnull and _is_devnull(1)
     if not closed:
         try:
             # print_json leaves output in the buffer: a closed pipe must show here, where it
@@ -355,6 +358,13 @@ def main() -> None:
         drop_stdout()
         code = STDOUT_CLOSED_EXIT
     raise SystemExit(code)
+
+
+def _is_devnull(fd: int) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def _invoke() -> int:
