@@ -1,9 +1,10 @@
-"""The security detectors' throughput and memory (issue 17), in one process, no store.
+"""The security detectors' throughput and memory (issue 17), in one process.
 
 Throughput: `--lines` real-looking nginx combined lines (normal traffic from a pool of
 addresses, with a scanner walking probe paths and 404s and a brute force on Frappe's login
 endpoint that ends in a success mixed in) through `CombinedParser` and `Detector` (which also
-counts the daily tallies), with a sweep and the tallies taken every 10,000 lines; the lines are made before the clock starts. The best of `--runs`.
+counts the daily tallies), with a sweep and the tallies taken every 10,000 lines; the lines
+are made before the clock starts. No store. The best of `--runs`.
 
 Memory: the RSS growth (from /proc/self/statm) of a detector fed `--addresses` distinct
 client addresses, each with a 404, a 401/403, a 429 and a failed login: the state a flood of

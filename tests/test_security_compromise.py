@@ -50,9 +50,8 @@ async def test_brute_force_then_success_opens_an_s1_with_the_security_runbook(
     polled = watch.poll()
     rules = [(f.rule, f.key) for f in polled.findings]
     assert ("brute_force_success", brute) in rules
-    [outcome] = [
-        o for f, o in zip(polled.findings, polled.outcomes) if f.rule == "brute_force_success"
-    ]
+    pairs = zip(polled.findings, polled.outcomes, strict=True)
+    [outcome] = [o for f, o in pairs if f.rule == "brute_force_success"]
     incident_id = outcome.incident_id
     assert incident_id is not None
     with sqlite_store.connect() as conn:

@@ -137,7 +137,9 @@ def test_an_admin_login_from_a_new_network_is_a_finding_remembered_across_restar
 ) -> None:
     auth = tmp_path / "auth.log"
     auth.touch()
-    yaml = f"security:\n  admins: [root]\n  sources:\n    - {{name: ssh, kind: sshd, path: {auth}}}\n"
+    yaml = (
+        f"security:\n  admins: [root]\n  sources:\n    - {{name: ssh, kind: sshd, path: {auth}}}\n"
+    )
     settings = settings_for(yaml, sqlite_store.url)
     clock = FakeClock(T0)
     watch = Watch(sqlite_store, settings, clock, settings.security.sources)
@@ -214,7 +216,9 @@ async def test_a_watch_that_falls_behind_says_so_in_healthz_and_skips_nothing(
         assert await rt.engine.tick_once("security")
         per_poll = 4096 // (len(nginx(T0, "192.0.2.100", "/x", 404)) + 1)
         lines = (security_engine.CATCH_UP_POLLS + 1) * per_poll  # a poll more than a tick reads
-        append(access, *(nginx(T0 + i, f"192.0.2.{100 + i % 100}", "/x", 404) for i in range(lines)))
+        append(
+            access, *(nginx(T0 + i, f"192.0.2.{100 + i % 100}", "/x", 404) for i in range(lines))
+        )
         assert await rt.engine.tick_once("security")
         [health] = [m for m in rt.engine.health() if m["module"] == "security"]
         assert health["healthy"] is False

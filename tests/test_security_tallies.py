@@ -29,9 +29,7 @@ def rows(store: Store) -> dict[tuple[str, str, str], tuple[int, float]]:
     return {(r.day, r.kind, r.key): (int(r.n), float(r.last_ts)) for r in found}
 
 
-def test_the_watch_tallies_each_kind_per_day_on_every_backend(
-    store: Store, tmp_path: Path
-) -> None:
+def test_the_watch_tallies_each_kind_per_day_on_every_backend(store: Store, tmp_path: Path) -> None:
     access, auth = tmp_path / "access.log", tmp_path / "auth.log"
     access.touch()
     auth.touch()

@@ -126,7 +126,9 @@ def _upsert(dialect: str) -> Any:
             my = mysql.insert(table)
             stmt = my.on_duplicate_key_update(
                 n=c.n + my.inserted.n,
-                last_ts=case((my.inserted.last_ts > c.last_ts, my.inserted.last_ts), else_=c.last_ts),
+                last_ts=case(
+                    (my.inserted.last_ts > c.last_ts, my.inserted.last_ts), else_=c.last_ts
+                ),
             )
         _UPSERTS[dialect] = stmt
     return _UPSERTS[dialect]
@@ -220,9 +222,7 @@ def _read_then_write(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(table), new)
 
 
-def known_networks(
-    conn: Connection, since: float
-) -> tuple[dict[str, dict[str, float]], set[str]]:
+def known_networks(conn: Connection, since: float) -> tuple[dict[str, dict[str, float]], set[str]]:
     """Each admin's networks seen since `since` ({account: {network: last_ts}}), and every
     account with any network on record (an account never seen learns its first network)."""
     c = t.security_tallies.c

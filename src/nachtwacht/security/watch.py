@@ -262,9 +262,9 @@ class Watch:
                 for line in blob.decode("utf-8", "replace").split("\n"):
                     if not line:
                         continue
-                    event = parse(line.rstrip("\r"))
-                    if event is not None:
-                        polled.findings += feed(event)
+                    parsed = parse(line.rstrip("\r"))
+                    if parsed is not None:
+                        polled.findings += feed(parsed)
         polled.findings += self.detector.sweep()
         counts = self.detector.tally.take()
         positions = self._positions()
