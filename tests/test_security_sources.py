@@ -252,3 +252,30 @@ def test_failed_dashboard_logins_in_the_own_log_fire(sqlite_store: Store, tmp_pa
     append(log, *(own(T0 + 10 + i, "auth.failure", 403, "/api/v1/x", "GET") for i in range(3)))
     assert [(f.rule, f.key) for f in watch.poll().findings] == [("unauthorized", "203.0.113.9")]
     watch.close()
+
+
+def test_with_the_activity_log_a_login_in_the_access_log_is_not_counted_twice(
+    sqlite_store: Store, frappe_db: str, tmp_path: Path
+) -> None:
+    from tests.test_security_detectors import nginx
+
+    frappe = Site(frappe_db)
+    access = tmp_path / "access.log"
+    access.touch()
+    sources = [
+        Source(name="site", kind="frappe_activity", url=frappe_db, timezone="Europe/Amsterdam"),
+        Source(name="web", kind="nginx", path=str(access)),
+    ]
+    try:
+        watch = Watch(sqlite_store, site(sqlite_store), FakeClock(T0), sources)
+        watch.poll()
+        brute = "203.0.113.70"
+        # three failed logins, each in both places: three, not six (which would fire)
+        for i in range(3):
+            frappe.log(T0 + i, "Administrator", brute, "Failed")
+        append(access, *(nginx(T0 + i, brute, "/api/method/login", 401, "POST") for i in range(3)))
+        assert watch.poll().findings == []
+        assert watch.detector._w["failed_login"].count(brute) == 3
+        watch.close()
+    finally:
+        frappe.engine.dispose()

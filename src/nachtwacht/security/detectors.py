@@ -176,6 +176,9 @@ class Detector:
         self.events = 0
         self.tally = Tally()
         self._count = self.tally.add
+        # the site's own login records are read too (Frappe's Activity Log): a login seen in
+        # the access log as well would count twice, and without the account's name
+        self.logins_elsewhere = False
         # {account: {network: last login}} within the window, and every account on record
         self.networks: dict[str, dict[str, float]] = {}
         self.seen: set[str] = set()
@@ -219,6 +222,8 @@ class Detector:
         status = e.status
         path = e.path
         if status in (401, 200) and e.method == "POST" and path.startswith(self._login_paths):
+            if self.logins_elsewhere:
+                return []
             return self._login(LoginEvent(e.ts, e.addr, e.user, status == 200))
         found: list[Finding] = []
         if status == 401 or status == 403:

@@ -176,6 +176,7 @@ class Watch:
         self.clock = clock
         self.sources = list(sources)
         self.detector = Detector(clock, thresholds or settings.security.thresholds())
+        self.detector.logins_elsewhere = any(s.kind == "frappe_activity" for s in self.sources)
         self.parsers = {
             s.name: parser_for(s.kind, clock, s.timezone)
             for s in self.sources
