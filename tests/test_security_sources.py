@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, text
 
-from nachtwacht.analytics.security import classify
+from nachtwacht.analytics.security import classify, log_path
 from nachtwacht.clock import FakeClock
 from nachtwacht.security.models import AccessEvent, LoginEvent, Source
 from nachtwacht.security.parsers import NachtwachtParser
@@ -238,13 +238,13 @@ def test_the_own_log_parses_with_the_events_log_request_writes() -> None:
 
 
 def test_failed_dashboard_logins_in_the_own_log_fire(sqlite_store: Store, tmp_path: Path) -> None:
-    log = tmp_path / "security.log"
+    settings = site(sqlite_store)
+    # no path: the log enable_security_logging writes, security.log beside the SQLite store
+    log = log_path(settings)
+    assert log == tmp_path / "security.log"
     log.touch()
     watch = Watch(
-        sqlite_store,
-        site(sqlite_store),
-        FakeClock(T0),
-        [Source(name="nachtwacht", kind="nachtwacht", path=str(log))],
+        sqlite_store, settings, FakeClock(T0), [Source(name="nachtwacht", kind="nachtwacht")]
     )
     watch.poll()
     append(log, *(own(T0 + i, "login.failure", 401) for i in range(5)))

@@ -136,7 +136,8 @@ class Source(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["nginx", "nginx_json", "sshd", "nachtwacht", "frappe_activity"]
-    # a log file; for frappe_activity, none: it reads `url`
+    # a log file; for frappe_activity, none: it reads `url`; for nachtwacht, none is
+    # `analytics.security_log`
     path: str = Field(default="", max_length=4096)
     # frappe_activity: the site's database (mysql+pymysql://user:password@host:3306/db)
     url: str = Field(default="", max_length=2000)
@@ -166,7 +167,8 @@ class Source(BaseModel):
             if self.path:
                 raise ValueError(f"source '{self.name}': kind frappe_activity takes url, not path")
         else:
-            if not self.path:
+            # nachtwacht without a path: the security log this very config writes to
+            if not self.path and self.kind != "nachtwacht":
                 raise ValueError(f"source '{self.name}': kind {self.kind} needs a path")
             if self.url:
                 raise ValueError(f"source '{self.name}': only kind frappe_activity takes a url")

@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from nachtwacht.alerts.service import Outcome
+from nachtwacht.analytics.security import log_path as own_log
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.security import compromise, service, tallies
@@ -219,7 +220,7 @@ class Watch:
         }
         return {
             s.name: Tailer(
-                s.path,
+                s.path or str(own_log(self.settings)),
                 label=f"{s.kind} log",
                 from_start=s.from_start,
                 resume=Position.load(stored[s.name]),
