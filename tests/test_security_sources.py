@@ -197,6 +197,8 @@ def test_a_source_kind_takes_a_path_or_a_url() -> None:
         Source(name="a", kind="frappe_activity")
     with pytest.raises(ValueError, match="takes url, not path"):
         Source(name="a", kind="frappe_activity", url="mysql+pymysql://x@h/db", path="/x")
+    with pytest.raises(ValueError, match="starts with mysql"):
+        Source(name="a", kind="frappe_activity", url="postgresql+psycopg://x@h/db")
     with pytest.raises(ValueError, match="needs a path"):
         Source(name="a", kind="nginx")
     with pytest.raises(ValueError, match="only kind frappe_activity"):

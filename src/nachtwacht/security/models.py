@@ -166,6 +166,11 @@ class Source(BaseModel):
                 )
             if self.path:
                 raise ValueError(f"source '{self.name}': kind frappe_activity takes url, not path")
+            if not self.url.startswith(("mysql+pymysql://", "mariadb+pymysql://")):
+                raise ValueError(
+                    f"source '{self.name}': the Activity Log is read from MariaDB: the url "
+                    "starts with mysql+pymysql://"
+                )
         else:
             # nachtwacht without a path: the security log this very config writes to
             if not self.path and self.kind != "nachtwacht":
