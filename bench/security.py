@@ -1,13 +1,18 @@
-"""The security detectors' throughput and memory (issue 17), in one process, no store.
+"""The security detectors' throughput and memory (issue 17), in one process.
 
 Throughput: `--lines` real-looking nginx combined lines (normal traffic from a pool of
 addresses, with a scanner walking probe paths and 404s and a brute force on Frappe's login
-endpoint that ends in a success mixed in) through `CombinedParser` and `Detector`, with a
-sweep every 10,000 lines; the lines are made before the clock starts. The best of `--runs`.
+endpoint that ends in a success mixed in) through `CombinedParser` and `Detector` (which also
+counts the daily tallies), with a sweep and the tallies taken every 10,000 lines; the lines
+are made before the clock starts. No store. The best of `--runs`.
 
 Memory: the RSS growth (from /proc/self/statm) of a detector fed `--addresses` distinct
 client addresses, each with a 404, a 401/403, a 429 and a failed login: the state a flood of
 distinct addresses leaves inside one window (before any sweep could forget it).
+
+Watch: the same lines appended to a log file and read by `security.watch.Watch` (the tailer,
+parser, detector, and each poll's findings, tallies and position committed to a SQLite store
+in a temporary directory), polling until the file is read: the whole path a line takes.
 
 Prints one JSON object.
 
@@ -23,6 +28,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -87,6 +93,7 @@ def throughput(lines: list[str]) -> dict[str, Any]:
     parser = CombinedParser()
     detector = Detector(clock)
     found: Counter[str] = Counter()
+    tallied = 0
     start = time.perf_counter()
     for n, text in enumerate(lines, 1):
         event = parser.parse(text)
@@ -97,12 +104,50 @@ def throughput(lines: list[str]) -> dict[str, Any]:
         if n % 10_000 == 0:
             clock.set(event.ts)
             detector.sweep()
+            tallied += len(detector.tally.take())  # the watch takes them once a poll
     seconds = time.perf_counter() - start
     return {
         "seconds": round(seconds, 3),
         "lines_per_s": round(len(lines) / seconds),
         "malformed": parser.malformed,
         "findings": dict(sorted(found.items())),
+        "tally_rows": tallied + len(detector.tally.take()),
+    }
+
+
+def watch(lines: list[str]) -> dict[str, Any]:
+    from nachtwacht.config.loader import parse_config
+    from nachtwacht.security.models import Source
+    from nachtwacht.security.watch import Watch
+    from nachtwacht.store.db import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/nachtwacht.db"
+        store = Store(url)
+        store.migrate()
+        log = os.path.join(tmp, "access.log")
+        with open(log, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        settings = parse_config(f"store:\n  url: {url}\nsite: bench\n", "bench.yaml")
+        clock = FakeClock(T0 + len(lines) * 0.005)
+        source = Source(name="web", kind="nginx", path=log, from_start=True)
+        w = Watch(store, settings, clock, [source])
+        polls = tallied = 0
+        start = time.perf_counter()
+        while True:
+            polled = w.poll()
+            polls += 1
+            tallied += polled.tallied
+            if not polled.behind:
+                break
+        seconds = time.perf_counter() - start
+        w.close()
+        store.dispose()
+    return {
+        "seconds": round(seconds, 3),
+        "lines_per_s": round(len(lines) / seconds),
+        "polls": polls,
+        "tally_rows_written": tallied,
     }
 
 
@@ -154,6 +199,7 @@ def main() -> None:
                 "lines": args.lines,
                 "best": best,
                 "lines_per_s_all": [r["lines_per_s"] for r in runs],
+                "watch": watch(lines),
                 "memory": memory(args.addresses),
                 "python": sys.version.split()[0],
             },

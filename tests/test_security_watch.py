@@ -165,12 +165,27 @@ def test_source_names_are_unique_and_kinds_known(sqlite_store: Store) -> None:
         assert error in str(caught.value)
 
 
-def test_the_example_in_security_monitoring_md_is_valid(sqlite_store: Store) -> None:
+def test_the_examples_in_security_monitoring_md_are_valid(sqlite_store: Store) -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
-    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
-    settings = settings_for(block, sqlite_store.url)
+    files, rules, sources = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    settings = settings_for(files, sqlite_store.url)
     assert [s.kind for s in settings.security.sources] == ["nginx", "nginx_json", "sshd"]
     assert settings.security.sources[2].timezone == "Europe/Amsterdam"
+    thresholds = settings_for(rules, sqlite_store.url).security.thresholds()
+    assert (
+        thresholds.rules["failed_login"].threshold,
+        thresholds.rules["failed_login"].window,
+    ) == (
+        10,
+        600.0,
+    )
+    assert thresholds.rules["new_network"].window == 30 * 86400.0
+    assert "scanner_404" not in thresholds.rules
+    assert thresholds.probe_paths[-2:] == ("/old-admin/", "/backup.zip")
+    assert thresholds.login_paths == ("/api/method/login", "/login")
+    assert thresholds.admins == {"Administrator", "root"}
+    kinds = [s.kind for s in settings_for(sources, sqlite_store.url).security.sources]
+    assert kinds == ["frappe_activity", "nachtwacht"]
 
 
 def test_sshd_classic_times_are_read_in_the_sources_timezone(

@@ -186,3 +186,62 @@ def monitor_log_pattern(site: str) -> str:
 def queue_command(facts: BenchFacts) -> list[str]:
     keys = [f"rq:queue:{facts.bench_id}:{q}" for q in QUEUES] + [f"rq:queue:{q}" for q in QUEUES]
     return ["redis-cli", "-u", facts.redis_queue, "--raw", "EVAL", LLEN_SUM, str(len(keys)), *keys]
+
+
+@dataclass
+class SecurityLogs:
+    """The logs `init --frappe` wires into security monitoring (None: not found)."""
+
+    nginx_access: str | None
+    auth_log: str | None
+    timezone: str  # the host's zone: sshd's syslog times and Frappe's `creation` are in it
+
+
+NGINX_DEFAULT = Path("/var/log/nginx/access.log")
+AUTH_LOG = Path("/var/log/auth.log")
+ACCESS_LOG = re.compile(r"^\s*access_log\s+(/[^\s;]+)", re.M)
+
+
+def find_security_logs(
+    bench_path: Path,
+    nginx_default: Path = NGINX_DEFAULT,
+    auth_log: Path = AUTH_LOG,
+    localtime: Path = Path("/etc/localtime"),
+) -> SecurityLogs:
+    """The bench's nginx access log (an `access_log` in its config/nginx.conf, written by
+    `bench setup nginx`, else nginx's default), /var/log/auth.log, the host's time zone: each
+    only if it is there."""
+    nginx: str | None = None
+    try:
+        conf = (bench_path / "config" / "nginx.conf").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        conf = ""
+    for found in ACCESS_LOG.findall(conf):
+        if Path(found).is_file():
+            nginx = found
+            break
+    if nginx is None and nginx_default.is_file():
+        nginx = str(nginx_default)
+    return SecurityLogs(
+        nginx_access=nginx,
+        auth_log=str(auth_log) if auth_log.is_file() else None,
+        timezone=host_timezone(localtime),
+    )
+
+
+def host_timezone(localtime: Path = Path("/etc/localtime")) -> str:
+    """The IANA name /etc/localtime links to (…/zoneinfo/Europe/Amsterdam), else UTC."""
+    try:
+        target = str(localtime.resolve())
+    except OSError:
+        return "UTC"
+    _, sep, name = target.partition("/zoneinfo/")
+    if not sep or not name:
+        return "UTC"
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return name

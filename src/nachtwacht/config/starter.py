@@ -23,6 +23,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from nachtwacht.config.detect import LOCAL_SERVICES, detect_mounts, detect_open_ports
 from nachtwacht.config.frappe_bench import (
+    SecurityLogs,
+    find_security_logs,
     frappe_queries,
     monitor_log_pattern,
     queue_command,
@@ -151,10 +153,13 @@ def frappe_config(
     site: str,
     bench_path: Path,
     mounts: Sequence[str] | None = None,
+    security_logs: SecurityLogs | None = None,
 ) -> str:
-    """A config reproducing the original in-app monitor's checks for one Frappe site."""
+    """A config reproducing the original in-app monitor's checks for one Frappe site, and
+    security monitoring of its logins and logs (`security_logs` found when not given)."""
     facts = read_bench(site, bench_path)
     mount_list = list(mounts) if mounts is not None else detect_mounts()
+    logs = security_logs if security_logs is not None else find_security_logs(facts.bench_path)
     header_lines = [
         f"Bench: {facts.bench_path}",
         "It reproduces the checks of the original in-app monitor (errors, timeouts, job queue,",
@@ -201,4 +206,7 @@ def frappe_config(
         redis_cache=facts.redis_cache,
         cache_missing="redis_cache" in edits,
         disks=_disks(mount_list),
+        nginx_log=logs.nginx_access,
+        auth_log=logs.auth_log,
+        timezone=logs.timezone,
     )

@@ -32,9 +32,13 @@ class ModuleHealth:
     last_error: str | None = None
     last_error_at: float | None = None
     consecutive_errors: int = 0
+    # a module's own word on a tick that succeeded but is not well (a log watcher that falls
+    # behind its logs); `lagging` makes it unhealthy, `detail` says why
+    detail: str | None = None
+    lagging: bool = False
 
     def healthy(self, now: float) -> bool:
-        if self.consecutive_errors:
+        if self.consecutive_errors or self.lagging:
             return False
         # a module that has not ticked for several intervals is stuck
         return self.last_ok is not None and now - self.last_ok <= max(3 * self.interval, 30)
@@ -48,6 +52,7 @@ class ModuleHealth:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "consecutive_errors": self.consecutive_errors,
+            "detail": self.detail,
         }
 
 

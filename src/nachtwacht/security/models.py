@@ -7,7 +7,7 @@ Times are UTC epoch seconds taken from the log line, not from when the line was 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,6 +71,7 @@ RATE_LIMIT = "rate_limit"
 SCANNER_404 = "scanner_404"
 PROBE_PATHS = "probe_paths"
 BRUTE_FORCE_SUCCESS = "brute_force_success"
+NEW_NETWORK = "new_network"
 
 DEFAULT_RULES: dict[str, Rule] = {
     r.name: r
@@ -85,8 +86,12 @@ DEFAULT_RULES: dict[str, Rule] = {
         # threshold and window are the failed-login rule's: a success after that many
         # failures within that window is a likely compromise
         Rule(BRUTE_FORCE_SUCCESS, "likely compromise: login after failures", 5, 1800.0, 1, False),
+        # an admin's login from a network (/24, /48) not seen for that account in `window`;
+        # threshold unused: one login is enough
+        Rule(NEW_NETWORK, "admin login from a new network", 1, 90 * 86400.0, 2, False),
     )
 }
+
 
 DEFAULT_PROBE_PATHS: tuple[str, ...] = (
     "/.env",
@@ -120,6 +125,7 @@ class Thresholds:
     probe_paths: tuple[str, ...] = DEFAULT_PROBE_PATHS
     login_paths: tuple[str, ...] = DEFAULT_LOGIN_PATHS
     max_keys: int = 200_000  # per rule; beyond it the oldest key is forgotten
+    admins: frozenset[str] = frozenset()  # accounts whose new networks are reported
 
 
 class Source(BaseModel):
@@ -129,8 +135,12 @@ class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["nginx", "nginx_json", "sshd"]
-    path: str = Field(min_length=1, max_length=4096)
+    kind: Literal["nginx", "nginx_json", "sshd", "nachtwacht", "frappe_activity"]
+    # a log file; for frappe_activity, none: it reads `url`; for nachtwacht, none is
+    # `analytics.security_log`
+    path: str = Field(default="", max_length=4096)
+    # frappe_activity: the site's database (mysql+pymysql://user:password@host:3306/db)
+    url: str = Field(default="", max_length=2000)
     from_start: bool = False  # first sight of the file: read what it holds (else from its end)
     # the zone of sshd's classic syslog times (`Dec  8 03:10:00`), which carry no offset
     timezone: str = "UTC"
@@ -146,6 +156,70 @@ class Source(BaseModel):
             ) from None
         return value
 
+    @model_validator(mode="after")
+    def _path_or_url(self) -> Source:
+        if self.kind == "frappe_activity":
+            if not self.url:
+                raise ValueError(
+                    f"source '{self.name}': kind frappe_activity reads the site's database: "
+                    "give url: mysql+pymysql://user:password@host:3306/db_name"
+                )
+            if self.path:
+                raise ValueError(f"source '{self.name}': kind frappe_activity takes url, not path")
+            if not self.url.startswith(("mysql+pymysql://", "mariadb+pymysql://")):
+                raise ValueError(
+                    f"source '{self.name}': the Activity Log is read from MariaDB: the url "
+                    "starts with mysql+pymysql://"
+                )
+        else:
+            # nachtwacht without a path: the security log this very config writes to
+            if not self.path and self.kind != "nachtwacht":
+                raise ValueError(f"source '{self.name}': kind {self.kind} needs a path")
+            if self.url:
+                raise ValueError(f"source '{self.name}': only kind frappe_activity takes a url")
+        return self
+
+
+class RuleSetting(BaseModel):
+    """`security.rules.<name>`: what to change of a rule; what is left out keeps its default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: int | None = Field(default=None, ge=1, le=100_000)
+    window: Duration | None = None
+    severity: int | None = Field(default=None, ge=1, le=4)
+    enabled: bool = True
+
+
+class PathSetting(BaseModel):
+    """`security.probe_paths` / `login_paths`: `add` to the defaults, or `replace` them.
+    A bare list is `add`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    add: list[str] = Field(default_factory=list, max_length=500)
+    replace: list[str] | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, value: object) -> object:
+        return {"add": value} if isinstance(value, list) else value
+
+    @field_validator("add", "replace")
+    @classmethod
+    def _paths(cls, value: list[str] | None) -> list[str] | None:
+        for path in value or ():
+            if not path.startswith("/") or len(path) > 300:
+                raise ValueError(f"'{path[:60]}' is not a path: start it with /, at most 300")
+        return value
+
+    def over(self, defaults: tuple[str, ...]) -> tuple[str, ...]:
+        base = defaults if self.replace is None else tuple(self.replace)
+        return tuple(dict.fromkeys((*base, *self.add)))
+
+
+ADMIN_NAME_MAX = 140
+
 
 class SecuritySettings(BaseModel):
     """`security:` in nachtwacht.yaml: the logs to watch, read every `interval`."""
@@ -154,6 +228,68 @@ class SecuritySettings(BaseModel):
 
     sources: list[Source] = Field(default_factory=list, max_length=50)
     interval: Duration = 10.0
+    # overrides of the rules' defaults (DEFAULT_RULES), by rule name
+    rules: dict[str, RuleSetting] = Field(default_factory=dict)
+    probe_paths: PathSetting = Field(default_factory=PathSetting)
+    login_paths: PathSetting = Field(default_factory=PathSetting)
+    # accounts whose login from a new network is a finding (`new_network`)
+    admins: list[str] = Field(default_factory=list, max_length=200)
+    # a poll reads at most this much of a source; more waiting is "behind" in /healthz
+    max_bytes_per_poll: int = Field(default=20 * 1024 * 1024, ge=4096, le=1024**3)
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, RuleSetting]) -> dict[str, RuleSetting]:
+        for name, setting in value.items():
+            if name not in DEFAULT_RULES:
+                raise ValueError(
+                    f"unknown rule '{name[:60]}'; the rules are: {', '.join(DEFAULT_RULES)}"
+                )
+            if name == BRUTE_FORCE_SUCCESS and (
+                setting.threshold is not None or setting.window is not None
+            ):
+                raise ValueError(
+                    f"rule '{name}' takes no threshold or window: they are failed_login's"
+                )
+            if name == NEW_NETWORK and setting.threshold is not None:
+                raise ValueError(
+                    f"rule '{name}' takes no threshold (one login is enough); its window is "
+                    "how long a network is remembered"
+                )
+            if setting.window is not None and setting.window <= 0:
+                raise ValueError(f"rule '{name}': the window must be longer than 0")
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or len(name) > ADMIN_NAME_MAX:
+                raise ValueError(f"an admin account name is 1 to {ADMIN_NAME_MAX} characters")
+        return value
+
+    def thresholds(self) -> Thresholds:
+        """The detectors' settings: the defaults with this file's overrides."""
+        rules: dict[str, Rule] = {}
+        for name, rule in DEFAULT_RULES.items():
+            setting = self.rules.get(name)
+            if setting is None:
+                rules[name] = rule
+                continue
+            if not setting.enabled:
+                continue
+            rules[name] = replace(
+                rule,
+                threshold=rule.threshold if setting.threshold is None else setting.threshold,
+                window=rule.window if setting.window is None else float(setting.window),
+                severity=rule.severity if setting.severity is None else setting.severity,
+            )
+        return Thresholds(
+            rules=rules,
+            probe_paths=self.probe_paths.over(DEFAULT_PROBE_PATHS),
+            login_paths=self.login_paths.over(DEFAULT_LOGIN_PATHS),
+            admins=frozenset(self.admins),
+        )
 
     @model_validator(mode="after")
     def _unique_names(self) -> SecuritySettings:
@@ -177,3 +313,4 @@ class Finding:
     count: int
     severity: int
     title: str
+    addr: str = ""  # the address of the login that made it (compromise, new network)

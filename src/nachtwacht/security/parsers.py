@@ -224,3 +224,61 @@ class SshdParser(_Cached):
         if not candidates:
             raise ValueError(text)
         return min(candidates, key=lambda ts: abs(ts - now))
+
+
+class NachtwachtParser(_Cached):
+    """Nachtwacht's own security log (`analytics.security_log`, written while
+    enable_security_logging is on; `analytics.security`): a failed dashboard login is a failed
+    login, a refused request (401/403) a refusal; what else it logs (successes, admin actions)
+    is ignored. Its failed logins name no account: the audit log holds the name."""
+
+    def parse(self, line: str) -> AccessEvent | LoginEvent | None:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            event = record["event"]
+            if event not in ("login.failure", "login.success", "auth.failure"):
+                self.ignored += 1
+                return None
+            ts = self._time(str(record["ts"]), _iso_time)
+            addr = str(record.get("ip") or "")
+            if event == "auth.failure":
+                return AccessEvent(
+                    ts,
+                    _cut(addr),
+                    _cut(str(record.get("method") or "")),
+                    _cut(str(record.get("path") or "")),
+                    int(record["status"]),
+                )
+        except (ValueError, KeyError, TypeError):
+            self.malformed += 1
+            return None
+        actor = record.get("actor")
+        user = _cut(actor) if isinstance(actor, str) else ""
+        return LoginEvent(ts, _cut(addr), user, event == "login.success")
+
+
+def frappe_time(value: Any, tz: tzinfo) -> float:
+    """A `creation` from Frappe's database: naive, in the site's time zone."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise ValueError(f"not a time: {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=tz)
+    return value.timestamp()
+
+
+def frappe_login(
+    creation: Any, user: Any, ip_address: Any, status: Any, tz: tzinfo
+) -> LoginEvent | None:
+    """One `tabActivity Log` row of operation 'Login' → a login event (None: not one)."""
+    if status not in ("Success", "Failed"):
+        return None
+    return LoginEvent(
+        frappe_time(creation, tz),
+        _cut(str(ip_address or "")),
+        _cut(str(user or "")),
+        status == "Success",
+    )

@@ -1,0 +1,122 @@
+"""A likely compromise (issue 17): a brute force then a success in sshd's log → an S1
+incident with the security runbook attached, waiting for a responder, its suspicious_ip the
+attacker's address; a second poll or another finding does not attach it twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from nachtwacht.clock import FakeClock
+from nachtwacht.runbooks import service as runbooks
+from nachtwacht.runbooks.record import Who
+from nachtwacht.runbooks.runner import Policy, Runner
+from nachtwacht.security import compromise
+from nachtwacht.security.models import Source
+from nachtwacht.security.watch import Watch
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
+from tests.incident_fixtures import site
+from tests.test_security_detectors import T0, failed, syslog
+from tests.test_security_watch import append
+
+
+def incident_events(store: Store, incident_id: int) -> list[tuple[str, str, str]]:
+    e = t.incident_events.c
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(e.kind, e.actor, e.message).where(e.incident_id == incident_id).order_by(e.id)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+async def test_brute_force_then_success_opens_an_s1_with_the_security_runbook(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    auth = tmp_path / "auth.log"
+    auth.touch()
+    clock = FakeClock(T0)
+    settings = site(sqlite_store)
+    watch = Watch(sqlite_store, settings, clock, [Source(name="ssh", kind="sshd", path=str(auth))])
+    watch.poll()
+    brute = "203.0.113.66"
+    append(
+        auth,
+        *(failed(T0 + i * 10, addr=brute, user="root") for i in range(6)),
+        syslog(T0 + 70, f"Accepted password for root from {brute} port 40000 ssh2"),
+    )
+    clock.set(T0 + 75)
+    polled = watch.poll()
+    rules = [(f.rule, f.key) for f in polled.findings]
+    assert ("brute_force_success", brute) in rules
+    pairs = zip(polled.findings, polled.outcomes, strict=True)
+    [outcome] = [o for f, o in pairs if f.rule == "brute_force_success"]
+    incident_id = outcome.incident_id
+    assert incident_id is not None
+    with sqlite_store.connect() as conn:
+        severity = conn.execute(
+            select(t.incidents.c.severity).where(t.incidents.c.id == incident_id)
+        ).scalar_one()
+        [run] = runbooks.list_runs(conn, incident_id=incident_id)
+        view = runbooks.run_view(conn, run["id"])
+    assert severity == 1
+    assert polled.runbooks == [run["id"]]
+    assert (view["runbook"], view["status"], view["next_step"], view["started_by"]) == (
+        "security-incident",
+        "waiting",
+        1,
+        "security",
+    )
+    assert view["inputs"] == {"suspicious_ip": brute}
+    assert [(s["id"], s["status"]) for s in view["steps"]] == [("preserve-evidence", "waiting")]
+    # the address is what the runbook's block step would block
+    shown = runbooks.detail(settings, "security-incident", view["inputs"])
+    [block] = [s for s in shown["steps"] if s["id"] == "block-address"]
+    assert f"-s {brute} " in block["does"]
+    assert any(
+        kind == "runbook" and f"suspicious_ip={brute}" in message
+        for kind, _, message in incident_events(sqlite_store, incident_id)
+    )
+
+    # another success from the same address later, another poll: still one run
+    append(auth, syslog(T0 + 80, f"Accepted password for admin from {brute} port 40001 ssh2"))
+    watch.poll()
+    with sqlite_store.begin() as conn:
+        assert compromise.attach(conn, settings, incident_id, brute, T0 + 90) is None
+        assert len(runbooks.list_runs(conn, incident_id=incident_id)) == 1
+    watch.close()
+
+    # a responder takes it from there, step by step, as any run on the incident page
+    runner = Runner(sqlite_store, settings, clock)
+    await runner.resume(
+        run["id"], who=Who("olga", "responder"), action="skip", policy=Policy(step_by_step=True)
+    )
+    with sqlite_store.connect() as conn:
+        view = runbooks.run_view(conn, run["id"])
+    assert (view["status"], view["next_step"]) == ("waiting", 2)
+    assert view["steps"][0]["status"] == "skipped"
+
+
+def test_a_compromise_for_an_account_carries_the_address_of_its_login(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    auth = tmp_path / "auth.log"
+    auth.touch()
+    clock = FakeClock(T0)
+    settings = site(sqlite_store)
+    watch = Watch(sqlite_store, settings, clock, [Source(name="ssh", kind="sshd", path=str(auth))])
+    watch.poll()
+    # failures for one account from many addresses, then a success from yet another
+    append(
+        auth,
+        *(failed(T0 + i, addr=f"198.51.100.{i}", user="admin") for i in range(5)),
+        syslog(T0 + 9, "Accepted password for admin from 192.0.2.77 port 2 ssh2"),
+    )
+    polled = watch.poll()
+    [found] = [f for f in polled.findings if f.rule == "brute_force_success"]
+    assert (found.key, found.addr) == ("user:admin", "192.0.2.77")
+    with sqlite_store.connect() as conn:
+        [run] = runbooks.list_runs(conn)
+    assert run["inputs"] == {"suspicious_ip": "192.0.2.77"}
+    watch.close()
