@@ -246,7 +246,7 @@ def test_the_migration_chains_the_entries_already_there(clock: FakeClock) -> Non
                         "INSERT INTO audit_log (ts, actor, action, target, detail_json, ip) "
                         "VALUES (:ts, 'rita', 'user.add', :target, :d, NULL)"
                     ),
-                    {"ts": clock.now() + i, "target": f"u{i}", "d": '{"i": %d}' % i},
+                    {"ts": clock.now() + i, "target": f"u{i}", "d": f'{{"i": {i}}}'},
                 )
         upgrade(store.engine)
         entries = rows(store)
@@ -276,3 +276,16 @@ def test_a_restored_backup_still_verifies(
     finally:
         for _ in target_stores:
             pass
+
+
+def test_doctor_checks_the_chain(sqlite_store: Store, clock: FakeClock) -> None:
+    from nachtwacht.watchdog.doctor import check_audit_chain
+
+    write(sqlite_store, clock, 2)
+    assert check_audit_chain(sqlite_store).level == "ok"
+    with sqlite_store.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET ip = '192.0.2.1' WHERE seq = 1"))
+    check = check_audit_chain(sqlite_store)
+    assert check.level == "fail"
+    assert check.message.startswith("broken at entry id ")
+    assert "(seq 1, " in check.message and "edited after it was written" in check.message

@@ -64,7 +64,7 @@ def append(conn: Connection, entry: dict[str, Any], now: float) -> int:
     Runs in the caller's transaction, which holds the head's lock from here until it ends.
     """
     values = {name: entry.get(name) for name in FIELDS}
-    values["ts"] = float(values["ts"])  # an int would read back as a float and hash otherwise
+    values["ts"] = float(entry["ts"])  # an int would read back as a float and hash otherwise
     h = t.audit_head.c
     locked = conn.execute(
         update(t.audit_head).where(h.id == HEAD_ID).values(seq=h.seq + 1, updated_at=now)
