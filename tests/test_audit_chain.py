@@ -19,7 +19,7 @@ from nachtwacht.store import auditchain
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.store.migrate import upgrade
-from tests.conftest import _pg_store, migrated_store, need_service
+from tests.conftest import _pg_store, migrated_store
 from tests.store_templates import Templates
 
 
@@ -233,32 +233,37 @@ def test_many_threads_appending_at_once_leave_one_unbroken_chain(
 # -- the migration, backups ------------------------------------------------------------------
 
 
-def test_the_migration_chains_the_entries_already_there(clock: FakeClock) -> None:
-    need_service("PostgreSQL", "127.0.0.1", 5432)
-    stores = _pg_store()
-    store = next(stores)
-    try:
-        upgrade(store.engine, "0010")
-        with store.begin() as conn:
-            for i in range(5):
-                conn.execute(
-                    text(
-                        "INSERT INTO audit_log (ts, actor, action, target, detail_json, ip) "
-                        "VALUES (:ts, 'rita', 'user.add', :target, :d, NULL)"
-                    ),
-                    {"ts": clock.now() + i, "target": f"u{i}", "d": f'{{"i": {i}}}'},
-                )
-        upgrade(store.engine)
-        entries = rows(store)
-        assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
-        assert [e["target"] for e in entries] == ["u0", "u1", "u2", "u3", "u4"]
-        write(store, clock, 1)
-        report = chain(store)
-        assert report.ok and report.entries == 6
-    finally:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+        yield store
         store.dispose()
-        for _ in stores:
-            pass
+    else:
+        yield from _pg_store()
+
+
+def test_the_migration_chains_the_entries_already_there(
+    unmigrated: Store, clock: FakeClock
+) -> None:
+    store = unmigrated
+    upgrade(store.engine, "0010")
+    with store.begin() as conn:
+        for i in range(5):
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (ts, actor, action, target, detail_json, ip) "
+                    "VALUES (:ts, 'rita', 'user.add', :target, :d, NULL)"
+                ),
+                {"ts": clock.now() + i, "target": f"u{i}", "d": f'{{"i": {i}}}'},
+            )
+    upgrade(store.engine)
+    entries = rows(store)
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
+    assert [e["target"] for e in entries] == ["u0", "u1", "u2", "u3", "u4"]
+    write(store, clock, 1)
+    report = chain(store)
+    assert report.ok and report.entries == 6
 
 
 def test_a_restored_backup_still_verifies(
