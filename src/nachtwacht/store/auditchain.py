@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nachtwacht.clock import iso
@@ -58,6 +58,19 @@ def entry_hash(seq: int, entry: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical(seq, entry, prev_hash)).hexdigest()
 
 
+_h = t.audit_head.c
+# built once: appends are on the login path, and building statements cost more than running them
+_LOCK = (
+    update(t.audit_head).where(_h.id == HEAD_ID).values(seq=_h.seq + 1, updated_at=bindparam("now"))
+)
+_READ = select(_h.seq, _h.hash).where(_h.id == HEAD_ID)
+_INSERT = insert(t.audit_log)
+_SET_HASH = update(t.audit_head).where(_h.id == HEAD_ID).values(hash=bindparam("digest"))
+_CREATE = insert(t.audit_head).values(
+    id=HEAD_ID, seq=1, hash=GENESIS, base_seq=0, base_hash=GENESIS, updated_at=bindparam("now")
+)
+
+
 def append(conn: Connection, entry: dict[str, Any], now: float) -> int:
     """Insert one audit entry (keys: FIELDS) chained to the newest; returns its seq.
 
@@ -65,16 +78,12 @@ def append(conn: Connection, entry: dict[str, Any], now: float) -> int:
     """
     values = {name: entry.get(name) for name in FIELDS}
     values["ts"] = float(entry["ts"])  # an int would read back as a float and hash otherwise
-    h = t.audit_head.c
-    locked = conn.execute(
-        update(t.audit_head).where(h.id == HEAD_ID).values(seq=h.seq + 1, updated_at=now)
-    ).rowcount
-    if not locked:
+    if not conn.execute(_LOCK, {"now": now}).rowcount:
         _create_head(conn, now)
-    seq, prev_hash = conn.execute(select(h.seq, h.hash).where(h.id == HEAD_ID)).one()
+    seq, prev_hash = conn.execute(_READ).one()
     digest = entry_hash(seq, values, prev_hash)
-    conn.execute(insert(t.audit_log).values(**values, seq=seq, prev_hash=prev_hash, hash=digest))
-    conn.execute(update(t.audit_head).where(h.id == HEAD_ID).values(hash=digest))
+    conn.execute(_INSERT, {**values, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+    conn.execute(_SET_HASH, {"digest": digest})
     return int(seq)
 
 
@@ -86,16 +95,9 @@ def _create_head(conn: Connection, now: float) -> None:
     """
     try:
         with conn.begin_nested():
-            conn.execute(
-                insert(t.audit_head).values(
-                    id=HEAD_ID, seq=1, hash=GENESIS, base_seq=0, base_hash=GENESIS, updated_at=now
-                )
-            )
+            conn.execute(_CREATE, {"now": now})
     except IntegrityError:
-        h = t.audit_head.c
-        conn.execute(
-            update(t.audit_head).where(h.id == HEAD_ID).values(seq=h.seq + 1, updated_at=now)
-        )
+        conn.execute(_LOCK, {"now": now})
 
 
 @dataclass(frozen=True)
