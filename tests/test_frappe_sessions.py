@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -267,3 +268,20 @@ def test_a_cache_that_cannot_be_reached_is_said_and_the_rows_are_still_gone(site
 def test_a_site_without_a_readable_config_is_a_clear_error(site: Site, tmp_path: Path) -> None:
     with pytest.raises(fs.SessionsError, match="cannot read .*site_config.json"):
         fs.resolve_site(load_config(site.config), "other.example.org")
+
+
+def test_without_a_bench_the_presets_activity_log_source_gives_the_database(site: Site) -> None:
+    """`init --frappe` also writes the site's database as a `frappe_activity` source."""
+    url = resolved(site).db_url
+    settings = SimpleNamespace(
+        site="erp",
+        runbooks=SimpleNamespace(vars={"bench_path": "/nonexistent", "frappe_site": site.name}),
+        security=SimpleNamespace(sources=[SimpleNamespace(kind="frappe_activity", url=url)]),
+    )
+    found = fs.resolve_site(settings)
+    assert (found.db_url, found.db_name, found.redis_url) == (url, site.db_name, None)
+    ended = fs.end_sessions(found, user="bob@example.org")
+    # the rows are gone, and it says that the cache, which it does not know, was not cleared
+    assert ended.users == {"bob@example.org": 1}
+    assert ended.cache_error == "no Redis cache is known for the site (give --redis-url)"
+    assert "b1" * 20 in site.cached()

@@ -123,6 +123,9 @@ def resolve_site(
     bench = Path(bench_path or variables.get("bench_path") or DEFAULT_BENCH)
     facts = read_bench(name, bench)
     if facts.db_name == "EDIT_DB_NAME":
+        activity = _activity_url(settings)
+        if activity is not None:  # the preset's Activity Log source reads the same database
+            return FrappeSite(name, activity, _parse_url(activity).database or name, redis_url)
         raise SessionsError(
             f"cannot read {bench / 'sites' / name / 'site_config.json'}: give the bench with "
             "runbooks.vars.bench_path, or the database with --db-url",
@@ -132,6 +135,15 @@ def resolve_site(
     if cache is None and not any("redis_cache" in edit for edit in facts.edits):
         cache = facts.redis_cache
     return FrappeSite(name, facts.db_url, facts.db_name, cache)
+
+
+def _activity_url(settings: Any) -> str | None:
+    """The database URL of a `frappe_activity` security source, if the config has one."""
+    for source in getattr(getattr(settings, "security", None), "sources", None) or ():
+        url = getattr(source, "url", "")
+        if getattr(source, "kind", None) == "frappe_activity" and url:
+            return str(url)
+    return None
 
 
 def _parse_url(url: str) -> Any:
@@ -245,7 +257,9 @@ def end_sessions(
         raise SessionsError(f"the site's database: {_reason(exc)}", kind="conflict") from None
     finally:
         engine.dispose()
-    if site.redis_url and sids:
+    if sids and not site.redis_url:
+        ended.cache_error = "no Redis cache is known for the site (give --redis-url)"
+    elif sids:
         try:
             ended.cache_fields = clear_cache(site, sids)
         except Exception as exc:  # noqa: BLE001 - the rows are gone: report, do not raise
