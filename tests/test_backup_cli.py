@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from nachtwacht.backup.manifest import table_file
 from nachtwacht.cli.main import app
+from nachtwacht.store import auditchain
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.test_backup_fill import assert_same_rows, empty_store, fill, table_rows
@@ -97,7 +98,11 @@ def test_create_list_verify_restore(site: Path) -> None:
     (entry,) = [r for r in actual.pop("audit_log") if r[3] == "backup.restore"]
     assert entry[4] == info["name"]
     expected.pop("audit_log")
+    # ... chained after the restored entries: the head moved on, and the chain still holds
+    expected.pop("audit_head"), actual.pop("audit_head")
     assert_same_rows(expected, actual)
+    with target.connect() as conn:
+        assert auditchain.verify(conn).entries == 4
 
     # the same store again: refused without --force, one line, exit 1
     again = _run(site, "backup", "restore", info["name"], "--to", target_url)

@@ -100,6 +100,7 @@ probes:
         "config",
         "store",
         "migrations",
+        "audit chain",
         "disk data",
         "disk spool",
         "spool",
@@ -149,6 +150,7 @@ notify:
     by_name = {line[6:24].strip(): line for line in result.output.splitlines()}
     assert by_name["store"].startswith("fail") and "refused" in by_name["store"].lower()
     assert by_name["migrations"].startswith("skip")
+    assert by_name["audit chain"].startswith("skip")
     assert by_name["clock skew"].startswith("skip")
     assert (
         by_name["channel hook"].startswith("fail") and "cannot connect" in by_name["channel hook"]

@@ -51,6 +51,7 @@ TOOLS = (
     "supervisorctl",
     "pg_isready",
     "journalctl",
+    "nachtwacht",
 )
 DB_PASSWORD = "Db-Pa55w0rd-7731"
 API_SECRET = "api-secret-9d2e4f"
@@ -121,7 +122,8 @@ class Sandbox:
     ) -> str:
         folder = f'  dir: "{runbooks}"\n' if runbooks is not None else ""
         frappe = (
-            f'  vars: {{bench_path: "{self.bench_path}", frappe_site: erp.example.org}}\n'
+            f'  vars: {{bench_path: "{self.bench_path}", frappe_site: erp.example.org, '
+            "nachtwacht: nachtwacht}\n"
             if variant == "frappe"
             else ""
         )
@@ -244,7 +246,7 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
     ],
     ("security-incident", "frappe"): [
         "bench --site erp.example.org set-config -p enable_security_logging 1",
-        "mysql --host=127.0.0.1",
+        "nachtwacht security sessions --site erp.example.org --limit 50",
     ],
     ("database-emergency", "systemd"): [
         "mysqladmin --host=127.0.0.1",

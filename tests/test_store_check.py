@@ -11,9 +11,16 @@ from nachtwacht.store.db import Store
 from tests.test_backup_fill import backend, fill
 
 EXPECTED_CHECKS = {
-    "sqlite": ["schema version", "catalog", "row counts", "integrity_check", "foreign_key_check"],
-    "postgresql": ["schema version", "catalog", "row counts", "amcheck"],
-    "mariadb": ["schema version", "catalog", "row counts", "check table"],
+    "sqlite": [
+        "schema version",
+        "catalog",
+        "row counts",
+        "audit chain",
+        "integrity_check",
+        "foreign_key_check",
+    ],
+    "postgresql": ["schema version", "catalog", "row counts", "audit chain", "amcheck"],
+    "mariadb": ["schema version", "catalog", "row counts", "audit chain", "check table"],
 }
 
 

@@ -12,13 +12,12 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Select,
-    insert,
     select,
 )
 
 from nachtwacht.auth.checks import AuthError, clip
 from nachtwacht.clock import iso
-from nachtwacht.store import paging
+from nachtwacht.store import auditchain, paging
 from nachtwacht.store import tables as t
 
 
@@ -31,15 +30,22 @@ def audit(
     ip: str | None,
     now: float,
 ) -> None:
-    conn.execute(
-        insert(t.audit_log).values(
-            ts=now,
-            actor=clip(actor, 120) or "?",
-            action=action[:64],
-            target=clip(target, 300),
-            detail_json=json.dumps(detail, sort_keys=True, default=str) if detail else None,
-            ip=clip(ip, 64),
-        )
+    """Append an entry to the hash-chained audit log, in the caller's transaction.
+
+    The only writer of `audit_log`: the chain (store/auditchain.py) holds only if every entry
+    goes through here. Appends are serialised until the transaction ends, so call this late.
+    """
+    auditchain.append(
+        conn,
+        {
+            "ts": now,
+            "actor": clip(actor, 120) or "?",
+            "action": action[:64],
+            "target": clip(target, 300),
+            "detail_json": json.dumps(detail, sort_keys=True, default=str) if detail else None,
+            "ip": clip(ip, 64),
+        },
+        now,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from nachtwacht.store import auditchain
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store, StoreError
 
@@ -70,6 +71,7 @@ class IntegrityReport:
     schema_version: str | None = None
     checks: list[Check] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
+    audit_chain: auditchain.ChainReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,7 @@ class IntegrityReport:
             "summary": self.summary(),
             "checks": [c.as_dict() for c in self.checks],
             "row_counts": dict(self.row_counts),
+            "audit_chain": None if self.audit_chain is None else self.audit_chain.as_dict(),
         }
 
 
@@ -114,6 +117,7 @@ def check_store(store: Store) -> IntegrityReport:
             _run(conn, report, "schema version", lambda: _schema(conn, report))
             _run(conn, report, "catalog", lambda: _catalog(conn))
             _run(conn, report, "row counts", lambda: _counts(conn, report))
+            _run(conn, report, "audit chain", lambda: _audit_chain(conn, report))
             for name, check in _BACKEND_CHECKS.get(report.backend, ()):
                 _run(conn, report, name, functools.partial(check, conn))
     except (StoreError, SQLAlchemyError, sqlite3.Error, OSError) as exc:
@@ -188,6 +192,16 @@ def _counts(conn: Connection, report: IntegrityReport) -> tuple[CheckStatus, str
         )
     conn.rollback()  # end the read transaction: long ones hold back SQLite checkpoints
     return "ok", f"{sum(report.row_counts.values())} rows in {len(report.row_counts)} tables"
+
+
+def _audit_chain(conn: Connection, report: IntegrityReport) -> tuple[CheckStatus, str]:
+    """Every audit entry's hash, and its link to the one before (decision 28)."""
+    if report.schema_version != report.code_head:
+        return "skipped", "the store is not at this code's schema"
+    chain = auditchain.verify(conn)
+    conn.rollback()
+    report.audit_chain = chain
+    return ("ok" if chain.ok else "failed"), chain.describe()
 
 
 def _sqlite_integrity(conn: Connection) -> tuple[CheckStatus, str]:

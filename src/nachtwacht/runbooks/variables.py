@@ -14,7 +14,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -52,6 +54,7 @@ BUILTIN_HELP: dict[str, str] = {
     "app_services": "other units of `service` probes: the application (may be empty)",
     "site_url": "the first `http` probe's URL (default http://localhost/)",
     "nachtwacht_url": "incidents.public_url",
+    "nachtwacht": "the nachtwacht command (default: the one beside this Python, else from PATH)",
     "database_url": "the first `sql` probe's URL (secret parts masked)",
     "db_kind": "mysql, postgresql, sqlite or empty",
     "db_host": "from database_url",
@@ -169,6 +172,12 @@ def _units(settings: Any, db_kind: str) -> dict[str, str]:
     }
 
 
+def nachtwacht_command() -> str:
+    """The running installation's command: a systemd unit's PATH rarely holds its venv."""
+    beside = Path(sys.executable).with_name("nachtwacht")
+    return str(beside) if beside.is_file() else "nachtwacht"
+
+
 def builtins(settings: Any) -> dict[str, str]:
     cfg = settings.runbooks
     bench_path = cfg.vars.get("bench_path", DEFAULT_BENCH)
@@ -185,6 +194,7 @@ def builtins(settings: Any) -> dict[str, str]:
         **_units(settings, db["db_kind"]),
         "site_url": str(http.url) if http is not None else "http://localhost/",
         "nachtwacht_url": settings.incidents.public_url.rstrip("/"),
+        "nachtwacht": nachtwacht_command(),
         "database_url": database_url,
         **db,
         "store_url": settings.store.url,

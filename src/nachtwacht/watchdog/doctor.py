@@ -31,6 +31,7 @@ from nachtwacht.notify import reach
 from nachtwacht.spool import status as spool_status
 from nachtwacht.spool.drain import CURSOR_KEY
 from nachtwacht.spool.log import backlog_on_disk, on_disk
+from nachtwacht.store import auditchain
 from nachtwacht.store.db import Store, StoreError
 
 Level = Literal["ok", "warn", "fail", "skip"]
@@ -73,10 +74,16 @@ def run(settings: Settings, config_note: str) -> list[Check]:
         else:
             reachable = _guard(checks, "store", lambda: check_store(store))
         ok = reachable.level == "ok"
-        _guard(
+        migrations = _guard(
             checks,
             "migrations",
             lambda: check_migrations(store) if ok and store is not None else _no_store(),
+        )
+        at_head = migrations.level == "ok"
+        _guard(
+            checks,
+            "audit chain",
+            lambda: check_audit_chain(store) if at_head and store is not None else _not_at_head(),
         )
         for label, path in (("disk data", settings.data_dir), ("disk spool", settings.spool_dir)):
             _guard(checks, label, functools.partial(check_disk, path))
@@ -147,6 +154,17 @@ def check_migrations(store: Store) -> Check:
         f"store at {', '.join(sorted(current))}, code at {', '.join(sorted(heads))}: "
         "`nachtwacht serve` upgrades it at start (take a backup first)",
     )
+
+
+def _not_at_head() -> Check:
+    return Check("", "skip", "the store is not at this code's schema")
+
+
+def check_audit_chain(store: Store) -> Check:
+    """The audit log's hash chain (decision 28): a broken one names its first bad entry."""
+    with store.connect() as conn:
+        chain = auditchain.verify(conn)
+    return Check("audit chain", "ok" if chain.ok else "fail", chain.describe())
 
 
 # -- disk ----------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from nachtwacht.store.tables.recovery import (
 )
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 from nachtwacht.store.tables.security import security_blocks, security_tallies
+from nachtwacht.store.tables.access import audit_head
 # isort: on
 
 __all__ = [
@@ -105,4 +106,5 @@ __all__ = [
     "agent_tokens",
     "security_blocks",
     "security_tallies",
+    "audit_head",
 ]

@@ -7,6 +7,7 @@ long random strings, so a fast hash is enough and a leaked table gives nothing t
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -107,7 +108,27 @@ audit_log = Table(
     Column("target", String(300)),
     Column("detail_json", Text),
     Column("ip", String(64)),
+    # the hash chain (store/auditchain.py, decision 28): 1, 2, 3, ... in append order, the
+    # previous entry's hash, and the SHA-256 hex of this entry's canonical form
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
     Index(None, "ts"),
     # the per-address login throttle counts recent failures from one address
     Index(None, "action", "ip", "ts"),
+    # a second guard against a fork: two entries can never claim one place in the chain
+    UniqueConstraint("seq"),
+)
+
+# One row (id 1): the newest entry's seq and hash, and the base the oldest kept entry chains
+# to. Appends update it first, so it is also the lock that serialises them across processes.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("base_seq", BigInteger, nullable=False),
+    Column("base_hash", String(64), nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
