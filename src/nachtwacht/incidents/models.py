@@ -50,6 +50,7 @@ EVENT_KINDS = (
     "reopened",
     "external_support",
     "customer_communication",
+    "security",  # a response to a security finding: a block, sessions ended
 )
 
 
