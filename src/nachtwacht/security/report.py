@@ -1,0 +1,617 @@
+"""The security report (issue 17, the protocol's `generate_security_report`): what the logs and
+the detectors saw in a window, what was blocked, what happened to Nachtwacht itself, and what
+changed since the last report.
+
+Decisions:
+
+- Findings are the `security` alerts that fired in the window (fingerprint
+  `security:<rule>:<key>`; the rule never holds a colon, the key may: IPv6, `user:<name>`).
+- Tallies (`security_tallies`) are per UTC day, so a window reads every day it touches: the
+  first may be counted whole. A tally key starting with `/` is a path, `user:` an account,
+  `(other)` the fold of keys past the daily cap; anything else is an address. Per-day login
+  totals add the address rows (and `(other)`), not the account rows, which count the same
+  attempts again when the log names the account.
+- "Since the last report": the baseline is a window of the same length ending at the previous
+  `security.report` audit entry (the last generated report), or, with none, the period just
+  before this one. A page view or an API read does not count as a report; `record()` does.
+- Everything shown comes from attackers' log lines: the report keeps it as data, capped;
+  the renderers (`report_render`) escape it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import ColumnElement, Connection, func, select
+
+from nachtwacht.auth.audit import audit
+from nachtwacht.security.models import DEFAULT_RULES, SecuritySettings
+from nachtwacht.security.service import PREFIX, SOURCE
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import meta_key
+
+DAY = 86400.0
+TOP = 20  # rows of each "top" list
+LIST = 100  # rows of the findings and blocks lists
+NEW_SHOWN = 50  # new addresses named in "what changed"
+CUT = 200  # characters of any string that came from a log line
+ACTION = "security.report"
+OTHER = "(other)"
+EVENT_KINDS = ("failed_login", "refused", "not_found", "rate_limited", "csrf", "probe_path")
+LOGIN_KINDS = ("failed_login", "login")
+IN_FORCE = ("pending", "active", "expiring")
+# audit actions by what a reader looks for; the first matching prefix wins
+AUDIT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("logins", ("login.success",)),
+    (
+        "failed logins",
+        ("login.", "user.passwd.failed", "user.passwd.locked", "user.locked"),
+    ),
+    ("sessions", ("logout", "session.")),
+    ("users and roles", ("user.",)),
+    ("tokens and keys", ("token.", "ingest_key.", "agent_token.", "api_token.")),
+    ("security", ("security.",)),
+    ("flags", ("flag.",)),
+    ("API changes", ("api.",)),
+)
+NOTABLE = ("failed logins", "users and roles", "tokens and keys", "security", "flags")
+
+
+# control characters, and the bidirectional overrides that make a shown string read
+# differently from what it is ("Trojan Source")
+UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def cut(text: str | None, limit: int = CUT) -> str:
+    """A string from a log line as it may be shown: no control characters, at most `limit`."""
+    if not text:
+        return ""
+    text = UNSHOWABLE.sub("\ufffd", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Window:
+    since: float
+    until: float
+
+    @property
+    def days(self) -> list[str]:
+        """The UTC days (YYYY-MM-DD) the window touches."""
+        first = datetime.fromtimestamp(self.since, UTC).date()
+        last = datetime.fromtimestamp(self.until, UTC).date()
+        return [(first + timedelta(d)).isoformat() for d in range((last - first).days + 1)]
+
+
+@dataclass
+class Count:
+    name: str
+    n: int
+
+
+@dataclass
+class RuleRow:
+    rule: str
+    title: str
+    severity: int
+    findings: int
+    keys: int
+
+
+@dataclass
+class AddressRow:
+    address: str
+    findings: int = 0
+    rules: list[str] = field(default_factory=list)
+    events: int = 0  # tallied events (refused, 404, failed logins, ...)
+    last_seen: float | None = None
+    blocked: bool = False
+
+
+@dataclass
+class PathRow:
+    path: str
+    n: int
+    kinds: list[str]
+
+
+@dataclass
+class FindingRow:
+    alert_id: int
+    rule: str
+    key: str
+    title: str
+    severity: int
+    status: str
+    fired_at: float
+    resolved_at: float | None
+    incident_id: int | None
+    muted_by: str | None
+
+
+@dataclass
+class LoginDay:
+    day: str
+    failed: int
+    ok: int
+
+
+@dataclass
+class Logins:
+    failed: int
+    ok: int
+    per_day: list[LoginDay]
+    failed_addresses: list[Count]
+    failed_accounts: list[Count]
+    ok_addresses: list[Count]
+    ok_accounts: list[Count]
+
+
+@dataclass
+class BlockRow:
+    id: int
+    address: str
+    state: str
+    reason: str
+    created_by: str
+    created_at: float
+    expires_at: float | None
+    removed_at: float | None
+    rule: str | None
+    incident_id: int | None
+
+
+@dataclass
+class AuditRow:
+    ts: float
+    actor: str
+    action: str
+    target: str
+    ip: str
+
+
+@dataclass
+class AuditSummary:
+    total: int
+    by_group: list[Count]
+    by_action: list[Count]
+    notable: list[AuditRow]
+
+
+@dataclass
+class Delta:
+    name: str
+    before: int
+    now: int
+
+
+@dataclass
+class Changes:
+    basis: str  # "report": since the last report; "period": the previous period
+    baseline: Window
+    last_report_at: float | None
+    new_addresses: list[str]
+    new_address_count: int
+    new_rules: list[str]
+    gone_rules: list[str]
+    deltas: list[Delta]
+
+
+@dataclass
+class SourceLag:
+    name: str
+    path: str
+    behind_bytes: int | None  # None: unknown (not read yet, rotated, unreadable)
+    note: str
+
+
+@dataclass
+class Health:
+    state: str  # off | waiting | ok | failing | behind
+    interval: float
+    last_tick: float | None
+    last_ok: float | None
+    last_error: str | None
+    last_error_at: float | None
+    consecutive_errors: int
+    sources: list[SourceLag]
+
+
+@dataclass
+class Report:
+    generated_at: float
+    days: int
+    window: Window
+    findings: int
+    by_rule: list[RuleRow]
+    by_address: list[AddressRow]  # every address with a finding, most findings first (capped)
+    address_count: int
+    top_addresses: list[AddressRow]
+    top_paths: list[PathRow]
+    recent_findings: list[FindingRow]
+    logins: Logins
+    blocks_in_force: list[BlockRow]
+    blocks_in_force_count: int
+    blocks_made: list[BlockRow]
+    blocks_made_count: int
+    audit: AuditSummary
+    changes: Changes
+    health: Health
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _split(fingerprint: str) -> tuple[str, str]:
+    rest = fingerprint[len(PREFIX) :] if fingerprint.startswith(PREFIX) else fingerprint
+    rule, _, key = rest.partition(":")
+    return rule, key
+
+
+def _findings(conn: Connection, w: Window) -> list[FindingRow]:
+    a = t.alerts.c
+    query = (
+        select(t.alerts)
+        .where(a.source == SOURCE, a.fired_at >= w.since, a.fired_at <= w.until)
+        .order_by(a.fired_at.desc(), a.id.desc())
+    )
+    rows = []
+    for r in conn.execute(query).mappings():
+        rule, key = _split(r["fingerprint"])
+        rows.append(
+            FindingRow(
+                alert_id=r["id"],
+                rule=cut(rule, 64),
+                key=cut(key),
+                title=cut(r["title"], 300),
+                severity=r["severity"],
+                status=r["status"],
+                fired_at=r["fired_at"],
+                resolved_at=r["resolved_at"],
+                incident_id=r["incident_id"],
+                muted_by=r["muted_by"],
+            )
+        )
+    return rows
+
+
+Tallies = dict[tuple[str, str], tuple[int, float]]  # (kind, key) -> (n, last_ts)
+
+
+def _tallies(conn: Connection, w: Window) -> Tallies:
+    s = t.security_tallies.c
+    query = (
+        select(s.kind, s.key, func.sum(s.n), func.max(s.last_ts))
+        .where(s.day.in_(w.days))
+        .group_by(s.kind, s.key)
+    )
+    out: Tallies = {}
+    for kind, key, n, ts in conn.execute(query):
+        # shown as cut: two long keys alike up to the cut are one row
+        shown = (kind, cut(key))
+        before, last = out.get(shown, (0, 0.0))
+        out[shown] = (before + int(n or 0), max(last, float(ts)))
+    return out
+
+
+def is_address(key: str) -> bool:
+    return not (key.startswith(("/", "user:")) or key == OTHER)
+
+
+def _blocks(conn: Connection, where: ColumnElement[bool]) -> tuple[list[BlockRow], int]:
+    b = t.security_blocks.c
+    total = conn.execute(select(func.count()).select_from(t.security_blocks).where(where)).scalar()
+    query = select(t.security_blocks).where(where).order_by(b.created_at.desc(), b.id.desc())
+    rows = [
+        BlockRow(
+            id=r["id"],
+            address=cut(r["address"], 64),
+            state=r["state"],
+            reason=cut(r["reason"], 300),
+            created_by=cut(r["created_by"], 120),
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            removed_at=r["removed_at"],
+            rule=r["rule"],
+            incident_id=r["incident_id"],
+        )
+        for r in conn.execute(query.limit(LIST)).mappings()
+    ]
+    return rows, int(total or 0)
+
+
+def _audit(conn: Connection, w: Window) -> AuditSummary:
+    a = t.audit_log.c
+    in_window = (a.ts >= w.since, a.ts <= w.until)
+    counts = conn.execute(select(a.action, func.count()).where(*in_window).group_by(a.action))
+    by_action = sorted((Count(name, int(n)) for name, n in counts), key=lambda c: (-c.n, c.name))
+    groups: Counter[str] = Counter()
+    for c in by_action:
+        groups[group_of(c.name)] += c.n
+    notable_actions = [c.name for c in by_action if group_of(c.name) in NOTABLE]
+    notable = [
+        AuditRow(r.ts, cut(r.actor, 120), r.action, cut(r.target, 300), r.ip or "")
+        for r in conn.execute(
+            select(a.ts, a.actor, a.action, a.target, a.ip)
+            .where(*in_window, a.action.in_(notable_actions))
+            .order_by(a.ts.desc(), a.id.desc())
+            .limit(TOP)
+        )
+    ]
+    return AuditSummary(
+        total=sum(c.n for c in by_action),
+        by_group=[Count(name, groups[name]) for name, _ in AUDIT_GROUPS if groups[name]]
+        + ([Count("other", groups["other"])] if groups["other"] else []),
+        by_action=by_action,
+        notable=notable,
+    )
+
+
+def group_of(action: str) -> str:
+    for name, prefixes in AUDIT_GROUPS:
+        if action.startswith(prefixes):
+            return name
+    return "other"
+
+
+def _top(counter: Counter[str]) -> list[Count]:
+    return [Count(k, n) for k, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]]
+
+
+def _logins(tallies: Tallies, conn: Connection, w: Window) -> Logins:
+    s = t.security_tallies.c
+    per_day: dict[str, dict[str, int]] = defaultdict(lambda: {"failed_login": 0, "login": 0})
+    query = (
+        select(s.day, s.kind, func.sum(s.n))
+        .where(s.day.in_(w.days), s.kind.in_(LOGIN_KINDS), ~s.key.startswith("user:"))
+        .group_by(s.day, s.kind)
+    )
+    for day, kind, n in conn.execute(query):
+        per_day[day][kind] = int(n or 0)
+    tops: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
+    for (kind, key), (n, _) in tallies.items():
+        if kind in LOGIN_KINDS and key != OTHER:
+            account = key.startswith("user:")
+            tops[(kind, account)][key[5:] if account else key] += n
+    days = [LoginDay(d, per_day[d]["failed_login"], per_day[d]["login"]) for d in w.days]
+    return Logins(
+        failed=sum(d.failed for d in days),
+        ok=sum(d.ok for d in days),
+        per_day=days,
+        failed_addresses=_top(tops[("failed_login", False)]),
+        failed_accounts=_top(tops[("failed_login", True)]),
+        ok_addresses=_top(tops[("login", False)]),
+        ok_accounts=_top(tops[("login", True)]),
+    )
+
+
+def _blocked(address: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+def _addresses(
+    findings: list[FindingRow], tallies: Tallies, blocks: list[BlockRow]
+) -> dict[str, AddressRow]:
+    rows: dict[str, AddressRow] = {}
+    for f in findings:
+        if is_address(f.key):
+            row = rows.setdefault(f.key, AddressRow(f.key))
+            row.findings += 1
+            if f.rule not in row.rules:
+                row.rules.append(f.rule)
+            row.last_seen = max(row.last_seen or 0.0, f.fired_at)
+    for (kind, key), (n, ts) in tallies.items():
+        if kind in EVENT_KINDS and is_address(key):
+            row = rows.setdefault(key, AddressRow(key))
+            row.events += n
+            row.last_seen = max(row.last_seen or 0.0, ts)
+    nets = []
+    for b in blocks:
+        try:
+            nets.append(ipaddress.ip_network(b.address, strict=False))
+        except ValueError:
+            continue
+    for row in rows.values():
+        row.blocked = _blocked(row.address, nets)
+    return rows
+
+
+def _paths(tallies: Tallies) -> list[PathRow]:
+    paths: dict[str, PathRow] = {}
+    for (kind, key), (n, _) in tallies.items():
+        if key.startswith("/") and kind != "login":
+            row = paths.setdefault(key, PathRow(key, 0, []))
+            row.n += n
+            if kind not in row.kinds:
+                row.kinds.append(kind)
+    return sorted(paths.values(), key=lambda p: (-p.n, p.path))[:TOP]
+
+
+# -- the comparison ------------------------------------------------------------------------------
+
+
+def last_report_at(conn: Connection, now: float) -> float | None:
+    a = t.audit_log.c
+    return conn.execute(select(func.max(a.ts)).where(a.action == ACTION, a.ts <= now)).scalar()
+
+
+def _totals(findings: list[FindingRow], tallies: Tallies, blocks_made: int) -> dict[str, int]:
+    kinds: Counter[str] = Counter()
+    for (kind, key), (n, _) in tallies.items():
+        if not key.startswith("user:"):
+            kinds[kind] += n
+    addresses = {f.key for f in findings if is_address(f.key)}
+    return {
+        "findings": len(findings),
+        "offending addresses": len(addresses),
+        "failed logins": kinds["failed_login"],
+        "successful logins": kinds["login"],
+        "refused (401/403)": kinds["refused"],
+        "not found (404)": kinds["not_found"],
+        "rate limited (429)": kinds["rate_limited"],
+        "CSRF failures": kinds["csrf"],
+        "probe paths": kinds["probe_path"],
+        "blocks made": blocks_made,
+    }
+
+
+def _changes(
+    conn: Connection,
+    now: float,
+    length: float,
+    current: tuple[list[FindingRow], Tallies, int],
+) -> Changes:
+    last = last_report_at(conn, now)
+    end = last if last is not None else now - length
+    base = Window(end - length, end)
+    b = t.security_blocks.c
+    made = conn.execute(
+        select(func.count())
+        .select_from(t.security_blocks)
+        .where(b.created_at >= base.since, b.created_at <= base.until)
+    ).scalar()
+    before_findings, before_tallies = _findings(conn, base), _tallies(conn, base)
+    findings, tallies, blocks_made = current
+
+    def seen(fs: list[FindingRow], ts: Tallies) -> set[str]:
+        keys = {f.key for f in fs if is_address(f.key)}
+        return keys | {k for (kind, k) in ts if kind in EVENT_KINDS and is_address(k)}
+
+    new = sorted(seen(findings, tallies) - seen(before_findings, before_tallies))
+    rules_now = {f.rule for f in findings}
+    rules_before = {f.rule for f in before_findings}
+    totals_before = _totals(before_findings, before_tallies, int(made or 0))
+    totals_now = _totals(findings, tallies, blocks_made)
+    return Changes(
+        basis="report" if last is not None else "period",
+        baseline=base,
+        last_report_at=last,
+        new_addresses=new[:NEW_SHOWN],
+        new_address_count=len(new),
+        new_rules=sorted(rules_now - rules_before),
+        gone_rules=sorted(rules_before - rules_now),
+        deltas=[Delta(k, totals_before[k], totals_now[k]) for k in totals_now],
+    )
+
+
+# -- health --------------------------------------------------------------------------------------
+
+
+def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
+    out = []
+    for source in settings.sources:
+        row = conn.execute(
+            select(t.engine_meta.c.value).where(
+                t.engine_meta.c.key == meta_key("security.", source.name)
+            )
+        ).first()
+        lag, note = None, "not read yet"
+        if row is not None:
+            pos = json.loads(row[0])
+            try:
+                st = os.stat(source.path)
+            except OSError as exc:
+                note = f"cannot read: {exc.strerror or exc}"
+            else:
+                if pos.get("inode") == st.st_ino and pos.get("dev") == st.st_dev:
+                    lag = max(0, st.st_size - int(pos.get("offset") or 0))
+                    note = "caught up" if lag == 0 else f"{lag} bytes not read yet"
+                else:
+                    note = "rotated: the new file is next"
+        out.append(SourceLag(cut(source.name, 100), cut(source.path, 300), lag, note))
+    return out
+
+
+def health(conn: Connection, settings: SecuritySettings, now: float) -> Health:
+    """The `security` engine module's row: `behind` when its last good tick is older than
+    three intervals (30 s at least: the engine persists its health every 15 s)."""
+    h = t.module_health.c
+    row = conn.execute(select(t.module_health).where(h.module == "security")).mappings().first()
+    interval = float(settings.interval)
+    if row is None:
+        state = "waiting" if settings.sources else "off"
+        return Health(state, interval, None, None, None, None, 0, _lag(conn, settings))
+    stale = row["last_ok"] is None or now - row["last_ok"] > max(3 * interval, 30.0)
+    state = "behind" if stale else ("failing" if row["consecutive_errors"] else "ok")
+    return Health(
+        state=state,
+        interval=interval,
+        last_tick=row["last_tick"],
+        last_ok=row["last_ok"],
+        last_error=cut(row["last_error"], 500) or None,
+        last_error_at=row["last_error_at"],
+        consecutive_errors=int(row["consecutive_errors"] or 0),
+        sources=_lag(conn, settings),
+    )
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def build(
+    conn: Connection, now: float, days: int = 7, settings: SecuritySettings | None = None
+) -> Report:
+    """The report of the `days` days up to `now`; reads only (see `record`)."""
+    if not 1 <= days <= 366:
+        raise ValueError("days must be between 1 and 366")
+    length = days * DAY
+    w = Window(now - length, now)
+    findings, tallies = _findings(conn, w), _tallies(conn, w)
+    b = t.security_blocks.c
+    in_force, in_force_count = _blocks(conn, b.state.in_(IN_FORCE))
+    made, made_count = _blocks(conn, (b.created_at >= w.since) & (b.created_at <= w.until))
+    addresses = _addresses(findings, tallies, in_force)
+    with_findings = sorted(
+        (r for r in addresses.values() if r.findings),
+        key=lambda r: (-r.findings, -r.events, r.address),
+    )
+    rules: dict[str, RuleRow] = {}
+    keys: dict[str, set[str]] = defaultdict(set)
+    for f in findings:
+        rule = DEFAULT_RULES.get(f.rule)
+        row = rules.setdefault(
+            f.rule, RuleRow(f.rule, rule.title if rule else f.rule, f.severity, 0, 0)
+        )
+        row.findings += 1
+        row.severity = min(row.severity, f.severity)
+        keys[f.rule].add(f.key)
+    for name, row in rules.items():
+        row.keys = len(keys[name])
+    return Report(
+        generated_at=now,
+        days=days,
+        window=w,
+        findings=len(findings),
+        by_rule=sorted(rules.values(), key=lambda r: (r.severity, -r.findings, r.rule)),
+        by_address=with_findings[:LIST],
+        address_count=len(with_findings),
+        top_addresses=sorted(
+            addresses.values(), key=lambda r: (-r.findings, -r.events, r.address)
+        )[:TOP],
+        top_paths=_paths(tallies),
+        recent_findings=findings[:LIST],
+        logins=_logins(tallies, conn, w),
+        blocks_in_force=in_force,
+        blocks_in_force_count=in_force_count,
+        blocks_made=made,
+        blocks_made_count=made_count,
+        audit=_audit(conn, w),
+        changes=_changes(conn, now, length, (findings, tallies, made_count)),
+        health=health(conn, settings or SecuritySettings(), now),
+    )
+
+
+def record(conn: Connection, report: Report, actor: str, now: float, fmt: str) -> None:
+    """Note that a report was generated: the next one compares with this one's time."""
+    detail = {"days": report.days, "format": fmt, "findings": report.findings}
+    audit(conn, actor, ACTION, f"{report.days}d", detail, None, now)
