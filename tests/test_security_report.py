@@ -150,7 +150,10 @@ def test_the_report_counts_findings_addresses_paths_logins_blocks_and_audit(
     assert by_address[SCANNER].events == 120
     assert "(other)" not in {a.address for a in rep.top_addresses}
     paths = {p.path: (p.n, sorted(p.kinds)) for p in rep.top_paths}
-    assert paths == {"/wp-login.php": (16, ["not_found", "probe_path"]), "/.env": (12, ["probe_path"])}
+    assert paths == {
+        "/wp-login.php": (16, ["not_found", "probe_path"]),
+        "/.env": (12, ["probe_path"]),
+    }
     assert rep.top_paths[0].path == "/wp-login.php"
 
     lg = rep.logins
@@ -174,7 +177,11 @@ def test_the_report_counts_findings_addresses_paths_logins_blocks_and_audit(
         "API changes": 1,
     }
     assert rep.audit.total == 7
-    assert [e.action for e in rep.audit.notable] == ["token.create", "user.add", *["login.failed"] * 3]
+    assert [e.action for e in rep.audit.notable] == [
+        "token.create",
+        "user.add",
+        *["login.failed"] * 3,
+    ]
     recent = rep.recent_findings[0]
     assert (recent.rule, recent.key, recent.incident_id) == ("brute_force_success", BRUTE, 7)
 

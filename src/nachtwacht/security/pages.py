@@ -30,6 +30,11 @@ async def security_page(
     def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
         data = security_report.build(conn, now, days, rt.settings.security)
         choices = sorted({*CHOICES, days})
-        return {"report": data, "r": Render(rt.settings.zone, now), "links": True, "choices": choices}
+        return {
+            "report": data,
+            "r": Render(rt.settings.zone, now),
+            "links": True,
+            "choices": choices,
+        }
 
     return await _show(request, "security.html", build)

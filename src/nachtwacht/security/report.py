@@ -21,26 +21,39 @@ Decisions:
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
-import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from nachtwacht.auth.audit import audit
 from nachtwacht.security.models import DEFAULT_RULES, SecuritySettings
+from nachtwacht.security.report_health import health
+from nachtwacht.security.report_models import (
+    AddressRow,
+    AuditRow,
+    AuditSummary,
+    BlockRow,
+    Changes,
+    Count,
+    Delta,
+    FindingRow,
+    LoginDay,
+    Logins,
+    PathRow,
+    Report,
+    RuleRow,
+    Window,
+    cut,
+)
 from nachtwacht.security.service import PREFIX, SOURCE
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import meta_key
+
+__all__ = ["Report", "build", "health", "last_report_at", "record"]
 
 DAY = 86400.0
 TOP = 20  # rows of each "top" list
 LIST = 100  # rows of the findings and blocks lists
 NEW_SHOWN = 50  # new addresses named in "what changed"
-CUT = 200  # characters of any string that came from a log line
 ACTION = "security.report"
 OTHER = "(other)"
 EVENT_KINDS = ("failed_login", "refused", "not_found", "rate_limited", "csrf", "probe_path")
@@ -61,188 +74,6 @@ AUDIT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("API changes", ("api.",)),
 )
 NOTABLE = ("failed logins", "users and roles", "tokens and keys", "security", "flags")
-
-
-# control characters, and the bidirectional overrides that make a shown string read
-# differently from what it is ("Trojan Source")
-UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def cut(text: str | None, limit: int = CUT) -> str:
-    """A string from a log line as it may be shown: no control characters, at most `limit`."""
-    if not text:
-        return ""
-    text = UNSHOWABLE.sub("\ufffd", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-@dataclass(frozen=True)
-class Window:
-    since: float
-    until: float
-
-    @property
-    def days(self) -> list[str]:
-        """The UTC days (YYYY-MM-DD) the window touches."""
-        first = datetime.fromtimestamp(self.since, UTC).date()
-        last = datetime.fromtimestamp(self.until, UTC).date()
-        return [(first + timedelta(d)).isoformat() for d in range((last - first).days + 1)]
-
-
-@dataclass
-class Count:
-    name: str
-    n: int
-
-
-@dataclass
-class RuleRow:
-    rule: str
-    title: str
-    severity: int
-    findings: int
-    keys: int
-
-
-@dataclass
-class AddressRow:
-    address: str
-    findings: int = 0
-    rules: list[str] = field(default_factory=list)
-    events: int = 0  # tallied events (refused, 404, failed logins, ...)
-    last_seen: float | None = None
-    blocked: bool = False
-
-
-@dataclass
-class PathRow:
-    path: str
-    n: int
-    kinds: list[str]
-
-
-@dataclass
-class FindingRow:
-    alert_id: int
-    rule: str
-    key: str
-    title: str
-    severity: int
-    status: str
-    fired_at: float
-    resolved_at: float | None
-    incident_id: int | None
-    muted_by: str | None
-
-
-@dataclass
-class LoginDay:
-    day: str
-    failed: int
-    ok: int
-
-
-@dataclass
-class Logins:
-    failed: int
-    ok: int
-    per_day: list[LoginDay]
-    failed_addresses: list[Count]
-    failed_accounts: list[Count]
-    ok_addresses: list[Count]
-    ok_accounts: list[Count]
-
-
-@dataclass
-class BlockRow:
-    id: int
-    address: str
-    state: str
-    reason: str
-    created_by: str
-    created_at: float
-    expires_at: float | None
-    removed_at: float | None
-    rule: str | None
-    incident_id: int | None
-
-
-@dataclass
-class AuditRow:
-    ts: float
-    actor: str
-    action: str
-    target: str
-    ip: str
-
-
-@dataclass
-class AuditSummary:
-    total: int
-    by_group: list[Count]
-    by_action: list[Count]
-    notable: list[AuditRow]
-
-
-@dataclass
-class Delta:
-    name: str
-    before: int
-    now: int
-
-
-@dataclass
-class Changes:
-    basis: str  # "report": since the last report; "period": the previous period
-    baseline: Window
-    last_report_at: float | None
-    new_addresses: list[str]
-    new_address_count: int
-    new_rules: list[str]
-    gone_rules: list[str]
-    deltas: list[Delta]
-
-
-@dataclass
-class SourceLag:
-    name: str
-    path: str
-    behind_bytes: int | None  # None: unknown (not read yet, rotated, unreadable)
-    note: str
-
-
-@dataclass
-class Health:
-    state: str  # off | waiting | ok | failing | behind
-    interval: float
-    last_tick: float | None
-    last_ok: float | None
-    last_error: str | None
-    last_error_at: float | None
-    consecutive_errors: int
-    sources: list[SourceLag]
-
-
-@dataclass
-class Report:
-    generated_at: float
-    days: int
-    window: Window
-    findings: int
-    by_rule: list[RuleRow]
-    by_address: list[AddressRow]  # every address with a finding, most findings first (capped)
-    address_count: int
-    top_addresses: list[AddressRow]
-    top_paths: list[PathRow]
-    recent_findings: list[FindingRow]
-    logins: Logins
-    blocks_in_force: list[BlockRow]
-    blocks_in_force_count: int
-    blocks_made: list[BlockRow]
-    blocks_made_count: int
-    audit: AuditSummary
-    changes: Changes
-    health: Health
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -504,57 +335,6 @@ def _changes(
     )
 
 
-# -- health --------------------------------------------------------------------------------------
-
-
-def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
-    out = []
-    for source in settings.sources:
-        row = conn.execute(
-            select(t.engine_meta.c.value).where(
-                t.engine_meta.c.key == meta_key("security.", source.name)
-            )
-        ).first()
-        lag, note = None, "not read yet"
-        if row is not None:
-            pos = json.loads(row[0])
-            try:
-                st = os.stat(source.path)
-            except OSError as exc:
-                note = f"cannot read: {exc.strerror or exc}"
-            else:
-                if pos.get("inode") == st.st_ino and pos.get("dev") == st.st_dev:
-                    lag = max(0, st.st_size - int(pos.get("offset") or 0))
-                    note = "caught up" if lag == 0 else f"{lag} bytes not read yet"
-                else:
-                    note = "rotated: the new file is next"
-        out.append(SourceLag(cut(source.name, 100), cut(source.path, 300), lag, note))
-    return out
-
-
-def health(conn: Connection, settings: SecuritySettings, now: float) -> Health:
-    """The `security` engine module's row: `behind` when its last good tick is older than
-    three intervals (30 s at least: the engine persists its health every 15 s)."""
-    h = t.module_health.c
-    row = conn.execute(select(t.module_health).where(h.module == "security")).mappings().first()
-    interval = float(settings.interval)
-    if row is None:
-        state = "waiting" if settings.sources else "off"
-        return Health(state, interval, None, None, None, None, 0, _lag(conn, settings))
-    stale = row["last_ok"] is None or now - row["last_ok"] > max(3 * interval, 30.0)
-    state = "behind" if stale else ("failing" if row["consecutive_errors"] else "ok")
-    return Health(
-        state=state,
-        interval=interval,
-        last_tick=row["last_tick"],
-        last_ok=row["last_ok"],
-        last_error=cut(row["last_error"], 500) or None,
-        last_error_at=row["last_error_at"],
-        consecutive_errors=int(row["consecutive_errors"] or 0),
-        sources=_lag(conn, settings),
-    )
-
-
 # -- the report ----------------------------------------------------------------------------------
 
 
@@ -595,9 +375,9 @@ def build(
         by_rule=sorted(rules.values(), key=lambda r: (r.severity, -r.findings, r.rule)),
         by_address=with_findings[:LIST],
         address_count=len(with_findings),
-        top_addresses=sorted(
-            addresses.values(), key=lambda r: (-r.findings, -r.events, r.address)
-        )[:TOP],
+        top_addresses=sorted(addresses.values(), key=lambda r: (-r.findings, -r.events, r.address))[
+            :TOP
+        ],
         top_paths=_paths(tallies),
         recent_findings=findings[:LIST],
         logins=_logins(tallies, conn, w),

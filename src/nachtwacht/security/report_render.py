@@ -204,7 +204,9 @@ def markdown(report: Report, site: str, zone: ZoneInfo) -> str:
         ["Path", "Requests", "Kinds"], [[p.path, p.n, ", ".join(p.kinds)] for p in report.top_paths]
     )
     out += [f"## Logins: {lg.failed} failed, {lg.ok} successful", ""]
-    out += _table(["Day (UTC)", "Failed", "Successful"], [[d.day, d.failed, d.ok] for d in lg.per_day])
+    out += _table(
+        ["Day (UTC)", "Failed", "Successful"], [[d.day, d.failed, d.ok] for d in lg.per_day]
+    )
     for title, rows in (
         ("Failed, by address", lg.failed_addresses),
         ("Failed, by account", lg.failed_accounts),
