@@ -104,6 +104,7 @@ def seed(conn: Connection, now: float) -> None:
     tally(conn, now - 3600, "failed_login", BRUTE, 30)
     tally(conn, now - 3600, "failed_login", "user:admin", 25)
     tally(conn, now - 3600, "failed_login", "user:root", 5)
+    tally(conn, now - 2 * DAY, "failed_login", "user:ghost", 4)  # a log naming only accounts
     tally(conn, now - 3500, "login", BRUTE, 1)
     tally(conn, now - 3500, "login", "user:admin", 1)
     tally(conn, now - 2 * DAY, "not_found", SCANNER, 120)
@@ -157,10 +158,12 @@ def test_the_report_counts_findings_addresses_paths_logins_blocks_and_audit(
     assert rep.top_paths[0].path == "/wp-login.php"
 
     lg = rep.logins
-    assert (lg.failed, lg.ok) == (30, 1)  # the address rows; the account rows count them again
+    # per day the larger of the address rows and the account rows (which count them again)
+    assert (lg.failed, lg.ok) == (34, 1)
     per_day = {d.day: (d.failed, d.ok) for d in lg.per_day}
     assert per_day[day(now - 3600)] == (30, 1) and len(lg.per_day) == 8
-    assert [(c.name, c.n) for c in lg.failed_accounts] == [("admin", 25), ("root", 5)]
+    assert per_day[day(now - 2 * DAY)] == (4, 0)
+    assert [(c.name, c.n) for c in lg.failed_accounts] == [("admin", 25), ("root", 5), ("ghost", 4)]
     assert [(c.name, c.n) for c in lg.failed_addresses] == [(BRUTE, 30)]
     assert [(c.name, c.n) for c in lg.ok_accounts] == [("admin", 1)]
 
@@ -208,7 +211,7 @@ def test_without_a_report_before_it_compares_with_the_previous_period(
     assert ch.gone_rules == ["rate_limit"]
     deltas = {d.name: (d.before, d.now) for d in ch.deltas}
     assert deltas["findings"] == (1, 6)
-    assert deltas["failed logins"] == (9, 30)
+    assert deltas["failed logins"] == (9, 34)
     assert deltas["blocks made"] == (1, 3)
     assert deltas["offending addresses"] == (1, 3)
 

@@ -8,9 +8,10 @@ Decisions:
   `security:<rule>:<key>`; the rule never holds a colon, the key may: IPv6, `user:<name>`).
 - Tallies (`security_tallies`) are per UTC day, so a window reads every day it touches: the
   first may be counted whole. A tally key starting with `/` is a path, `user:` an account,
-  `(other)` the fold of keys past the daily cap; anything else is an address. Per-day login
-  totals add the address rows (and `(other)`), not the account rows, which count the same
-  attempts again when the log names the account.
+  `(other)` the fold of keys past the daily cap; anything else is an address. A day's login
+  total is the larger of its address rows' sum and its account rows' sum: a log that names
+  the account is tallied under both (the same attempts twice), one that does not (a 401 on a
+  login URL) under the address only.
 - "Since the last report": the baseline is a window of the same length ending at the previous
   `security.report` audit entry (the last generated report), or, with none, the period just
   before this one. A page view or an API read does not count as a report; `record()` does.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, defaultdict
 
-from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy import ColumnElement, Connection, case, func, select
 
 from nachtwacht.auth.audit import audit
 from nachtwacht.security.models import DEFAULT_RULES, SecuritySettings
@@ -195,16 +196,24 @@ def _top(counter: Counter[str]) -> list[Count]:
     return [Count(k, n) for k, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]]
 
 
-def _logins(tallies: Tallies, conn: Connection, w: Window) -> Logins:
+def _login_days(conn: Connection, w: Window) -> dict[str, dict[str, int]]:
+    """Per day and kind, the larger of the address rows' and the account rows' sums: a log
+    that names the account is tallied under both, one that does not under its address only."""
     s = t.security_tallies.c
-    per_day: dict[str, dict[str, int]] = defaultdict(lambda: {"failed_login": 0, "login": 0})
+    account = case((s.key.startswith("user:"), 1), else_=0)
     query = (
-        select(s.day, s.kind, func.sum(s.n))
-        .where(s.day.in_(w.days), s.kind.in_(LOGIN_KINDS), ~s.key.startswith("user:"))
-        .group_by(s.day, s.kind)
+        select(s.day, s.kind, account, func.sum(s.n))
+        .where(s.day.in_(w.days), s.kind.in_(LOGIN_KINDS))
+        .group_by(s.day, s.kind, account)
     )
-    for day, kind, n in conn.execute(query):
-        per_day[day][kind] = int(n or 0)
+    per_day: dict[str, dict[str, int]] = defaultdict(lambda: {"failed_login": 0, "login": 0})
+    for day, kind, _, n in conn.execute(query):
+        per_day[day][kind] = max(per_day[day][kind], int(n or 0))
+    return per_day
+
+
+def _logins(tallies: Tallies, conn: Connection, w: Window) -> Logins:
+    per_day = _login_days(conn, w)
     tops: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
     for (kind, key), (n, _) in tallies.items():
         if kind in LOGIN_KINDS and key != OTHER:
@@ -276,7 +285,9 @@ def last_report_at(conn: Connection, now: float) -> float | None:
     return conn.execute(select(func.max(a.ts)).where(a.action == ACTION, a.ts <= now)).scalar()
 
 
-def _totals(findings: list[FindingRow], tallies: Tallies, blocks_made: int) -> dict[str, int]:
+def _totals(
+    findings: list[FindingRow], tallies: Tallies, logins: Logins, blocks_made: int
+) -> dict[str, int]:
     kinds: Counter[str] = Counter()
     for (kind, key), (n, _) in tallies.items():
         if not key.startswith("user:"):
@@ -285,8 +296,8 @@ def _totals(findings: list[FindingRow], tallies: Tallies, blocks_made: int) -> d
     return {
         "findings": len(findings),
         "offending addresses": len(addresses),
-        "failed logins": kinds["failed_login"],
-        "successful logins": kinds["login"],
+        "failed logins": logins.failed,
+        "successful logins": logins.ok,
         "refused (401/403)": kinds["refused"],
         "not found (404)": kinds["not_found"],
         "rate limited (429)": kinds["rate_limited"],
@@ -300,7 +311,7 @@ def _changes(
     conn: Connection,
     now: float,
     length: float,
-    current: tuple[list[FindingRow], Tallies, int],
+    current: tuple[list[FindingRow], Tallies, Logins, int],
 ) -> Changes:
     last = last_report_at(conn, now)
     end = last if last is not None else now - length
@@ -312,7 +323,7 @@ def _changes(
         .where(b.created_at >= base.since, b.created_at <= base.until)
     ).scalar()
     before_findings, before_tallies = _findings(conn, base), _tallies(conn, base)
-    findings, tallies, blocks_made = current
+    findings, tallies, logins, blocks_made = current
 
     def seen(fs: list[FindingRow], ts: Tallies) -> set[str]:
         keys = {f.key for f in fs if is_address(f.key)}
@@ -321,8 +332,9 @@ def _changes(
     new = sorted(seen(findings, tallies) - seen(before_findings, before_tallies))
     rules_now = {f.rule for f in findings}
     rules_before = {f.rule for f in before_findings}
-    totals_before = _totals(before_findings, before_tallies, int(made or 0))
-    totals_now = _totals(findings, tallies, blocks_made)
+    before_logins = _logins(before_tallies, conn, base)
+    totals_before = _totals(before_findings, before_tallies, before_logins, int(made or 0))
+    totals_now = _totals(findings, tallies, logins, blocks_made)
     return Changes(
         basis="report" if last is not None else "period",
         baseline=base,
@@ -351,6 +363,7 @@ def build(
     in_force, in_force_count = _blocks(conn, b.state.in_(IN_FORCE))
     made, made_count = _blocks(conn, (b.created_at >= w.since) & (b.created_at <= w.until))
     addresses = _addresses(findings, tallies, in_force)
+    logins = _logins(tallies, conn, w)
     with_findings = sorted(
         (r for r in addresses.values() if r.findings),
         key=lambda r: (-r.findings, -r.events, r.address),
@@ -380,13 +393,13 @@ def build(
         ],
         top_paths=_paths(tallies),
         recent_findings=findings[:LIST],
-        logins=_logins(tallies, conn, w),
+        logins=logins,
         blocks_in_force=in_force,
         blocks_in_force_count=in_force_count,
         blocks_made=made,
         blocks_made_count=made_count,
         audit=_audit(conn, w),
-        changes=_changes(conn, now, length, (findings, tallies, made_count)),
+        changes=_changes(conn, now, length, (findings, tallies, logins, made_count)),
         health=health(conn, settings or SecuritySettings(), now),
     )
 

@@ -60,8 +60,8 @@ from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api
 from nachtwacht.runbooks import pages as runbooks_pages
-from nachtwacht.security import pages as security_pages
 from nachtwacht.security import api as security_api
+from nachtwacht.security import pages as security_pages
 from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.watchdog import api as watchdog_api
