@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, defaultdict
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, case, func, select
 
 from nachtwacht.auth.audit import audit
 from nachtwacht.security.models import DEFAULT_RULES, SecuritySettings
+from nachtwacht.security.report_audit import audit_summary
 from nachtwacht.security.report_health import health
 from nachtwacht.security.report_models import (
     AddressRow,
-    AuditRow,
-    AuditSummary,
     BlockRow,
     Changes,
     Count,
@@ -60,21 +60,6 @@ OTHER = "(other)"
 EVENT_KINDS = ("failed_login", "refused", "not_found", "rate_limited", "csrf", "probe_path")
 LOGIN_KINDS = ("failed_login", "login")
 IN_FORCE = ("pending", "active", "expiring")
-# audit actions by what a reader looks for; the first matching prefix wins
-AUDIT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("logins", ("login.success",)),
-    (
-        "failed logins",
-        ("login.", "user.passwd.failed", "user.passwd.locked", "user.locked"),
-    ),
-    ("sessions", ("logout", "session.")),
-    ("users and roles", ("user.",)),
-    ("tokens and keys", ("token.", "ingest_key.", "agent_token.", "api_token.")),
-    ("security", ("security.",)),
-    ("flags", ("flag.",)),
-    ("API changes", ("api.",)),
-)
-NOTABLE = ("failed logins", "users and roles", "tokens and keys", "security", "flags")
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -86,31 +71,46 @@ def _split(fingerprint: str) -> tuple[str, str]:
     return rule, key
 
 
-def _findings(conn: Connection, w: Window) -> list[FindingRow]:
+class Hit(NamedTuple):
+    """A finding as the counts need it (the full row only for the latest `LIST`)."""
+
+    rule: str
+    key: str
+    severity: int
+    fired_at: float
+
+
+def _findings(conn: Connection, w: Window) -> tuple[list[Hit], list[FindingRow]]:
+    """Every finding fired in the window as a `Hit`, newest first, and the latest in full."""
     a = t.alerts.c
     query = (
-        select(t.alerts)
+        select(a.id, a.fingerprint, a.severity, a.fired_at, a.title, a.status)
+        .add_columns(a.resolved_at, a.incident_id, a.muted_by)
         .where(a.source == SOURCE, a.fired_at >= w.since, a.fired_at <= w.until)
         .order_by(a.fired_at.desc(), a.id.desc())
     )
-    rows = []
-    for r in conn.execute(query).mappings():
-        rule, key = _split(r["fingerprint"])
-        rows.append(
-            FindingRow(
-                alert_id=r["id"],
-                rule=cut(rule, 64),
-                key=cut(key),
-                title=cut(r["title"], 300),
-                severity=r["severity"],
-                status=r["status"],
-                fired_at=r["fired_at"],
-                resolved_at=r["resolved_at"],
-                incident_id=r["incident_id"],
-                muted_by=r["muted_by"],
+    hits: list[Hit] = []
+    recent: list[FindingRow] = []
+    for r in conn.execute(query):
+        rule, key = _split(r[1])
+        hit = Hit(cut(rule, 64), cut(key), r[2], r[3])
+        hits.append(hit)
+        if len(recent) < LIST:
+            recent.append(
+                FindingRow(
+                    alert_id=r[0],
+                    rule=hit.rule,
+                    key=hit.key,
+                    title=cut(r[4], 300),
+                    severity=r[2],
+                    status=r[5],
+                    fired_at=r[3],
+                    resolved_at=r[6],
+                    incident_id=r[7],
+                    muted_by=r[8],
+                )
             )
-        )
-    return rows
+    return hits, recent
 
 
 Tallies = dict[tuple[str, str], tuple[int, float]]  # (kind, key) -> (n, last_ts)
@@ -158,40 +158,6 @@ def _blocks(conn: Connection, where: ColumnElement[bool]) -> tuple[list[BlockRow
     return rows, int(total or 0)
 
 
-def _audit(conn: Connection, w: Window) -> AuditSummary:
-    a = t.audit_log.c
-    in_window = (a.ts >= w.since, a.ts <= w.until)
-    counts = conn.execute(select(a.action, func.count()).where(*in_window).group_by(a.action))
-    by_action = sorted((Count(name, int(n)) for name, n in counts), key=lambda c: (-c.n, c.name))
-    groups: Counter[str] = Counter()
-    for c in by_action:
-        groups[group_of(c.name)] += c.n
-    notable_actions = [c.name for c in by_action if group_of(c.name) in NOTABLE]
-    notable = [
-        AuditRow(r.ts, cut(r.actor, 120), r.action, cut(r.target, 300), r.ip or "")
-        for r in conn.execute(
-            select(a.ts, a.actor, a.action, a.target, a.ip)
-            .where(*in_window, a.action.in_(notable_actions))
-            .order_by(a.ts.desc(), a.id.desc())
-            .limit(TOP)
-        )
-    ]
-    return AuditSummary(
-        total=sum(c.n for c in by_action),
-        by_group=[Count(name, groups[name]) for name, _ in AUDIT_GROUPS if groups[name]]
-        + ([Count("other", groups["other"])] if groups["other"] else []),
-        by_action=by_action,
-        notable=notable,
-    )
-
-
-def group_of(action: str) -> str:
-    for name, prefixes in AUDIT_GROUPS:
-        if action.startswith(prefixes):
-            return name
-    return "other"
-
-
 def _top(counter: Counter[str]) -> list[Count]:
     return [Count(k, n) for k, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]]
 
@@ -231,38 +197,48 @@ def _logins(tallies: Tallies, conn: Connection, w: Window) -> Logins:
     )
 
 
-def _blocked(address: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip.version == n.version and ip in n for n in nets)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _addresses(
-    findings: list[FindingRow], tallies: Tallies, blocks: list[BlockRow]
-) -> dict[str, AddressRow]:
+def _in_force(conn: Connection) -> list[Network]:
+    b = t.security_blocks.c
+    nets: list[Network] = []
+    for (address,) in conn.execute(select(b.address).where(b.state.in_(IN_FORCE))):
+        try:
+            nets.append(ipaddress.ip_network(address, strict=False))
+        except ValueError:
+            continue
+    return nets
+
+
+def _mark_blocked(rows: list[AddressRow], nets: list[Network]) -> None:
+    """Only for the rows shown: parsing every address of a spray would cost more than the rest."""
+    for row in rows:
+        try:
+            ip = ipaddress.ip_address(row.address)
+        except ValueError:
+            continue
+        row.blocked = any(ip.version == n.version and ip in n for n in nets)
+
+
+def _addresses(hits: list[Hit], tallies: Tallies) -> dict[str, AddressRow]:
     rows: dict[str, AddressRow] = {}
-    for f in findings:
+    for f in hits:
         if is_address(f.key):
-            row = rows.setdefault(f.key, AddressRow(f.key))
+            row = rows.get(f.key)
+            if row is None:
+                row = rows[f.key] = AddressRow(f.key, last_seen=f.fired_at)
             row.findings += 1
             if f.rule not in row.rules:
                 row.rules.append(f.rule)
             row.last_seen = max(row.last_seen or 0.0, f.fired_at)
     for (kind, key), (n, ts) in tallies.items():
         if kind in EVENT_KINDS and is_address(key):
-            row = rows.setdefault(key, AddressRow(key))
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = AddressRow(key, last_seen=ts)
             row.events += n
             row.last_seen = max(row.last_seen or 0.0, ts)
-    nets = []
-    for b in blocks:
-        try:
-            nets.append(ipaddress.ip_network(b.address, strict=False))
-        except ValueError:
-            continue
-    for row in rows.values():
-        row.blocked = _blocked(row.address, nets)
     return rows
 
 
@@ -286,7 +262,7 @@ def last_report_at(conn: Connection, now: float) -> float | None:
 
 
 def _totals(
-    findings: list[FindingRow], tallies: Tallies, logins: Logins, blocks_made: int
+    findings: list[Hit], tallies: Tallies, logins: Logins, blocks_made: int
 ) -> dict[str, int]:
     kinds: Counter[str] = Counter()
     for (kind, key), (n, _) in tallies.items():
@@ -311,7 +287,7 @@ def _changes(
     conn: Connection,
     now: float,
     length: float,
-    current: tuple[list[FindingRow], Tallies, Logins, int],
+    current: tuple[list[Hit], Tallies, Logins, int],
 ) -> Changes:
     last = last_report_at(conn, now)
     end = last if last is not None else now - length
@@ -322,10 +298,10 @@ def _changes(
         .select_from(t.security_blocks)
         .where(b.created_at >= base.since, b.created_at <= base.until)
     ).scalar()
-    before_findings, before_tallies = _findings(conn, base), _tallies(conn, base)
+    before_findings, before_tallies = _findings(conn, base)[0], _tallies(conn, base)
     findings, tallies, logins, blocks_made = current
 
-    def seen(fs: list[FindingRow], ts: Tallies) -> set[str]:
+    def seen(fs: list[Hit], ts: Tallies) -> set[str]:
         keys = {f.key for f in fs if is_address(f.key)}
         return keys | {k for (kind, k) in ts if kind in EVENT_KINDS and is_address(k)}
 
@@ -358,16 +334,16 @@ def build(
         raise ValueError("days must be between 1 and 366")
     length = days * DAY
     w = Window(now - length, now)
-    findings, tallies = _findings(conn, w), _tallies(conn, w)
+    (findings, recent), tallies = _findings(conn, w), _tallies(conn, w)
     b = t.security_blocks.c
     in_force, in_force_count = _blocks(conn, b.state.in_(IN_FORCE))
     made, made_count = _blocks(conn, (b.created_at >= w.since) & (b.created_at <= w.until))
-    addresses = _addresses(findings, tallies, in_force)
+    addresses = _addresses(findings, tallies)
     logins = _logins(tallies, conn, w)
-    with_findings = sorted(
-        (r for r in addresses.values() if r.findings),
-        key=lambda r: (-r.findings, -r.events, r.address),
-    )
+    worst_first = sorted(addresses.values(), key=lambda r: (-r.findings, -r.events, r.address))
+    with_findings = [r for r in worst_first if r.findings]
+    top = worst_first[:TOP]
+    _mark_blocked([*top, *with_findings[:LIST]], _in_force(conn))
     rules: dict[str, RuleRow] = {}
     keys: dict[str, set[str]] = defaultdict(set)
     for f in findings:
@@ -388,17 +364,15 @@ def build(
         by_rule=sorted(rules.values(), key=lambda r: (r.severity, -r.findings, r.rule)),
         by_address=with_findings[:LIST],
         address_count=len(with_findings),
-        top_addresses=sorted(addresses.values(), key=lambda r: (-r.findings, -r.events, r.address))[
-            :TOP
-        ],
+        top_addresses=top,
         top_paths=_paths(tallies),
-        recent_findings=findings[:LIST],
+        recent_findings=recent,
         logins=logins,
         blocks_in_force=in_force,
         blocks_in_force_count=in_force_count,
         blocks_made=made,
         blocks_made_count=made_count,
-        audit=_audit(conn, w),
+        audit=audit_summary(conn, w),
         changes=_changes(conn, now, length, (findings, tallies, logins, made_count)),
         health=health(conn, settings or SecuritySettings(), now),
     )

@@ -18,6 +18,8 @@ def cut(text: str | None, limit: int = CUT) -> str:
     """A string from a log line as it may be shown: no control characters, at most `limit`."""
     if not text:
         return ""
+    if len(text) <= limit and text.isprintable():  # the usual case, without the regex
+        return text
     text = UNSHOWABLE.sub("\ufffd", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
