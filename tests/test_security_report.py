@@ -425,7 +425,7 @@ def app_client(sqlite_store: Store, clock: FakeClock) -> Iterator[tuple[TestClie
         yield client, clock
 
 
-def test_the_api_answers_a_viewer_and_refuses_anonymous_and_bad_days(
+def test_the_api_answers_a_viewer_and_records_a_report_generated_by_a_responder(
     sqlite_store: Store, app_client: tuple[TestClient, Any]
 ) -> None:
     client, clock = app_client
@@ -444,6 +444,27 @@ def test_the_api_answers_a_viewer_and_refuses_anonymous_and_bad_days(
     assert bad.status_code == 422
     with sqlite_store.connect() as conn:  # a read is not a report
         assert security_report.last_report_at(conn, clock.now()) is None
+
+    text = client.get("/api/v1/security/report", params={"format": "md"}, headers=viewer)
+    assert text.headers["content-type"].startswith("text/markdown")
+    assert text.text.startswith("# Security report · web-site · last 7 days")
+    page = client.get("/api/v1/security/report", params={"format": "html"}, headers=viewer)
+    assert page.headers["content-type"].startswith("text/html")
+    assert "sha256-" in page.headers["content-security-policy"]
+
+    # generating one (POST) is a responder's, and is recorded
+    assert client.post("/api/v1/security/report", headers=viewer).status_code == 403
+    responder = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now(), 'responder')}"}
+    made = client.post("/api/v1/security/report", params={"days": 1}, headers=responder)
+    assert made.status_code == 200, made.text
+    assert made.json()["changes"]["basis"] == "period"
+    clock.advance(60)
+    after = client.get("/api/v1/security/report", headers=viewer).json()["changes"]
+    assert after["basis"] == "report" and after["last_report_at"] == "2027-01-15T08:00:00Z"
+    with sqlite_store.connect() as conn:
+        a = t.audit_log.c
+        rows = conn.execute(select(a.actor, a.target).where(a.action == "security.report")).all()
+    assert rows == [("token:test-responder", "1d")]
 
 
 def test_the_security_page_shows_the_report_blocks_findings_and_health(
