@@ -160,7 +160,11 @@ def test_the_security_page_fits_and_shows_the_report_to_a_viewer(
     try:
         page = context.new_page()
         _log_in(page)
-        page.locator('nav a[href="/security"]').click()
+        if size == "laptop":  # the keyboard way: g then x
+            page.keyboard.press("g")
+            page.keyboard.press("x")
+        else:
+            page.locator('nav a[href="/security"]').click()
         expect(page).to_have_url(f"{live_server.url}/security")
         expect(page.locator("h1")).to_contain_text("last 7 days")
         if size == "laptop":  # nine entries in the nav and the user still fit one row

@@ -220,7 +220,8 @@ def markdown(report: Report, site: str, zone: ZoneInfo) -> str:
     out += _blocks_md(report.blocks_made, r)
     a = report.audit
     out += [f"## Nachtwacht's own audit log ({a.total} entries)", ""]
-    out += _table(["Group", "Entries"], [[c.name, c.n] for c in a.by_group])
+    out += ["### By group", ""] + _table(["Group", "Entries"], [[c.name, c.n] for c in a.by_group])
+    out += ["### By action", ""]
     out += _table(["Action", "Entries"], [[c.name, c.n] for c in a.by_action])
     out += ["### Latest notable entries", ""]
     out += _table(
