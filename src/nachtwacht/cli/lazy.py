@@ -167,6 +167,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "store_app",
         "The store itself: integrity check.",
     ),
+    "security": (
+        "nachtwacht.security.cli",
+        "security_app",
+        "Security responses: block addresses, lockdown, the blocks in force.",
+    ),
 }
 # the order `nachtwacht --help` lists them in: single commands first, then the groups
 ORDER = [
@@ -184,7 +189,7 @@ ORDER = [
         "cache",
         "runbook",
     ),
-    *("evidence", "report", "followup", "postmortem", "backup", "store"),
+    *("evidence", "report", "followup", "postmortem", "backup", "store", "security"),
 ]
 
 

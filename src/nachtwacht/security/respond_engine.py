@@ -1,0 +1,55 @@
+"""Engine wiring: the `security-respond` module keeps nftables in step with `security_blocks`.
+
+Installed whenever `security.respond.enabled` is on (whether or not logs are watched): every
+`security.respond.interval` it applies pending blocks and removes those whose time is up; at
+its first tick, and every `reconcile_interval` after, it re-applies active blocks the firewall
+lost (a reboot empties nftables) and removes elements no block accounts for. A firewall that
+refuses shows in the module's health (/healthz, `nachtwacht status`) and on the incident's
+timeline of the block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from nachtwacht.security.blocks import Applier, Pass, firewall_for
+
+if TYPE_CHECKING:
+    from nachtwacht.engine.runtime import Runtime
+
+MODULE = "security-respond"
+
+
+class FirewallTrouble(Exception):
+    """nft refused a block, a removal or the table: the module is degraded until it works."""
+
+
+def install(runtime: Runtime) -> None:
+    respond = runtime.settings.security.respond
+    if not respond.enabled or MODULE in runtime.engine.modules:
+        return
+    applier = Applier(
+        runtime.store,
+        firewall_for(respond),
+        runtime.clock,
+        owner=runtime.engine.instance[:64],
+        zone=runtime.settings.zone,
+    )
+    last_reconcile: list[float] = []
+
+    def work(now: float) -> Pass:
+        errors: list[str] = []
+        if not last_reconcile or now - last_reconcile[0] >= respond.reconcile_interval:
+            errors += applier.reconcile().errors
+            last_reconcile[:] = [now]
+        done = applier.run()
+        done.errors[:0] = errors
+        return done
+
+    async def tick(now: float) -> None:
+        done = await asyncio.to_thread(work, now)
+        if done.errors:
+            raise FirewallTrouble("; ".join(done.errors)[:2000])
+
+    runtime.engine.add(MODULE, respond.interval, tick)
