@@ -60,6 +60,7 @@ from nachtwacht.reviews import api as reviews_api
 from nachtwacht.reviews import pages as reviews_pages
 from nachtwacht.runbooks import api as runbooks_api
 from nachtwacht.runbooks import pages as runbooks_pages
+from nachtwacht.security import api as security_api
 from nachtwacht.spool import status as spool_status
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.watchdog import api as watchdog_api
@@ -179,6 +180,7 @@ def create_app(
         reviews_api,
         backup_api,
         watchdog_api,
+        security_api,
     ):
         app.include_router(domain.router, dependencies=protected)
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
