@@ -43,9 +43,22 @@ ForOption = Annotated[
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (audit log, timeline).")]
 IncidentOption = Annotated[
-    int | None,
-    typer.Option("--incident", min=1, max=2**31 - 1, help="The incident this belongs to."),
+    str | None,
+    typer.Option("--incident", help="The incident this belongs to (its number; '' for none)."),
 ]
+
+
+def _incident(value: str | None) -> int | None:
+    """The incident's number; empty means none, as a runbook run without one fills it in."""
+    if value is None or not value.strip():
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        fail(f"--incident: '{value[:40]}' is not an incident number", 2)
+    if not 1 <= number <= 2**31 - 1:
+        fail(f"--incident: {number} is not an incident number", 2)
+    return number
 
 
 def _duration(value: str | None) -> float | None:
@@ -126,6 +139,7 @@ def block(
 ) -> None:
     """Block an address in nftables for a while; it is unblocked by itself when the time is up."""
     seconds = _duration(duration)
+    incident_id = _incident(incident)
 
     def work(conn: Connection, cfg: Settings, now: float) -> int:
         return blocks.block(
@@ -136,7 +150,7 @@ def block(
             reason=reason,
             actor=_actor(actor),
             now=now,
-            incident_id=incident,
+            incident_id=incident_id,
             force=force,
         )
 
@@ -225,6 +239,7 @@ def lockdown(
 ) -> None:
     """Close TCP ports to everyone but an allow-list (loopback always passes); --off ends it."""
     seconds = _duration(duration)
+    incident_id = _incident(incident)
 
     def work(conn: Connection, cfg: Settings, now: float) -> list[int]:
         if off:
@@ -238,7 +253,7 @@ def lockdown(
             reason=reason,
             actor=_actor(actor),
             now=now,
-            incident_id=incident,
+            incident_id=incident_id,
         )
 
     ids, cfg, store = _run(config, work, write=True)
