@@ -459,3 +459,13 @@ def test_rows_stuck_expiring_are_taken_over(sqlite_store: Store, clock: FakeCloc
     clock.advance(61)
     assert applier.run().removed == [block_id]
     assert rows(sqlite_store)[0]["state"] == "removed" and fw.sets["block"] == {}
+
+
+def test_the_respond_example_in_security_monitoring_md_is_valid(sqlite_store: Store) -> None:
+    import re
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
+    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    respond = site(sqlite_store, block).security.respond
+    assert respond.enabled and respond.default_duration == 3600 and respond.netns is None
+    assert respond.allow == ["10.0.0.0/8", "192.0.2.0/24"]
