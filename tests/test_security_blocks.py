@@ -17,9 +17,8 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import ConfigError
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import service as incidents
-from nachtwacht.security import blocks
+from nachtwacht.security import blocks, respond_engine
 from nachtwacht.security import cli as security_cli
-from nachtwacht.security import respond_engine
 from nachtwacht.security.firewall import FirewallError, Kind
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
@@ -90,9 +89,7 @@ def do_block(store: Store, settings: Any, now: float, address: str, **kw: Any) -
         return blocks.block(conn, settings.security.respond, address, now=now, own=OWN, **kw)
 
 
-def test_a_block_is_applied_then_removed_on_time_not_before(
-    store: Store, clock: FakeClock
-) -> None:
+def test_a_block_is_applied_then_removed_on_time_not_before(store: Store, clock: FakeClock) -> None:
     settings = site(store, RESPOND)
     fw = FakeFirewall()
     applier = blocks.Applier(store, fw, clock, owner="a")
@@ -253,6 +250,9 @@ def test_durations_reasons_incidents_and_doubles_are_checked(
     with pytest.raises(blocks.BlockError, match="already blocked") as twice:
         do_block(sqlite_store, settings, now, "203.0.113.9")
     assert twice.value.kind == "conflict"
+    with pytest.raises(blocks.BlockError, match="203.0.113.0/24 overlaps 203.0.113.9, which"):
+        do_block(sqlite_store, settings, now, "203.0.113.0/24")
+    do_block(sqlite_store, settings, now, "2001:db8::/64")  # another family overlaps nothing
 
 
 def test_shipped_defaults_change_no_firewall(sqlite_store: Store, clock: FakeClock) -> None:

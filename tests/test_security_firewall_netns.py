@@ -171,7 +171,8 @@ async def test_a_blocked_address_is_refused_until_unblocked_or_expired(
         sh("ip", "netns", "exec", net.fw, "nft", "delete", "table", "inet", "nachtwacht")
         assert net.connects()
         # (what the module does at its start and every reconcile_interval)
-        assert blocks.Applier(sqlite_store, blocks.firewall_for(respond), clock).reconcile().reapplied
+        fresh = blocks.Applier(sqlite_store, blocks.firewall_for(respond), clock)
+        assert fresh.reconcile().reapplied
         assert not net.connects()
 
         clock.advance(5)  # 600 s: its time is up

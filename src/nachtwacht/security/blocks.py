@@ -32,7 +32,6 @@ from nachtwacht.clock import Clock, iso
 from nachtwacht.config import limits
 from nachtwacht.durations import format_duration
 from nachtwacht.incidents import service as incidents
-from nachtwacht.problems import Kind as ProblemKind
 from nachtwacht.problems import Problem
 from nachtwacht.security.firewall import Firewall, FirewallError, Kind, Nftables, canonical
 from nachtwacht.security.models import RespondSettings
@@ -136,7 +135,7 @@ def check_address(
                 field,
             )
     for allowed in respond.allow:
-        if network.overlaps(ipaddress.ip_network(allowed)):  # type: ignore[arg-type]
+        if network.overlaps(ipaddress.ip_network(allowed)):
             raise BlockError(
                 f"{field}: {shown} overlaps {allowed} in security.respond.allow "
                 "(use --force to block it anyway)",
@@ -193,19 +192,24 @@ def block(
     if rule in LOCKDOWN_RULES:
         raise BlockError(f"rule: '{rule}' is the lockdown's; use lockdown", "rule")
     _incident(conn, incident_id)
-    held = conn.execute(
-        select(c.id, c.expires_at).where(
-            c.address == addr, c.state.in_(LIVE), _not_lockdown(), _not_lifted(now)
+    wanted = ipaddress.ip_network(addr)
+    live = conn.execute(
+        select(c.id, c.address, c.expires_at).where(
+            c.state.in_(LIVE), _not_lockdown(), _not_lifted(now)
         )
-    ).first()
-    if held is not None:
-        until = iso(held.expires_at) or "it is lifted"
-        raise BlockError(
-            f"address: {addr} is already blocked until {until} (block #{held.id}); "
-            "unblock it first to change it",
-            "address",
-            kind="conflict",
-        )
+    ).all()
+    for held in live:
+        # nftables' interval sets refuse overlapping elements, and one block is enough
+        other = ipaddress.ip_network(held.address)
+        if other.version == wanted.version and other.overlaps(wanted):
+            until = iso(held.expires_at) or "it is lifted"
+            what = addr if held.address == addr else f"{addr} overlaps {held.address}, which"
+            raise BlockError(
+                f"address: {what} is already blocked until {until} (block #{held.id}); "
+                "unblock it first to change it",
+                "address",
+                kind="conflict",
+            )
     block_id = inserted_id(
         conn.execute(
             insert(b).values(
@@ -238,7 +242,9 @@ def unblock(conn: Connection, address: str, actor: str, now: float) -> list[int]
     try:
         addr = canonical(address)
     except ValueError:
-        raise BlockError(f"address: '{address[:64]}' is not an IP address or network", "address")
+        raise BlockError(
+            f"address: '{address[:64]}' is not an IP address or network", "address"
+        ) from None
     ids = _lift(conn, [c.address == addr, _not_lockdown()], actor, now)
     if not ids:
         raise BlockError(f"address: {addr} is not blocked", "address", kind="not_found")
@@ -291,7 +297,9 @@ def lockdown(
         try:
             net = canonical(value)
         except ValueError:
-            raise BlockError(f"allow: '{value[:64]}' is not an IP address or network", "allow")
+            raise BlockError(
+                f"allow: '{value[:64]}' is not an IP address or network", "allow"
+            ) from None
         if ipaddress.ip_network(net).prefixlen == 0:
             raise BlockError(f"allow: {net} is everyone; that is no lockdown", "allow")
         sources.append(net)
@@ -630,7 +638,8 @@ class Applier:
             self._record(conn, row, removed, "security_unblock", by or "nachtwacht", message)
             if row["rule"] not in LOCKDOWN_RULES:
                 detail = {"id": row_id, "expired": by is None}
-                audit(conn, by or "nachtwacht", "security.unblocked", row["address"], detail, None, removed)
+                who = by or "nachtwacht"
+                audit(conn, who, "security.unblocked", row["address"], detail, None, removed)
         done.removed.append(row_id)
 
     def _record(
@@ -657,7 +666,7 @@ class Applier:
             ).all()
         for kind in ("block", "allow", "port"):
             try:
-                present = self.firewall.elements(kind)  # type: ignore[arg-type]
+                present = self.firewall.elements(kind)
             except FirewallError as exc:
                 done.errors.append(str(exc))
                 continue
@@ -669,7 +678,7 @@ class Applier:
                 if r.state == "active" and live and element not in present:
                     left = None if r.expires_at is None else r.expires_at - now
                     try:
-                        self.firewall.add(kind, element, left)  # type: ignore[arg-type]
+                        self.firewall.add(kind, element, left)
                     except FirewallError as exc:
                         done.errors.append(f"re-applying block #{r.id} of {r.address}: {exc}")
                         continue
@@ -677,7 +686,7 @@ class Applier:
                     done.reapplied.append(r.id)
             for element in present - accounted:
                 try:
-                    self.firewall.remove(kind, element)  # type: ignore[arg-type]
+                    self.firewall.remove(kind, element)
                 except FirewallError as exc:
                     done.errors.append(f"removing {element}, which no block holds: {exc}")
                     continue

@@ -161,7 +161,7 @@ class Nftables:
             raise FirewallError(f"cannot run {argv[0]}: {exc.strerror}") from None
         if done.returncode != 0:
             message = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
-            raise FirewallError(f"nft {' '.join(args[:3])}: {message[:500]}")
+            raise FirewallError(f"nft {' '.join(args[:2])}: {message[:500]}")
         return done.stdout
 
     def ensure(self) -> None:
