@@ -469,3 +469,60 @@ def test_the_respond_example_in_security_monitoring_md_is_valid(sqlite_store: St
     respond = site(sqlite_store, block).security.respond
     assert respond.enabled and respond.default_duration == 3600 and respond.netns is None
     assert respond.allow == ["10.0.0.0/8", "192.0.2.0/24"]
+
+
+def test_a_refused_block_keeps_the_module_unhealthy_until_unblocked(
+    sqlite_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    fw = FakeFirewall()
+    fw.refuse = "203.0.113.9"
+    monkeypatch.setattr(respond_engine, "firewall_for", lambda _respond: fw)
+    settings = site(sqlite_store, RESPOND)
+
+    async def scenario() -> None:
+        rt = Runtime.build(settings, sqlite_store, clock)
+        try:
+            module = rt.engine.modules[respond_engine.MODULE]
+            assert await rt.engine.tick_once(respond_engine.MODULE)
+            do_block(sqlite_store, settings, clock.now(), "203.0.113.9")
+            assert not await rt.engine.tick_once(respond_engine.MODULE)
+            clock.advance(5)
+            assert not await rt.engine.tick_once(respond_engine.MODULE)  # still, by level
+            assert "block #1 of 203.0.113.9 failed" in (module.health.last_error or "")
+            with sqlite_store.begin() as conn:
+                assert blocks.unblock(conn, "203.0.113.9", "bob", clock.now()) == [1]
+            assert await rt.engine.tick_once(respond_engine.MODULE)
+            assert rows(sqlite_store)[0]["state"] == "removed"
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cli_incident_option_empty_is_none_and_unknown_is_refused(
+    cli: tuple[Path, FakeFirewall],
+) -> None:
+    config, fw = cli
+    runner = CliRunner()
+    cfg = ["--config", str(config)]
+    from nachtwacht.cli.main import app as root  # it turns a refusal into one error line
+
+    unknown = runner.invoke(root, ["security", "block", "203.0.113.9", "--incident", "5", *cfg])
+    assert unknown.exit_code == 2
+    assert unknown.output == "error: incident: there is no incident #5 (incident)\n"
+    bad = runner.invoke(
+        security_cli.security_app, ["block", "203.0.113.9", "--incident", "x", *cfg]
+    )
+    assert bad.exit_code == 2 and "not an incident number" in bad.output
+    assert fw.calls == []
+    # a runbook run without an incident fills in --incident ""
+    done = runner.invoke(
+        security_cli.security_app, ["block", "203.0.113.9", "--incident", "", *cfg]
+    )
+    assert done.exit_code == 0, done.output
+    listed = runner.invoke(security_cli.security_app, ["lockdown", "--port", "80", *cfg])
+    assert listed.exit_code == 0, listed.output
+    table = runner.invoke(security_cli.security_app, ["blocks", *cfg]).output
+    assert table.startswith("lockdown on: TCP ports 80 until ")

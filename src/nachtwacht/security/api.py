@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
-from nachtwacht.auth.deps import actor
+from nachtwacht.auth.deps import actor, client_ip
 from nachtwacht.config import limits
 from nachtwacht.durations import parse_duration
 from nachtwacht.security import blocks
@@ -126,6 +126,7 @@ async def add_block(request: Request, response: Response, body: BlockIn) -> dict
             now=now,
             incident_id=body.incident_id,
             force=body.force,
+            ip=client_ip(request),
         )
 
     block_id = await _in_store(request, work, write=True)
@@ -147,7 +148,7 @@ async def delete_block(request: Request, response: Response, block_id: RowId) ->
                 "id",
                 kind="conflict",
             )
-        return blocks.unblock(conn, row["address"], who, now)
+        return blocks.unblock(conn, row["address"], who, now, client_ip(request))
 
     ids = await _in_store(request, work, write=True)
     views = await _apply(request, ids, response)
@@ -186,6 +187,7 @@ async def start_lockdown(
             actor=who,
             now=now,
             incident_id=body.incident_id,
+            ip=client_ip(request),
         )
 
     ids = await _in_store(request, work, write=True)
@@ -197,7 +199,7 @@ async def end_lockdown(request: Request, response: Response) -> list[dict[str, A
     who = actor(request)
 
     def work(conn: Connection, _rt: Any, now: float) -> list[int]:
-        return blocks.lockdown_off(conn, who, now)
+        return blocks.lockdown_off(conn, who, now, client_ip(request))
 
     ids = await _in_store(request, work, write=True)
     return await _apply(request, ids, response)

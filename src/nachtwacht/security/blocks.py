@@ -182,8 +182,10 @@ def block(
     rule: str | None = None,
     force: bool = False,
     own: Iterable[str] | None = None,
+    ip: str | None = None,
 ) -> int:
-    """Write a pending block (the applier puts it in the firewall) and its audit entry."""
+    """Write a pending block (the applier puts it in the firewall) and its audit entry;
+    `ip` is the requester's, for the audit log."""
     enabled(respond)
     addr = check_address(address, respond, force=force, own=own)
     seconds = _duration(respond, duration, "duration")
@@ -225,7 +227,7 @@ def block(
         )
     )
     detail = {"id": block_id, "until": iso(now + seconds), "reason": why, "incident": incident_id}
-    audit(conn, actor, "security.block", addr, detail, None, now)
+    audit(conn, actor, "security.block", addr, detail, ip, now)
     return block_id
 
 
@@ -237,8 +239,11 @@ def _not_lifted(now: float) -> Any:
     return or_(c.expires_at.is_(None), c.expires_at > now)
 
 
-def unblock(conn: Connection, address: str, actor: str, now: float) -> list[int]:
-    """End the live blocks of `address` now; the applier takes them out of the firewall."""
+def unblock(
+    conn: Connection, address: str, actor: str, now: float, ip: str | None = None
+) -> list[int]:
+    """End the live blocks of `address` now; the applier takes them out of the firewall. A
+    block the firewall refused (`failed`) is dismissed at once: there is nothing to remove."""
     try:
         addr = canonical(address)
     except ValueError:
@@ -246,10 +251,33 @@ def unblock(conn: Connection, address: str, actor: str, now: float) -> list[int]
             f"address: '{address[:64]}' is not an IP address or network", "address"
         ) from None
     ids = _lift(conn, [c.address == addr, _not_lockdown()], actor, now)
-    if not ids:
+    failed = [
+        r.id
+        for r in conn.execute(
+            select(c.id).where(
+                c.address == addr, _not_lockdown(), c.state == "failed", _not_lifted(now)
+            )
+        )
+    ]
+    if failed:
+        conn.execute(
+            update(b)
+            .where(c.id.in_(failed), c.state == "failed")
+            .values(state="removed", removed_at=now, removed_by=actor[: limits.NAME])
+        )
+    if not ids and not failed:
         raise BlockError(f"address: {addr} is not blocked", "address", kind="not_found")
-    audit(conn, actor, "security.unblock", addr, {"ids": ids}, None, now)
-    return ids
+    audit(conn, actor, "security.unblock", addr, {"ids": ids + failed}, ip, now)
+    return ids + failed
+
+
+def failed_blocks(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """Blocks the firewall refused that would still be in force: the module stays unhealthy
+    while there are any (until their time would have ended, or someone unblocks them)."""
+    rows = conn.execute(
+        select(b).where(c.state == "failed", _not_lifted(now)).order_by(c.id)
+    ).mappings()
+    return [block_view(r, now) for r in rows]
 
 
 def _lift(conn: Connection, where: list[Any], actor: str, now: float) -> list[int]:
@@ -280,6 +308,7 @@ def lockdown(
     actor: str,
     now: float,
     incident_id: int | None = None,
+    ip: str | None = None,
 ) -> list[int]:
     """Close `ports` (TCP) to everyone but `allow`, security.respond.allow and loopback."""
     enabled(respond)
@@ -342,15 +371,15 @@ def lockdown(
         "reason": why,
         "incident": incident_id,
     }
-    audit(conn, actor, "security.lockdown", ",".join(map(str, ports)), detail, None, now)
+    audit(conn, actor, "security.lockdown", ",".join(map(str, ports)), detail, ip, now)
     return ids
 
 
-def lockdown_off(conn: Connection, actor: str, now: float) -> list[int]:
+def lockdown_off(conn: Connection, actor: str, now: float, ip: str | None = None) -> list[int]:
     ids = _lift(conn, [c.rule.in_(LOCKDOWN_RULES)], actor, now)
     if not ids:
         raise BlockError("lockdown: no lockdown is on", "lockdown", kind="not_found")
-    audit(conn, actor, "security.lockdown_off", None, {"ids": ids}, None, now)
+    audit(conn, actor, "security.lockdown_off", None, {"ids": ids}, ip, now)
     return ids
 
 

@@ -184,7 +184,9 @@ def unblock(
     views = _views(cfg, ids)
     if not as_json:
         for v in views:
-            if v["state"] == "removed":
+            if v["state"] == "removed" and v["applied_at"] is None:
+                typer.echo(f"block #{v['id']} of {v['address']} was never applied; dismissed")
+            elif v["state"] == "removed":
                 typer.echo(f"unblocked {v['address']} (block #{v['id']})")
             else:
                 typer.echo(f"block #{v['id']} of {v['address']} is {v['state']}")
@@ -199,14 +201,23 @@ def list_blocks(
 ) -> None:
     """The blocks in force (and waiting to be applied or removed); --all for the history."""
 
-    def work(conn: Connection, cfg: Settings, now: float) -> list[dict[str, Any]]:
-        return blocks.list_blocks(conn, now, include_all=include_all)
+    def work(
+        conn: Connection, cfg: Settings, now: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return (
+            blocks.list_blocks(conn, now, include_all=include_all),
+            blocks.list_blocks(conn, now, lockdown_rows=True),
+        )
 
-    rows, cfg, store = _run(config, work, write=False)
+    (rows, lockdown_rows), cfg, store = _run(config, work, write=False)
     store.dispose()
     if as_json:
         print_json(rows)
         return
+    ports = [r["address"].removeprefix("tcp/") for r in lockdown_rows if r["rule"] == "lockdown"]
+    if ports:
+        until = _local(lockdown_rows[0]["until"], cfg)
+        typer.echo(f"lockdown on: TCP ports {', '.join(ports)} until {until} (lockdown --off)")
     if not rows:
         typer.echo("no blocks" + ("" if include_all else " in force"))
         return

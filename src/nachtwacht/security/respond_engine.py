@@ -4,8 +4,8 @@ Installed whenever `security.respond.enabled` is on (whether or not logs are wat
 `security.respond.interval` it applies pending blocks and removes those whose time is up; at
 its first tick, and every `reconcile_interval` after, it re-applies active blocks the firewall
 lost (a reboot empties nftables) and removes elements no block accounts for. A firewall that
-refuses shows in the module's health (/healthz, `nachtwacht status`) and on the incident's
-timeline of the block.
+refuses shows in the module's health (/healthz, `nachtwacht status`) while the refused block
+would still be in force (or until it is unblocked), and on the block's incident's timeline.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from nachtwacht.security.blocks import Applier, Pass, firewall_for
+from nachtwacht.security.blocks import Applier, Pass, failed_blocks, firewall_for
 
 if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
@@ -45,6 +45,13 @@ def install(runtime: Runtime) -> None:
             last_reconcile[:] = [now]
         done = applier.run()
         done.errors[:0] = errors
+        # by level: a refused block keeps the module unhealthy, not just the tick it failed in
+        with runtime.store.connect() as conn:
+            failed = failed_blocks(conn, now)
+        reported = set(done.failed)
+        for f in failed:
+            if f["id"] not in reported:
+                done.errors.append(f"block #{f['id']} of {f['address']} failed: {f['error']}")
         return done
 
     async def tick(now: float) -> None:
