@@ -63,7 +63,7 @@ def enabled(respond: RespondSettings) -> None:
     if not respond.enabled:
         raise BlockError(
             "security.respond.enabled is false: Nachtwacht does not change the firewall "
-            "(turn it on in nachtwacht.yaml; see docs/security-monitoring.md#respond)",
+            "(turn it on in nachtwacht.yaml; see 'Respond' in docs/security-monitoring.md)",
             "security.respond.enabled",
             kind="conflict",
         )
