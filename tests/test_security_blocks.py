@@ -336,10 +336,13 @@ def test_lockdown_rows_sources_first_and_off(sqlite_store: Store, clock: FakeClo
         assert len(blocks.list_blocks(conn, clock.now(), lockdown_rows=True)) == 4
     messages = [m for k, m in timeline(sqlite_store, incident_id) if k == "security_block"]
     assert any(m.startswith("lockdown: closed TCP port 443 until") for m in messages)
+    assert fw.sets["allow"]["10.0.0.0/8"] == 1800.0 + blocks.ALLOW_MARGIN  # outlives the ports
     with sqlite_store.begin() as conn:
         blocks.lockdown_off(conn, "bob", clock.now())
     applier.run()
     assert fw.sets == {"block": {}, "allow": {}, "port": {}}
+    removes = [call[1] for call in fw.calls if call[0] == "remove"]
+    assert removes == ["port", "port", "allow", "allow"]  # opened before the allow-list goes
     assert timeline(sqlite_store, incident_id)[-1][1] in {
         "lockdown: TCP port 80 open again (turned off by bob)",
         "lockdown: TCP port 443 open again (turned off by bob)",

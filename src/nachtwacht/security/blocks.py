@@ -50,6 +50,7 @@ LEASE = 60.0  # seconds an applier holds a row; nft answers in milliseconds
 # out the responders too
 MIN_PREFIX = {4: 16, 6: 32}
 MAX_PORTS = 20
+ALLOW_MARGIN = 60.0  # seconds an allowed source outlives the lockdown's ports in the kernel
 
 b = t.security_blocks
 c = b.c
@@ -464,6 +465,14 @@ def _until(ts: float | None, zone: Any = UTC) -> str:
     return datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def _timeout(rule: str | None, expires_at: float | None, now: float) -> float | None:
+    """The kernel's timeout for an element: the time its row has left; an allowed source of
+    the lockdown a little longer, so the kernel never drops it before the ports it opens."""
+    if expires_at is None:
+        return None
+    return expires_at - now + (ALLOW_MARGIN if rule == LOCKDOWN_ALLOW else 0.0)
+
+
 @dataclass
 class Pass:
     """What one applier pass did; `errors` make the engine module unhealthy."""
@@ -508,13 +517,14 @@ class Applier:
                 .where(c.state.in_(LIVE))
                 .order_by(c.id)
             ).all()
+        # a lockdown's ports are opened before its sources leave the allow-list, and its
+        # sources go in before its ports close: it never shuts out those it lets through
         removals = [
             r.id
-            for r in due
+            for r in sorted(due, key=lambda r: (r.rule != LOCKDOWN, r.id))
             if (r.state != "expiring" and r.expires_at is not None and r.expires_at <= now)
             or (r.state == "expiring" and (r.claimed_until is None or r.claimed_until < now))
         ]
-        # a lockdown's sources before its ports, so it never shuts out the allowed
         pending = sorted(
             (r for r in due if r.state == "pending" and r.id not in removals),
             key=lambda r: (r.rule == LOCKDOWN, r.id),
@@ -558,7 +568,7 @@ class Applier:
         if not won or row is None:
             return
         kind, element = kind_of(row["rule"]), element_of(row["rule"], row["address"])
-        left = None if row["expires_at"] is None else row["expires_at"] - now
+        left = _timeout(row["rule"], row["expires_at"], now)
         try:
             self.firewall.add(kind, element, left)
         except FirewallError as exc:
@@ -705,7 +715,7 @@ class Applier:
                 element = element_of(r.rule, r.address)
                 live = r.expires_at is None or r.expires_at > now
                 if r.state == "active" and live and element not in present:
-                    left = None if r.expires_at is None else r.expires_at - now
+                    left = _timeout(r.rule, r.expires_at, now)
                     try:
                         self.firewall.add(kind, element, left)
                     except FirewallError as exc:
