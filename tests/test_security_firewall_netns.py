@@ -225,3 +225,22 @@ def test_the_lockdown_closes_the_port_but_to_its_allow_list(
         blocks.lockdown_off(conn, "t", clock.now())
     assert applier.run().errors == []
     assert net.connects()
+
+
+def test_adding_an_element_again_sets_its_new_timeout(net: Net) -> None:
+    import json
+
+    fw = Nftables(prefix=("ip", "netns", "exec", net.fw))
+    fw.ensure()
+    fw.add("block", "203.0.113.9", 30)
+    fw.add("block", "203.0.113.9", 600)  # a block of it again: the kernel must keep it 600 s
+    out = subprocess.run(
+        ["ip", "netns", "exec", net.fw, "nft", "-j", "list", "set", "inet", "nachtwacht"]
+        + ["blocked4"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    [elem] = json.loads(out)["nftables"][1]["set"]["elem"]
+    assert elem["elem"]["timeout"] == 600
+    fw.remove("block", "203.0.113.9")
+    fw.remove("block", "203.0.113.9")  # gone already: no error
+    assert fw.elements("block") == set()

@@ -507,7 +507,8 @@ class Applier:
     # -- one pass ---------------------------------------------------------------------
 
     def run(self, only: Iterable[int] | None = None) -> Pass:
-        """Apply the pending blocks that are due, remove those whose time is up."""
+        """Apply the pending blocks that are due (those in `only`, if given), remove those
+        whose time is up."""
         done = Pass()
         now = self.clock.now()
         wanted = set(only) if only is not None else None
@@ -529,9 +530,10 @@ class Applier:
             (r for r in due if r.state == "pending" and r.id not in removals),
             key=lambda r: (r.rule == LOCKDOWN, r.id),
         )
+        # every due removal, even when asked for some rows only: a block lifted a moment ago
+        # must leave before a new block of the same address goes in
         for row_id in removals:
-            if wanted is None or row_id in wanted:
-                self.remove_one(row_id, done)
+            self.remove_one(row_id, done)
         if pending and not self._ensure(done):
             return done
         for r in pending:

@@ -168,8 +168,20 @@ class Nftables:
         self._run(["-f", "-"], stdin=ruleset())
 
     def add(self, kind: Kind, element: str, timeout: float | None) -> None:
+        """Put `element` in its set with this timeout, whether or not it is there already.
+
+        Adding an element that is there keeps its old timeout, so this is one atomic script:
+        add (a no-op if present), delete, add with the timeout.
+        """
         name = set_name(kind, element)
-        self._run(["add", "element", FAMILY, TABLE, name, _element(kind, element, timeout)])
+        target = f"element {FAMILY} {TABLE} {name}"
+        bare = _element(kind, element, None)
+        script = (
+            f"add {target} {bare}\n"
+            f"delete {target} {bare}\n"
+            f"add {target} {_element(kind, element, timeout)}\n"
+        )
+        self._run(["-f", "-"], stdin=script)
 
     def remove(self, kind: Kind, element: str) -> None:
         """Remove `element`; one that is not there (expired, never added) is not an error."""
