@@ -244,3 +244,13 @@ def test_adding_an_element_again_sets_its_new_timeout(net: Net) -> None:
     fw.remove("block", "203.0.113.9")
     fw.remove("block", "203.0.113.9")  # gone already: no error
     assert fw.elements("block") == set()
+
+
+def test_doctor_checks_the_firewall_when_responses_are_on(net: Net, sqlite_store: Store) -> None:
+    from nachtwacht.watchdog.doctor import check_firewall
+
+    settings = site(sqlite_store, _config(net))
+    assert check_firewall(settings).message == "nft runs; 0 blocked in inet nachtwacht"
+    broken = site(sqlite_store, _config(net) + "    nft: /nonexistent/nft\n")
+    check = check_firewall(broken)
+    assert check.level == "fail" and "nft" in check.message

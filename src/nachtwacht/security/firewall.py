@@ -112,6 +112,12 @@ def _element(kind: Kind, element: str, timeout: float | None) -> str:
     return f"{{ {text} }}"
 
 
+def _missing(exc: FirewallError, command: str) -> bool:
+    """nft's answer for a table or set that does not exist (it echoes the command), not a
+    missing nft binary (`ip netns exec` says "No such file or directory" for that too)."""
+    return "No such file or directory" in str(exc) and command in str(exc)
+
+
 def _value(val: Any) -> str:
     """One element of `nft -j list set` as text: an address, a prefix, a range or a port."""
     if isinstance(val, dict):
@@ -206,7 +212,7 @@ class Nftables:
         try:
             out = self._run(["-j", "list", "set", FAMILY, TABLE, name])
         except FirewallError as exc:
-            if "No such file or directory" in str(exc):
+            if _missing(exc, f"list set {FAMILY} {TABLE}"):
                 return set()  # no table yet: nothing is blocked
             raise
         found: set[str] = set()
@@ -220,5 +226,5 @@ class Nftables:
         try:
             self._run(["delete", "table", FAMILY, TABLE])
         except FirewallError as exc:
-            if "No such file or directory" not in str(exc):
+            if not _missing(exc, f"delete table {FAMILY} {TABLE}"):
                 raise
