@@ -5,8 +5,10 @@
 #   redis-tools: redis-cli, used by the Frappe preset's job-queue probe
 #   chromium: /usr/bin/chromium, driven by Playwright in the browser tests (Playwright never
 #     downloads a browser of its own here; see docs/decisions/0009)
+#   nftables: /usr/sbin/nft, the firewall the security responses drive; the firewall test
+#     runs it inside a network namespace of its own (docs/decisions/0026)
 set -euo pipefail
-want=(prometheus-alertmanager prometheus redis-tools chromium)
+want=(prometheus-alertmanager prometheus redis-tools chromium nftables)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,8 +1,8 @@
 """Every built-in runbook, in both variants, as a dry run and for real against a sandbox.
 
 The sandbox: a directory of stand-in scripts named like the tools the runbooks call
-(systemctl, sudo, bench, curl, mysqladmin, mysqlcheck, mysql, mysqldump, iptables, iostat,
-supervisorctl, pg_isready, journalctl). `runbooks.path` puts it in front of PATH, so a
+(systemctl, sudo, bench, curl, mysqladmin, mysqlcheck, mysql, mysqldump, iptables, nachtwacht,
+iostat, supervisorctl, pg_isready, journalctl). `runbooks.path` puts it in front of PATH, so a
 runbook's `systemctl restart nginx` runs the stand-in, which appends its arguments to
 calls.log, prints a line, and exits 0, or 1 when its arguments contain the text in
 fail/<tool> (that is how a test makes restarts fail). `sudo -n X` runs X, so
@@ -47,6 +47,7 @@ TOOLS = (
     "mysql",
     "mysqldump",
     "iptables",
+    "nachtwacht",
     "iostat",
     "supervisorctl",
     "pg_isready",
@@ -241,8 +242,8 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
         "bench restart",
     ],
     ("security-incident", "systemd"): [
-        "iptables -I INPUT -s 203.0.113.9 -j DROP",
-        "iptables -I INPUT -p tcp --dport 80 -j DROP",
+        "nachtwacht security block 203.0.113.9 --incident 1 --reason security incident runbook",
+        "nachtwacht security lockdown --port 80 --incident 1 --reason security incident runbook",
     ],
     ("security-incident", "frappe"): [
         "bench --site erp.example.org set-config -p enable_security_logging 1",

@@ -474,6 +474,8 @@ SELF_AUDITED = (
     "/api/v1/ingest-keys",
     "/api/v1/projects",
     "/api/v1/errors/issues",
+    "/api/v1/security/blocks",
+    "/api/v1/security/lockdown",
 )
 
 

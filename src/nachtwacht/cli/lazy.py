@@ -170,7 +170,7 @@ LAZY: dict[str, tuple[str, str, str]] = {
     "security": (
         "nachtwacht.security.cli",
         "security_app",
-        "Security monitoring of the watched stack: the report.",
+        "Security: the report, address blocks and lockdown, a Frappe site's sessions.",
     ),
 }
 # the order `nachtwacht --help` lists them in: single commands first, then the groups

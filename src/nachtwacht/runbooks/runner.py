@@ -83,7 +83,7 @@ class Runner(Recorder):
     ) -> int:
         loaded = find(self.settings, name)
         try:
-            values = variables(self.settings, loaded.runbook, inputs)
+            values = variables(self.settings, loaded.runbook, inputs, incident_id)
         except VariableError as exc:
             raise RunError(str(exc), exc.field) from None
         steps = loaded.steps
@@ -181,7 +181,10 @@ class Runner(Recorder):
                     kind="conflict",
                 )
             values = variables(
-                self.settings, loaded.runbook, json.loads(run["inputs_json"] or "{}")
+                self.settings,
+                loaded.runbook,
+                json.loads(run["inputs_json"] or "{}"),
+                run["incident_id"],
             )
         except (RunError, VariableError) as exc:
             await self._finish(run, "failed", str(exc), who.name)

@@ -47,7 +47,7 @@ BUILTIN_HELP: dict[str, str] = {
     "frappe_site": "the Frappe site (default: `site`)",
     "bench_path": f"the bench directory (default {DEFAULT_BENCH})",
     "bench": "the bench command (default `bench`; e.g. `sudo -u frappe -H bench`)",
-    "sudo": "the privilege prefix for systemctl and iptables (default `sudo -n`; '' as root)",
+    "sudo": "the privilege prefix for systemctl (default `sudo -n`; '' as root)",
     "web_service": "the web server's unit (from `service` probes, default nginx)",
     "db_service": "the database's unit (from `service` probes, default mariadb/postgresql)",
     "cache_service": "the cache's unit (default redis-server)",
@@ -71,6 +71,8 @@ BUILTIN_HELP: dict[str, str] = {
     "data_dir": "Nachtwacht's data directory",
     "evidence_dir": "where evidence bundles go",
     "variant": "systemd or frappe",
+    "incident_id": "the incident the run belongs to (empty for a run without one)",
+    "nachtwacht": "the command that runs Nachtwacht's CLI (default `nachtwacht`)",
 }
 
 
@@ -206,6 +208,9 @@ def builtins(settings: Any) -> dict[str, str]:
         "data_dir": str(settings.data_dir),
         "evidence_dir": str(evidence_dir),
         "variant": cfg.variant,
+        "incident_id": "",
+        # on PATH, or set it in runbooks.vars with its --config (docs/runbooks.md)
+        "nachtwacht": "nachtwacht",
     }
 
 
@@ -215,11 +220,16 @@ def known_names(settings: Any) -> set[str]:
 
 
 def variables(
-    settings: Any, runbook: Runbook | None = None, given: dict[str, str] | None = None
+    settings: Any,
+    runbook: Runbook | None = None,
+    given: dict[str, str] | None = None,
+    incident_id: int | None = None,
 ) -> Variables:
     """Every variable for one run; VariableError names a missing or unsafe input."""
     cfg = settings.runbooks
     values = builtins(settings) | dict(cfg.vars) | dict(cfg.secret_vars)
+    # the run's own, never the config's
+    values["incident_id"] = str(incident_id) if incident_id is not None else ""
     given = dict(given or {})
     inputs = runbook.inputs if runbook is not None else {}
     unknown = sorted(set(given) - set(inputs))

@@ -221,8 +221,56 @@ class PathSetting(BaseModel):
 ADMIN_NAME_MAX = 140
 
 
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not an IP address or network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+        ) from None
+
+
+class RespondSettings(BaseModel):
+    """`security.respond`: blocking addresses and the HTTP lockdown in nftables (decision 26).
+
+    Off by default: changing a firewall is something an operator turns on, knowing that
+    `nachtwacht serve` then needs CAP_NET_ADMIN (root, or the capability) to run `nft`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    nft: str = Field("nft", min_length=1, max_length=4096)  # the binary, or its path
+    # run nft inside this network namespace (`ip netns exec NAME nft ...`); tests use it
+    netns: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    default_duration: Duration = 3600.0
+    max_duration: Duration = 7 * 86400.0
+    # never blocked, and always let through a lockdown (besides loopback and this host)
+    allow: list[str] = Field(default_factory=list, max_length=100)
+    interval: Duration = 5.0  # how often pending blocks are applied and expired ones removed
+    reconcile_interval: Duration = 60.0  # how often the firewall is compared with the store
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        return [_network(v) for v in values]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RespondSettings:
+        if self.default_duration <= 0 or self.max_duration <= 0:
+            raise ValueError("default_duration and max_duration must be positive")
+        if self.default_duration > self.max_duration:
+            raise ValueError("default_duration may not be longer than max_duration")
+        if self.interval <= 0:
+            raise ValueError("interval must be positive")
+        return self
+
+
 class SecuritySettings(BaseModel):
-    """`security:` in nachtwacht.yaml: the logs to watch, read every `interval`."""
+    """`security:` in nachtwacht.yaml: the logs to watch, read every `interval`, and the
+    responses (`respond`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -290,6 +338,9 @@ class SecuritySettings(BaseModel):
             login_paths=self.login_paths.over(DEFAULT_LOGIN_PATHS),
             admins=frozenset(self.admins),
         )
+
+    # responses: address blocks and the HTTP lockdown in nftables
+    respond: RespondSettings = Field(default_factory=RespondSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SecuritySettings:

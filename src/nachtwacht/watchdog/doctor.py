@@ -91,6 +91,8 @@ def run(settings: Settings, config_note: str) -> list[Check]:
         _guard(checks, "clock skew", lambda: check_clock(settings, store if ok else None))
         checks.extend(check_channels(settings))
         _guard(checks, "deadman", lambda: check_deadman(settings))
+        if settings.security.respond.enabled:
+            _guard(checks, "firewall", lambda: check_firewall(settings))
     finally:
         if store is not None:
             store.dispose()
@@ -382,3 +384,18 @@ def check_deadman(settings: Settings) -> Check:
     found = tcp_reachable(str(url))
     found.message += f"; pinged every {settings.watchdog.deadman_interval:g} s by serve"
     return found
+
+
+def check_firewall(settings: Settings) -> Check:
+    """With security responses on: can `nft` be run here, and what does our table hold."""
+    from nachtwacht.security.blocks import firewall_for
+    from nachtwacht.security.firewall import FirewallError
+
+    firewall = firewall_for(settings.security.respond)
+    try:
+        blocked = firewall.elements("block")
+        ports = firewall.elements("port")
+    except FirewallError as exc:
+        return Check("firewall", "fail", f"{exc} (security.respond needs nft and CAP_NET_ADMIN)")
+    lockdown = f"; lockdown on ports {', '.join(sorted(ports))}" if ports else ""
+    return Check("firewall", "ok", f"nft runs; {len(blocked)} blocked in inet nachtwacht{lockdown}")
