@@ -52,7 +52,6 @@ TOOLS = (
     "supervisorctl",
     "pg_isready",
     "journalctl",
-    "nachtwacht",
 )
 DB_PASSWORD = "Db-Pa55w0rd-7731"
 API_SECRET = "api-secret-9d2e4f"
@@ -122,11 +121,12 @@ class Sandbox:
         runbooks: Path | None = None,
     ) -> str:
         folder = f'  dir: "{runbooks}"\n' if runbooks is not None else ""
+        # the stand-in on runbooks.path, not the real CLI beside this Python
         frappe = (
             f'  vars: {{bench_path: "{self.bench_path}", frappe_site: erp.example.org, '
             "nachtwacht: nachtwacht}\n"
             if variant == "frappe"
-            else ""
+            else "  vars: {nachtwacht: nachtwacht}\n"
         )
         return f"""
 store:

@@ -17,6 +17,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import ConfigError
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.incidents import service as incidents
+from nachtwacht.security import applier as applier_mod
 from nachtwacht.security import blocks, respond_engine
 from nachtwacht.security import cli as security_cli
 from nachtwacht.security.firewall import FirewallError, Kind
@@ -92,7 +93,7 @@ def do_block(store: Store, settings: Any, now: float, address: str, **kw: Any) -
 def test_a_block_is_applied_then_removed_on_time_not_before(store: Store, clock: FakeClock) -> None:
     settings = site(store, RESPOND)
     fw = FakeFirewall()
-    applier = blocks.Applier(store, fw, clock, owner="a")
+    applier = applier_mod.Applier(store, fw, clock, owner="a")
     now = clock.now()
     incident_id = declare(store, settings, now)
     block_id = do_block(store, settings, now, "203.0.113.9", incident_id=incident_id)
@@ -136,13 +137,13 @@ def test_a_crash_between_nft_and_the_commit_is_redone_when_the_claim_runs_out(
     block_id = do_block(sqlite_store, settings, clock.now(), "203.0.113.9", incident_id=incident_id)
     fw.crash_after_add = True
     with pytest.raises(KeyboardInterrupt):
-        blocks.Applier(sqlite_store, fw, clock, owner="dead").run()
+        applier_mod.Applier(sqlite_store, fw, clock, owner="dead").run()
     [row] = rows(sqlite_store)
     assert (row["state"], row["claimed_by"]) == ("pending", "dead")  # in nft, not recorded
     assert [k for k, _ in timeline(sqlite_store, incident_id)] == ["declared"]
 
     fw.crash_after_add = False
-    other = blocks.Applier(sqlite_store, fw, clock, owner="b", lease=60)
+    other = applier_mod.Applier(sqlite_store, fw, clock, owner="b", lease=60)
     assert other.run().applied == []  # the dead one's claim still holds
     clock.advance(61)
     assert other.run().applied == [block_id]
@@ -157,7 +158,7 @@ def test_a_crash_between_nft_and_the_commit_is_redone_when_the_claim_runs_out(
 def test_unblock_by_hand_lifts_it_at_the_next_pass(sqlite_store: Store, clock: FakeClock) -> None:
     settings = site(sqlite_store, RESPOND)
     fw = FakeFirewall()
-    applier = blocks.Applier(sqlite_store, fw, clock)
+    applier = applier_mod.Applier(sqlite_store, fw, clock)
     incident_id = declare(sqlite_store, settings, clock.now())
     do_block(sqlite_store, settings, clock.now(), "203.0.113.0/24", incident_id=incident_id)
     applier.run()
@@ -192,7 +193,7 @@ def test_a_pending_block_lifted_before_it_was_applied_never_reaches_the_timeline
     do_block(sqlite_store, settings, clock.now(), "203.0.113.9", incident_id=incident_id)
     with sqlite_store.begin() as conn:
         blocks.unblock(conn, "203.0.113.9", "bob", clock.now())
-    blocks.Applier(sqlite_store, fw, clock).run()
+    applier_mod.Applier(sqlite_store, fw, clock).run()
     assert fw.sets["block"] == {}
     assert [m for k, m in timeline(sqlite_store, incident_id) if k.startswith("security")] == [
         "block of 203.0.113.9 withdrawn before it was applied"
@@ -271,7 +272,7 @@ def test_a_firewall_refusal_is_recorded_failed_on_the_timeline_and_in_health(
     fw.refuse = "203.0.113.9"
     incident_id = declare(sqlite_store, settings, clock.now())
     block_id = do_block(sqlite_store, settings, clock.now(), "203.0.113.9", incident_id=incident_id)
-    done = blocks.Applier(sqlite_store, fw, clock).run()
+    done = applier_mod.Applier(sqlite_store, fw, clock).run()
     assert done.failed == [block_id] and "File exists" in done.errors[0]
     [row] = rows(sqlite_store)
     assert row["state"] == "failed" and "File exists" in row["error"]
@@ -285,13 +286,13 @@ def test_reconcile_puts_back_what_a_reboot_emptied_and_drops_strays(
 ) -> None:
     settings = site(sqlite_store, RESPOND)
     fw = FakeFirewall()
-    applier = blocks.Applier(sqlite_store, fw, clock)
+    applier = applier_mod.Applier(sqlite_store, fw, clock)
     block_id = do_block(sqlite_store, settings, clock.now(), "203.0.113.9")
     applier.run()
     fw.sets["block"].clear()  # a reboot
     fw.sets["block"]["198.51.100.7"] = None  # no row holds it
     clock.advance(600)
-    done = blocks.Applier(sqlite_store, fw, clock).reconcile()
+    done = applier_mod.Applier(sqlite_store, fw, clock).reconcile()
     assert done.reapplied == [block_id] and done.errors == []
     assert fw.sets["block"] == {"203.0.113.9": 3000.0}
 
@@ -299,7 +300,7 @@ def test_reconcile_puts_back_what_a_reboot_emptied_and_drops_strays(
 def test_lockdown_rows_sources_first_and_off(sqlite_store: Store, clock: FakeClock) -> None:
     settings = site(sqlite_store, RESPOND + "    allow: [192.0.2.0/24]\n")
     fw = FakeFirewall()
-    applier = blocks.Applier(sqlite_store, fw, clock)
+    applier = applier_mod.Applier(sqlite_store, fw, clock)
     incident_id = declare(sqlite_store, settings, clock.now())
     respond = settings.security.respond
     with sqlite_store.begin() as conn:
@@ -449,7 +450,7 @@ def test_rows_stuck_expiring_are_taken_over(sqlite_store: Store, clock: FakeCloc
     settings = site(sqlite_store, RESPOND)
     fw = FakeFirewall()
     block_id = do_block(sqlite_store, settings, clock.now(), "203.0.113.9")
-    blocks.Applier(sqlite_store, fw, clock).run()
+    applier_mod.Applier(sqlite_store, fw, clock).run()
     clock.advance(3600)
     with sqlite_store.begin() as conn:  # a remover that claimed it and died
         conn.execute(
@@ -457,7 +458,7 @@ def test_rows_stuck_expiring_are_taken_over(sqlite_store: Store, clock: FakeCloc
                 state="expiring", claimed_by="dead", claimed_until=clock.now() + 60
             )
         )
-    applier = blocks.Applier(sqlite_store, fw, clock, owner="b")
+    applier = applier_mod.Applier(sqlite_store, fw, clock, owner="b")
     assert applier.run().removed == []
     clock.advance(61)
     assert applier.run().removed == [block_id]
@@ -468,7 +469,9 @@ def test_the_respond_example_in_security_monitoring_md_is_valid(sqlite_store: St
     import re
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
-    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    [block] = [
+        b for b in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S) if "respond:" in b
+    ]
     respond = site(sqlite_store, block).security.respond
     assert respond.enabled and respond.default_duration == 3600 and respond.netns is None
     assert respond.allow == ["10.0.0.0/8", "192.0.2.0/24"]

@@ -73,7 +73,7 @@ async def test_brute_force_then_success_opens_an_s1_with_the_security_runbook(
     # the address is what the runbook's block step would block
     shown = runbooks.detail(settings, "security-incident", view["inputs"])
     [block] = [s for s in shown["steps"] if s["id"] == "block-address"]
-    assert f"-s {brute} " in block["does"]
+    assert f"security block {brute} " in block["does"]
     assert any(
         kind == "runbook" and f"suspicious_ip={brute}" in message
         for kind, _, message in incident_events(sqlite_store, incident_id)

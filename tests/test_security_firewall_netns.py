@@ -22,6 +22,7 @@ import pytest
 
 from nachtwacht.clock import FakeClock
 from nachtwacht.engine.runtime import Runtime
+from nachtwacht.security import applier as applier_mod
 from nachtwacht.security import blocks, respond_engine
 from nachtwacht.security.firewall import Nftables
 from nachtwacht.store.db import Store
@@ -171,7 +172,7 @@ async def test_a_blocked_address_is_refused_until_unblocked_or_expired(
         sh("ip", "netns", "exec", net.fw, "nft", "delete", "table", "inet", "nachtwacht")
         assert net.connects()
         # (what the module does at its start and every reconcile_interval)
-        fresh = blocks.Applier(sqlite_store, blocks.firewall_for(respond), clock)
+        fresh = applier_mod.Applier(sqlite_store, blocks.firewall_for(respond), clock)
         assert fresh.reconcile().reapplied
         assert not net.connects()
 
@@ -205,7 +206,7 @@ def test_the_lockdown_closes_the_port_but_to_its_allow_list(
 ) -> None:
     settings = site(sqlite_store, _config(net))
     respond = settings.security.respond
-    applier = blocks.Applier(sqlite_store, blocks.firewall_for(respond), clock)
+    applier = applier_mod.Applier(sqlite_store, blocks.firewall_for(respond), clock)
     with sqlite_store.begin() as conn:
         blocks.lockdown(
             conn, respond, ports=[PORT], allow=["10.77.9.0/24"], duration=None, reason=None,

@@ -72,7 +72,6 @@ BUILTIN_HELP: dict[str, str] = {
     "evidence_dir": "where evidence bundles go",
     "variant": "systemd or frappe",
     "incident_id": "the incident the run belongs to (empty for a run without one)",
-    "nachtwacht": "the command that runs Nachtwacht's CLI (default `nachtwacht`)",
 }
 
 
@@ -209,8 +208,6 @@ def builtins(settings: Any) -> dict[str, str]:
         "evidence_dir": str(evidence_dir),
         "variant": cfg.variant,
         "incident_id": "",
-        # on PATH, or set it in runbooks.vars with its --config (docs/runbooks.md)
-        "nachtwacht": "nachtwacht",
     }
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from nachtwacht.auth.deps import actor, client_ip
 from nachtwacht.config import limits
 from nachtwacht.durations import parse_duration
+from nachtwacht.security import applier as applier_mod
 from nachtwacht.security import blocks
 from nachtwacht.security import report as security_report
 from nachtwacht.security.firewall import Firewall
@@ -94,7 +95,7 @@ async def _apply(request: Request, ids: list[int], response: Response) -> list[d
     """Apply these committed rows now and answer them as they are afterwards."""
     rt = runtime_of(request)
     firewall = FIREWALL or blocks.firewall_for(rt.settings.security.respond)
-    applier = blocks.Applier(rt.store, firewall, rt.clock, zone=rt.settings.zone)
+    applier = applier_mod.Applier(rt.store, firewall, rt.clock, zone=rt.settings.zone)
     done = await asyncio.to_thread(applier.run, ids)
     if done.errors:
         response.status_code = 502  # the firewall refused: the rows say so

@@ -30,6 +30,7 @@ from nachtwacht.cli.common import cli_actor as _actor
 from nachtwacht.clock import Clock, SystemClock
 from nachtwacht.config.schema import Settings
 from nachtwacht.durations import parse_duration
+from nachtwacht.security import applier as applier_mod
 from nachtwacht.security import blocks, sessions_cli
 from nachtwacht.security.firewall import Firewall
 from nachtwacht.store.db import Store, StoreError
@@ -97,10 +98,10 @@ def _run(
         raise
 
 
-def _apply(store: Store, cfg: Settings, ids: list[int]) -> blocks.Pass:
+def _apply(store: Store, cfg: Settings, ids: list[int]) -> applier_mod.Pass:
     """Apply (or remove) these rows now, after their commit."""
     firewall = FIREWALL or blocks.firewall_for(cfg.security.respond)
-    applier = blocks.Applier(store, firewall, CLOCK, zone=cfg.zone)
+    applier = applier_mod.Applier(store, firewall, CLOCK, zone=cfg.zone)
     try:
         return applier.run(only=ids)
     finally:
@@ -114,7 +115,7 @@ def _local(value: str | None, cfg: Settings) -> str:
     return dt.strftime("%Y-%m-%d %H:%M")
 
 
-def _outcome(done: blocks.Pass, store_view: list[dict[str, Any]], as_json: bool) -> None:
+def _outcome(done: applier_mod.Pass, store_view: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print_json(store_view[0] if len(store_view) == 1 else store_view)
     if done.errors:

@@ -96,10 +96,10 @@ def attach(
         return None
     inputs = {INPUT: address} if address else {}
     try:
-        values = variables(settings, loaded.runbook, inputs)
+        values = variables(settings, loaded.runbook, inputs, incident_id)
     except VariableError:
         inputs = {}
-        values = variables(settings, loaded.runbook, inputs)
+        values = variables(settings, loaded.runbook, inputs, incident_id)
     steps = loaded.steps
     first = steps[0]
     summary = f"waiting at step 1 {first.id} for a go-ahead"

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from nachtwacht.security.blocks import Applier, Pass, failed_blocks, firewall_for
+from nachtwacht.security.applier import Applier, Pass
+from nachtwacht.security.blocks import failed_blocks, firewall_for
 
 if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
