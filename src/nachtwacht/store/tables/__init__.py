@@ -56,6 +56,11 @@ from nachtwacht.store.tables.recovery import (
 )
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 from nachtwacht.store.tables.security import security_blocks, security_tallies
+from nachtwacht.store.tables.readiness import (
+    contact_verifications,
+    readiness_obligations,
+    restore_tests,
+)
 # isort: on
 
 __all__ = [
@@ -105,4 +110,7 @@ __all__ = [
     "agent_tokens",
     "security_blocks",
     "security_tallies",
+    "contact_verifications",
+    "readiness_obligations",
+    "restore_tests",
 ]
