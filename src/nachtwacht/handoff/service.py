@@ -56,7 +56,7 @@ def summary(conn: Connection, settings: Settings, now: float, until: float) -> d
     followups = [
         f
         for f in list_followups(conn, now, "open", limit=200)
-        if f.get("due_at") is not None and f["due_at"] <= until
+        if f.get("due_ts") is not None and f["due_ts"] <= until
     ]
     unverified = verify.problems(verify.state(conn, settings, now))
     return {
@@ -97,7 +97,7 @@ def render(
         for x in s["silences"]
     ]
     fol = [
-        f"#{f['id']} {f['title']} (owner {f['owner']}, due {_local(settings, f['due_at'])})"
+        f"#{f['id']} {f['title']} (owner {f['owner']}, due {_local(settings, f['due_ts'])})"
         for f in s["followups"]
     ]
     subject = f"{settings.site}: handoff - you are on call in {rotation}"
