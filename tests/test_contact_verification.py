@@ -77,7 +77,10 @@ async def test_a_link_mailed_through_the_outbox_confirms_on_post_not_on_get(
         with sqlite_store.connect() as conn:  # an obligation row, not a message in memory
             kinds = conn.execute(select(t.outbox.c.kind, t.outbox.c.address)).all()
             stored = conn.execute(select(t.contact_verifications.c.token_hash)).scalars().all()
-        assert sorted(kinds) == [("verification", "a@example.org"), ("verification", "t@example.org")]
+        assert sorted(kinds) == [
+            ("verification", "a@example.org"),
+            ("verification", "t@example.org"),
+        ]
         assert statuses(sqlite_store, settings, clock.now()) == {
             "alice": "pending",
             "tina": "pending",
@@ -141,7 +144,9 @@ def test_a_newer_link_replaces_the_older_one(sqlite_store: Store, clock: FakeClo
     with sqlite_store.begin() as conn:
         verify.send(conn, settings, clock.now(), contact="alice")
         verify.send(conn, settings, clock.now() + 60, contact="alice")
-        first, second = [LINK.findall(b)[0] for b in conn.execute(select(t.outbox.c.body)).scalars()]
+        first, second = [
+            LINK.findall(b)[0] for b in conn.execute(select(t.outbox.c.body)).scalars()
+        ]
         with pytest.raises(verify.VerifyError, match="replaced"):
             verify.confirm(conn, first, clock.now() + 120)
         assert verify.confirm(conn, second, clock.now() + 120)["status"] == "confirmed"

@@ -27,8 +27,7 @@ DAY = 86400.0
 
 def config(store: Store, tmp_path: Path) -> Settings:
     return parse_config(
-        f"store: {{url: '{store.url}'}}\n"
-        f"backup: {{dir: '{tmp_path / 'backups'}', interval: 6h}}\n",
+        f"store: {{url: '{store.url}'}}\nbackup: {{dir: '{tmp_path / 'backups'}', interval: 6h}}\n",
         "test.yaml",
     )
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, insert, select, update
 
 from nachtwacht.config.schema import Settings
+from nachtwacht.notify.compose import fit
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
 from nachtwacht.oncall.models import Contact
 from nachtwacht.problems import Kind, Problem
@@ -46,7 +47,7 @@ KIND_WORDS = {
 }
 PATH = "/verify/"
 # SMS bodies must stay short: the link and a few words
-SMS_TEXT = "{site}: confirm this number reaches you for on-call pages: {url}"
+SMS_TEXT = "{site}: confirm this number reaches you for on-call pages:"
 
 
 class VerifyError(Problem):
@@ -206,7 +207,10 @@ def _message(
     until = datetime.fromtimestamp(now + valid, settings.zone).strftime("%Y-%m-%d %H:%M %Z")
     subject = f"{settings.site}: confirm your {route.words} for on-call pages"
     if route.kind == "sms":
-        body = SMS_TEXT.format(site=settings.site, url=url)
+        cfg = settings.notify.channels[route.channel]
+        room = max(int(getattr(cfg, "max_length", 480)) - len(url) - 1, 20)
+        # the words are cut to fit, never the link
+        body = f"{fit(SMS_TEXT.format(site=settings.site), None, room)} {url}"
     else:
         greeting = route.address if route.kind in CHAT_KINDS else route.contact.name
         body = (
