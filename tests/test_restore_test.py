@@ -142,8 +142,10 @@ def test_the_command_tests_the_newest_or_a_named_backup(
         f"store: {{url: '{sqlite_store.url}'}}\nbackup: {{dir: '{tmp_path / 'backups'}'}}\n"
     )
     settings = config(sqlite_store, tmp_path)
-    info = backup(sqlite_store, settings, 1_800_000_000.0)
     runner = CliRunner()
+    none = runner.invoke(app, ["backup", "test-restore", "--config", str(cfg)])
+    assert none.exit_code == 2 and "no backup in" in none.output
+    info = backup(sqlite_store, settings, 1_800_000_000.0)
     done = runner.invoke(app, ["backup", "test-restore", "--config", str(cfg)])
     assert done.exit_code == 0, done.output
     assert done.output.startswith(f"ok: backup {info.name} restored into a scratch SQLite store")

@@ -274,11 +274,15 @@ def test_restore(
     from nachtwacht.cli.common import open_store
 
     cfg = settings(config)
+    where = directory or service.backup_dir(cfg)
+    # a mistyped name, or nothing to test yet, is refused before anything is recorded or alerted
     if name is not None:
-        try:  # a mistyped name is bad input: refused before anything is recorded or alerted
-            service.find(directory or service.backup_dir(cfg), name)
+        try:
+            service.find(where, name)
         except BackupError as exc:
             fail(str(exc), 2)
+    elif not service.list_backups(where):
+        fail(f"no backup in {where} to test: make one with `nachtwacht backup create`", 2)
     with open_store(cfg) as store:
         result = restoretest.run(cfg, store, SystemClock(), name, "manual", directory)
     if as_json:

@@ -120,7 +120,7 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     ok = not problems
     summary = (
         f"backup {path.name} restored into a scratch SQLite store: {rows} rows, "
-        f"{sampled} incidents with {events} timeline events read back"
+        f"{sampled} incident(s) with {events} timeline event(s) read back"
         if ok
         else f"backup {path.name} FAILED the restore test: {problems[0]}"
     )
