@@ -261,3 +261,28 @@ def test_contacts_cli_verify_and_list(sqlite_store: Store, tmp_path: Path) -> No
     assert "link sent" in listed.output
     bad = runner.invoke(app, ["contacts", "verify", "--contact", "nobody", "--config", str(cfg)])
     assert bad.exit_code == 2 and "no contact 'nobody'" in bad.output
+
+
+def test_the_api_sends_links_for_admins_and_shows_the_state_to_viewers(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from tests.helpers import admin_token
+
+    settings = config(sqlite_store, 1)
+    admin = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now())}"}
+    viewer = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now(), 'viewer')}"}
+    app = create_app(settings, sqlite_store, clock, start_engine=False)
+    with TestClient(app) as client:
+        shown = client.get("/api/v1/contacts/verification", headers=viewer)
+        assert shown.status_code == 200
+        assert {e["status"] for e in shown.json()["channels"]} == {"unverified"}
+        assert client.post("/api/v1/contacts/verify", json={}, headers=viewer).status_code == 403
+        bad = client.post("/api/v1/contacts/verify", json={"contact": "nobody"}, headers=admin)
+        assert bad.status_code == 404 and bad.json()["field"] == "contact"
+        sent = client.post("/api/v1/contacts/verify", json={"contact": "tina"}, headers=admin)
+        assert sent.status_code == 201
+        assert [s["contact"] for s in sent.json()["sent"]] == ["tina"]
+    assert statuses(sqlite_store, settings, clock.now()) == {
+        "alice": "unverified",
+        "tina": "pending",
+    }

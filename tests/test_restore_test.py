@@ -178,3 +178,28 @@ def test_the_overview_shows_the_restore_test(
         page = client.get("/")
     assert page.status_code == 200
     assert 'data-restore-test="failed"' in page.text and "FAILED the restore test" in page.text
+
+
+def test_the_api_runs_a_test_for_admins_and_lists_them_for_viewers(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from nachtwacht.web.app import create_app
+    from tests.helpers import admin_token
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    admin = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now())}"}
+    viewer = {"Authorization": f"Bearer {admin_token(sqlite_store, clock.now(), 'viewer')}"}
+    app = create_app(settings, sqlite_store, clock, start_engine=False)
+    with TestClient(app) as client:
+        assert client.get("/api/v1/restore-tests", headers=viewer).json()["state"] == "overdue"
+        none = client.post("/api/v1/backups/test-restore", headers=admin)
+        assert none.status_code == 409
+        backup(sqlite_store, settings, clock.now())
+        assert client.post("/api/v1/backups/test-restore", headers=viewer).status_code == 403
+        done = client.post("/api/v1/backups/test-restore", headers=admin)
+        assert done.status_code == 200 and done.json()["ok"] is True
+        listed = client.get("/api/v1/restore-tests", headers=viewer).json()
+    assert listed["state"] == "passed" and [x["ok"] for x in listed["tests"]] == [True]

@@ -223,6 +223,16 @@ def latest(conn: Connection) -> dict[str, Any] | None:
     return out
 
 
+def recent(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(select(t.restore_tests).order_by(desc(r.id)).limit(limit)).mappings()
+    out = []
+    for row in rows:
+        item = dict(row)
+        item["problems"] = json.loads(item.pop("problems_json") or "[]")
+        out.append(item)
+    return out
+
+
 def in_range(conn: Connection, since: float, until: float) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(t.restore_tests)
