@@ -108,3 +108,21 @@ def test_a_handoff_long_missed_is_not_summarised_late(sqlite_store: Store) -> No
     # the engine was down across the handoff and came back 7 hours later
     assert tick(sqlite_store, settings, at("2027-01-10 16:00")) == 0
     assert outbox(sqlite_store) == []
+
+
+async def test_the_engine_module_crosses_a_handoff_with_the_fake_clock(
+    sqlite_store: Store,
+) -> None:
+    from nachtwacht.engine.runtime import Runtime
+
+    settings = config(sqlite_store)
+    clock = FakeClock(at("2027-01-10 08:58"))
+    runtime = Runtime.build(settings, sqlite_store, clock)
+    assert await runtime.engine.tick_once("handoff")
+    assert outbox(sqlite_store) == []
+    clock.advance(3 * 60)  # 09:01: bob takes over
+    assert await runtime.engine.tick_once("handoff")
+    clock.advance(60)
+    assert await runtime.engine.tick_once("handoff")
+    assert [(m["kind"], m["contact"]) for m in outbox(sqlite_store)] == [("handoff", "bob")]
+    await runtime.stop()

@@ -203,3 +203,21 @@ def test_the_api_runs_a_test_for_admins_and_lists_them_for_viewers(
         assert done.status_code == 200 and done.json()["ok"] is True
         listed = client.get("/api/v1/restore-tests", headers=viewer).json()
     assert listed["state"] == "passed" and [x["ok"] for x in listed["tests"]] == [True]
+
+
+async def test_the_engine_tests_the_newest_backup_monthly(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from nachtwacht.engine.runtime import Runtime
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    runtime = Runtime.build(settings, sqlite_store, clock)
+    assert await runtime.engine.tick_once("backup")  # the first scheduled backup
+    assert await runtime.engine.tick_once("restore-test")
+    clock.advance(DAY)
+    assert await runtime.engine.tick_once("restore-test")  # not due again for a month
+    with sqlite_store.connect() as conn:
+        [test] = restoretest.recent(conn, 10)
+    assert test["ok"] and test["trigger"] == "scheduled"
+    await runtime.stop()
