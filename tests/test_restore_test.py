@@ -221,3 +221,18 @@ async def test_the_engine_tests_the_newest_backup_monthly(
         [test] = restoretest.recent(conn, 10)
     assert test["ok"] and test["trigger"] == "scheduled"
     await runtime.stop()
+
+
+def test_a_backup_of_every_backend_restores_into_the_scratch_store(
+    store: Store, tmp_path: Path
+) -> None:
+    """PostgreSQL and MariaDB backups are logical dumps: they too pass into scratch SQLite."""
+    clock = FakeClock()
+    settings = config(store, tmp_path)
+    with_incident(store, settings, clock.now())
+    backup(store, settings, clock.now())
+    result = restoretest.run(settings, store, clock)
+    assert result["ok"], result["problems"]
+    assert result["incidents"] == 1
+    with store.connect() as conn:
+        assert open_alert(conn, restoretest.fingerprint(store)) is None
