@@ -65,6 +65,7 @@ def test_a_good_backup_passes_and_is_recorded(sqlite_store: Store, tmp_path: Pat
     assert result["incidents"] == 1 and result["events"] >= 2
     assert info.manifest is not None and result["rows"] == info.manifest.total_rows
     assert alert(sqlite_store) is None
+    assert list(settings.data_dir.glob(".restore-test-*")) == []  # the scratch store is gone
     with sqlite_store.connect() as conn:
         shown = restoretest.status(conn, settings, clock.now())
         assert shown["state"] == "passed" and shown["last"]["backup"] == info.name

@@ -1,8 +1,8 @@
 """The restore test: the newest backup restored into a scratch store and checked, as proof.
 
 A backup that verifies (backup/restore.py) has the bytes its manifest promises; a restore test
-shows the rows come back as a working store. The scratch store is a temporary SQLite file,
-whatever the backend the backup came from (a backup restores into any backend, and the engine
+shows the rows come back as a working store. The scratch store is a temporary SQLite file in
+the data directory, whatever the backend the backup came from (a backup restores into any backend, and the engine
 then needs no right to create databases on the server; docs/decisions/0031). Checked:
 
 1. the restore itself (it verifies the backup first: sums, schema version, row counts);
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,34 @@ def _sample(conn: Connection, n: int) -> tuple[int, int, list[str]]:
     return len(incidents), events, problems
 
 
+SCRATCH_PREFIX = ".restore-test-"
+STALE_SCRATCH = 86400.0
+
+
+def scratch_directory(settings: Settings) -> Path:
+    """A new directory for the scratch store, in the data directory.
+
+    Not /tmp: that is often memory (tmpfs), and a store's worth of rows would fill it. A
+    scratch directory a killed process left behind (older than a day) is removed first.
+    """
+    base = settings.data_dir
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(SCRATCH_PREFIX + "*"):
+        try:
+            if old.is_dir() and time.time() - old.stat().st_mtime > STALE_SCRATCH:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base))
+
+
 def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     """Restore `path` into a scratch SQLite store and check it; the findings, nothing recorded."""
     problems: list[str] = []
     rows = 0
     sampled = events = 0
     manifest = None
-    scratch_dir = Path(tempfile.mkdtemp(prefix="nachtwacht-restore-test-"))
+    scratch_dir = scratch_directory(settings)
     scratch = Store(f"sqlite:///{scratch_dir / 'scratch.db'}")
     try:
         try:
