@@ -2,8 +2,9 @@
 
 A backup that verifies (backup/restore.py) has the bytes its manifest promises; a restore test
 shows the rows come back as a working store. The scratch store is a temporary SQLite file in
-the data directory, whatever the backend the backup came from (a backup restores into any backend, and the engine
-then needs no right to create databases on the server; docs/decisions/0031). Checked:
+the data directory, whatever the backend the backup came from (a backup restores into any
+backend, and the engine then needs no right to create databases on the server;
+docs/decisions/0031). Checked:
 
 1. the restore itself (it verifies the backup first: sums, schema version, row counts);
 2. every table's row count in the scratch store against the manifest;
