@@ -191,6 +191,17 @@ def test_doctor_names_unverified_contacts_then_is_ok(
 
     confirm_all(sqlite_store, settings, time.time())
     assert check_contacts(settings, sqlite_store).level == "ok"
+    # without a public URL the doctor says why no link can be sent
+    bare = config(sqlite_store, 1, public_url=False)
+    other = Store(
+        f"sqlite:///{Path(str(sqlite_store.url).removeprefix('sqlite:///')).parent / 'b.db'}"
+    )
+    other.migrate()
+    try:
+        found = check_contacts(bare, other)
+    finally:
+        other.dispose()
+    assert found.level == "warn" and "incidents.public_url is not set" in found.message
 
 
 def test_a_confirmation_goes_stale_after_a_quarter_and_is_sent_again_once(

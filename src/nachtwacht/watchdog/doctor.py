@@ -332,12 +332,15 @@ def check_contacts(settings: Settings, store: Store | None) -> Check:
         return Check("", "skip", "no channel reaches a contact personally")
     missing = verify.problems(entries)
     if missing:
+        try:
+            verify.base_url(settings)
+            how = "nachtwacht contacts verify"
+        except verify.VerifyError as exc:
+            how = f"confirm links cannot be sent yet: {exc.message}"
         return Check(
             "",
             "warn",
-            f"{len(missing)} of {len(entries)} not verified: "
-            + "; ".join(missing)
-            + " (nachtwacht contacts verify)",
+            f"{len(missing)} of {len(entries)} not verified: " + "; ".join(missing) + f" ({how})",
         )
     return Check("", "ok", f"all {len(entries)} contact channels verified")
 
