@@ -15,7 +15,7 @@ from tests.helpers import settings_for
 # the whole public surface: health, login, heartbeat pings, acknowledge links (secret tokens),
 # and ingestion (which demands its own key, checked below)
 PUBLIC = {"/healthz", "/login", "/logout"}
-PUBLIC_PREFIXES = ("/ping/", "/ack/", "/static")
+PUBLIC_PREFIXES = ("/ping/", "/ack/", "/verify/", "/static")
 INGEST = {"/api/v1/alerts", "/api/v1/alerts/alertmanager"}
 
 

@@ -254,3 +254,46 @@ def export(
         except (StoreError, OSError) as exc:
             fail(f"export failed: {exc}", 1)
     typer.echo(f"wrote {output}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+@backup_app.command("test-restore")
+def test_restore(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE]",
+            help="A backup name or directory; default: the newest backup.",
+        ),
+    ] = None,
+    directory: DirOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup into a scratch store and check it; record the result; exit 1 if it fails."""
+    from nachtwacht.backup import restoretest
+    from nachtwacht.cli.common import open_store
+
+    cfg = settings(config)
+    where = directory or service.backup_dir(cfg)
+    # a mistyped name, or nothing to test yet, is refused before anything is recorded or alerted
+    if name is not None:
+        try:
+            service.find(where, name)
+        except BackupError as exc:
+            fail(str(exc), 2)
+    elif not service.list_backups(where):
+        fail(f"no backup in {where} to test: make one with `nachtwacht backup create`", 2)
+    with open_store(cfg) as store:
+        result = restoretest.run(cfg, store, SystemClock(), name, "manual", directory)
+    if as_json:
+        print_json(result)
+    elif result["ok"]:
+        typer.echo(f"ok: {result['summary']}")
+    else:
+        for problem in result["problems"]:
+            typer.echo(f"error: {result['backup'] or '-'}: {problem}", err=True)
+        typer.echo(
+            f"restore test #{result['id']} failed; the alert restore-test is raised", err=True
+        )
+    if not result["ok"]:
+        raise typer.Exit(1)

@@ -28,3 +28,8 @@ class BackupSettings(Strict):
     # the token of a `heartbeat` probe: pinged after each scheduled backup (`fail` when it
     # failed), so a backup that stops running raises that probe's alert
     heartbeat: SecretStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,128}$")
+    # the restore test: the newest backup restored into a scratch store and checked, this
+    # often (0 = never scheduled; `nachtwacht backup test-restore` still works)
+    restore_test_every: Duration = 30 * 86400.0
+    # incidents whose timelines the restore test reads back, the newest first
+    restore_test_sample: int = Field(default=20, ge=1, le=1000)

@@ -92,6 +92,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "oncall_app",
         "Who is on call now and next; `oncall override` manages overrides.",
     ),
+    "contacts": (
+        "nachtwacht.oncall.cli",
+        "contacts_app",
+        "Contacts and whether their channels are verified: list, verify.",
+    ),
     "agent": (
         "nachtwacht.agents.cli",
         "agent",
@@ -179,6 +184,7 @@ ORDER = [
     *("probes", "incident", "maintenance", "silence", "notify", "user", "token", "ingest-key"),
     *(
         "oncall",
+        "contacts",
         "agent",
         "agent-token",
         "errors",

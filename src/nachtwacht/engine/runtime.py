@@ -351,6 +351,8 @@ def _installers() -> list[Callable[[Runtime], None]]:
     from nachtwacht.checklist import engine as checklist
     from nachtwacht.errors import engine as errors
     from nachtwacht.evidence import engine as evidence
+    from nachtwacht.handoff import engine as handoff
+    from nachtwacht.oncall import engine as oncall
     from nachtwacht.reviews import engine as reviews
     from nachtwacht.runbooks import engine as runbooks
     from nachtwacht.security import engine as security
@@ -369,4 +371,6 @@ def _installers() -> list[Callable[[Runtime], None]]:
         agents.install,
         security.install,
         security_respond.install,
+        handoff.install,
+        oncall.install,
     ]

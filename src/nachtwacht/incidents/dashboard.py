@@ -20,6 +20,7 @@ from nachtwacht.notify import reach
 from nachtwacht.notify.compose import SEVERITY_NAMES, base_context
 from nachtwacht.notify.outbox import count_for_incident
 from nachtwacht.notify.templates import TemplateError, render
+from nachtwacht.oncall import verify
 
 PREVIEW_KINDS = ("emergency_alert", "status_update", "customer_notice", "resolved")
 UPDATE_STATUSES = ("investigating", "mitigating", "monitoring", "resolved")
@@ -96,6 +97,21 @@ def escalation_plan(settings: Any, inc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def with_unverified(
+    conn: Connection, settings: Any, plan: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """Each step's people whose channels are not verified ("Tina Techlead (technical lead):
+    SMS unverified"): a page that may not reach them, seen before it is needed."""
+    entries = verify.by_contact(verify.state(conn, settings, now))
+    for step in plan["steps"]:
+        people: dict[str, None] = {}
+        for target in step["notify"]:
+            for contact in reach.possible_contacts(settings, target) or []:
+                people.setdefault(contact.id)
+        step["unverified"] = verify.problems([e for c in people for e in entries.get(c, [])])
+    return plan
+
+
 def previews(
     conn: Connection,
     settings: Any,
@@ -170,7 +186,7 @@ def incident_view(
         "roles": roles,
         "alerts": [alert_view(a) for a in incidents.alerts_of(conn, incident_id)],
         "timeline": timeline,
-        "plan": escalation_plan(settings, inc),
+        "plan": with_unverified(conn, settings, escalation_plan(settings, inc), now),
         "previews": previews(conn, settings, inc, now),
         # the messages a responder can edit and send: prefilled from their templates
         "drafts": previews(conn, settings, inc, now, EDITABLE_KINDS),

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from nachtwacht.auth.deps import IGNORED_ACTOR, actor
+from nachtwacht.auth.deps import IGNORED_ACTOR, actor, require
 from nachtwacht.config import limits
 from nachtwacht.engine.runtime import Runtime
-from nachtwacht.oncall import service, turns
+from nachtwacht.oncall import service, turns, verify
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.state import runtime_of
 
@@ -149,3 +149,34 @@ async def list_contacts(request: Request) -> dict[str, Any]:
         "contacts": [service.contact_public(c, settings) for c in settings.people.contacts],
         "external": [e.model_dump() for e in settings.people.external],
     }
+
+
+@router.get("/contacts/verification")
+async def contacts_verification(request: Request) -> dict[str, Any]:
+    """Each contact's personal channels: verified | pending | stale | unverified, and when."""
+    entries = await _db(
+        request, lambda conn, rt, now: verify.state(conn, rt.settings, now), write=False
+    )
+    cfg = _rt(request).settings.people.verification
+    return {"every": cfg.every, "link_valid": cfg.link_valid, "channels": entries}
+
+
+class VerifyRequest(BaseModel):
+    contact: str | None = Field(None, max_length=limits.CONTACT, description="default: all")
+    channel: str | None = Field(
+        None, max_length=limits.CONTACT, description="a channel name or kind; default: all"
+    )
+
+
+@router.post("/contacts/verify", status_code=201, dependencies=[Depends(require("admin"))])
+async def contacts_verify(request: Request, body: VerifyRequest) -> dict[str, Any]:
+    """Queue a confirm link to each contact on each channel that reaches them (the outbox sends)."""
+    sent = await _db(
+        request,
+        lambda conn, rt, now: verify.send(
+            conn, rt.settings, now, contact=body.contact, channel=body.channel
+        ),
+        write=True,
+    )
+    _rt(request).wake_outbox()
+    return {"sent": sent}

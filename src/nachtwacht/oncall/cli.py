@@ -217,3 +217,77 @@ oncall_app = typer.Typer(
 )
 oncall_app.callback()(oncall)
 oncall_app.add_typer(override_app, name="override")
+
+
+# -- contacts: verification ------------------------------------------------------------------
+
+contacts_app = typer.Typer(
+    help="Contacts and whether their channels are verified: list, verify.", no_args_is_help=True
+)
+STATUS_WORDS = {
+    "verified": "verified",
+    "stale": "STALE",
+    "pending": "link sent",
+    "unverified": "UNVERIFIED",
+}
+
+
+def contacts_verify(
+    config: ConfigOption = None,
+    contact: Annotated[
+        str | None, typer.Option("--contact", help="Only this contact id (default: all).")
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option("--channel", help="Only this channel name or kind (email, sms, slack ...)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send each contact a confirm link on every channel that reaches them (via the outbox)."""
+    from nachtwacht.cli.common import open_store
+    from nachtwacht.oncall import verify
+
+    cfg = settings(config)
+    now = SystemClock().now()
+    verify.base_url(cfg)  # refused before the store is touched
+    with open_store(cfg) as store, store.begin() as conn:
+        sent = verify.send(conn, cfg, now, contact=contact, channel=channel)
+    if as_json:
+        print_json(sent)
+        return
+    for s in sent:
+        typer.echo(f"{s['name']:<24} {s['channel']} ({s['kind']}) {s['address']}: link queued")
+    until = service.local_text(now + float(cfg.people.verification.link_valid), cfg.zone)
+    typer.echo(
+        f"{len(sent)} confirm link(s) queued; `nachtwacht serve` sends them; valid until {until}"
+    )
+
+
+def contacts_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Each contact's channels and whether they are verified, stale, or not (yet)."""
+    from nachtwacht.cli.common import open_store
+    from nachtwacht.oncall import verify
+
+    cfg = settings(config)
+    now = SystemClock().now()
+    with open_store(cfg) as store, store.connect() as conn:
+        entries = verify.state(conn, cfg, now)
+    if as_json:
+        print_json(entries)
+        return
+    grouped = verify.by_contact(entries)
+    for c in cfg.people.contacts:
+        roles = ", ".join(c.roles) or "no role"
+        typer.echo(f"{c.id:<12} {c.name} ({roles})")
+        for e in grouped.get(c.id, []):
+            when = f" {service.local_text(e['verified_at'], cfg.zone)}" if e["verified_at"] else ""
+            typer.echo(
+                f"  {e['channel']:<12} {e['words']:<7} {e['address']:<28} "
+                f"{STATUS_WORDS[e['status']]}{when}"
+            )
+        if c.id not in grouped:
+            typer.echo("  (no channel reaches this contact)")
+
+
+contacts_app.command("verify")(contacts_verify)
+contacts_app.command("list")(contacts_list)

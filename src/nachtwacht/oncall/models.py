@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nachtwacht.durations import Duration
+
 # the protocol's roles (emergency-response-protocols.md, "Emergency Contact Information")
 Role = Literal[
     "oncall_engineer",
@@ -98,10 +100,24 @@ class Rotation(Strict):
         return self
 
 
+class VerificationSettings(Strict):
+    """Confirm links that prove a contact's channels reach them (docs/people.md)."""
+
+    # a confirmation older than this is stale, and the engine sends a new link once per period
+    every: Duration = Field(default=90 * 86400.0, gt=0)
+    # a link not followed within this is refused
+    link_valid: Duration = Field(default=14 * 86400.0, gt=0)
+    # false: no automatic re-verification (`nachtwacht contacts verify` still works)
+    auto: bool = True
+    # at each rotation handoff the incoming engineer gets a summary of what they take over
+    handoff_summary: bool = True
+
+
 class PeopleSettings(Strict):
     contacts: list[Contact] = Field(default_factory=list)
     external: list[ExternalContact] = Field(default_factory=list)
     rotations: list[Rotation] = Field(default_factory=list)
+    verification: VerificationSettings = Field(default_factory=VerificationSettings)
 
     @model_validator(mode="after")
     def _references(self) -> PeopleSettings:

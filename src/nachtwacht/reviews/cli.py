@@ -117,6 +117,7 @@ def report_monthly(
     for f in data["open_followups"]:
         late = " OVERDUE" if f["overdue"] else ""
         typer.echo(f"  #{f['id']:<5} {f['owner']:<12} due {f['due_at']}{late}  {f['title']}")
+    typer.echo(monthly.restore_line(data["restore_tests"]))
 
 
 # -- postmortem --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from nachtwacht.backup import restoretest
 from nachtwacht.config.schema import Settings
 from nachtwacht.probes.uptime import hour_sums, watermarks
 from nachtwacht.reviews import followups
@@ -108,6 +109,32 @@ def top_issues(conn: Connection, start: float, end: float) -> list[dict[str, Any
     return [dict(r) | {"events": int(r.events)} for r in conn.execute(query).mappings()]
 
 
+def restore_tests(conn: Connection, start: float, end: float) -> dict[str, Any]:
+    """The month's restore tests (backup/restoretest.py): how many, how many passed, the last."""
+    tests = restoretest.in_range(conn, start, end)
+    last = tests[-1] if tests else None
+    return {
+        "count": len(tests),
+        "passed": sum(1 for x in tests if x["ok"]),
+        "last": (
+            {k: last[k] for k in ("finished_at", "backup", "ok", "rows", "summary")}
+            if last
+            else None
+        ),
+    }
+
+
+def restore_line(figures: dict[str, Any]) -> str:
+    """`restore tests: 1 of 1 passed; last ...`, the report's line."""
+    if not figures["count"]:
+        return "restore tests: none this month"
+    last = figures["last"]
+    return (
+        f"restore tests: {figures['passed']} of {figures['count']} passed; last "
+        f"{'passed' if last['ok'] else 'FAILED'}: {last['summary']}"
+    )
+
+
 def report(conn: Connection, settings: Settings, month: str | None, now: float) -> dict[str, Any]:
     label, start, end = month_bounds(month, now, settings.zone)
     c = t.incidents.c
@@ -148,6 +175,7 @@ def report(conn: Connection, settings: Settings, month: str | None, now: float) 
         "uptime": uptime_by_component(conn, start, end, now),
         "top_issues": top_issues(conn, start, end),
         "open_followups": followups.list_followups(conn, now, "open"),
+        "restore_tests": restore_tests(conn, start, end),
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from nachtwacht.config.loader import link_warnings
 from nachtwacht.config.masking import mask_url, mask_urls_in
@@ -90,6 +91,7 @@ def run(settings: Settings, config_note: str) -> list[Check]:
         _guard(checks, "spool", lambda: check_spool(settings, store if ok else None))
         _guard(checks, "clock skew", lambda: check_clock(settings, store if ok else None))
         checks.extend(check_channels(settings))
+        _guard(checks, "contacts", lambda: check_contacts(settings, store if ok else None))
         _guard(checks, "deadman", lambda: check_deadman(settings))
         if settings.security.respond.enabled:
             _guard(checks, "firewall", lambda: check_firewall(settings))
@@ -333,6 +335,34 @@ def check_channels(settings: Settings) -> list[Check]:
     # the same words as `config validate`: an ack link a phone cannot open
     out.extend(Check("ack links", "warn", message) for _, message in link_warnings(settings))
     return out
+
+
+def check_contacts(settings: Settings, store: Store | None) -> Check:
+    """Channels whose confirm link was never followed, or long ago (oncall/verify.py)."""
+    from nachtwacht.oncall import verify
+
+    if store is None:
+        return Check("", "skip", "the store is not reachable")
+    try:
+        with store.connect() as conn:
+            entries = verify.state(conn, settings, time.time())
+    except SQLAlchemyError:
+        return Check("", "skip", "the store is not migrated yet (`nachtwacht serve` does it)")
+    if not entries:
+        return Check("", "skip", "no channel reaches a contact personally")
+    missing = verify.problems(entries)
+    if missing:
+        try:
+            verify.base_url(settings)
+            how = "nachtwacht contacts verify"
+        except verify.VerifyError as exc:
+            how = f"confirm links cannot be sent yet: {exc.message}"
+        return Check(
+            "",
+            "warn",
+            f"{len(missing)} of {len(entries)} not verified: " + "; ".join(missing) + f" ({how})",
+        )
+    return Check("", "ok", f"all {len(entries)} contact channels verified")
 
 
 def smtp_reachable(cfg: Any) -> Check:

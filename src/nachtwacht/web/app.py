@@ -187,6 +187,7 @@ def create_app(
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
     app.include_router(ping_router)
     app.include_router(ack_router)
+    app.include_router(oncall_pages.verify_router)
     # the dashboard: /login is public, every other page uses `access` like the API
     for domain_pages in (
         auth_pages,

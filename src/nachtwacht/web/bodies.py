@@ -44,7 +44,7 @@ Credential = Literal["none", "login", "ingest"]
 
 # streamed past this door: they read (and cap) their bodies themselves
 _OWN_READERS = (re.compile(r"^/api/[^/]+/(envelope|store)/?$"), re.compile(r"^/ping/"))
-_PUBLIC = (re.compile(r"^/log(in|out)$"), re.compile(r"^/ack/"))
+_PUBLIC = (re.compile(r"^/log(in|out)$"), re.compile(r"^/ack/"), re.compile(r"^/verify/"))
 _DOCUMENTS = re.compile(r"^(/api/v1)?/incidents/\d+/(postmortem|messages)$")
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access
+from nachtwacht.backup import restoretest
 from nachtwacht.errors import issues
 from nachtwacht.incidents import dashboard
 from nachtwacht.notify import reach
@@ -167,6 +168,7 @@ async def overview(request: Request) -> HTMLResponse:
             | uptime_data(conn, now, grid["probe_rows"], cache)
             | errors_data(conn, now)
             | {"paging_problems": reach.paging_problems(rt.settings)}
+            | {"restore_test": restoretest.status(conn, rt.settings, now)}
             # the serve processes on this store (docs/decisions/0024): read from the store,
             # so every member shows the same
             | {"members": member_rows(conn, now)}

@@ -57,6 +57,11 @@ from nachtwacht.store.tables.recovery import (
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 from nachtwacht.store.tables.security import security_blocks, security_tallies
 from nachtwacht.store.tables.access import audit_head
+from nachtwacht.store.tables.readiness import (
+    contact_verifications,
+    readiness_obligations,
+    restore_tests,
+)
 # isort: on
 
 __all__ = [
@@ -107,4 +112,7 @@ __all__ = [
     "security_blocks",
     "security_tallies",
     "audit_head",
+    "contact_verifications",
+    "readiness_obligations",
+    "restore_tests",
 ]

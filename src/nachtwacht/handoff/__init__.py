@@ -1,0 +1,1 @@
+"""On-call handoff summaries (issue 18)."""
