@@ -56,6 +56,28 @@ PUBLIC_STATUS = {
 }
 
 
+DRILL = "DRILL"
+
+
+def drill_marked(
+    incident: dict[str, Any] | None, subject: str, body: str
+) -> tuple[str, str]:
+    """A drill's message, marked DRILL at the start of its subject and of its body.
+
+    Applied where messages are rendered (and to edited ones), from the incident's `drill_id`,
+    so pages, escalations, reminders, updates and the all-clear of a drill all say so, and a
+    template override cannot forget it.
+    """
+    drill_id = incident.get("drill_id") if incident else None
+    if drill_id is None:
+        return subject, body
+    if not subject.startswith(DRILL):
+        subject = f"{DRILL}: {subject}"
+    if not body.startswith(DRILL):
+        body = f"{DRILL} #{drill_id}: an exercise, not a real incident.\n\n{body}"
+    return subject, body
+
+
 def label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind)
 
@@ -110,7 +132,9 @@ def compose(
                     "broadcast": False,
                     "recipient": _person(person),
                 }
-                subject, body = render(kind, ctx, settings.notify.templates_dir)
+                subject, body = drill_marked(
+                    incident, *render(kind, ctx, settings.notify.templates_dir)
+                )
                 if cfg.kind == "sms":
                     text = render_text(
                         "sms",
@@ -141,7 +165,9 @@ def compose(
                 "broadcast": True,
                 "recipient": None,
             }
-            subject, body = render(kind, ctx, settings.notify.templates_dir)
+            subject, body = drill_marked(
+                incident, *render(kind, ctx, settings.notify.templates_dir)
+            )
             mentions = " ".join(p.chat for p in people if p.chat)
             if mentions:
                 body = f"{body}\n\n{'Paging' if kind in PAGING else 'cc'}: {mentions}"

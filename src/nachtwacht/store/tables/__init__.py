@@ -56,6 +56,7 @@ from nachtwacht.store.tables.recovery import (
 )
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 from nachtwacht.store.tables.security import security_blocks, security_tallies
+from nachtwacht.store.tables.drills import drills, drill_reminders
 # isort: on
 
 __all__ = [
@@ -105,4 +106,6 @@ __all__ = [
     "agent_tokens",
     "security_blocks",
     "security_tallies",
+    "drills",
+    "drill_reminders",
 ]

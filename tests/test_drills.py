@@ -1,0 +1,226 @@
+"""Drills (issue 18): a synthetic S1 fault through the real pipeline, marked DRILL end to end,
+measured against the protocol's targets, left out of every real statistic; the schedule's
+reminder sent once per period.
+
+Real SQLite store, the real outbox sender and mail channel against an aiosmtpd server; time is
+the FakeClock's.
+"""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from email.message import Message
+from email.policy import default as default_policy
+
+import pytest
+from sqlalchemy import select
+
+from nachtwacht.alerts import service as alerts
+from nachtwacht.checklist import gate
+from nachtwacht.checklist import service as checklist
+from nachtwacht.checklist.items import ItemResult
+from nachtwacht.clock import FakeClock
+from nachtwacht.config.loader import parse_config
+from nachtwacht.config.schema import Settings
+from nachtwacht.drills import report, schedule
+from nachtwacht.drills import service as drills
+from nachtwacht.incidents import escalation
+from nachtwacht.incidents import service as incidents
+from nachtwacht.notify.sender import OutboxSender
+from nachtwacht.probes.report import status_report
+from nachtwacht.reviews import monthly
+from nachtwacht.store import tables as t
+from nachtwacht.store.db import Store
+from nachtwacht.web.overview import incidents_data
+from tests.incident_fixtures import local, probe_signal
+from tests.notify_helpers import Mailbox, smtp_server
+
+SITE = """
+site: vereniging
+timezone: Europe/Amsterdam
+people:
+  contacts:
+    - {{id: olga, name: Olga Oncall, roles: [oncall_engineer], email: olga@example.org}}
+    - {{id: tina, name: Tina Techlead, roles: [technical_lead], email: tina@example.org}}
+    - {{id: mark, name: Mark Manager, roles: [management, operations_manager],
+       email: mark@example.org}}
+notify:
+  channels:
+    mail: {{kind: email, host: 127.0.0.1, port: {port}, starttls: false}}
+probes:
+  - {{name: db, kind: tcp, host: 127.0.0.1, port: 3306, component: database, severity: 1}}
+"""
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, Mailbox]]:
+    controller, box = smtp_server()
+    yield controller.port, box
+    controller.stop()
+
+
+def _settings(store: Store, port: int) -> Settings:
+    return parse_config(f"store:\n  url: '{store.url}'\n" + SITE.format(port=port), "site.yaml")
+
+
+def _mails(box: Mailbox) -> list[Message]:
+    return [
+        email.message_from_bytes(bytes(m.content), policy=default_policy)  # type: ignore[arg-type]
+        for m in box.messages
+    ]
+
+
+def _body(msg: Message) -> str:
+    part = msg.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+    return str(part.get_content()) if part is not None else ""
+
+
+async def _send(store: Store, settings: Settings, clock: FakeClock) -> int:
+    sender = OutboxSender(store, settings, clock, on_outcome=incidents.record_delivery)
+    try:
+        return await sender.tick(clock.now())
+    finally:
+        await sender.close()
+
+
+async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
+    sqlite_store: Store, smtp: tuple[int, Mailbox]
+) -> None:
+    port, box = smtp
+    settings = _settings(sqlite_store, port)
+    t0 = local(2026, 12, 8, 14, 0)  # a Tuesday afternoon
+    clock = FakeClock(t0)
+    with sqlite_store.begin() as conn:
+        drill = drills.run(conn, settings, "database-down", clock.now(), "mark")
+    incident_id = drill["incident_id"]
+    assert drill["status"] == "running" and incident_id is not None
+    with sqlite_store.connect() as conn:
+        inc = incidents.require(conn, incident_id)
+        alert = conn.execute(select(t.alerts).where(t.alerts.c.incident_id == incident_id))
+        assert inc["drill_id"] == drill["id"] and alert.mappings().one()["drill_id"] == drill["id"]
+    # the restart, repair and restore steps are never run by a drill; unconfirmed, nothing is
+    assert {s["mode"] for s in drill["steps"]} == {"simulated"}
+
+    clock.advance(60)  # the sender picks the page up a minute later
+    assert await _send(sqlite_store, settings, clock) == 1
+    clock.advance(240)  # t0 + 5 min: Olga acknowledges
+    with sqlite_store.begin() as conn:
+        assert incidents.acknowledge(conn, incident_id, "olga", clock.now())
+    clock.advance(600)  # t0 + 15 min: mitigating
+    with sqlite_store.begin() as conn:
+        incidents.set_status(conn, incident_id, "mitigating", "olga", clock.now())
+    clock.advance(1100)  # t0 + 33 min 20 s: the first status update, 3 min 20 s late
+    with sqlite_store.begin() as conn:
+        escalation.post_update(
+            conn, settings, incident_id, "olga", clock.now(), "database restarted, watching"
+        )
+    await _send(sqlite_store, settings, clock)
+    clock.advance(100)
+    with sqlite_store.begin() as conn:
+        checklist.record(
+            conn, incident_id, [ItemResult("database", True, "answers")], "olga", clock.now()
+        )
+    clock.advance(200)  # t0 + 38 min 20 s: resolved, backed by the checklist
+    with sqlite_store.begin() as conn:
+        escalation.resolve(
+            conn,
+            settings,
+            incident_id,
+            "olga",
+            clock.now(),
+            "database back",
+            gate=gate.resolution_gate,
+        )
+    await _send(sqlite_store, settings, clock)
+    clock.advance(60)
+    with sqlite_store.begin() as conn:  # the engine's tick ends a drill whose incident resolved
+        assert drills.end_resolved(conn, settings, clock.now()) == [drill["id"]]
+        assert drills.end_resolved(conn, settings, clock.now()) == []
+        done = drills.require(conn, drill["id"])
+
+    mails = _mails(box)
+    kinds = [m["Subject"] for m in mails]
+    assert len(mails) == 3, kinds  # the page, the status update, the resolved notice
+    for msg in mails:
+        assert msg["Subject"].startswith("DRILL: "), msg["Subject"]
+        assert _body(msg).startswith(f"DRILL #{drill['id']}: an exercise"), _body(msg)
+    assert "S1 Critical" in mails[0]["Subject"]
+
+    m = done["measures"]
+    figures = {i["name"]: (i["seconds"], i["target"], i["met"]) for i in m["items"]}
+    assert figures == {
+        "page": (60.0, 300.0, True),
+        "acknowledge": (300.0, 900.0, True),
+        "status_update": (2000.0, 1800.0, False),
+        "mitigation": (900.0, 900.0, True),
+        "resolution": (2300.0, 3600.0, True),
+        "checklist": (None, None, True),
+    }
+    assert (done["status"], done["result"], m["met"], m["counted"]) == ("ended", "missed", 5, 6)
+    assert m["missed"] == [
+        "Time to first status update: 33 min 20 s, 3 min 20 s past the target of 30 min."
+    ]
+    text = report.markdown(done, "The database does not answer", settings.zone)
+    assert "| Time to page | 60 s | 5 min | met |" in text
+    assert "| Time to first status update | 33 min 20 s | 30 min | MISSED |" in text
+    assert "5 of 6 targets met" in text
+    page = report.html(done, "The database does not answer", settings.zone)
+    assert "<td data-label=\"Figure\">33 min 20 s</td>" in page and "<script" not in page
+
+
+async def test_a_drill_is_left_out_of_every_real_statistic(
+    sqlite_store: Store, smtp: tuple[int, Mailbox]
+) -> None:
+    settings = _settings(sqlite_store, smtp[0])
+    t0 = local(2026, 12, 8, 14, 0)
+    with sqlite_store.begin() as conn:
+        drill = drills.run(conn, settings, "database-down", t0, "mark")
+        # a real failure of the same component meanwhile: its own incident, not the drill's
+        real = alerts.process(conn, settings, probe_signal("db", "database", 1, t0 + 10), t0 + 10)
+    assert real.incident_id not in (None, drill["incident_id"])
+    with sqlite_store.begin() as conn:
+        incidents.acknowledge(conn, drill["incident_id"], "olga", t0 + 20)
+        drills.end(conn, settings, drill["id"], "mark", t0 + 30)
+        figures = monthly.report(conn, settings, "2026-12", t0 + 60)
+        open_rows = incidents_data(conn, None, t0 + 60)["open_incidents"]
+        state = status_report(conn, t0 + 60, settings.site)
+    assert figures["incidents"]["count"] == 1
+    assert [r["id"] for r in figures["incident_list"]] == [real.incident_id]
+    assert figures["incidents"]["acknowledged"] == 0  # the drill's quick ack is not the MTTA
+    assert [r["id"] for r in open_rows] == [real.incident_id]
+    assert [i["id"] for i in state["incidents"]] == [real.incident_id]
+
+
+def test_the_operations_manager_is_reminded_once_per_due_period(
+    sqlite_store: Store, smtp: tuple[int, Mailbox]
+) -> None:
+    settings = _settings(sqlite_store, smtp[0])
+    dec = local(2026, 12, 1, 9, 0)
+    with sqlite_store.begin() as conn:
+        assert schedule.reminders(conn, settings, dec) == 2  # monthly and quarterly, to Mark
+        assert schedule.reminders(conn, settings, dec + 3600) == 0
+    with sqlite_store.connect() as conn:
+        rows = conn.execute(select(t.outbox).order_by(t.outbox.c.id)).mappings().all()
+    assert [(r["contact"], r["kind"]) for r in rows] == [("mark", "drill_reminder")] * 2
+    assert rows[0]["subject"] == "Drill due: monthly drill (30 min) for 2026-12"
+    assert "No drill of this kind has been run yet." in rows[0]["body"]
+    assert "nachtwacht drill run service-outage --schedule monthly" in rows[0]["body"]
+
+    with sqlite_store.begin() as conn:  # December's monthly drill is run and ended
+        drill = drills.run(conn, settings, "service-outage", dec + 7200, "mark", kind="monthly")
+        drills.end(conn, settings, drill["id"], "mark", dec + 9000)
+    jan = local(2027, 1, 4, 9, 0)
+    with sqlite_store.begin() as conn:
+        assert schedule.reminders(conn, settings, jan) == 2  # January's, and 2027-Q1's
+        states = {s["name"]: s for s in schedule.status(conn, settings, jan)}
+    assert states["monthly"]["due"] and not states["monthly"]["overdue"]
+    with sqlite_store.connect() as conn:
+        last = conn.execute(
+            select(t.outbox.c.body).where(t.outbox.c.subject.like("%monthly drill%2027-01"))
+        ).scalar_one()
+    assert f"Last drill: #{drill['id']} service-outage on 2026-12-01: missed" in last
+    feb = local(2027, 2, 2, 9, 0)
+    with sqlite_store.begin() as conn:
+        states = {s["name"]: s for s in schedule.status(conn, settings, feb)}
+    assert states["monthly"]["overdue"]  # January was reminded and passed without a drill
