@@ -166,7 +166,7 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
     assert "| Time to first status update | 33 min 20 s | 30 min | MISSED |" in text
     assert "5 of 6 targets met" in text
     page = report.html(done, "The database does not answer", settings.zone)
-    assert "<td data-label=\"Figure\">33 min 20 s</td>" in page and "<script" not in page
+    assert '<td data-label="Figure">33 min 20 s</td>' in page and "<script" not in page
 
 
 async def test_a_drill_is_left_out_of_every_real_statistic(

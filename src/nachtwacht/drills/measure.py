@@ -81,8 +81,7 @@ def measure(
         _item("resolution", inc["resolved_at"], detected, cfg.resolve_within[severity]),
     ]
     backed = any(
-        e["kind"] == "checklist" and e["message"].startswith("resolution backed by")
-        for e in events
+        e["kind"] == "checklist" and e["message"].startswith("resolution backed by") for e in events
     )
     items.append(
         {

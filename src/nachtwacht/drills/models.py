@@ -79,7 +79,9 @@ class DrillSettings(Strict):
     def _names(cls, value: dict[str, DrillSchedule]) -> dict[str, DrillSchedule]:
         for name in value:
             if not NAME.match(name) or name == "adhoc":
-                raise ValueError(f"schedule name '{name}' must be lowercase letters, digits, - or _")
+                raise ValueError(
+                    f"schedule name '{name}' must be lowercase letters, digits, - or _"
+                )
         return value
 
 

@@ -59,8 +59,7 @@ def _drill_since(conn: Connection, kinds: tuple[str, ...], since: float) -> bool
 def _reminded(conn: Connection, name: str, label: str) -> bool:
     r = t.drill_reminders.c
     return (
-        conn.execute(select(r.id).where(r.schedule == name, r.period == label)).first()
-        is not None
+        conn.execute(select(r.id).where(r.schedule == name, r.period == label)).first() is not None
     )
 
 
@@ -171,7 +170,9 @@ def _send(
     messages = []
     for m in composed:
         channel = settings.notify.channels[m.channel]
-        text = fit(f"{subject}: {body}", None, channel.max_length) if channel.kind == "sms" else body
+        text = (
+            fit(f"{subject}: {body}", None, channel.max_length) if channel.kind == "sms" else body
+        )
         m.kind, m.subject, m.body = "drill_reminder", subject, text
         m.payload = {**m.payload, "kind": "drill_reminder", "schedule": item["name"]}
         messages.append(m)

@@ -165,6 +165,11 @@ def list_drills(conn: Connection, limit: int = 50, offset: int = 0) -> list[dict
     return [view(dict(r)) for r in conn.execute(paging.window(query, limit, offset)).mappings()]
 
 
+def running(conn: Connection) -> list[dict[str, Any]]:
+    query = select(t.drills).where(t.drills.c.status == "running").order_by(t.drills.c.id)
+    return [view(dict(r)) for r in conn.execute(query).mappings()]
+
+
 def count_drills(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(t.drills)).scalar() or 0)
 
@@ -187,16 +192,16 @@ def end(
     if not claimed:
         return require(conn, drill_id)  # another process is ending it
     inc = incidents.get_incident(conn, drill["incident_id"]) if drill["incident_id"] else None
+    # measured first: what the responders did, not the resolution ending the drill does for them
+    figures = measure.measure(conn, settings, inc, now) if inc is not None else None
     if inc is not None and inc["status"] in OPEN_STATUSES:
-        # no checklist gate: the drill is over; the report shows it was not resolved properly
+        # no checklist gate: the drill is over, and its figures already say it was not resolved
         escalation.resolve(conn, settings, inc["id"], actor, now, f"DRILL #{drill_id} ended")
-        inc = incidents.get_incident(conn, inc["id"])
     conn.execute(
         update(t.alerts)
         .where(t.alerts.c.drill_id == drill_id, t.alerts.c.status == "firing")
         .values(status="resolved", resolved_at=now, last_seen=now)
     )
-    figures = measure.measure(conn, settings, inc, now) if inc is not None else None
     result = None
     if figures is not None:
         result = "passed" if figures["met"] == figures["counted"] else "missed"

@@ -17,6 +17,8 @@ from sqlalchemy import Connection
 
 from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access
+from nachtwacht.drills import schedule
+from nachtwacht.drills import service as drills
 from nachtwacht.errors import issues
 from nachtwacht.incidents import dashboard
 from nachtwacht.notify import reach
@@ -169,12 +171,21 @@ async def overview(request: Request) -> HTMLResponse:
             | uptime_data(conn, now, grid["probe_rows"], cache)
             | errors_data(conn, now)
             | {"paging_problems": reach.paging_problems(rt.settings)}
+            | drills_data(conn, rt.settings, now)
             # the serve processes on this store (docs/decisions/0024): read from the store,
             # so every member shows the same
             | {"members": member_rows(conn, now)}
         )
 
     return await _show(request, "overview.html", build)
+
+
+def drills_data(conn: Connection, settings: Any, now: float) -> dict[str, Any]:
+    """Overdue drill schedules and the drills in progress: one small line above the grid."""
+    return {
+        "drills_overdue": [s for s in schedule.status(conn, settings, now) if s["overdue"]],
+        "drills_running": drills.running(conn),
+    }
 
 
 def errors_data(conn: Connection, now: float) -> dict[str, Any]:
