@@ -203,7 +203,9 @@ def reconcile_signals(
         for row in conn.execute(
             select(a.fingerprint, a.title, a.component, a.severity, a.started_at).where(
                 # a drill's synthetic probe alert is no probe's: not this reconcile's to end
-                a.status == "firing", a.source == "probe", a.drill_id.is_(None)
+                a.status == "firing",
+                a.source == "probe",
+                a.drill_id.is_(None),
             )
         ).all()
     }

@@ -60,7 +60,7 @@ def step_plan(settings: Settings, scenario: Scenario, confirmed: bool) -> list[d
             {
                 "id": step.id,
                 "title": step.title,
-                "kind": step.kind,
+                "kind": getattr(step, "kind", ""),
                 "mode": "real" if real else "simulated",
             }
         )

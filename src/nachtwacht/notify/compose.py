@@ -59,9 +59,7 @@ PUBLIC_STATUS = {
 DRILL = "DRILL"
 
 
-def drill_marked(
-    incident: dict[str, Any] | None, subject: str, body: str
-) -> tuple[str, str]:
+def drill_marked(incident: dict[str, Any] | None, subject: str, body: str) -> tuple[str, str]:
     """A drill's message, marked DRILL at the start of its subject and of its body.
 
     Applied where messages are rendered (and to edited ones), from the incident's `drill_id`,
