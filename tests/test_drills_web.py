@@ -51,7 +51,8 @@ def _auth(store: Store, clock: FakeClock, role: str) -> dict[str, str]:
 def test_the_api_starts_lists_ends_and_reports_a_drill(
     client: TestClient, sqlite_store: Store, clock: FakeClock
 ) -> None:
-    viewer, responder = _auth(sqlite_store, clock, "viewer"), _auth(sqlite_store, clock, "responder")
+    viewer = _auth(sqlite_store, clock, "viewer")
+    responder = _auth(sqlite_store, clock, "responder")
     listed = client.get("/api/v1/drills", headers=viewer)
     assert listed.status_code == 200
     body = listed.json()
