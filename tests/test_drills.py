@@ -224,3 +224,19 @@ def test_the_operations_manager_is_reminded_once_per_due_period(
     with sqlite_store.begin() as conn:
         states = {s["name"]: s for s in schedule.status(conn, settings, feb)}
     assert states["monthly"]["overdue"]  # January was reminded and passed without a drill
+
+
+def test_the_documented_drills_config_is_the_default() -> None:
+    from pathlib import Path
+
+    from nachtwacht.drills.models import DrillSettings
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "drills.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = parse_config("site: x\n" + block, "drills.md").drills
+    default = DrillSettings()
+    for name, sched in default.schedules.items():
+        assert shown.schedules[name].model_dump(exclude={"description"}) == sched.model_dump(
+            exclude={"description"}
+        )
+    assert shown.model_dump(exclude={"schedules"}) == default.model_dump(exclude={"schedules"})

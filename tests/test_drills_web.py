@@ -111,3 +111,6 @@ def test_the_drills_page_and_the_overview_show_running_drills(
     report = client.get(f"/drills/{drill['id']}", headers=HTML)
     assert report.status_code == 200 and "still running" in report.text
     assert client.get("/drills/99", headers=HTML).status_code == 404
+    incident = client.get(f"/incidents/{drill['incident_id']}", headers=HTML).text
+    assert f'id="drill-tag" href="/drills/{drill["id"]}"' in incident
+    assert f'href="/drills/{drill["id"]}">drill #' in client.get("/incidents", headers=HTML).text
