@@ -240,3 +240,29 @@ def test_the_documented_drills_config_is_the_default() -> None:
             exclude={"description"}
         )
     assert shown.model_dump(exclude={"schedules"}) == default.model_dump(exclude={"schedules"})
+
+
+async def test_the_engine_module_ends_a_resolved_drill_and_reminds(
+    sqlite_store: Store, smtp: tuple[int, Mailbox]
+) -> None:
+    from nachtwacht.engine.runtime import Runtime
+
+    settings = _settings(sqlite_store, smtp[0])
+    clock = FakeClock(local(2026, 12, 8, 14, 0))
+    with sqlite_store.begin() as conn:
+        drill = drills.run(conn, settings, "analytics-failure", clock.now(), "mark")
+        escalation.resolve(conn, settings, drill["incident_id"], "olga", clock.now() + 60)
+    runtime = Runtime.build(settings, sqlite_store, clock)
+    try:
+        assert runtime.engine.modules["drills"].interval == 60
+        clock.advance(120)
+        assert await runtime.engine.tick_once("drills")
+    finally:
+        await runtime.stop()
+    with sqlite_store.connect() as conn:
+        assert drills.require(conn, drill["id"])["status"] == "ended"
+        kinds = conn.execute(select(t.outbox.c.kind, t.outbox.c.subject)).all()
+    # the ad-hoc drill was December's monthly test: only the quarterly one is reminded
+    assert [s for k, s in kinds if k == "drill_reminder"] == [
+        "Drill due: quarterly drill (2 h) for 2026-Q4"
+    ]

@@ -43,7 +43,7 @@ def words(seconds: float | None) -> str:
     if s < 2 * 3600:
         minutes, rest = divmod(s, 60)
         return f"{minutes} min" + (f" {rest} s" if rest else "")
-    return f"{s / 3600:.1f} h"
+    return f"{round(s / 3600, 1):g} h"
 
 
 def _first(events: list[dict[str, Any]], test: Any) -> float | None:

@@ -26,7 +26,7 @@ from nachtwacht.drills.models import DrillSchedule
 from nachtwacht.drills.service import last_ended
 from nachtwacht.incidents.notifications import contacts_for
 from nachtwacht.notify.compose import compose, fit
-from nachtwacht.notify.outbox import enqueue
+from nachtwacht.notify.outbox import OutboundMessage, enqueue
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import inserted_id
 
@@ -134,14 +134,23 @@ def reminders(conn: Connection, settings: Settings, now: float) -> int:
 def _send(
     conn: Connection, settings: Settings, item: dict[str, Any], row_id: int, now: float
 ) -> int:
+    messages = _messages(conn, settings, item, now)
     r = t.drill_reminders.c
+    # `unreached`: nobody in `drills.remind` has an address a channel reaches; still once
     claimed = conn.execute(
         update(t.drill_reminders)
         .where(r.id == row_id, r.status == "pending")
-        .values(status="sent", sent_at=now)
+        .values(status="sent" if messages else "unreached", sent_at=now)
     ).rowcount
     if not claimed:
         return 0
+    return len(enqueue(conn, messages, now))
+
+
+def _messages(
+    conn: Connection, settings: Settings, item: dict[str, Any], now: float
+) -> list[OutboundMessage]:
+    """The reminder to `drills.remind` on their e-mail and SMS channels."""
     zone = settings.zone
     due = datetime.fromtimestamp(item["due_by"], zone).strftime("%Y-%m-%d %H:%M %Z")
     subject = f"Drill due: {item['name']} drill ({words(item['duration'])}) for {item['period']}"
@@ -170,10 +179,10 @@ def _send(
     messages = []
     for m in composed:
         channel = settings.notify.channels[m.channel]
-        text = (
-            fit(f"{subject}: {body}", None, channel.max_length) if channel.kind == "sms" else body
-        )
+        text = body
+        if channel.kind == "sms":
+            text = fit(f"{subject}: {body}", None, channel.max_length)
         m.kind, m.subject, m.body = "drill_reminder", subject, text
         m.payload = {**m.payload, "kind": "drill_reminder", "schedule": item["name"]}
         messages.append(m)
-    return len(enqueue(conn, messages, now))
+    return messages

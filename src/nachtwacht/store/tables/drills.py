@@ -52,7 +52,7 @@ drill_reminders = Table(
     Column("period", String(16), nullable=False),  # 2026-12 | 2026-Q4
     Column("due_at", Double, nullable=False),
     Column("created_at", Double, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent
+    Column("status", String(16), nullable=False),  # pending | sent | unreached (nobody to tell)
     Column("sent_at", Double),
     UniqueConstraint("schedule", "period"),
 )
