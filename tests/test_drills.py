@@ -85,17 +85,17 @@ async def _send(store: Store, settings: Settings, clock: FakeClock) -> int:
 
 
 async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
-    sqlite_store: Store, smtp: tuple[int, Mailbox]
+    store: Store, smtp: tuple[int, Mailbox]
 ) -> None:
     port, box = smtp
-    settings = _settings(sqlite_store, port)
+    settings = _settings(store, port)
     t0 = local(2026, 12, 8, 14, 0)  # a Tuesday afternoon
     clock = FakeClock(t0)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         drill = drills.run(conn, settings, "database-down", clock.now(), "mark")
     incident_id = drill["incident_id"]
     assert drill["status"] == "running" and incident_id is not None
-    with sqlite_store.connect() as conn:
+    with store.connect() as conn:
         inc = incidents.require(conn, incident_id)
         alert = conn.execute(select(t.alerts).where(t.alerts.c.incident_id == incident_id))
         assert inc["drill_id"] == drill["id"] and alert.mappings().one()["drill_id"] == drill["id"]
@@ -103,26 +103,26 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
     assert {s["mode"] for s in drill["steps"]} == {"simulated"}
 
     clock.advance(60)  # the sender picks the page up a minute later
-    assert await _send(sqlite_store, settings, clock) == 1
+    assert await _send(store, settings, clock) == 1
     clock.advance(240)  # t0 + 5 min: Olga acknowledges
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         assert incidents.acknowledge(conn, incident_id, "olga", clock.now())
     clock.advance(600)  # t0 + 15 min: mitigating
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         incidents.set_status(conn, incident_id, "mitigating", "olga", clock.now())
     clock.advance(1100)  # t0 + 33 min 20 s: the first status update, 3 min 20 s late
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         escalation.post_update(
             conn, settings, incident_id, "olga", clock.now(), "database restarted, watching"
         )
-    await _send(sqlite_store, settings, clock)
+    await _send(store, settings, clock)
     clock.advance(100)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         checklist.record(
             conn, incident_id, [ItemResult("database", True, "answers")], "olga", clock.now()
         )
     clock.advance(200)  # t0 + 38 min 20 s: resolved, backed by the checklist
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         escalation.resolve(
             conn,
             settings,
@@ -132,9 +132,9 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
             "database back",
             gate=gate.resolution_gate,
         )
-    await _send(sqlite_store, settings, clock)
+    await _send(store, settings, clock)
     clock.advance(60)
-    with sqlite_store.begin() as conn:  # the engine's tick ends a drill whose incident resolved
+    with store.begin() as conn:  # the engine's tick ends a drill whose incident resolved
         assert drills.end_resolved(conn, settings, clock.now()) == [drill["id"]]
         assert drills.end_resolved(conn, settings, clock.now()) == []
         done = drills.require(conn, drill["id"])
@@ -170,16 +170,16 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
 
 
 async def test_a_drill_is_left_out_of_every_real_statistic(
-    sqlite_store: Store, smtp: tuple[int, Mailbox]
+    store: Store, smtp: tuple[int, Mailbox]
 ) -> None:
-    settings = _settings(sqlite_store, smtp[0])
+    settings = _settings(store, smtp[0])
     t0 = local(2026, 12, 8, 14, 0)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         drill = drills.run(conn, settings, "database-down", t0, "mark")
         # a real failure of the same component meanwhile: its own incident, not the drill's
         real = alerts.process(conn, settings, probe_signal("db", "database", 1, t0 + 10), t0 + 10)
     assert real.incident_id not in (None, drill["incident_id"])
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         incidents.acknowledge(conn, drill["incident_id"], "olga", t0 + 20)
         drills.end(conn, settings, drill["id"], "mark", t0 + 30)
         figures = monthly.report(conn, settings, "2026-12", t0 + 60)
@@ -193,35 +193,35 @@ async def test_a_drill_is_left_out_of_every_real_statistic(
 
 
 def test_the_operations_manager_is_reminded_once_per_due_period(
-    sqlite_store: Store, smtp: tuple[int, Mailbox]
+    store: Store, smtp: tuple[int, Mailbox]
 ) -> None:
-    settings = _settings(sqlite_store, smtp[0])
+    settings = _settings(store, smtp[0])
     dec = local(2026, 12, 1, 9, 0)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         assert schedule.reminders(conn, settings, dec) == 2  # monthly and quarterly, to Mark
         assert schedule.reminders(conn, settings, dec + 3600) == 0
-    with sqlite_store.connect() as conn:
+    with store.connect() as conn:
         rows = conn.execute(select(t.outbox).order_by(t.outbox.c.id)).mappings().all()
     assert [(r["contact"], r["kind"]) for r in rows] == [("mark", "drill_reminder")] * 2
     assert rows[0]["subject"] == "Drill due: monthly drill (30 min) for 2026-12"
     assert "No drill of this kind has been run yet." in rows[0]["body"]
     assert "nachtwacht drill run service-outage --schedule monthly" in rows[0]["body"]
 
-    with sqlite_store.begin() as conn:  # December's monthly drill is run and ended
+    with store.begin() as conn:  # December's monthly drill is run and ended
         drill = drills.run(conn, settings, "service-outage", dec + 7200, "mark", kind="monthly")
         drills.end(conn, settings, drill["id"], "mark", dec + 9000)
     jan = local(2027, 1, 4, 9, 0)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         assert schedule.reminders(conn, settings, jan) == 2  # January's, and 2027-Q1's
         states = {s["name"]: s for s in schedule.status(conn, settings, jan)}
     assert states["monthly"]["due"] and not states["monthly"]["overdue"]
-    with sqlite_store.connect() as conn:
+    with store.connect() as conn:
         last = conn.execute(
             select(t.outbox.c.body).where(t.outbox.c.subject.like("%monthly drill%2027-01"))
         ).scalar_one()
     assert f"Last drill: #{drill['id']} service-outage on 2026-12-01: missed" in last
     feb = local(2027, 2, 2, 9, 0)
-    with sqlite_store.begin() as conn:
+    with store.begin() as conn:
         states = {s["name"]: s for s in schedule.status(conn, settings, feb)}
     assert states["monthly"]["overdue"]  # January was reminded and passed without a drill
 
