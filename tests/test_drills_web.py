@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from nachtwacht.clock import FakeClock
+from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
 from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
@@ -78,6 +80,17 @@ def test_the_api_starts_lists_ends_and_reports_a_drill(
     assert started.status_code == 201, started.text
     drill = started.json()
     assert (drill["status"], drill["severity"]) == ("running", 2)
+    with sqlite_store.connect() as conn:  # its runbook, on its incident, as a dry run
+        run = conn.execute(
+            select(t.runbook_runs).where(t.runbook_runs.c.id == drill["runbook_run"])
+        )
+        row = run.mappings().one()
+    assert (row["runbook"], row["incident_id"], row["dry_run"], row["status"]) == (
+        "monitoring-failure",
+        drill["incident_id"],
+        True,
+        "planned",
+    )
     incident = client.get(f"/api/v1/incidents/{drill['incident_id']}", headers=viewer).json()
     assert incident["title"].startswith("monitoring: DRILL dashboard CRITICAL")
 

@@ -110,7 +110,10 @@ async def start_drill(request: Request, body: NewDrill) -> dict[str, Any]:
             confirmed=body.confirm,
         )
 
-    return await _db(request, work, write=True)
+    drill = await _db(request, work, write=True)
+    rt = runtime_of(request)
+    run_id = await service.attach_runbook(rt.store, rt.settings, rt.clock, drill, who)
+    return {**drill, "runbook_run": run_id}
 
 
 @router.post("/drills/{drill_id}/end")

@@ -6,6 +6,7 @@ sends them within a second (and ends the drill when its incident is resolved).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -84,8 +85,12 @@ def run(
         )
 
     drill, cfg = _run(config, work)
+    with _store(cfg) as store:
+        run_id = asyncio.run(
+            service.attach_runbook(store, cfg, SystemClock(), drill, _actor(actor))
+        )
     if as_json:
-        print_json(drill)
+        print_json({**drill, "runbook_run": run_id})
         return
     typer.echo(
         f"DRILL #{drill['id']} started: {drill['scenario']} (S{drill['severity']}), "
@@ -98,6 +103,8 @@ def run(
             f"runbook steps: {simulated} simulated"
             + (f", may be run for real (confirmed): {', '.join(real)}" if real else "")
         )
+    if run_id is not None:
+        typer.echo(f"runbook attached to incident #{drill['incident_id']} as dry run #{run_id}")
     typer.echo(
         f"end it with: nachtwacht drill end {drill['id']} "
         f"(or resolve incident #{drill['incident_id']})"

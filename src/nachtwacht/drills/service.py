@@ -12,6 +12,7 @@ figures; a drill whose incident is resolved is ended by the engine (`end_resolve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, func, select, update
 
 from nachtwacht.alerts import service as alerts
 from nachtwacht.alerts.service import Signal
+from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.drills import measure, scenarios
 from nachtwacht.drills.models import Scenario
@@ -27,9 +29,11 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.models import OPEN_STATUSES, is_severity
 from nachtwacht.problems import Problem
 from nachtwacht.runbooks.loader import load_all
+from nachtwacht.runbooks.record import RunError, Who
+from nachtwacht.runbooks.runner import Runner
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import inserted_id
+from nachtwacht.store.db import Store, inserted_id
 
 
 class DrillError(Problem):
@@ -139,6 +143,34 @@ def run(
             {"drill_id": drill_id, "scenario": scenario.name, "steps": plan},
         )
     return require(conn, drill_id)
+
+
+async def attach_runbook(
+    store: Store, settings: Settings, clock: Clock, drill: dict[str, Any], actor: str
+) -> int | None:
+    """Put the scenario's runbook on the drill's incident as a dry run: every step listed as
+    planned on the incident's runbook panel, none executed. Called after the drill committed;
+    the run's id, or None when there is no runbook (or it cannot be planned: said on the
+    timeline)."""
+    scenario = scenarios.get(drill["scenario"])
+    if scenario is None or scenario.runbook is None or drill["incident_id"] is None:
+        return None
+    try:
+        return await Runner(store, settings, clock).start(
+            scenario.runbook,
+            who=Who(actor, "responder"),
+            incident_id=drill["incident_id"],
+            dry_run=True,
+        )
+    except RunError as exc:
+        text = f"DRILL #{drill['id']}: runbook {scenario.runbook} not attached: {exc}"
+
+        def note() -> None:
+            with store.begin() as conn:
+                incidents.add_event(conn, drill["incident_id"], clock.now(), "note", actor, text)
+
+        await asyncio.to_thread(note)
+        return None
 
 
 def get(conn: Connection, drill_id: int) -> dict[str, Any] | None:
