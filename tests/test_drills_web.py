@@ -127,3 +127,25 @@ def test_the_drills_page_and_the_overview_show_running_drills(
     incident = client.get(f"/incidents/{drill['incident_id']}", headers=HTML).text
     assert f'id="drill-tag" href="/drills/{drill["id"]}"' in incident
     assert f'href="/drills/{drill["id"]}">drill #' in client.get("/incidents", headers=HTML).text
+
+
+def test_an_overdue_drill_is_a_badge_on_the_overview(
+    client: TestClient, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # the clock is in January 2027: December was reminded and passed without a drill
+    with sqlite_store.begin() as conn:
+        conn.execute(
+            t.drill_reminders.insert().values(
+                schedule="monthly",
+                period="2026-12",
+                due_at=clock.now() - 86400,
+                created_at=clock.now() - 40 * 86400,
+                status="sent",
+            )
+        )
+    login(client, "vic")
+    overview = client.get("/", headers=HTML).text
+    assert 'data-drill-overdue="monthly"' in overview and "monthly drill OVERDUE" in overview
+    assert 'data-drill-overdue="quarterly"' not in overview  # never reminded: not overdue yet
+    page = client.get("/drills", headers=HTML).text
+    assert 'data-schedule="monthly" data-state="overdue"' in page
