@@ -33,7 +33,7 @@ from nachtwacht.reviews import monthly
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.overview import incidents_data
-from tests.incident_fixtures import local, probe_signal
+from tests.incident_fixtures import local, probe_signal, tick
 from tests.notify_helpers import Mailbox, smtp_server
 
 SITE = """
@@ -107,9 +107,11 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
     clock.advance(240)  # t0 + 5 min: Olga acknowledges
     with store.begin() as conn:
         assert incidents.acknowledge(conn, incident_id, "olga", clock.now())
-    clock.advance(600)  # t0 + 15 min: mitigating
+    clock.advance(600)  # t0 + 15 min: mitigating; the policy brings in the technical lead
     with store.begin() as conn:
         incidents.set_status(conn, incident_id, "mitigating", "olga", clock.now())
+    assert tick(store, settings, clock.now()) == 1
+    assert await _send(store, settings, clock) == 1
     clock.advance(1100)  # t0 + 33 min 20 s: the first status update, 3 min 20 s late
     with store.begin() as conn:
         escalation.post_update(
@@ -141,7 +143,8 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
 
     mails = _mails(box)
     kinds = [m["Subject"] for m in mails]
-    assert len(mails) == 3, kinds  # the page, the status update, the resolved notice
+    # Olga's page, Tina's notification; then the update and the resolved notice to both
+    assert len(mails) == 6, kinds
     for msg in mails:
         assert msg["Subject"].startswith("DRILL: "), msg["Subject"]
         assert _body(msg).startswith(f"DRILL #{drill['id']}: an exercise"), _body(msg)
