@@ -269,3 +269,60 @@ async def test_the_engine_module_ends_a_resolved_drill_and_reminds(
     assert [s for k, s in kinds if k == "drill_reminder"] == [
         "Drill due: quarterly drill (2 h) for 2026-Q4"
     ]
+
+
+def test_every_channel_kind_and_every_message_kind_is_marked() -> None:
+    from nachtwacht.notify.compose import compose
+    from nachtwacht.notify.templates import KINDS
+
+    settings = parse_config(
+        """
+site: x
+people:
+  contacts:
+    - {id: olga, name: Olga, email: olga@example.org, phone: "+31600000001", chat: "@olga"}
+notify:
+  channels:
+    mail: {kind: email}
+    text: {kind: sms, url: "http://127.0.0.1:9/sms", max_length: 160}
+    chat: {kind: slack, url: "http://127.0.0.1:9/hook"}
+    hook: {kind: webhook, url: "http://127.0.0.1:9/hook"}
+""",
+        "x.yaml",
+    )
+    now = local(2026, 12, 8, 14, 0)
+    incident = {
+        "id": 7,
+        "title": "database: DRILL db down",
+        "severity": 1,
+        "status": "investigating",
+        "started_at": now - 60,
+        "detected_at": now,
+        "response_due_at": now + 900,
+        "resolved_at": now + 1800,
+        "ack_token": "tok",
+        "drill_id": 3,
+    }
+    for kind in KINDS:
+        messages = compose(
+            settings,
+            kind=kind,
+            key=f"k-{kind}",
+            incident=incident,
+            contacts=settings.people.contacts,
+            now=now,
+        )
+        assert {m.channel for m in messages} == {"mail", "text", "chat", "hook"}
+        for m in messages:
+            assert m.subject.startswith("DRILL: "), (kind, m.channel, m.subject)
+            assert m.body.startswith("DRILL"), (kind, m.channel, m.body)
+            assert m.payload["drill_id"] == 3
+        real = compose(
+            settings,
+            kind=kind,
+            key="r",
+            incident={**incident, "drill_id": None},
+            contacts=settings.people.contacts,
+            now=now,
+        )
+        assert not any("DRILL #" in m.body or m.subject.startswith("DRILL") for m in real)

@@ -257,7 +257,7 @@ def fit(text: str, ack: str | None, max_length: int) -> str:
 
 def _payload(base: dict[str, Any], people: list[Contact]) -> dict[str, Any]:
     inc = base["incident"]
-    return {
+    payload = {
         "kind": base["kind"],
         "site": base["site"],
         "incident_id": inc.get("id"),
@@ -272,6 +272,9 @@ def _payload(base: dict[str, Any], people: list[Contact]) -> dict[str, Any]:
         "ack_url": base["ack_url"],
         "recipients": [{"id": p.id, "name": p.name, "chat": p.chat} for p in people],
     }
+    if inc.get("drill_id") is not None:
+        payload["drill_id"] = inc["drill_id"]  # a receiver can tell an exercise from the thing
+    return payload
 
 
 def _unique(contacts: list[Contact]) -> list[Contact]:
