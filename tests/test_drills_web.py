@@ -149,3 +149,29 @@ def test_an_overdue_drill_is_a_badge_on_the_overview(
     assert 'data-drill-overdue="quarterly"' not in overview  # never reminded: not overdue yet
     page = client.get("/drills", headers=HTML).text
     assert 'data-schedule="monthly" data-state="overdue"' in page
+
+
+def test_a_responder_starts_a_drill_from_the_page(
+    client: TestClient, sqlite_store: Store, clock: FakeClock
+) -> None:
+    add_user(sqlite_store, clock, "rita", "responder")
+    csrf = login(client, "rita")
+    page = client.get("/drills", headers=HTML).text
+    assert 'action="/drills"' in page and 'name="confirm"' in page  # database-down's
+    form = {"scenario": "database-down", "schedule": "quarterly", "confirm": "yes"}
+    assert client.post("/drills", data=form).status_code == 403  # no CSRF token
+    refused = client.post("/drills", data={"scenario": "nope", "csrf_token": csrf})
+    assert refused.status_code == 404 and "no scenario" in refused.text
+    started = client.post("/drills", data=form | {"csrf_token": csrf}, follow_redirects=False)
+    assert started.status_code == 303 and started.headers["location"] == "/drills/1"
+    viewer = _auth(sqlite_store, clock, "viewer")
+    drill = client.get("/api/v1/drills/1", headers=viewer).json()
+    assert (drill["kind"], drill["scenario"]) == ("quarterly", "database-down")
+    assert [s["id"] for s in drill["steps"] if s["mode"] == "real"] == [
+        "db-status",
+        "connectivity-mysql",
+        "connectivity-postgresql",
+    ]
+    client.cookies.clear()
+    login(client, "vic")
+    assert 'action="/drills"' not in client.get("/drills", headers=HTML).text
