@@ -33,6 +33,7 @@ from nachtwacht.reviews import monthly
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.overview import incidents_data
+from tests.conftest import closed_port
 from tests.incident_fixtures import local, probe_signal, tick
 from tests.notify_helpers import Mailbox, smtp_server
 
@@ -137,8 +138,8 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
     await _send(store, settings, clock)
     clock.advance(60)
     with store.begin() as conn:  # the engine's tick ends a drill whose incident resolved
-        assert drills.end_resolved(conn, settings, clock.now()) == [drill["id"]]
-        assert drills.end_resolved(conn, settings, clock.now()) == []
+        assert drills.end_due(conn, settings, clock.now()) == [drill["id"]]
+        assert drills.end_due(conn, settings, clock.now()) == []
         done = drills.require(conn, drill["id"])
 
     mails = _mails(box)
@@ -326,3 +327,16 @@ notify:
             now=now,
         )
         assert not any("DRILL #" in m.body or m.subject.startswith("DRILL") for m in real)
+
+
+def test_a_forgotten_drill_ends_before_the_matrix_reaches_customers(sqlite_store: Store) -> None:
+    settings = _settings(sqlite_store, closed_port())
+    t0 = local(2026, 12, 8, 14, 0)
+    with sqlite_store.begin() as conn:
+        drill = drills.run(conn, settings, "security-incident", t0, "mark")
+        assert drills.end_due(conn, settings, t0 + 3 * 3600 - 1) == []
+        assert drills.end_due(conn, settings, t0 + 3 * 3600) == [drill["id"]]
+        done = drills.require(conn, drill["id"])
+        inc = incidents.require(conn, drill["incident_id"])
+    assert (done["status"], done["result"], inc["status"]) == ("ended", "missed", "resolved")
+    assert inc["resolved_at"] == t0 + 3 * 3600 < t0 + 4 * 3600  # the customer step's time

@@ -1,5 +1,5 @@
-"""Engine wiring: the `drills` module ends drills whose incident resolved, and sends the
-schedule's reminders."""
+"""Engine wiring: the `drills` module ends drills whose incident resolved (or that ran past
+`drills.max_duration`), and sends the schedule's reminders."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def install(runtime: Runtime) -> None:
     async def tick(now: float) -> None:
         def work() -> int:
             with runtime.store.begin() as conn:
-                ended = service.end_resolved(conn, runtime.settings, now)
+                ended = service.end_due(conn, runtime.settings, now)
             with runtime.store.begin() as conn:
                 return schedule.reminders(conn, runtime.settings, now) + len(ended)
 

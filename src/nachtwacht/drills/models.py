@@ -71,6 +71,9 @@ class DrillSettings(Strict):
     # the first page delivered within this of detection (the protocol's classification step
     # ends at minute 5, and the first escalation step pages at once)
     page_within: Duration = 300.0
+    # a drill still running after this is ended (its incident resolved, its figures taken):
+    # before the matrix's 4-hour step, the one that drafts a notice to customers
+    max_duration: Duration = 3 * 3600.0
     mitigate_within: dict[Severity, Duration] = Field(default_factory=_mitigate_within)
     resolve_within: dict[Severity, Duration] = Field(default_factory=_resolve_within)
 

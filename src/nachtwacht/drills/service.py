@@ -7,7 +7,8 @@ rendered, notify/compose.py), and everything after that is the ordinary incident
 reminders, acknowledgement, updates, the checklist gate, the resolved notice.
 
 `end` measures the drill from its incident's timeline (drills/measure.py) and stores the
-figures; a drill whose incident is resolved is ended by the engine (`end_resolved`).
+figures; a drill whose incident is resolved, or that outlived `drills.max_duration`, is ended
+by the engine (`end_due`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from nachtwacht.alerts import service as alerts
 from nachtwacht.alerts.service import Signal
@@ -260,13 +261,20 @@ def end(
     return require(conn, drill_id)
 
 
-def end_resolved(conn: Connection, settings: Settings, now: float) -> list[int]:
-    """End the running drills whose incident was resolved (or closed); their ids."""
+def end_due(conn: Connection, settings: Settings, now: float) -> list[int]:
+    """End the running drills whose incident was resolved (or closed), and those running longer
+    than `drills.max_duration` (a forgotten drill must not reach customers); their ids."""
     d, i = t.drills.c, t.incidents.c
     ids = conn.execute(
         select(d.id)
-        .join(t.incidents, i.id == d.incident_id)
-        .where(d.status == "running", i.status.in_(("resolved", "closed")))
+        .join(t.incidents, i.id == d.incident_id, isouter=True)
+        .where(
+            d.status == "running",
+            or_(
+                i.status.in_(("resolved", "closed")),
+                d.started_at <= now - settings.drills.max_duration,
+            ),
+        )
         .order_by(d.id)
     ).scalars()
     ended = []
