@@ -141,6 +141,10 @@ async def test_an_s1_drill_pages_as_a_drill_and_its_report_has_the_figures(
         assert drills.end_due(conn, settings, clock.now()) == [drill["id"]]
         assert drills.end_due(conn, settings, clock.now()) == []
         done = drills.require(conn, drill["id"])
+        month = monthly.report(conn, settings, "2026-12", clock.now())
+    # the whole drill left the month's real figures as they were: no incident, no MTTA/MTTR
+    assert (month["incidents"]["count"], month["incidents"]["mtta"]) == (0, None)
+    assert month["incidents"]["mttr"] is None and month["incidents"]["sla_compliance"] is None
 
     mails = _mails(box)
     kinds = [m["Subject"] for m in mails]
