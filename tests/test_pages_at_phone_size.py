@@ -198,6 +198,9 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
             json={"message": "Gateway returns 402 for every authorisation; calling the PSP."},
         )
         project = api.post("/api/v1/projects", json={"name": "shop"}).json()
+        # a drill run and ended: the Drills page and its report (issue 18)
+        drill = api.post("/api/v1/drills", json={"scenario": "database-down"}).json()
+        api.post(f"/api/v1/drills/{drill['id']}/end")
     # the S1 was declared 40 minutes ago: its response target has passed
     with store.begin() as conn:
         conn.execute(
@@ -241,7 +244,7 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
             60,
         )
         issues = stored()
-    return {"s1": s1["id"], "issue": issues[0]["id"]}
+    return {"s1": s1["id"], "issue": issues[0]["id"], "drill": drill["id"]}
 
 
 def _log_in(page: Page) -> None:
@@ -298,6 +301,8 @@ def _pages(seeded: dict[str, Any]) -> list[tuple[str, str]]:
         ("reports", "/reports"),
         ("oncall", "/oncall"),
         ("settings", "/settings"),
+        ("drills", "/drills"),
+        ("drill", f"/drills/{seeded['drill']}"),
     ]
 
 
@@ -354,6 +359,8 @@ def test_every_page_fits_and_shows_what_matters(
                 rotation = main.locator('[data-rotation="primary"]')
                 expect(rotation).to_contain_text("Alice Anders")
                 expect(rotation).to_contain_text("Bob Bakker-van-den-Berg")
+            if name == "drill":
+                expect(main.locator("table.drill-figures")).to_contain_text("Time to page")
             if misfits := _misfits(page):
                 bad[path] = misfits
     finally:

@@ -202,7 +202,10 @@ def reconcile_signals(
         row.fingerprint: row
         for row in conn.execute(
             select(a.fingerprint, a.title, a.component, a.severity, a.started_at).where(
-                a.status == "firing", a.source == "probe"
+                # a drill's synthetic probe alert is no probe's: not this reconcile's to end
+                a.status == "firing",
+                a.source == "probe",
+                a.drill_id.is_(None),
             )
         ).all()
     }

@@ -42,6 +42,9 @@ class Signal:
     inhibited_by: str | None = None  # a failing dependency, computed by the caller
     labels: dict[str, Any] = field(default_factory=dict)
     expected: str = ""  # what the check expects when all is well (a probe's description)
+    # a drill's synthetic fault (drills/): it opens its own incident, marked as the drill's,
+    # never joins a real one, and is not muted (a drill in a maintenance window still pages)
+    drill_id: int | None = None
 
 
 @dataclass
@@ -111,7 +114,9 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
         )
 
     muted_by = None
-    if sig.inhibited_by:
+    if sig.drill_id is not None:
+        muted_by = None  # a drill tests the paging: nothing mutes it
+    elif sig.inhibited_by:
         muted_by = f"inhibited:{sig.inhibited_by}"
     else:
         muted_by = mute_reason(
@@ -124,12 +129,14 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
         )
 
     incident = None
-    if sig.inhibited_by:
+    if sig.drill_id is not None:
+        incident = incidents.open_for_drill(conn, sig.drill_id)
+    elif sig.inhibited_by:
         # the dependent's alert joins the outage of what it depends on, when there is one
         cause = open_alert(conn, f"probe:{sig.inhibited_by}")
         if cause is not None and cause["incident_id"] is not None:
             incident = incidents.get_incident(conn, cause["incident_id"])
-    if incident is None:
+    if incident is None and sig.drill_id is None:
         incident = incidents.open_for_component(conn, sig.component)
 
     alert_id = inserted_id(
@@ -149,6 +156,7 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
                 fired_at=sig.detected_at,
                 last_seen=now,
                 muted_by=muted_by,
+                drill_id=sig.drill_id,
             )
         )
     )
@@ -166,6 +174,7 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
             detected_at=sig.detected_at,
             impact=_impact(sig),
             muted=muted_by is not None,
+            drill_id=sig.drill_id,
         )
     else:
         incident_id = incident["id"]

@@ -43,11 +43,16 @@ def healthy_for(conn: Connection, now: float, length: float) -> bool:
     if conn.execute(select(r.ts).where(r.ts <= start).limit(1)).first() is None:
         return False  # not running that long yet
     incident = conn.execute(
-        select(i.id).where(or_(i.resolved_at.is_(None), i.resolved_at > start)).limit(1)
+        select(i.id)
+        .where(or_(i.resolved_at.is_(None), i.resolved_at > start), i.drill_id.is_(None))
+        .limit(1)
     ).first()
     alert = conn.execute(
         select(a.id)
-        .where(or_(a.status == "firing", a.resolved_at.is_(None), a.resolved_at > start))
+        .where(
+            or_(a.status == "firing", a.resolved_at.is_(None), a.resolved_at > start),
+            a.drill_id.is_(None),
+        )
         .limit(1)
     ).first()
     return incident is None and alert is None

@@ -142,6 +142,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "runbook_app",
         "Runbooks: list, show, run.",
     ),
+    "drill": (
+        "nachtwacht.drills.cli",
+        "drill_app",
+        "Drills: run a synthetic fault through the real pipeline, measure it, report.",
+    ),
     "evidence": (
         "nachtwacht.evidence.cli",
         "evidence_app",
@@ -195,7 +200,7 @@ ORDER = [
         "cache",
         "runbook",
     ),
-    *("evidence", "report", "followup", "postmortem", "backup", "store", "security"),
+    *("evidence", "report", "followup", "postmortem", "backup", "store", "security", "drill"),
 ]
 
 

@@ -16,6 +16,7 @@ from nachtwacht.analytics.models import AnalyticsSettings
 from nachtwacht.auth.models import AuthSettings
 from nachtwacht.backup.models import BackupSettings
 from nachtwacht.config import limits
+from nachtwacht.drills.models import DrillSettings
 from nachtwacht.durations import Duration
 from nachtwacht.errors.models import ErrorSettings
 from nachtwacht.evidence.models import EvidenceSettings
@@ -165,6 +166,7 @@ class Settings(Strict):
     reviews: ReviewSettings = Field(default_factory=ReviewSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
     # values the loader took from the environment or files (`${VAR}`, `*_file:`): secret
     # wherever they appear, whatever field they went into (nachtwacht.config.redact)

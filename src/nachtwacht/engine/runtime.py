@@ -349,6 +349,7 @@ def _installers() -> list[Callable[[Runtime], None]]:
     from nachtwacht.analytics import engine as analytics
     from nachtwacht.backup import engine as backup
     from nachtwacht.checklist import engine as checklist
+    from nachtwacht.drills import engine as drills
     from nachtwacht.errors import engine as errors
     from nachtwacht.evidence import engine as evidence
     from nachtwacht.handoff import engine as handoff
@@ -373,4 +374,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         security_respond.install,
         handoff.install,
         oncall.install,
+        drills.install,
     ]

@@ -12,7 +12,7 @@ from nachtwacht.config import limits
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents.service import IncidentError, add_event, require, timeline
 from nachtwacht.notify import reach
-from nachtwacht.notify.compose import PAGING, PER_CONTACT, compose, fit, label
+from nachtwacht.notify.compose import PAGING, PER_CONTACT, compose, drill_marked, fit, label
 from nachtwacht.notify.outbox import PAGES, OutboundMessage, enqueue
 from nachtwacht.notify.templates import TemplateError
 from nachtwacht.oncall.models import Contact
@@ -250,7 +250,9 @@ def send_custom(
         )
     except TemplateError as exc:
         raise IncidentError(str(exc), "kind", kind="invalid") from None
-    messages = [_edited(settings, m, subject, body, contacts) for m in composed]
+    messages = [
+        _edited(settings, m, *drill_marked(incident, subject, body), contacts) for m in composed
+    ]
     ids = enqueue(conn, messages, now)
     if not ids:
         raise IncidentError(f"no notification channel reaches {words}", "to", kind="invalid")

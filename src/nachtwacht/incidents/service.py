@@ -95,6 +95,7 @@ def open_incident(
     actor: str = "nachtwacht",
     muted: bool = False,
     commander: str | None = None,
+    drill_id: int | None = None,
 ) -> int:
     if not is_severity(severity):
         raise IncidentError("severity must be 1, 2 or 3", "severity", kind="invalid")
@@ -128,20 +129,28 @@ def open_incident(
                 paged=False,
                 muted=muted,
                 ack_token=secrets.token_urlsafe(24),
+                drill_id=drill_id,
                 created_at=now,
                 updated_at=now,
             )
         )
     )
     kind = "declared" if origin == "declared" else "detected"
+    what = "DRILL incident" if drill_id is not None else "incident"
     add_event(
         conn,
         incident_id,
         now,
         kind,
         actor,
-        f"S{severity} incident {'declared' if kind == 'declared' else 'opened'}: {title}",
-        {"severity": severity, "response_due_at": due, "policy": policy_name, "muted": muted},
+        f"S{severity} {what} {'declared' if kind == 'declared' else 'opened'}: {title}",
+        {
+            "severity": severity,
+            "response_due_at": due,
+            "policy": policy_name,
+            "muted": muted,
+            "drill_id": drill_id,
+        },
     )
     if commander:
         assign(conn, incident_id, commander, "commander", actor, now)
@@ -203,7 +212,23 @@ def open_for_component(conn: Connection, component: str) -> dict[str, Any] | Non
                 t.incidents.c.component == component,
                 t.incidents.c.origin == "alert",
                 t.incidents.c.status.in_(OPEN_STATUSES),
+                # a real failure never joins a drill's incident (it would be marked DRILL)
+                t.incidents.c.drill_id.is_(None),
             )
+            .order_by(t.incidents.c.id.desc())
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+def open_for_drill(conn: Connection, drill_id: int) -> dict[str, Any] | None:
+    """The open incident of a drill, which its further synthetic alerts join."""
+    row = (
+        conn.execute(
+            select(t.incidents)
+            .where(t.incidents.c.drill_id == drill_id, t.incidents.c.status.in_(OPEN_STATUSES))
             .order_by(t.incidents.c.id.desc())
         )
         .mappings()

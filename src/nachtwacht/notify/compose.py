@@ -56,6 +56,26 @@ PUBLIC_STATUS = {
 }
 
 
+DRILL = "DRILL"
+
+
+def drill_marked(incident: dict[str, Any] | None, subject: str, body: str) -> tuple[str, str]:
+    """A drill's message, marked DRILL at the start of its subject and of its body.
+
+    Applied where messages are rendered (and to edited ones), from the incident's `drill_id`,
+    so pages, escalations, reminders, updates and the all-clear of a drill all say so, and a
+    template override cannot forget it.
+    """
+    drill_id = incident.get("drill_id") if incident else None
+    if drill_id is None:
+        return subject, body
+    if not subject.startswith(DRILL):
+        subject = f"{DRILL}: {subject}"
+    if not body.startswith(DRILL):
+        body = f"{DRILL} #{drill_id}: an exercise, not a real incident.\n\n{body}"
+    return subject, body
+
+
 def label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind)
 
@@ -110,7 +130,9 @@ def compose(
                     "broadcast": False,
                     "recipient": _person(person),
                 }
-                subject, body = render(kind, ctx, settings.notify.templates_dir)
+                subject, body = drill_marked(
+                    incident, *render(kind, ctx, settings.notify.templates_dir)
+                )
                 if cfg.kind == "sms":
                     text = render_text(
                         "sms",
@@ -141,7 +163,9 @@ def compose(
                 "broadcast": True,
                 "recipient": None,
             }
-            subject, body = render(kind, ctx, settings.notify.templates_dir)
+            subject, body = drill_marked(
+                incident, *render(kind, ctx, settings.notify.templates_dir)
+            )
             mentions = " ".join(p.chat for p in people if p.chat)
             if mentions:
                 body = f"{body}\n\n{'Paging' if kind in PAGING else 'cc'}: {mentions}"
@@ -233,7 +257,7 @@ def fit(text: str, ack: str | None, max_length: int) -> str:
 
 def _payload(base: dict[str, Any], people: list[Contact]) -> dict[str, Any]:
     inc = base["incident"]
-    return {
+    payload = {
         "kind": base["kind"],
         "site": base["site"],
         "incident_id": inc.get("id"),
@@ -248,6 +272,9 @@ def _payload(base: dict[str, Any], people: list[Contact]) -> dict[str, Any]:
         "ack_url": base["ack_url"],
         "recipients": [{"id": p.id, "name": p.name, "chat": p.chat} for p in people],
     }
+    if inc.get("drill_id") is not None:
+        payload["drill_id"] = inc["drill_id"]  # a receiver can tell an exercise from the thing
+    return payload
 
 
 def _unique(contacts: list[Contact]) -> list[Contact]:

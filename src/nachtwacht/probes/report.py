@@ -87,7 +87,10 @@ def status_report(conn: Connection, now: float, site: str = "") -> dict[str, Any
         }
         for row in conn.execute(
             select(t.incidents)
-            .where(t.incidents.c.status.in_(("investigating", "mitigating", "monitoring")))
+            .where(
+                t.incidents.c.status.in_(("investigating", "mitigating", "monitoring")),
+                t.incidents.c.drill_id.is_(None),  # a drill never makes the site look down
+            )
             .order_by(t.incidents.c.severity, t.incidents.c.id)
         )
     ]

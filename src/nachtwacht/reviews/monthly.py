@@ -1,6 +1,7 @@
 """The monthly report: the protocol's "Monthly Reviews" in figures.
 
-For a calendar month in site time, counting the incidents *detected* in it:
+For a calendar month in site time, counting the incidents *detected* in it (drills left out:
+they have their own reports, docs/drills.md):
 
 - incidents by severity;
 - mean time to acknowledge (acknowledged − detected, over those acknowledged) and to resolve
@@ -141,7 +142,9 @@ def report(conn: Connection, settings: Settings, month: str | None, now: float) 
     rows = [
         dict(r)
         for r in conn.execute(
-            select(t.incidents).where(c.detected_at >= start, c.detected_at < end).order_by(c.id)
+            select(t.incidents)
+            .where(c.detected_at >= start, c.detected_at < end, c.drill_id.is_(None))
+            .order_by(c.id)
         ).mappings()
     ]
     severities = {
@@ -193,7 +196,9 @@ def history(
         rows = [
             dict(r)
             for r in conn.execute(
-                select(t.incidents).where(c.detected_at >= a, c.detected_at < b)
+                select(t.incidents).where(
+                    c.detected_at >= a, c.detected_at < b, c.drill_id.is_(None)
+                )
             ).mappings()
         ]
         out.append({"month": name, **incident_figures(rows, now)})

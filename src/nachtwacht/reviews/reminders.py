@@ -25,7 +25,7 @@ from sqlalchemy import Connection, or_, select
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.notifications import contacts_for, context_for
-from nachtwacht.notify.compose import compose, fit
+from nachtwacht.notify.compose import compose, drill_marked, fit
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
 from nachtwacht.oncall.models import Contact
 from nachtwacht.reviews.service import ANALYSIS_FIELDS, REVIEW_FIELDS, done, get_fields
@@ -75,6 +75,7 @@ def _messages(
         context=context_for(conn, settings, inc),
         now=now,
     )
+    subject, body = drill_marked(inc, subject, body)
     out = []
     for m in composed:
         channel = settings.notify.channels[m.channel]
@@ -118,6 +119,7 @@ def review_reminders(conn: Connection, settings: Settings, now: float) -> int:
             c.resolved_at <= now - min(cfg.analysis_within, cfg.review_within),
             c.resolved_at >= now - cfg.review_within - LOOKBACK,
             c.severity.in_(cfg.remind_severities),
+            c.drill_id.is_(None),  # a drill's report is its review (drills/)
         )
     ).mappings()
     queued = 0

@@ -42,6 +42,8 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.redact import settings_secrets
 from nachtwacht.config.redactor import Redactor
 from nachtwacht.config.schema import Settings
+from nachtwacht.drills import api as drills_api
+from nachtwacht.drills import pages as drills_pages
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.errors import api as errors_api
 from nachtwacht.errors import ingest_api as errors_ingest
@@ -182,6 +184,7 @@ def create_app(
         backup_api,
         watchdog_api,
         security_api,
+        drills_api,
     ):
         app.include_router(domain.router, dependencies=protected)
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
@@ -201,6 +204,7 @@ def create_app(
         runbooks_pages,
         reviews_pages,
         security_pages,
+        drills_pages,
     ):
         app.include_router(domain_pages.router)
 

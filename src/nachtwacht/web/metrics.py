@@ -290,7 +290,7 @@ class StoreGauges(Collector):
         with self.runtime.store.connect() as conn:
             rows = conn.execute(
                 select(i.severity, func.count())
-                .where(i.status.in_(OPEN_STATUSES))
+                .where(i.status.in_(OPEN_STATUSES), i.drill_id.is_(None))
                 .group_by(i.severity)
             ).all()
             pending = conn.execute(

@@ -18,6 +18,8 @@ from sqlalchemy import Connection
 from nachtwacht.alerts.maintenance import active_windows
 from nachtwacht.auth.deps import access
 from nachtwacht.backup import restoretest
+from nachtwacht.drills import schedule
+from nachtwacht.drills import service as drills
 from nachtwacht.errors import issues
 from nachtwacht.incidents import dashboard
 from nachtwacht.notify import reach
@@ -127,7 +129,9 @@ def grid_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
 
 
 def incidents_data(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
-    return {"open_incidents": dashboard.open_incidents(conn, now)}
+    # a drill's incident is on the Drills page and the incident list, not in the site's state
+    rows = [r for r in dashboard.open_incidents(conn, now) if r.get("drill_id") is None]
+    return {"open_incidents": rows}
 
 
 def uptime_data(
@@ -169,12 +173,21 @@ async def overview(request: Request) -> HTMLResponse:
             | errors_data(conn, now)
             | {"paging_problems": reach.paging_problems(rt.settings)}
             | {"restore_test": restoretest.status(conn, rt.settings, now)}
+            | drills_data(conn, rt.settings, now)
             # the serve processes on this store (docs/decisions/0024): read from the store,
             # so every member shows the same
             | {"members": member_rows(conn, now)}
         )
 
     return await _show(request, "overview.html", build)
+
+
+def drills_data(conn: Connection, settings: Any, now: float) -> dict[str, Any]:
+    """Overdue drill schedules and the drills in progress: one small line above the grid."""
+    return {
+        "drills_overdue": [s for s in schedule.status(conn, settings, now) if s["overdue"]],
+        "drills_running": drills.running(conn),
+    }
 
 
 def errors_data(conn: Connection, now: float) -> dict[str, Any]:

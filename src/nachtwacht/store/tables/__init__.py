@@ -62,6 +62,7 @@ from nachtwacht.store.tables.readiness import (
     readiness_obligations,
     restore_tests,
 )
+from nachtwacht.store.tables.drills import drills, drill_reminders
 # isort: on
 
 __all__ = [
@@ -115,4 +116,6 @@ __all__ = [
     "contact_verifications",
     "readiness_obligations",
     "restore_tests",
+    "drills",
+    "drill_reminders",
 ]

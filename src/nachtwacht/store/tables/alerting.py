@@ -37,6 +37,8 @@ alerts = Table(
     # why it did not page: maintenance | silence | inhibited (by a failing dependency)
     Column("muted_by", String(200)),
     Column("incident_id", Integer),
+    # the drill (drills table) that injected it; NULL for every real alert
+    Column("drill_id", Integer),
     Index(None, "fingerprint", "status"),
     Index(None, "incident_id"),
 )

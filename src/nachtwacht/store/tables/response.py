@@ -50,6 +50,8 @@ incidents = Table(
     Column("ack_token", String(64), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # the drill this incident is (drills table); NULL for a real one. Statistics leave drills out
+    Column("drill_id", Integer),
     Index(None, "status"),
     Index(None, "component", "status"),
     UniqueConstraint("ack_token"),

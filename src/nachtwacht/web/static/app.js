@@ -52,7 +52,7 @@
 
   // -- keyboard -----------------------------------------------------------------------------
   var ROUTES = {
-    o: "/", i: "/incidents", e: "/errors", y: "/analytics", b: "/runbooks", r: "/reports", x: "/security", c: "/oncall", s: "/settings"
+    o: "/", i: "/incidents", e: "/errors", y: "/analytics", b: "/runbooks", r: "/reports", x: "/security", d: "/drills", c: "/oncall", s: "/settings"
   };
   var prefix = false;
   var prefixTimer = null;

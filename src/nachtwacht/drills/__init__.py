@@ -1,0 +1,1 @@
+"""Drills: synthetic faults through the real pipeline, measured against the protocol."""
