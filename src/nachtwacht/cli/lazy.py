@@ -167,6 +167,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "store_app",
         "The store itself: integrity check.",
     ),
+    "statuspage": (
+        "nachtwacht.statuspage.cli",
+        "statuspage_app",
+        "The public status page: customer notices and subscribers.",
+    ),
 }
 # the order `nachtwacht --help` lists them in: single commands first, then the groups
 ORDER = [
@@ -184,7 +189,7 @@ ORDER = [
         "cache",
         "runbook",
     ),
-    *("evidence", "report", "followup", "postmortem", "backup", "store"),
+    *("evidence", "report", "followup", "postmortem", "backup", "store", "statuspage"),
 ]
 
 

@@ -354,6 +354,7 @@ def _installers() -> list[Callable[[Runtime], None]]:
     from nachtwacht.reviews import engine as reviews
     from nachtwacht.runbooks import engine as runbooks
     from nachtwacht.security import engine as security
+    from nachtwacht.statuspage import engine as statuspage
     from nachtwacht.watchdog import engine as watchdog
 
     return [
@@ -367,4 +368,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         watchdog.install,
         agents.install,
         security.install,
+        statuspage.install,
     ]

@@ -56,6 +56,7 @@ from nachtwacht.store.tables.recovery import (
 )
 from nachtwacht.store.tables.agents import probe_locations, agents, agent_tokens
 from nachtwacht.store.tables.security import security_blocks, security_tallies
+from nachtwacht.store.tables.statuspage import status_notices, status_subscribers
 # isort: on
 
 __all__ = [
@@ -105,4 +106,6 @@ __all__ = [
     "agent_tokens",
     "security_blocks",
     "security_tallies",
+    "status_notices",
+    "status_subscribers",
 ]
