@@ -57,11 +57,15 @@ components:
   web: Web server
 people:
   contacts:
-    - {{id: alice, name: Alice Anders, roles: [oncall_engineer], email: alice.anders@example.org, phone: "+31 6 1234 5678"}}
-    - {{id: mark, name: Mark Manager, roles: [operations_manager, management], email: mark.manager@example.org}}
+    - {{id: alice, name: Alice Anders, roles: [oncall_engineer],
+       email: alice.anders@example.org, phone: "+31 6 1234 5678"}}
+    - {{id: mark, name: Mark Manager, roles: [operations_manager, management],
+       email: mark.manager@example.org}}
 probes:
-  - {{name: db-primary-port, kind: tcp, host: 127.0.0.1, port: {db_port}, interval: 1s, retries: 0, component: db}}
-  - {{name: web-port, kind: tcp, host: 127.0.0.1, port: {web_port}, interval: 1s, retries: 0, component: web}}
+  - {{name: db-primary-port, kind: tcp, host: 127.0.0.1, port: {db_port}, interval: 1s,
+     retries: 0, component: db}}
+  - {{name: web-port, kind: tcp, host: 127.0.0.1, port: {web_port}, interval: 1s,
+     retries: 0, component: web}}
 status_page:
   enabled: true
   title: Vereniging status
@@ -143,9 +147,10 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
     with store.begin() as conn:
         ids = dict(conn.execute(select(t.probes.c.name, t.probes.c.id)).all())
         hour = int(now // 3600)
+        bad = range(30 * 24, 30 * 24 + 5)  # five poor hours of the database, a month ago
         rows = [
             {"probe_id": ids[name], "bucket": hour - back, "n": 60,
-             "n_ok": 40 if (name == "db-primary-port" and back in range(30 * 24, 30 * 24 + 5)) else 60,
+             "n_ok": 40 if (name == "db-primary-port" and back in bad) else 60,
              "n_warning": 0, "n_critical": 0, "n_unknown": 0}
             for name in ids for back in range(1, 90 * 24)
         ]  # fmt: skip
@@ -203,7 +208,8 @@ def test_the_public_page_shows_approved_notices_and_nothing_internal(
         database = page.locator(".component[data-component='Member database']")
         expect(database).to_have_attribute("data-state", "major_outage")
         expect(database.locator(".bar")).to_have_count(90)
-        expect(database.locator(".bar-poor, .bar-fair")).to_have_count(1)
+        # the five poor hours fall in one day, or two when they straddle midnight
+        assert database.locator(".bar-poor, .bar-fair").count() in (1, 2)
         expect(
             page.locator(".component[data-component='Website and member portal']")
         ).to_have_attribute("data-state", "operational")
