@@ -1,7 +1,7 @@
 """A generic JSON webhook: the whole message, with the structured payload, in one POST.
 
-A row with an `address` goes to that URL instead of the channel's: a status-page subscriber's
-own webhook (statuspage/). The channel's headers (its receiver's credentials) are then not
+A row whose `address` is an http(s) URL goes there instead of the channel's URL: a status-page
+subscriber's own webhook (statuspage/); an e-mail address or phone number never is one. The channel's headers (its receiver's credentials) are then not
 sent, so no subscriber ever sees them.
 """
 
@@ -27,7 +27,8 @@ def body(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def send(cfg: WebhookChannel, message: dict[str, Any], http: HttpClient) -> None:
-    own = message.get("address")
+    address = message.get("address") or ""
+    own = address if address.startswith(("http://", "https://")) else None
     # the configured headers (auth tokens) first; ours last, so the key cannot be overridden
     headers = {**({} if own else cfg.headers), **base_headers(message)}
     await request(
