@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, update
@@ -334,3 +336,41 @@ def test_the_config_refuses_unknown_components_and_channels(sqlite_store: Store)
     assert "status_page.email_channel: no email channel is named 'chat'" in text
     with pytest.raises(ConfigError):
         parse_config(base + "status_page:\n  path: /api/status\n", "s.yaml")
+
+
+def test_the_docs_config_is_valid_and_its_commands_run(tmp_path: Path) -> None:
+    """docs/status-page.md: its config parses, and its commands run as shown (the incident and
+    notice numbers aside, which are whatever the store gives)."""
+    from typer.testing import CliRunner
+
+    from nachtwacht.cli.main import app as cli
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "status-page.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    config = tmp_path / "nachtwacht.yaml"
+    config.write_text(f"store:\n  url: sqlite:///{tmp_path / 'nw.db'}\n" + block)
+    settings = parse_config(config.read_text(), str(config))
+    assert settings.status_page.components == {"Member database": ["database"], "Website": ["web"]}
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "-c", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("incident", "declare", "--title", "db1 OOM", "--severity", "1", "--component", "database")
+    commands = [
+        line.removeprefix("nachtwacht ").split()
+        for line in re.findall(r"^nachtwacht statuspage .*$", doc, re.M)
+    ]
+    numbers = {"12": "1", "3": "1", "4": "2", "7": "1"}
+    approved = False
+    for words in commands:
+        words = [numbers.get(w, w) for w in words]
+        text = " ".join(words)
+        quoted = re.findall(r'"([^"]*)"', text)
+        args = re.sub(r'"[^"]*"', "\x00", text).split()
+        args = [quoted.pop(0) if a == "\x00" else a for a in args]
+        run(*args)
+        approved = approved or words[2] == "approve"
+    assert approved

@@ -1,8 +1,8 @@
 """A generic JSON webhook: the whole message, with the structured payload, in one POST.
 
 A row whose `address` is an http(s) URL goes there instead of the channel's URL: a status-page
-subscriber's own webhook (statuspage/); an e-mail address or phone number never is one. The channel's headers (its receiver's credentials) are then not
-sent, so no subscriber ever sees them.
+subscriber's own webhook (statuspage/); an e-mail address or phone number never is one. The
+channel's headers (its receiver's credentials) are then not sent, so no subscriber sees them.
 """
 
 from __future__ import annotations
