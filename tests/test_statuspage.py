@@ -374,3 +374,19 @@ def test_the_docs_config_is_valid_and_its_commands_run(tmp_path: Path) -> None:
         run(*args)
         approved = approved or words[2] == "approve"
     assert approved
+
+
+def test_nachtwachts_own_draft_is_made_once_even_when_two_engines_race(
+    store: Store, clock: FakeClock
+) -> None:
+    settings = status_site(store)
+    now = clock.now()
+    incident_id = fire_db(store, settings, now)
+    with store.begin() as conn:
+        assert notices._auto(conn, settings, incident_id, "notice", now) == 1
+        # the other engine read "no notice yet" before the first committed: its insert of the
+        # same key fails inside its savepoint, and its transaction goes on
+        notices.discard(conn, notices.list_notices(conn, incident_id)[0]["id"], "olga", now)
+        assert notices._auto(conn, settings, incident_id, "notice", now) == 0
+        assert len(notices.list_notices(conn, incident_id)) == 1
+        notices.draft(conn, settings, incident_id, "olga", now)  # the transaction still works

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from sqlalchemy import Connection, exists, select, update
+from sqlalchemy.exc import IntegrityError
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.incidents import service as incidents
@@ -118,6 +119,7 @@ def draft(
     body: str | None = None,
     public_status: str | None = None,
     components: list[str] | None = None,
+    auto_key: str | None = None,
 ) -> dict[str, Any]:
     """A new draft for the incident from the template; what is given replaces its parts."""
     inc = incidents.get_incident(conn, incident_id)
@@ -167,6 +169,7 @@ def draft(
                 created_by=actor[:120],
                 created_at=now,
                 updated_at=now,
+                auto_key=auto_key,
             )
         )
     )
@@ -313,11 +316,7 @@ def _draft_at_four_hours(conn: Connection, settings: Settings, now: float) -> in
         )
         .limit(50)
     ).scalars()
-    count = 0
-    for incident_id in list(due):
-        draft(conn, settings, incident_id, "nachtwacht", now)
-        count += 1
-    return count
+    return sum(_auto(conn, settings, incident_id, "notice", now) for incident_id in list(due))
 
 
 def _draft_resolved(conn: Connection, settings: Settings, now: float) -> int:
@@ -333,8 +332,22 @@ def _draft_resolved(conn: Connection, settings: Settings, now: float) -> int:
         )
         .limit(50)
     ).scalars()
-    count = 0
-    for incident_id in list(rows):
-        draft(conn, settings, incident_id, "nachtwacht", now, kind="resolved")
-        count += 1
-    return count
+    return sum(_auto(conn, settings, incident_id, "resolved", now) for incident_id in list(rows))
+
+
+def _auto(conn: Connection, settings: Settings, incident_id: int, kind: str, now: float) -> int:
+    """Nachtwacht's own draft, once: another engine that made it first wins the unique key."""
+    try:
+        with conn.begin_nested():
+            draft(
+                conn,
+                settings,
+                incident_id,
+                "nachtwacht",
+                now,
+                kind=kind,
+                auto_key=f"auto:{kind}:{incident_id}",
+            )
+    except (IntegrityError, StatusPageError):
+        return 0  # made by another engine meanwhile, or a person's draft came first
+    return 1

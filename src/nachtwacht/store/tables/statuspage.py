@@ -30,6 +30,10 @@ status_notices = Table(
     # the newest published notice of an unresolved incident: when the next public update is
     # due; the reminder to the commander claims it with a conditional update
     Column("remind_at", Double),
+    # the drafts Nachtwacht makes by itself ("auto:notice:<incident>", "auto:resolved:<id>"):
+    # unique, so two engines on one store that both see one due make it once
+    Column("auto_key", String(64)),
+    UniqueConstraint("auto_key"),
     Index("ix_status_notices_incident", "incident_id"),
     Index("ix_status_notices_state_published", "state", "published_at"),
     Index("ix_status_notices_remind", "remind_at"),

@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.Column("approved_by", sa.String(length=120), nullable=True),
         sa.Column("published_at", sa.Double(), nullable=True),
         sa.Column("remind_at", sa.Double(), nullable=True),
+        sa.Column("auto_key", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_status_notices")),
+        sa.UniqueConstraint("auto_key", name=op.f("uq_status_notices_auto_key")),
     )
     op.create_index("ix_status_notices_incident", "status_notices", ["incident_id"])
     op.create_index(
