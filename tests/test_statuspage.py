@@ -15,7 +15,7 @@ from nachtwacht.statuspage import notices, subscribers, view
 from nachtwacht.statuspage.service import StatusPageError
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from tests.incident_fixtures import deliver, fire_db, tick
+from tests.incident_fixtures import deliver, fire_db, site, tick
 from tests.statuspage_fixtures import INTERNAL, make_commander, outbox_of, status_site
 
 HOUR = 3600.0
@@ -390,3 +390,21 @@ def test_nachtwachts_own_draft_is_made_once_even_when_two_engines_race(
         assert notices._auto(conn, settings, incident_id, "notice", now) == 0
         assert len(notices.list_notices(conn, incident_id)) == 1
         notices.draft(conn, settings, incident_id, "olga", now)  # the transaction still works
+
+
+async def test_the_engine_module_drafts_at_the_4_hour_step(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from nachtwacht.engine.runtime import Runtime
+
+    incident_id, now = _four_hours_in(sqlite_store, clock)
+    runtime = Runtime.build(status_site(sqlite_store), sqlite_store, clock)
+    module = runtime.engine.modules["statuspage"]
+    assert module.interval == 60.0
+    await module.tick(now)
+    with sqlite_store.connect() as conn:
+        assert [n["kind"] for n in notices.list_notices(conn, incident_id)] == ["notice"]
+    await runtime.stop()
+    plain = Runtime.build(site(sqlite_store), sqlite_store, clock)
+    assert "statuspage" not in plain.engine.modules  # off by default
+    await plain.stop()

@@ -219,3 +219,18 @@ async def test_a_subscribers_webhook_gets_the_notice_without_the_channels_secret
             assert secret not in seen.text
     finally:
         await receiver.stop()
+
+
+def test_by_default_there_is_no_public_page(sqlite_store: Store, clock: FakeClock) -> None:
+    from tests.helpers import settings_for
+
+    settings = settings_for("probes: []\n", sqlite_store.url)
+    assert settings.status_page.enabled is False
+    app = create_app(settings, sqlite_store, clock, start_engine=False)
+    with TestClient(app, follow_redirects=False) as client:
+        for path in ("/status-page", "/status-page/feed.atom", "/status-page/status.json"):
+            assert client.get(path).status_code in (401, 404), path
+        refused = client.post("/status-page/subscribe", data={"email": "a@example.org"})
+        assert refused.status_code in (303, 401, 404)
+    with sqlite_store.connect() as conn:
+        assert conn.execute(select(t.status_subscribers)).first() is None
