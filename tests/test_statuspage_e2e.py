@@ -136,6 +136,9 @@ def test_double_opt_in_then_a_published_notice_mails_with_a_working_unsubscribe(
         for secret in INTERNAL:
             assert secret not in body
         off = _link(notice_mail, "unsubscribe")
+        assert notice_mail["List-Unsubscribe"] == f"<{off}>"
+        assert notice_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert confirm_mail["List-Unsubscribe"] is None  # nothing to leave before confirming
         assert client.get(off).status_code == 200
         assert client.post(off).status_code == 200
         assert _state(sqlite_store, "member@example.net") == "unsubscribed"
