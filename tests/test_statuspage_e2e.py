@@ -142,8 +142,16 @@ def test_double_opt_in_then_a_published_notice_mails_with_a_working_unsubscribe(
         assert client.get(off).status_code == 200
         assert client.post(off).status_code == 200
         assert _state(sqlite_store, "member@example.net") == "unsubscribed"
-        # the status host serves the status page and nothing of the dashboard
-        assert client.get("/").status_code == 200
+        # the status host serves the status page and nothing of the dashboard; the page's own
+        # links work there too
+        home = client.get("/")
+        assert home.status_code == 200
+        action = re.search(r'<form method="post" action="([^"]+)"', home.text)
+        assert action is not None
+        again = client.post(action.group(1), data={"email": "other@example.net"})
+        assert again.status_code == 202
+        feed = re.search(r'href="([^"]+feed.atom)"', home.text)
+        assert feed is not None and client.get(feed.group(1)).status_code == 200
         assert client.get("/api/v1/incidents").status_code == 404
         assert client.get("/nonsense/confirm/x").status_code == 404
 

@@ -203,7 +203,8 @@ def _token_routes(router: APIRouter, base: str, action: str, verb: str, done: st
 
 class HostRouting:
     """Requests for `status_page.host` get the status page: every path is taken as the
-    status page's own (`/` is the page, `/feed.atom` its feed); `/static` stays shared."""
+    status page's own (`/` is the page, `/feed.atom` its feed); `/static` and the page's own
+    path (which its links name) stay as they are."""
 
     def __init__(self, app: Any, host: str, path: str) -> None:
         self.app = app
@@ -214,7 +215,9 @@ class HostRouting:
         if scope["type"] == "http":
             host = dict(scope.get("headers") or []).get(b"host", b"").split(b":")[0].lower()
             path = scope["path"]
-            if host == self.host and not path.startswith("/static/"):
+            # the page's own links (form, feed) name its path: those are left as they are
+            mine = path == self.path or path.startswith(self.path + "/")
+            if host == self.host and not mine and not path.startswith("/static/"):
                 path = self.path if path == "/" else self.path + path
                 scope = {**scope, "path": path, "raw_path": path.encode()}
         await self.app(scope, receive, send)
