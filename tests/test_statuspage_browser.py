@@ -11,6 +11,7 @@ refused to a responder who is not the commander, published by the CLI's approval
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -146,10 +147,10 @@ def seeded_fixture(live_server: LiveServer) -> dict[str, Any]:
         )
         assert made.status_code in (200, 201), made.text
     published = _cli(live_server, "notice", "draft", str(inc["id"]), "--json")
-    notice_id = int(published.split('"id": ')[1].split(",")[0])
+    notice_id = json.loads(published)["id"]
     _cli(live_server, "notice", "approve", str(notice_id), "--actor", "mark")
     draft = _cli(live_server, "notice", "draft", str(inc["id"]), "--title", DRAFT_TITLE, "--json")
-    draft_id = int(draft.split('"id": ')[1].split(",")[0])
+    draft_id = json.loads(draft)["id"]
     with store.begin() as conn:
         ids = dict(conn.execute(select(t.probes.c.name, t.probes.c.id)).all())
         hour = int(now // 3600)
