@@ -154,8 +154,8 @@ def test_typo_in_a_top_level_and_a_nested_key() -> None:
     assert problems("sit: shop\nserver:\n  prot: 80\n") == [
         "nw.yaml:1: sit: unknown key; allowed here: analytics, auth, backup, business_hours, "
         "components, drills, engine, errors, evidence, incidents, maintenance, notify, people, "
-        "probes, retention, reviews, runbooks, security, server, site, spool, store, timezone, "
-        "watchdog; "
+        "probes, retention, reviews, runbooks, security, server, site, spool, status_page, "
+        "store, timezone, watchdog; "
         "did you mean 'site'?",
         f"nw.yaml:3: server.prot: unknown key; allowed here: {server_keys}; did you mean 'port'?",
     ]

@@ -182,6 +182,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "security_app",
         "Security: the report, address blocks and lockdown, a Frappe site's sessions.",
     ),
+    "statuspage": (
+        "nachtwacht.statuspage.cli",
+        "statuspage_app",
+        "The public status page: customer notices and subscribers.",
+    ),
 }
 # the order `nachtwacht --help` lists them in: single commands first, then the groups
 ORDER = [
@@ -200,7 +205,17 @@ ORDER = [
         "cache",
         "runbook",
     ),
-    *("evidence", "report", "followup", "postmortem", "backup", "store", "security", "drill"),
+    *(
+        "evidence",
+        "report",
+        "followup",
+        "postmortem",
+        "backup",
+        "store",
+        "security",
+        "drill",
+        "statuspage",
+    ),
 ]
 
 

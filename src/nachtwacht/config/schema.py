@@ -29,6 +29,7 @@ from nachtwacht.reviews.models import ReviewSettings
 from nachtwacht.runbooks.models import RunbookSettings
 from nachtwacht.security.models import SecuritySettings
 from nachtwacht.spool.models import SpoolSettings
+from nachtwacht.statuspage.models import StatusPageSettings
 from nachtwacht.watchdog.models import WatchdogSettings
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -167,6 +168,7 @@ class Settings(Strict):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
+    status_page: StatusPageSettings = Field(default_factory=StatusPageSettings)
     probes: list[Annotated[ProbeConfig, Any]] = Field(default_factory=list)
     # values the loader took from the environment or files (`${VAR}`, `*_file:`): secret
     # wherever they appear, whatever field they went into (nachtwacht.config.redact)
@@ -239,6 +241,7 @@ class Settings(Strict):
                 elif dep not in names:
                     problems.append(f"probes[{index}].depends_on: no probe is named '{dep}'")
         problems.extend(self._target_problems())
+        problems.extend(self._status_page_problems())
         if self.backup.heartbeat is not None and self.backup.heartbeat not in tokens:
             problems.append(
                 "backup.heartbeat: no heartbeat probe has this token; add one so a backup "
@@ -279,6 +282,25 @@ class Settings(Strict):
                             f"incidents.policies.{name}.steps[{i}].notify: '{target}': "
                             f"no {kind} named '{ref}'"
                         )
+        return problems
+
+    def _status_page_problems(self) -> list[str]:
+        """The public components name real components; subscriber channels exist."""
+        page = self.status_page
+        known = set(self.component_names())
+        problems = [
+            f"status_page.components.{public}: no probe or component is named '{name}'"
+            for public, names in page.components.items()
+            for name in names
+            if name not in known
+        ]
+        for key, kind in (("email_channel", "email"), ("webhook_channel", "webhook")):
+            name = getattr(page, key)
+            if name is None:
+                continue
+            channel = self.notify.channels.get(name)
+            if channel is None or channel.kind != kind:
+                problems.append(f"status_page.{key}: no {kind} channel is named '{name}'")
         return problems
 
     @property

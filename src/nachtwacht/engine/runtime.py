@@ -358,6 +358,7 @@ def _installers() -> list[Callable[[Runtime], None]]:
     from nachtwacht.runbooks import engine as runbooks
     from nachtwacht.security import engine as security
     from nachtwacht.security import respond_engine as security_respond
+    from nachtwacht.statuspage import engine as statuspage
     from nachtwacht.watchdog import engine as watchdog
 
     return [
@@ -375,4 +376,5 @@ def _installers() -> list[Callable[[Runtime], None]]:
         handoff.install,
         oncall.install,
         drills.install,
+        statuspage.install,
     ]

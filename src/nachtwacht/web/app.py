@@ -65,6 +65,8 @@ from nachtwacht.runbooks import pages as runbooks_pages
 from nachtwacht.security import api as security_api
 from nachtwacht.security import pages as security_pages
 from nachtwacht.spool import status as spool_status
+from nachtwacht.statuspage import api as statuspage_api
+from nachtwacht.statuspage import pages as statuspage_pages
 from nachtwacht.store.db import Store, StoreError
 from nachtwacht.watchdog import api as watchdog_api
 from nachtwacht.web import errors, overview
@@ -153,6 +155,13 @@ def create_app(
     app.add_middleware(ResponseStatus, hooks=(audit_change, log_request))
     # outermost: error answers and static files get the headers too
     app.add_middleware(SecurityHeaders)
+    if settings.status_page.enabled and settings.status_page.host:
+        # its own host name: every path there is the status page's
+        app.add_middleware(
+            statuspage_pages.HostRouting,
+            host=settings.status_page.host,
+            path=settings.status_page.path,
+        )
     if role == "worker":
         # the engine without the dashboard: only what a load balancer or systemd asks
         app.add_middleware(WorkerOnly)
@@ -185,6 +194,7 @@ def create_app(
         watchdog_api,
         security_api,
         drills_api,
+        statuspage_api,
     ):
         app.include_router(domain.router, dependencies=protected)
     app.include_router(alert_ingest_router, dependencies=[Depends(ingest_key("alerts"))])
@@ -205,8 +215,13 @@ def create_app(
         reviews_pages,
         security_pages,
         drills_pages,
+        statuspage_pages,
     ):
         app.include_router(domain_pages.router)
+    page = settings.status_page
+    if page.enabled:
+        # public, no login: the status page, its feed and its subscription links
+        app.include_router(statuspage_pages.public(settings))
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(_: object = Depends(require("viewer"))) -> JSONResponse:

@@ -61,6 +61,8 @@ def rules(settings: Settings) -> dict[str, Rule]:
     return {
         "default": Rule(body, depth, "login"),
         "public": Rule(body, depth, "none"),
+        # the public status page's forms: an e-mail address, or an empty confirm button
+        "status_page": Rule(4 * limits.KIB, 4, "none"),
         # a review's four sections, an edited notification: text a person wrote, but long
         "document": Rule(server.max_document_bytes, depth, "login"),
         "alerts": Rule(body, depth, "ingest"),
@@ -91,12 +93,19 @@ class BodyLimits:
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
         self.rules = rules(settings)
+        page = settings.status_page
+        # anonymous by design (statuspage/pages.py); its path is configured, so not in _PUBLIC
+        self.status_page = page.path + "/" if page.enabled else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        name = rule_name(scope["path"])
+        path = scope["path"]
+        if self.status_page is not None and path.startswith(self.status_page):
+            name: str | None = "status_page"
+        else:
+            name = rule_name(path)
         if name is None:  # the route caps its body itself
             await self.app(scope, receive, send)
             return

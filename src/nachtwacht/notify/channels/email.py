@@ -41,6 +41,12 @@ def build(cfg: EmailChannel, message: dict[str, Any]) -> EmailMessage:
     msg["X-Nachtwacht-Key"] = str(message["key"])
     # an autoresponder must not answer a page (RFC 3834)
     msg["Auto-Submitted"] = "auto-generated"
+    unsubscribe = (message.get("payload") or {}).get("unsubscribe")
+    if unsubscribe:
+        # a status-page subscriber's mail: mail clients offer the one-click unsubscribe (RFC
+        # 8058), which POSTs to the link; the page's own link does the same after a button
+        msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(message["body"])
     return msg
 

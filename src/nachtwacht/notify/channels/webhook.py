@@ -1,4 +1,9 @@
-"""A generic JSON webhook: the whole message, with the structured payload, in one POST."""
+"""A generic JSON webhook: the whole message, with the structured payload, in one POST.
+
+A row whose `address` is an http(s) URL goes there instead of the channel's URL: a status-page
+subscriber's own webhook (statuspage/); an e-mail address or phone number never is one. The
+channel's headers (its receiver's credentials) are then not sent, so no subscriber sees them.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ def body(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def send(cfg: WebhookChannel, message: dict[str, Any], http: HttpClient) -> None:
+    address = message.get("address") or ""
+    own = address if address.startswith(("http://", "https://")) else None
     # the configured headers (auth tokens) first; ours last, so the key cannot be overridden
-    headers = {**cfg.headers, **base_headers(message)}
+    headers = {**({} if own else cfg.headers), **base_headers(message)}
     await request(
         http,
         "POST",
-        str(cfg.url),
+        str(own or cfg.url),
         timeout=float(cfg.timeout),
         what=f"webhook {message['channel']}",
         json=body(message),

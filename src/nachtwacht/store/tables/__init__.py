@@ -63,6 +63,7 @@ from nachtwacht.store.tables.readiness import (
     restore_tests,
 )
 from nachtwacht.store.tables.drills import drills, drill_reminders
+from nachtwacht.store.tables.statuspage import status_notices, status_subscribers
 # isort: on
 
 __all__ = [
@@ -118,4 +119,6 @@ __all__ = [
     "restore_tests",
     "drills",
     "drill_reminders",
+    "status_notices",
+    "status_subscribers",
 ]
