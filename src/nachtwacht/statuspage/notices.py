@@ -125,6 +125,11 @@ def draft(
     inc = incidents.get_incident(conn, incident_id)
     if inc is None:
         raise StatusPageError(f"there is no incident {incident_id}", "incident", kind="not_found")
+    if inc.get("drill_id") is not None:
+        # a drill stays inside: customers never read of an exercise
+        raise StatusPageError(
+            f"incident {incident_id} is a drill: it gets no public notice", "incident"
+        )
     pending = conn.execute(
         select(n.id).where(n.incident_id == incident_id, n.state == "draft")
     ).scalar()
@@ -311,6 +316,7 @@ def _draft_at_four_hours(conn: Connection, settings: Settings, now: float) -> in
         select(i.id)
         .where(
             i.status.in_(OPEN_STATUSES),
+            i.drill_id.is_(None),
             exists().where(e.incident_id == i.id, e.kind == "customer_communication"),
             ~exists().where(n.incident_id == i.id),
         )
