@@ -339,3 +339,32 @@ def test_the_redactor_masks_a_known_secret_anywhere() -> None:
         r.text("login ok with correct-horse-battery from 10.0.0.1")
         == "login ok with •••••• from 10.0.0.1"
     )
+
+
+def test_a_security_incident_bundle_holds_the_watched_logs_and_the_blocks(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The protocol's evidence for a security incident: the logs of the window (the logs the
+    detectors read, even when evidence.log_files does not name them), and the blocks made."""
+    access = tmp_path / "access.log"
+    line = '203.0.113.9 - - [15/Jan/2027:07:5{i}:00 +0000] "GET /.env HTTP/1.1" 404 0 "-" "x"\n'
+    access.write_text("".join(line.format(i=i) for i in range(3)))
+    extra = f'security:\n  sources:\n    - {{name: web, kind: nginx, path: "{access}"}}\n'
+    settings = settings_for(sqlite_store, tmp_path, files, extra)
+    with sqlite_store.begin() as conn:
+        conn.execute(
+            t.security_blocks.insert().values(
+                address="203.0.113.9", reason="scanner", created_by="olga",
+                created_at=clock.now() - 60, expires_at=clock.now() + 3540, state="active",
+                applied_at=clock.now() - 59,
+            )
+        )  # fmt: skip
+    bundle = service.capture_bundle(sqlite_store, settings, clock, actor="rita")
+    content = members(Path(bundle["path"]))
+    assert content["security/web.log"] == access.read_bytes()
+    state = json.loads(content["nachtwacht/state.json"])
+    [block] = state["security_blocks"]
+    assert (block["address"], block["state"], block["created_by"]) == (
+        "203.0.113.9", "active", "olga",
+    )  # fmt: skip
+    assert block["expires_at"] == "2027-01-15T08:59:00Z"

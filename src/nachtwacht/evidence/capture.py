@@ -106,14 +106,23 @@ def _inside(path: str) -> str:
     return "/".join(parts) or "unnamed"
 
 
-def _expand(patterns: list[str], what: str, out: Collected) -> list[Path]:
+def expand(patterns: list[str]) -> list[Path]:
+    """The files `patterns` name now (globs expanded; a plain path whether it exists or not)."""
     found: list[Path] = []
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            out.notes.append(f"{what}: {pattern}: no file matches")
         found.extend(Path(m) for m in matches)
+    return found
+
+
+def _expand(patterns: list[str], what: str, out: Collected) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = expand([pattern])
+        if not matches:
+            out.notes.append(f"{what}: {os.path.expanduser(pattern)}: no file matches")
+        found.extend(matches)
     return found
 
 

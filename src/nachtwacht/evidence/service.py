@@ -79,7 +79,34 @@ def nachtwacht_state(
         state["incident_timeline"] = [
             {**e, "ts": iso(e["ts"])} for e in incidents.timeline(conn, incident_id)
         ]
+    sec = settings.security
+    if sec.sources or sec.respond.enabled:
+        # the blocks and the lockdown's rows, lifted ones too: what containment did, and when
+        # (read from the table: the security domain imports runbooks, which import this one)
+        rows = conn.execute(
+            select(t.security_blocks).order_by(t.security_blocks.c.id.desc()).limit(500)
+        ).mappings()
+        state["security_blocks"] = [
+            {k: iso(v) if k.endswith("_at") and v is not None else v for k, v in r.items()}
+            for r in rows
+        ]
     return state
+
+
+def security_logs(settings: Settings, out: capture.Collected) -> None:
+    """The logs the security detectors read (their last lines: the attack's window), unless
+    evidence.log_files takes them already."""
+    cfg = settings.evidence
+    taken = {str(p) for p in capture.expand(cfg.log_files)}
+    for source in settings.security.sources:
+        if not source.path or source.kind == "frappe_activity" or source.path in taken:
+            continue
+        try:
+            data = capture.tail(Path(source.path), cfg.tail_lines, cfg.max_file_bytes)
+        except OSError as exc:
+            out.notes.append(f"security log {source.name}: {exc.strerror or exc}")
+            continue
+        out.add(f"security/{source.name}.log", data)
 
 
 def _times(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +158,7 @@ def capture_bundle(
             raise EvidenceError(f"no incident {incident_id}", "incident_id", kind="not_found")
         state = nachtwacht_state(conn, settings, now, incident_id)
     collected = capture.collect(settings.evidence)
+    security_logs(settings, collected)
     collected.add("nachtwacht/state.json", json.dumps(state, indent=2, default=str).encode())
     redact = redactor(settings)
     for data in collected.members.values():  # learn every secret first, then mask everywhere

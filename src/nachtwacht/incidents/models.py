@@ -50,7 +50,10 @@ EVENT_KINDS = (
     "reopened",
     "external_support",
     "customer_communication",
-    "security",  # a response to a security finding: a block, sessions ended
+    "security",  # a response to a security finding: sessions ended
+    "security_block",  # an address blocked (only once the firewall took it)
+    "security_block_failed",
+    "security_unblock",
 )
 
 
