@@ -18,6 +18,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
+from tests.auth_helpers import add_user, fast_hashing, login  # noqa: F401 - fixture
 from tests.helpers import admin_token, settings_for
 from tests.test_analytics_data import add_hours, add_issue
 
@@ -212,3 +213,50 @@ def test_security_logging_writes_failures_successes_and_admin_changes(
     ]
     assert lines[1]["path"] == "/api/v1/flags" and lines[1]["ip"] == "testclient"
     assert lines[1]["ts"].startswith("2027-01-15T08:00:00")  # the runtime's clock
+
+
+@pytest.mark.usefixtures("fast_hashing")
+def test_a_missing_csrf_token_is_logged_as_a_csrf_failure_and_fires_the_csrf_rule(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The CSRF rule's source (issue 17): Nachtwacht's own refusals of a session request or a
+    login form without their CSRF token, as `csrf.failure`, read by the `nachtwacht` source."""
+    from nachtwacht.security.detectors import Detector
+    from nachtwacht.security.models import CSRF, CsrfEvent
+    from nachtwacht.security.parsers import NachtwachtParser
+
+    log_file = tmp_path / "security.log"
+    settings = settings_for(
+        f"analytics:\n  security_log: {log_file}\nprobes: []\n", sqlite_store.url
+    )
+    add_user(sqlite_store, clock, "ada", "admin")
+    service.set_flag(sqlite_store, "enable_security_logging", True, "ada", clock.now())
+    app = create_app(settings, sqlite_store, clock, start_engine=False)
+    with TestClient(app) as client:
+        csrf = login(client, "ada")
+        for _ in range(4):  # a forged form post from another site: the cookie, no token
+            assert client.put("/api/v1/flags/enable_performance_optimization",
+                              json={"enabled": True}).status_code == 403  # fmt: skip
+        assert (
+            client.put(
+                "/api/v1/flags/enable_performance_optimization",
+                json={"enabled": False},
+                headers={"X-CSRF-Token": csrf},
+            ).status_code
+            == 200
+        )
+        # a login form without the login page's field
+        form = client.post("/login", data={"username": "ada", "password": "x"})
+        assert form.status_code == 403
+
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    events = [x["event"] for x in lines]
+    assert events.count("csrf.failure") == 5 and "auth.failure" not in events
+    parser = NachtwachtParser()
+    parsed = [parser.parse(line) for line in log_file.read_text().splitlines()]
+    refusals = [e for e in parsed if isinstance(e, CsrfEvent)]
+    assert len(refusals) == 5 and {e.addr for e in refusals} == {"testclient"}
+    detector = Detector(clock)
+    findings = [f for e in refusals for f in detector.feed(e)]
+    # the shipped threshold: 5 in 15 minutes, and it fires at the fifth, not before
+    assert [(f.rule, f.key, f.count) for f in findings] == [(CSRF, "testclient", 5)]

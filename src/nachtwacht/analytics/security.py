@@ -4,7 +4,8 @@
 flag is on it writes one JSON line per request that
 
 - was refused for authentication or authorisation (401, 403: a wrong or revoked token, a
-  missing login, a missing CSRF token, a role too low): `auth.failure`, level WARNING;
+  missing login, a role too low): `auth.failure`, level WARNING; for a missing or wrong CSRF
+  token (of a session or of the login form): `csrf.failure`, level WARNING;
 - posted to /login: `login.success` / `login.failure` (the username is in the audit log);
 - an admin made and that changed something (not GET/HEAD/OPTIONS, answered below 400):
   `admin.action`, level INFO;
@@ -55,8 +56,13 @@ def security_logger(path: Path) -> logging.Logger:
     return logger
 
 
-def classify(method: str, path: str, status: int, principal: Any) -> tuple[str, int] | None:
-    """(event, logging level) for a finished request, or None when it is not logged."""
+def classify(
+    method: str, path: str, status: int, principal: Any, refusal: str | None = None
+) -> tuple[str, int] | None:
+    """(event, logging level) for a finished request, or None when it is not logged;
+    `refusal` is what the request's state says refused it ("csrf")."""
+    if refusal == "csrf" and status == 403:
+        return "csrf.failure", logging.WARNING
     if path == "/login" and method == "POST":
         ok = status < 400
         return ("login.success" if ok else "login.failure", logging.INFO if ok else logging.WARNING)
@@ -85,8 +91,9 @@ async def log_request(scope: dict[str, Any], status: int) -> None:
     if not on:
         return
     method, path = scope.get("method", "GET"), scope.get("path", "")
-    principal = (scope.get("state") or {}).get("principal")
-    found = classify(method, path, status, principal)
+    state_of = scope.get("state") or {}
+    principal = state_of.get("principal")
+    found = classify(method, path, status, principal, state_of.get("refusal"))
     if found is None:
         return
     event, level = found

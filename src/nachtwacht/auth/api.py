@@ -154,6 +154,7 @@ async def login(request: Request) -> Response:
             # a login page from before the cookie, or opened in another browser: a fresh one
             query = urlencode({"error": "expired", "next": safe_next(nxt)})
             return RedirectResponse(f"/login?{query}", status_code=303)
+        request.state.refusal = "csrf"
         raise ApiError(
             403,
             f"a login form must carry the {LOGIN_FIELD} field of the login page "

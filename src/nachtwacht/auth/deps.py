@@ -225,6 +225,7 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         given = fields.get(CSRF_FIELD)
         sent = given[0] if given else None
     if not sent or not expected or not _same_secret(sent, expected):
+        request.state.refusal = "csrf"  # the security log tells it from other refusals
         raise ApiError(
             403,
             f"missing or wrong CSRF token: send the {CSRF_HEADER} header or the "

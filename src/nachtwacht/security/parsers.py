@@ -24,7 +24,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from nachtwacht.clock import Clock
-from nachtwacht.security.models import AccessEvent, LoginEvent
+from nachtwacht.security.models import AccessEvent, CsrfEvent, LoginEvent
 
 TIME_CACHE = 4096
 MAX_FIELD = 300  # addresses, users, paths and user agents are cut to this many characters
@@ -229,20 +229,23 @@ class SshdParser(_Cached):
 class NachtwachtParser(_Cached):
     """Nachtwacht's own security log (`analytics.security_log`, written while
     enable_security_logging is on; `analytics.security`): a failed dashboard login is a failed
-    login, a refused request (401/403) a refusal; what else it logs (successes, admin actions)
-    is ignored. Its failed logins name no account: the audit log holds the name."""
+    login, a refused request (401/403) a refusal, a missing CSRF token a CSRF failure; what
+    else it logs (successes, admin actions) is ignored. Its failed logins name no account: the
+    audit log holds the name."""
 
-    def parse(self, line: str) -> AccessEvent | LoginEvent | None:
+    def parse(self, line: str) -> AccessEvent | LoginEvent | CsrfEvent | None:
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("not an object")
             event = record["event"]
-            if event not in ("login.failure", "login.success", "auth.failure"):
+            if event not in ("login.failure", "login.success", "auth.failure", "csrf.failure"):
                 self.ignored += 1
                 return None
             ts = self._time(str(record["ts"]), _iso_time)
             addr = str(record.get("ip") or "")
+            if event == "csrf.failure":
+                return CsrfEvent(ts, _cut(addr))
             if event == "auth.failure":
                 return AccessEvent(
                     ts,
