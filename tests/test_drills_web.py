@@ -175,3 +175,29 @@ def test_a_responder_starts_a_drill_from_the_page(
     client.cookies.clear()
     login(client, "vic")
     assert 'action="/drills"' not in client.get("/drills", headers=HTML).text
+
+
+def test_a_responder_ends_a_drill_from_its_page(
+    client: TestClient, sqlite_store: Store, clock: FakeClock
+) -> None:
+    add_user(sqlite_store, clock, "rita", "responder")
+    csrf = login(client, "rita")
+    form = {"scenario": "service-outage", "csrf_token": csrf}
+    assert client.post("/drills", data=form, follow_redirects=False).status_code == 303
+    page = client.get("/drills/1", headers=HTML).text
+    assert 'action="/drills/1/end"' in page
+    assert client.post("/drills/1/end", data={}).status_code == 403  # no CSRF token
+    clock.advance(600)
+    ended = client.post("/drills/1/end", data={"csrf_token": csrf}, follow_redirects=False)
+    assert ended.status_code == 303 and ended.headers["location"] == "/drills/1"
+    viewer = _auth(sqlite_store, clock, "viewer")
+    drill = client.get("/api/v1/drills/1", headers=viewer).json()
+    drill_ended = drill["ended_at"]
+    assert drill["status"] == "ended" and drill_ended is not None
+    clock.advance(60)
+    page = client.get("/drills/1", headers=HTML).text
+    assert 'action="/drills/1/end"' not in page
+    # ending an ended drill changes nothing (a second click, another tab)
+    again = client.post("/drills/1/end", data={"csrf_token": csrf}, follow_redirects=False)
+    assert again.status_code == 303
+    assert client.get("/api/v1/drills/1", headers=viewer).json()["ended_at"] == drill_ended

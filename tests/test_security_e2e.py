@@ -220,7 +220,8 @@ async def test_a_brute_force_is_found_paged_blocked_and_reported(
             )
         ).all()
         built = security_report.build(conn, clock.now(), 7, settings.security)
-    assert any(kind == "security_block" and f"blocked {ATTACKER}" in msg for kind, msg in said), said
+    blocked = [msg for kind, msg in said if kind == "security_block"]
+    assert len(blocked) == 1 and blocked[0].startswith(f"blocked {ATTACKER}"), said
     assert ("security.block", ATTACKER) in audited
 
     # the report lists the finding, the failed logins and the block in force

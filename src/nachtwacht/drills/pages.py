@@ -64,15 +64,42 @@ async def start(request: Request) -> Response:
 
 @router.get("/drills/{drill_id}", response_class=HTMLResponse)
 async def drill_page(request: Request, drill_id: RowId) -> HTMLResponse:
-    def build(conn: Connection, rt: Any, now: float) -> dict[str, Any]:
-        drill = service.get(conn, drill_id)
-        if drill is None:
-            raise PageError(f"There is no drill #{drill_id}.")
-        found = scenarios.get(drill["scenario"])
-        title = found.title if found else drill["scenario"]
-        return {
-            "drill": drill,
-            "report_html": Markup(report.fragment(drill, title, rt.settings.zone)),
-        }
+    return await _show(request, "drill.html", lambda conn, rt, now: _drill_view(conn, rt, drill_id))
 
-    return await _show(request, "drill.html", build)
+
+def _drill_view(conn: Connection, rt: Any, drill_id: int) -> dict[str, Any]:
+    drill = service.get(conn, drill_id)
+    if drill is None:
+        raise PageError(f"There is no drill #{drill_id}.")
+    found = scenarios.get(drill["scenario"])
+    title = found.title if found else drill["scenario"]
+    return {
+        "drill": drill,
+        "report_html": Markup(report.fragment(drill, title, rt.settings.zone)),
+    }
+
+
+@router.post("/drills/{drill_id}/end")
+async def end(request: Request, drill_id: RowId) -> Response:
+    """End a running drill from its page (a responder): its incident resolved if still open,
+    its figures stored; then back to its report."""
+    await _form(request)  # the CSRF token is checked on the way in; nothing else is read
+    rt = runtime_of(request)
+    who = actor(request)
+
+    def work() -> dict[str, Any]:
+        with rt.store.begin() as conn:
+            return service.end(conn, rt.settings, drill_id, who, rt.clock.now())
+
+    try:
+        await asyncio.to_thread(work)
+    except Problem as exc:
+        return await _show(
+            request,
+            "drill.html",
+            lambda conn, rt, now: _drill_view(conn, rt, drill_id),
+            status=exc.http_status,
+            error=str(exc),
+        )
+    rt.wake_outbox()
+    return _redirect(f"/drills/{drill_id}")
