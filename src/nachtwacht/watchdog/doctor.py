@@ -4,6 +4,10 @@ Nothing here writes: it parses the config, connects to the store without migrati
 file sizes and free space, asks the store server (or an http probe's target) for the time, and
 opens connections to the notification channels without sending anything (SMTP: connect and
 EHLO, then QUIT; HTTP channels: a TCP connect to the host and port).
+
+Why one module: each check is a short function of the one command, in the order `doctor`
+prints them, over one `Check` type and one set of thresholds; the checks of other domains
+(the audit chain, the spool, contacts, the firewall) are calls into those domains already.
 """
 
 from __future__ import annotations
