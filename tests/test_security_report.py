@@ -500,3 +500,24 @@ def test_the_security_page_shows_the_report_blocks_findings_and_health(
     assert client.get("/security?days=999", headers=viewer).status_code == 422
     anonymous = client.get("/security", headers={"Accept": "text/html"}, follow_redirects=False)
     assert anonymous.status_code in (302, 303, 307) and "/login" in anonymous.headers["location"]
+
+
+def test_sources_without_a_file_show_in_the_health_without_a_lag(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """The Activity Log (read by cursor) and the own security log (no path: the configured
+    one) have no file position to compare: the page says so instead of failing."""
+    settings = SecuritySettings(
+        sources=[
+            Source(name="erp", kind="frappe_activity", url="mysql+pymysql://u@127.0.0.1/db"),
+            Source(name="own", kind="nachtwacht"),
+        ]
+    )
+    with sqlite_store.begin() as conn:
+        sqlite_store.set_meta(conn, "security.erp", {"creation": "2027-01-15", "name": "x"}, 0)
+    with sqlite_store.connect() as conn:
+        got = security_report.health(conn, settings, clock.now())
+    assert [(s.name, s.path, s.behind_bytes, s.note) for s in got.sources] == [
+        ("erp", "frappe_activity", None, "read by cursor"),
+        ("own", "nachtwacht", None, "not read yet"),
+    ]

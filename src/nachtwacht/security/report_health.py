@@ -26,7 +26,11 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
             )
         ).first()
         lag, note = None, "not read yet"
-        if row is not None:
+        if not source.path:
+            # read by a cursor (the Activity Log) or from analytics.security_log: no file
+            # size to compare a position with
+            note = "read by cursor" if row is not None else note
+        elif row is not None:
             pos = json.loads(row[0])
             try:
                 st = os.stat(source.path)
@@ -38,7 +42,9 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
                     note = "caught up" if lag == 0 else f"{lag} bytes not read yet"
                 else:
                     note = "rotated: the new file is next"
-        out.append(SourceLag(cut(source.name, 100), cut(source.path, 300), lag, note))
+        out.append(
+            SourceLag(cut(source.name, 100), cut(source.path or source.kind, 300), lag, note)
+        )
     return out
 
 
