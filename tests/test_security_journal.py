@@ -96,9 +96,7 @@ def test_failed_passwords_fire_at_the_shipped_threshold_and_only_new_entries_are
     write(journal, failed(T0 + 20, user="admin"))
     clock.set(T0 + 30)
     polled = watch.poll()
-    assert [(f.rule, f.key, f.count) for f in polled.findings] == [
-        (FAILED_LOGIN, BRUTE, threshold)
-    ]
+    assert [(f.rule, f.key, f.count) for f in polled.findings] == [(FAILED_LOGIN, BRUTE, threshold)]
     assert watch.detector.events == threshold  # the second poll read only the new entry
     assert alerts(sqlite_store) == [(f"security:failed_login:{BRUTE}", "firing")]
     watch.close()
@@ -225,7 +223,8 @@ def test_journal_settings_are_checked(sqlite_store: Store) -> None:
 
 def test_the_journal_example_in_security_monitoring_md_is_valid(sqlite_store: Store) -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
-    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S) if "kind: journal" in b]
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    [example] = [b for b in blocks if "kind: journal" in b]
     sources = settings_for(example, sqlite_store.url).security.sources
     assert [(s.kind, s.units) for s in sources] == [
         ("journal", ["ssh.service", "sshd.service"]),

@@ -141,9 +141,7 @@ class Journal:
     def __init__(self, source: Source, cursor: Any, max_bytes: int) -> None:
         self.source = source
         stored = cursor.get("cursor") if isinstance(cursor, dict) else None
-        self.cursor: dict[str, Any] | None = (
-            {"cursor": stored} if isinstance(stored, str) else None
-        )
+        self.cursor: dict[str, Any] | None = {"cursor": stored} if isinstance(stored, str) else None
         self.max_bytes = max(max_bytes, 1024 * 1024)  # room for one entry, however long
         self.parser = JournalParser()
 
@@ -178,12 +176,16 @@ class Journal:
         if code not in (None, 0):
             return [], False, f"{label}: journalctl exited {code}: {said or 'no reason given'}"
         if any(phrase in err for phrase in NOT_ALL):
-            return [], False, (
-                f"{label}: journalctl cannot read the system journal ({said}); add the user "
-                "running nachtwacht to the group systemd-journal"
+            return (
+                [],
+                False,
+                (
+                    f"{label}: journalctl cannot read the system journal ({said}); add the user "
+                    "running nachtwacht to the group systemd-journal"
+                ),
             )
         complete = out[: out.rfind(b"\n") + 1].splitlines()
-        entries = []
+        entries: list[dict[str, Any]] = []
         for line in complete:
             try:
                 entry = json.loads(line)

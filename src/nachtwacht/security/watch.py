@@ -11,8 +11,8 @@ Decisions:
 - The findings of a poll, the sweep's cleared ones, and the poll's daily tallies go through
   the alert pipeline / into `security_tallies` in the transaction that stores every source's
   position (`engine_meta`, key `security.<name>`: a file's position, an Activity Log
-  cursor or a journal cursor), so an alert or a count is not lost between a line being read and it being
-  recorded. A failed commit closes the tailers: the next poll rereads from the stored
+  cursor or a journal cursor), so an alert or a count is not lost between a line being read
+  and it being recorded. A failed commit closes the tailers: the next poll rereads from the stored
   positions (the detector may count those lines twice; its dedup keeps that to one alert;
   the tallies of the failed poll were never written).
 - A poll that could not read everything there is (`Polled.behind`: bytes or rows left for
