@@ -18,6 +18,7 @@ from nachtwacht.clock import FakeClock
 from nachtwacht.config.loader import ConfigError
 from nachtwacht.engine.runtime import Runtime
 from nachtwacht.security import engine as security_engine
+from nachtwacht.security import report_health
 from nachtwacht.security.journal import Journal, message_text
 from nachtwacht.security.models import DEFAULT_RULES, FAILED_LOGIN, LoginEvent, Source
 from nachtwacht.security.parsers import SshdParser
@@ -116,7 +117,12 @@ def test_a_restart_resumes_from_the_stored_cursor_without_recounting(
     assert watch.detector.events == 3
     with sqlite_store.connect() as conn:
         stored = sqlite_store.get_meta(conn, meta_key("security.", "ssh"))
+        security = settings.security.model_copy(update={"sources": [source]})
+        lag = report_health.health(conn, security, clock.now()).sources
     assert stored is not None and stored["cursor"].startswith("s=")
+    assert [(s.path, s.note) for s in lag] == [
+        (f"journal: ssh.service, sshd.service in {tmp_path}", "read up to its stored cursor")
+    ]
     watch.close()
 
     write(second, *(failed(T0 + 20 + i, addr="198.51.100.1") for i in range(2)))

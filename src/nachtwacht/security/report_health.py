@@ -26,7 +26,14 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
             )
         ).first()
         lag, note = None, "not read yet"
-        if row is not None:
+        where = source.path
+        if source.kind == "journal":
+            place = source.directory or source.file
+            where = f"journal: {', '.join(source.units)}" + (f" in {place}" if place else "")
+        if row is not None and source.kind in ("journal", "frappe_activity"):
+            # a cursor, not a byte offset: how far behind is the module's health ("behind")
+            note = "read up to its stored cursor"
+        elif row is not None:
             pos = json.loads(row[0])
             try:
                 st = os.stat(source.path)
@@ -38,7 +45,7 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
                     note = "caught up" if lag == 0 else f"{lag} bytes not read yet"
                 else:
                     note = "rotated: the new file is next"
-        out.append(SourceLag(cut(source.name, 100), cut(source.path, 300), lag, note))
+        out.append(SourceLag(cut(source.name, 100), cut(where, 300), lag, note))
     return out
 
 
