@@ -173,17 +173,13 @@ class Journal:
         except OSError as exc:
             return [], False, f"{label}: journalctl could not run: {exc.strerror or exc}"
         said = " ".join(err.split())[:300]
-        if code not in (None, 0):
-            return [], False, f"{label}: journalctl exited {code}: {said or 'no reason given'}"
+        advice = ""
         if any(phrase in err for phrase in NOT_ALL):
-            return (
-                [],
-                False,
-                (
-                    f"{label}: journalctl cannot read the system journal ({said}); add the user "
-                    "running nachtwacht to the group systemd-journal"
-                ),
-            )
+            advice = "; add the user running nachtwacht to the group systemd-journal"
+        if code not in (None, 0):
+            return [], False, f"{label}: journalctl exited {code}: {said or 'no reason'}{advice}"
+        if advice:  # exit 0, but only the user's own journal was read
+            return [], False, f"{label}: journalctl cannot read the system journal ({said}){advice}"
         complete = out[: out.rfind(b"\n") + 1].splitlines()
         entries: list[dict[str, Any]] = []
         for line in complete:
