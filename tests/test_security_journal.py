@@ -154,6 +154,19 @@ def test_a_backlog_is_read_a_limited_number_of_entries_a_poll(
     watch.close()
 
 
+def test_output_is_capped_and_the_rest_read_next_time(tmp_path: Path) -> None:
+    journal = tmp_path / "x.journal"
+    write(journal, *(failed(T0 + i, port=i) for i in range(4)))
+    reader = Journal(Source(name="j", kind="journal", file=str(journal)), {"cursor": ""}, 0)
+    reader.max_bytes = 1  # past the cap after the first chunk: its complete entries count
+    events: list = []
+    assert reader.read(events, 100) == (None, True)
+    first = len(events)
+    reader.max_bytes = 1024 * 1024
+    assert reader.read(events, 100) == (None, False)
+    assert 1 <= first <= 4 and [e.ts for e in events] == [T0 + i for i in range(4)]
+
+
 def test_times_are_utc_microseconds_and_non_utf8_messages_are_read(tmp_path: Path) -> None:
     journal = tmp_path / "x.journal"
     write(
