@@ -7,8 +7,11 @@
 #     downloads a browser of its own here; see docs/decisions/0009)
 #   nftables: /usr/sbin/nft, the firewall the security responses drive; the firewall test
 #     runs it inside a network namespace of its own (docs/decisions/0026)
+#   systemd-journal-remote: /lib/systemd/systemd-journal-remote, which writes a real journal
+#     file from journal export format; the `journal` security source's tests read it with
+#     journalctl (docs/security-monitoring.md)
 set -euo pipefail
-want=(prometheus-alertmanager prometheus redis-tools chromium nftables)
+want=(prometheus-alertmanager prometheus redis-tools chromium nftables systemd-journal-remote)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

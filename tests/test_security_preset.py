@@ -40,8 +40,10 @@ def test_the_preset_adds_the_sites_logins_nginx_and_auth_log(tmp_path: Path) -> 
 
 def test_without_nginx_or_auth_log_only_the_activity_log(tmp_path: Path) -> None:
     bench = make_bench(tmp_path, SITE_CONFIG, COMMON)
-    logs = find_security_logs(bench, nginx_default=tmp_path / "no", auth_log=tmp_path / "no")
-    assert (logs.nginx_access, logs.auth_log) == (None, None)
+    logs = find_security_logs(
+        bench, nginx_default=tmp_path / "no", auth_log=tmp_path / "no", journald=tmp_path / "no"
+    )
+    assert (logs.nginx_access, logs.auth_log, logs.journal) == (None, None, False)
     text = starter.frappe_config(SITE, bench, mounts=["/"], security_logs=logs)
     settings = parse_config(text, "frappe.yaml")
     assert [s.kind for s in settings.security.sources] == ["frappe_activity"]
@@ -64,3 +66,41 @@ def test_the_host_timezone_is_where_localtime_points(tmp_path: Path) -> None:
     link.symlink_to("/usr/share/zoneinfo/Europe/Amsterdam")
     assert host_timezone(link) == "Europe/Amsterdam"
     assert host_timezone(tmp_path / "missing") == "UTC"
+
+
+def test_init_proposes_the_journal_when_there_is_no_auth_log(tmp_path: Path) -> None:
+    journald, auth, none = tmp_path / "run-journal", tmp_path / "auth.log", tmp_path / "none"
+    journald.mkdir()
+
+    def ssh_sources(text: str) -> list[tuple[str, str]]:
+        sources = parse_config(text, "x.yaml").security.sources
+        return [(s.kind, s.path) for s in sources if s.name == "ssh"]
+
+    def host(auth_log: Path, journal: Path) -> str:
+        return starter.host_config(
+            open_ports=[], mounts=["/"], token="t" * 20, hostname="web1",
+            auth_log=auth_log, journald=journal,
+        )  # fmt: skip
+
+    # this host: journald only → the journal; neither → no security section at all
+    assert ssh_sources(host(none, journald)) == [("journal", "")]
+    assert "systemd-journal" in host(none, journald)
+    assert "security" not in yaml.safe_load(host(none, none))
+    auth.touch()  # rsyslog writes auth.log: that file, as before
+    assert ssh_sources(host(auth, journald)) == [("sshd", str(auth))]
+
+    # the Frappe preset
+    bench = make_bench(tmp_path, SITE_CONFIG, COMMON)
+    for auth_log, journal, expected in (
+        (none, journald, [("journal", "")]),
+        (auth, journald, [("sshd", str(auth))]),
+        (none, none, []),
+    ):
+        logs = find_security_logs(bench, nginx_default=none, auth_log=auth_log, journald=journal)
+        text = starter.frappe_config(SITE, bench, mounts=["/"], security_logs=logs)
+        assert ssh_sources(text) == expected
+    # on PostgreSQL with the journal only, the journal is the one source
+    pg = make_bench(tmp_path / "pg", {**SITE_CONFIG, "db_type": "postgres"}, COMMON)
+    logs = find_security_logs(pg, nginx_default=none, auth_log=none, journald=journald)
+    text = starter.frappe_config(SITE, pg, mounts=["/"], security_logs=logs)
+    assert [s.kind for s in parse_config(text, "x.yaml").security.sources] == ["journal"]

@@ -518,6 +518,6 @@ def test_sources_without_a_file_show_in_the_health_without_a_lag(
     with sqlite_store.connect() as conn:
         got = security_report.health(conn, settings, clock.now())
     assert [(s.name, s.path, s.behind_bytes, s.note) for s in got.sources] == [
-        ("erp", "frappe_activity", None, "read by cursor"),
+        ("erp", "frappe_activity", None, "read up to its stored cursor"),
         ("own", "nachtwacht", None, "not read yet"),
     ]

@@ -1,5 +1,6 @@
 """What `nachtwacht init` finds on this machine: the local services that answer on their
-standard ports, and the mount points of real filesystems. The starter (config/starter.py)
+standard ports, the mount points of real filesystems, and where sshd's logins are logged
+(auth.log, or only journald). The starter (config/starter.py)
 renders what was found; tests pass their own findings to it instead.
 """
 
@@ -9,6 +10,8 @@ import socket
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -91,3 +94,25 @@ def detect_open_ports(
     with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
         results = pool.map(lambda p: port_accepts(p, host, timeout), wanted)
         return {port for port, ok in zip(wanted, results, strict=True) if ok}
+
+
+AUTH_LOG = Path("/var/log/auth.log")
+JOURNALD = Path("/run/systemd/journal")  # journald's runtime directory: it runs here
+
+
+@dataclass(frozen=True)
+class SshLog:
+    """Where sshd's logins are: a syslog file (kind sshd), or journald only (kind journal)."""
+
+    kind: Literal["sshd", "journal"]
+    path: str = ""
+
+
+def detect_ssh_log(auth_log: Path = AUTH_LOG, journald: Path = JOURNALD) -> SshLog | None:
+    """auth.log when rsyslog writes it; else the journal when journald runs (Debian 12 and
+    Ubuntu without rsyslog have only that); else None."""
+    if auth_log.is_file():
+        return SshLog("sshd", str(auth_log))
+    if journald.is_dir():
+        return SshLog("journal")
+    return None

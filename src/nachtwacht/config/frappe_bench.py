@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from nachtwacht.config.detect import AUTH_LOG, JOURNALD, detect_ssh_log
+
 
 @dataclass
 class BenchFacts:
@@ -195,10 +197,10 @@ class SecurityLogs:
     nginx_access: str | None
     auth_log: str | None
     timezone: str  # the host's zone: sshd's syslog times and Frappe's `creation` are in it
+    journal: bool = False  # no auth.log, but journald runs: sshd's logins are in the journal
 
 
 NGINX_DEFAULT = Path("/var/log/nginx/access.log")
-AUTH_LOG = Path("/var/log/auth.log")
 ACCESS_LOG = re.compile(r"^\s*access_log\s+(/[^\s;]+)", re.M)
 
 
@@ -207,10 +209,11 @@ def find_security_logs(
     nginx_default: Path = NGINX_DEFAULT,
     auth_log: Path = AUTH_LOG,
     localtime: Path = Path("/etc/localtime"),
+    journald: Path = JOURNALD,
 ) -> SecurityLogs:
     """The bench's nginx access log (an `access_log` in its config/nginx.conf, written by
-    `bench setup nginx`, else nginx's default), /var/log/auth.log, the host's time zone: each
-    only if it is there."""
+    `bench setup nginx`, else nginx's default), /var/log/auth.log (else the journal, when
+    journald runs), the host's time zone: each only if it is there."""
     nginx: str | None = None
     try:
         conf = (bench_path / "config" / "nginx.conf").read_text(encoding="utf-8", errors="replace")
@@ -222,10 +225,12 @@ def find_security_logs(
             break
     if nginx is None and nginx_default.is_file():
         nginx = str(nginx_default)
+    ssh = detect_ssh_log(auth_log, journald)
     return SecurityLogs(
         nginx_access=nginx,
-        auth_log=str(auth_log) if auth_log.is_file() else None,
+        auth_log=ssh.path if ssh is not None and ssh.kind == "sshd" else None,
         timezone=host_timezone(localtime),
+        journal=ssh is not None and ssh.kind == "journal",
     )
 
 

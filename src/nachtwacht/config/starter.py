@@ -21,11 +21,19 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from nachtwacht.config.detect import LOCAL_SERVICES, detect_mounts, detect_open_ports
+from nachtwacht.config.detect import (
+    AUTH_LOG,
+    JOURNALD,
+    LOCAL_SERVICES,
+    detect_mounts,
+    detect_open_ports,
+    detect_ssh_log,
+)
 from nachtwacht.config.frappe_bench import (
     SecurityLogs,
     find_security_logs,
     frappe_queries,
+    host_timezone,
     monitor_log_pattern,
     queue_command,
     read_bench,
@@ -109,10 +117,15 @@ def host_config(
     mounts: Sequence[str] | None = None,
     token: str | None = None,
     hostname: str | None = None,
+    auth_log: Path = AUTH_LOG,
+    journald: Path = JOURNALD,
+    localtime: Path = Path("/etc/localtime"),
 ) -> str:
-    """A commented config for this machine and the local services that answer on their ports.
+    """A commented config for this machine and the local services that answer on their ports,
+    and sshd's logins as a security source (auth.log, else the journal) where found.
 
-    `open_ports`, `mounts`, `token` and `hostname` are detected when not given.
+    `open_ports`, `mounts`, `token` and `hostname` are detected when not given; tests point
+    `auth_log`, `journald` and `localtime` at their own files.
     """
     ports = (
         set(open_ports)
@@ -143,6 +156,8 @@ def host_config(
         disks=_disks(mount_list),
         token=token,
         found=found,
+        ssh_log=detect_ssh_log(auth_log, journald),
+        timezone=host_timezone(localtime),
     )
 
 
@@ -208,5 +223,6 @@ def frappe_config(
         disks=_disks(mount_list),
         nginx_log=logs.nginx_access,
         auth_log=logs.auth_log,
+        journal=logs.journal,
         timezone=logs.timezone,
     )

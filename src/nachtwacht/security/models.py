@@ -7,6 +7,7 @@ Times are UTC epoch seconds taken from the log line, not from when the line was 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -128,6 +129,11 @@ class Thresholds:
     admins: frozenset[str] = frozenset()  # accounts whose new networks are reported
 
 
+# Debian and Ubuntu name sshd's unit ssh.service, Fedora, Arch and SUSE sshd.service
+SSH_UNITS = ("ssh.service", "sshd.service")
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@\\*?\[\]-]{1,256}")
+
+
 class Source(BaseModel):
     """A log to watch (`security.sources` in nachtwacht.yaml); nginx is the combined format,
     which Apache writes too."""
@@ -135,10 +141,15 @@ class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["nginx", "nginx_json", "sshd", "nachtwacht", "frappe_activity"]
+    kind: Literal["nginx", "nginx_json", "sshd", "nachtwacht", "frappe_activity", "journal"]
     # a log file; for frappe_activity, none: it reads `url`; for nachtwacht, none is
-    # `analytics.security_log`
+    # `analytics.security_log`; for journal, none: it reads journald through journalctl
     path: str = Field(default="", max_length=4096)
+    # journal: the systemd units whose entries are sshd's (journalctl --unit, each)
+    units: list[str] = Field(default_factory=lambda: list(SSH_UNITS), min_length=1, max_length=20)
+    # journal: a journal directory or file other than the system's (journalctl --directory/--file)
+    directory: str = Field(default="", max_length=4096)
+    file: str = Field(default="", max_length=4096)
     # frappe_activity: the site's database (mysql+pymysql://user:password@host:3306/db)
     url: str = Field(default="", max_length=2000)
     from_start: bool = False  # first sight of the file: read what it holds (else from its end)
@@ -156,8 +167,32 @@ class Source(BaseModel):
             ) from None
         return value
 
+    @field_validator("units")
+    @classmethod
+    def _unit_names(cls, value: list[str]) -> list[str]:
+        for unit in value:
+            if not UNIT_NAME.fullmatch(unit):
+                raise ValueError(
+                    f"'{unit[:60]}' is not a systemd unit name (e.g. ssh.service, ssh@*.service)"
+                )
+        return value
+
     @model_validator(mode="after")
     def _path_or_url(self) -> Source:
+        journal_keys = {"units", "directory", "file"} & self.model_fields_set
+        if self.kind == "journal":
+            if self.path or self.url:
+                raise ValueError(
+                    f"source '{self.name}': kind journal reads journald, not a path or url "
+                    "(directory: or file: for a journal elsewhere)"
+                )
+            if self.directory and self.file:
+                raise ValueError(f"source '{self.name}': give directory or file, not both")
+            return self
+        if journal_keys:
+            raise ValueError(
+                f"source '{self.name}': only kind journal takes {', '.join(sorted(journal_keys))}"
+            )
         if self.kind == "frappe_activity":
             if not self.url:
                 raise ValueError(

@@ -44,6 +44,8 @@ SYSLOG = re.compile(
     r"(?:(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)|(?P<iso>\d{4}-\d\d-\d\dT[^ ]+)) "
     r"[^ ]+ (?P<prog>[^\[: ]+)(?:\[\d+\])?: (?P<msg>.*)"
 )
+# OpenSSH 9.8 split the per-connection work into `sshd-session`, which logs the logins
+SSHD_PROGRAMS = frozenset(("sshd", "sshd-session"))
 SSHD_FAILED = re.compile(
     r"Failed (?:password|publickey|keyboard-interactive/pam|none) for (?:invalid user )?"
     r"(?P<user>.*?) from (?P<addr>[^ ]+) port \d+"
@@ -169,6 +171,19 @@ class JsonParser(_Cached):
         )
 
 
+def sshd_message(msg: str) -> tuple[str, str, bool] | None:
+    """sshd's message without its syslog prefix → (user, address, succeeded), or None when it
+    is not a failed or accepted login. Shared by auth.log lines and journal entries."""
+    found = SSHD_FAILED.match(msg)
+    ok = False
+    if found is None:
+        found = SSHD_ACCEPTED.match(msg)
+        ok = True
+    if found is None:
+        return None
+    return _cut(found["user"]), _cut(found["addr"]), ok
+
+
 class SshdParser(_Cached):
     """sshd's lines in auth.log (or the journal's syslog export); other programs are ignored."""
 
@@ -183,16 +198,11 @@ class SshdParser(_Cached):
         if m is None:
             self.malformed += 1
             return None
-        if m["prog"] != "sshd":
+        if m["prog"] not in SSHD_PROGRAMS:
             self.ignored += 1
             return None
-        msg = m["msg"]
-        found = SSHD_FAILED.match(msg)
-        ok = False
-        if found is None:
-            found = SSHD_ACCEPTED.match(msg)
-            ok = True
-        if found is None:
+        login = sshd_message(m["msg"])
+        if login is None:
             self.ignored += 1
             return None
         try:
@@ -200,7 +210,8 @@ class SshdParser(_Cached):
         except (ValueError, KeyError):
             self.malformed += 1
             return None
-        return LoginEvent(ts, _cut(found["addr"]), _cut(found["user"]), ok)
+        user, addr, ok = login
+        return LoginEvent(ts, addr, user, ok)
 
     def _syslog_time(self, text: str) -> float:
         now = self._clock.now()

@@ -26,10 +26,15 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
             )
         ).first()
         lag, note = None, "not read yet"
-        if not source.path:
-            # read by a cursor (the Activity Log) or from analytics.security_log: no file
-            # size to compare a position with
-            note = "read by cursor" if row is not None else note
+        where = source.path or source.kind
+        if source.kind == "journal":
+            place = source.directory or source.file
+            where = f"journal: {', '.join(source.units)}" + (f" in {place}" if place else "")
+        if row is not None and source.kind in ("journal", "frappe_activity"):
+            # a cursor, not a byte offset: how far behind is the module's health ("behind")
+            note = "read up to its stored cursor"
+        elif not source.path:
+            pass  # the own log without a path: analytics.security_log, not known here
         elif row is not None:
             pos = json.loads(row[0])
             try:
@@ -42,9 +47,7 @@ def _lag(conn: Connection, settings: SecuritySettings) -> list[SourceLag]:
                     note = "caught up" if lag == 0 else f"{lag} bytes not read yet"
                 else:
                     note = "rotated: the new file is next"
-        out.append(
-            SourceLag(cut(source.name, 100), cut(source.path or source.kind, 300), lag, note)
-        )
+        out.append(SourceLag(cut(source.name, 100), cut(where, 300), lag, note))
     return out
 
 

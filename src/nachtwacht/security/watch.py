@@ -5,13 +5,14 @@ Decisions:
 - Each log file is followed by `nachtwacht.tailer` (rotation, copytruncate, partial lines, a
   file that goes away), at most `max_bytes_per_poll` a source a poll, so a backlog is caught
   up over several polls. A Frappe site's `tabActivity Log` is read over SQL after a cursor
-  (creation, name), at most `MAX_ROWS_PER_POLL` rows a poll. One `Detector` serves every
+  (creation, name), at most `MAX_ROWS_PER_POLL` rows a poll; the journal through journalctl
+  after journald's cursor (`security.journal`), as many entries. One `Detector` serves every
   source: sshd's failures and Frappe's login failures count towards one address.
 - The findings of a poll, the sweep's cleared ones, and the poll's daily tallies go through
   the alert pipeline / into `security_tallies` in the transaction that stores every source's
-  position (`engine_meta`, key `security.<name>`: a file's position, or an Activity Log
-  cursor), so an alert or a count is not lost between a line being read and it being
-  recorded. A failed commit closes the tailers: the next poll rereads from the stored
+  position (`engine_meta`, key `security.<name>`: a file's position, an Activity Log
+  cursor or a journal cursor), so an alert or a count is not lost between a line being read
+  and it being recorded. A failed commit closes the tailers: the next poll rereads from the stored
   positions (the detector may count those lines twice; its dedup keeps that to one alert;
   the tallies of the failed poll were never written).
 - A poll that could not read everything there is (`Polled.behind`: bytes or rows left for
@@ -41,6 +42,7 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.security import compromise, service, tallies
 from nachtwacht.security.detectors import Detector
+from nachtwacht.security.journal import Journal
 from nachtwacht.security.models import NEW_NETWORK, Event, Finding, Source, Thresholds
 from nachtwacht.security.parsers import (
     CombinedParser,
@@ -55,6 +57,8 @@ from nachtwacht.tailer import Position, Tailer
 MAX_BYTES_PER_POLL = 20 * 1024 * 1024
 MAX_ROWS_PER_POLL = 5000
 PREFIX = "security."
+# read after a cursor rather than tailed as a file
+CURSOR_KINDS = frozenset(("frappe_activity", "journal"))
 
 Parser = CombinedParser | JsonParser | SshdParser | NachtwachtParser
 
@@ -181,12 +185,12 @@ class Watch:
         self.parsers = {
             s.name: parser_for(s.kind, clock, s.timezone)
             for s in self.sources
-            if s.kind != "frappe_activity"
+            if s.kind not in CURSOR_KINDS
         }
         self.max_bytes = settings.security.max_bytes_per_poll
         self.max_rows = MAX_ROWS_PER_POLL
         self._tailers: dict[str, Tailer] | None = None
-        self._tables: dict[str, ActivityLog] = {}
+        self._tables: dict[str, ActivityLog | Journal] = {}
         self._committed: dict[str, dict[str, Any]] = {}  # the positions in the store
         self._tallies = tallies.Writer()
 
@@ -214,9 +218,13 @@ class Watch:
                 self.detector.seen |= seen
         self._committed = {name: value for name, value in stored.items() if value is not None}
         self._tables = {
-            s.name: ActivityLog(s, stored[s.name])
+            s.name: (
+                ActivityLog(s, stored[s.name])
+                if s.kind == "frappe_activity"
+                else Journal(s, stored[s.name], self.max_bytes)
+            )
             for s in self.sources
-            if s.kind == "frappe_activity"
+            if s.kind in CURSOR_KINDS
         }
         return {
             s.name: Tailer(
@@ -226,7 +234,7 @@ class Watch:
                 resume=Position.load(stored[s.name]),
             )
             for s in self.sources
-            if s.kind != "frappe_activity"
+            if s.kind not in CURSOR_KINDS
         }
 
     def _positions(self) -> dict[str, dict[str, Any]]:
@@ -243,13 +251,14 @@ class Watch:
         polled = Polled()
         feed = self.detector.feed
         for source in self.sources:
-            if source.kind == "frappe_activity":
+            if source.kind in CURSOR_KINDS:
                 events: list[Event] = []
                 error, more = self._tables[source.name].read(events, self.max_rows)
                 if error is not None:
                     polled.errors.append(error)
                 if more:
-                    polled.behind[source.name] = f"more than {self.max_rows} rows"
+                    what = "entries" if source.kind == "journal" else "rows"
+                    polled.behind[source.name] = f"more than {self.max_rows} {what}"
                 for event in events:
                     polled.findings += feed(event)
                 continue
