@@ -408,3 +408,51 @@ async def test_the_engine_module_drafts_at_the_4_hour_step(
     plain = Runtime.build(site(sqlite_store), sqlite_store, clock)
     assert "statuspage" not in plain.engine.modules  # off by default
     await plain.stop()
+
+
+def test_strangers_requests_lapse_and_do_not_close_subscribing_for_good(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: `pending_max` junk requests (addresses nobody confirms) arrive at once."""
+    settings = status_site(sqlite_store, "  pending_max: 2\n")
+    now = clock.now()
+    with sqlite_store.begin() as conn:
+        subscribers.subscribe_email(conn, settings, "known@example.org", now)
+        row = conn.execute(
+            t.status_subscribers.select().where(
+                t.status_subscribers.c.address == "known@example.org"
+            )
+        ).one()
+        assert subscribers.confirm(conn, row.token, now)
+        for n in range(2):
+            subscribers.subscribe_email(conn, settings, f"junk{n}@example.org", now)
+        # full: the known address and a new one get the same refusal (no enumeration)
+        for asker in ("known@example.org", "new@example.org"):
+            with pytest.raises(StatusPageError) as full:
+                subscribers.subscribe_email(conn, settings, asker, now)
+            assert full.value.kind == "conflict"
+        junk = conn.execute(
+            t.status_subscribers.select().where(
+                t.status_subscribers.c.address == "junk0@example.org"
+            )
+        ).one()
+    later = now + subscribers.PENDING_FOR + 1
+    with sqlite_store.begin() as conn:
+        # the lapsed request's link confirms nothing, and the queue is open again
+        assert not subscribers.confirm(conn, junk.token, later)
+        assert (
+            subscribers.subscribe_email(conn, settings, "new@example.org", later)
+            == "confirm mail queued"
+        )
+        # asking again for a lapsed address starts over with a new link
+        assert (
+            subscribers.subscribe_email(conn, settings, "junk1@example.org", later)
+            == "confirm mail queued"
+        )
+        notices.tick(conn, settings, later)
+        left = {r.address: r.state for r in conn.execute(t.status_subscribers.select()).all()}
+    assert left == {
+        "known@example.org": "confirmed",
+        "new@example.org": "pending",
+        "junk1@example.org": "pending",
+    }
