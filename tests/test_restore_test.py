@@ -237,3 +237,48 @@ def test_a_backup_of_every_backend_restores_into_the_scratch_store(
     assert result["incidents"] == 1
     with store.connect() as conn:
         assert open_alert(conn, restoretest.fingerprint(store)) is None
+
+
+def test_a_full_disk_during_the_restore_fails_the_test_and_raises_the_alert(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the scratch store's disk fills up mid-restore (SQLite's own SQLITE_FULL)."""
+    from sqlalchemy import event
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    with_incident(sqlite_store, settings, clock.now())
+    backup(sqlite_store, settings, clock.now())
+    real = restoretest.restore_backup
+
+    def on_a_full_disk(path: Path, scratch: Store) -> object:
+        def tiny(dbapi: object, _record: object) -> None:
+            dbapi.execute("PRAGMA max_page_count = 40")  # type: ignore[attr-defined]
+
+        event.listen(scratch.engine, "connect", tiny)
+        return real(path, scratch)
+
+    monkeypatch.setattr(restoretest, "restore_backup", on_a_full_disk)
+    result = restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    assert not result["ok"] and "full" in result["problems"][0], result["problems"]
+    firing = alert(sqlite_store)
+    assert firing is not None and firing["status"] == "firing"
+    assert list(settings.data_dir.glob(".restore-test-*")) == []
+
+
+def test_no_room_for_the_scratch_store_fails_the_test_and_raises_the_alert(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    backup(sqlite_store, settings, clock.now())
+
+    def no_space(*_args: object, **_kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restoretest.tempfile, "mkdtemp", no_space)
+    result = restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    assert not result["ok"] and "No space left" in result["problems"][0]
+    assert alert(sqlite_store) is not None

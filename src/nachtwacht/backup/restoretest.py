@@ -110,7 +110,11 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     rows = 0
     sampled = events = 0
     manifest = None
-    scratch_dir = scratch_directory(settings)
+    try:
+        scratch_dir = scratch_directory(settings)
+    except OSError as exc:
+        # no room (or no right) for the scratch store is a failed test: its alert must fire
+        return _failed(path.name, f"no scratch store in {settings.data_dir}: {exc}")
     scratch = Store(f"sqlite:///{scratch_dir / 'scratch.db'}")
     try:
         try:
@@ -137,6 +141,8 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
             problems += [
                 f"integrity {c.name}: {c.detail}" for c in integrity.checks if c.status == "failed"
             ]
+    except Exception as exc:  # noqa: BLE001 - whatever stops the test fails it: the alert fires
+        problems.append(f"the restore test stopped: {type(exc).__name__}: {exc}")
     finally:
         scratch.dispose()
         shutil.rmtree(scratch_dir, ignore_errors=True)
@@ -159,6 +165,20 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     }
 
 
+def _failed(backup: str | None, problem: str) -> dict[str, Any]:
+    """The result of a test that could not restore anything."""
+    return {
+        "backup": backup,
+        "backup_created_at": None,
+        "ok": False,
+        "rows": 0,
+        "incidents": 0,
+        "events": 0,
+        "problems": [problem],
+        "summary": f"restore test FAILED: {problem}",
+    }
+
+
 def run(
     settings: Settings,
     store: Store,
@@ -174,16 +194,7 @@ def run(
     except BackupError as exc:
         path, missing = None, str(exc)
     if path is None:
-        result: dict[str, Any] = {
-            "backup": name,
-            "backup_created_at": None,
-            "ok": False,
-            "rows": 0,
-            "incidents": 0,
-            "events": 0,
-            "problems": [missing or "no backup"],
-            "summary": f"restore test FAILED: {missing}",
-        }
+        result: dict[str, Any] = _failed(name, missing or "no backup")
     else:
         result = check_restore(settings, path)
     finished = clock.now()
