@@ -282,3 +282,26 @@ def test_no_room_for_the_scratch_store_fails_the_test_and_raises_the_alert(
     result = restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
     assert not result["ok"] and "No space left" in result["problems"][0]
     assert alert(sqlite_store) is not None
+
+
+def test_a_scheduled_test_claimed_by_a_process_that_died_is_claimed_again(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Fault: the engine claims the period's test, commits, and is killed before the test."""
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    backup(sqlite_store, settings, clock.now())
+    with sqlite_store.begin() as conn:
+        assert restoretest.claim_due(conn, settings, clock.now())
+    # ... killed here: no test recorded
+    clock.advance(3600.0)
+    with sqlite_store.begin() as conn:
+        assert not restoretest.claim_due(conn, settings, clock.now())  # may still be running
+    clock.advance(restoretest.CLAIM_LEASE)
+    with sqlite_store.begin() as conn:
+        assert restoretest.claim_due(conn, settings, clock.now())  # taken again
+        assert not restoretest.claim_due(conn, settings, clock.now())  # by one engine only
+    restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    clock.advance(restoretest.CLAIM_LEASE + 60)
+    with sqlite_store.begin() as conn:
+        assert not restoretest.claim_due(conn, settings, clock.now())  # done for the period

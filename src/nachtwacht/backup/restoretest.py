@@ -37,9 +37,11 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from nachtwacht.store.obligations import once
+from nachtwacht.store.obligations import once_leased
 
 COMPONENT = "nachtwacht"
+# longer than any restore test runs: a claim this old with no result was a process that died
+CLAIM_LEASE = 6 * 3600.0
 r = t.restore_tests.c
 
 
@@ -301,4 +303,13 @@ def claim_due(conn: Connection, settings: Settings, now: float) -> bool:
         return False
     if not list_backups(backup_dir(settings)):
         return False  # nothing to test yet; the backup heartbeat says why
-    return once(conn, f"restore-test:{int(now // every)}", "restore_test", now)
+    # the test runs after this claim commits: a process killed mid-test must not use up the
+    # period, so a claim with no recorded test after it is taken again after CLAIM_LEASE
+    return once_leased(
+        conn,
+        f"restore-test:{int(now // every)}",
+        "restore_test",
+        now,
+        CLAIM_LEASE,
+        None if last is None else float(last),
+    )
