@@ -456,3 +456,13 @@ def test_strangers_requests_lapse_and_do_not_close_subscribing_for_good(
         "new@example.org": "pending",
         "junk1@example.org": "pending",
     }
+
+
+def test_the_limiter_counts_an_ipv6_clients_whole_prefix() -> None:
+    """Fault: one IPv6 client asks from a new address of its /64 each time."""
+    limiter = subscribers.SubscribeLimiter(per_hour=2)
+    answers = [limiter.allow(f"2001:db8:1:2::{n:x}", 0.0) for n in range(1, 4)]
+    assert answers == [True, True, False]
+    assert limiter.allow("2001:db8:1:3::1", 0.0)  # another line
+    assert [limiter.allow("::ffff:192.0.2.7", 0.0) for _ in range(2)] == [True, True]
+    assert not limiter.allow("192.0.2.7", 0.0)  # the same IPv4 client, written either way

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import threading
@@ -317,8 +318,22 @@ def fanout(conn: Connection, settings: Settings, notice: dict[str, Any], now: fl
             return queued
 
 
+def client_key(address: str) -> str:
+    """What the limiter counts: an IPv4 address, or an IPv6 address's /64, which one
+    customer line gets whole (counting each address would give one client 2**64 of them)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if ip.version == 6 and mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(mapped or ip)
+
+
 class SubscribeLimiter:
-    """At most `per_hour` subscription requests per client address, counted in memory.
+    """At most `per_hour` subscription requests per client address (IPv6: per /64), counted
+    in memory.
 
     In memory on purpose: refusing must cost less than the request, and a restart that
     forgets the counts lets a few more requests through, whose mails the resend bound and
@@ -333,6 +348,7 @@ class SubscribeLimiter:
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
+        client = client_key(client)
         with self._lock:
             times = [x for x in self._seen.pop(client, []) if x > now - 3600.0]
             ok = len(times) < self.per_hour
