@@ -466,3 +466,31 @@ def test_the_limiter_counts_an_ipv6_clients_whole_prefix() -> None:
     assert limiter.allow("2001:db8:1:3::1", 0.0)  # another line
     assert [limiter.allow("::ffff:192.0.2.7", 0.0) for _ in range(2)] == [True, True]
     assert not limiter.allow("192.0.2.7", 0.0)  # the same IPv4 client, written either way
+
+
+def test_unsubscribing_withdraws_the_notices_still_queued(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: the sender is slow (a fan-out waits behind pages) and the subscriber leaves."""
+    settings = status_site(sqlite_store)
+    now = clock.now()
+    incident_id = fire_db(sqlite_store, settings, now)
+    with sqlite_store.begin() as conn:
+        tokens = []
+        for address in ("leaves@example.org", "stays@example.org"):
+            subscribers.subscribe_email(conn, settings, address, now)
+            token = (
+                conn.execute(
+                    t.status_subscribers.select().where(t.status_subscribers.c.address == address)
+                )
+                .one()
+                .token
+            )
+            assert subscribers.confirm(conn, token, now)
+            tokens.append(token)
+        draft = notices.draft(conn, settings, incident_id, "olga", now)
+        notices.approve(conn, settings, draft["id"], "root", "admin", now)
+    with sqlite_store.begin() as conn:
+        assert subscribers.unsubscribe(conn, tokens[0], now + 60)
+    states = {m["address"]: m["status"] for m in outbox_of(sqlite_store, "status_notice")}
+    assert states == {"leaves@example.org": "cancelled", "stays@example.org": "pending"}

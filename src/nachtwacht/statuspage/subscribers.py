@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
@@ -198,15 +198,31 @@ def unsubscribe(conn: Connection, token: str, now: float) -> bool:
     row = by_token(conn, token)
     if row is None:
         return False
-    if row["state"] != "unsubscribed":
-        claims.claim(
-            conn,
-            t.status_subscribers,
-            row["id"],
-            s.state == row["state"],
-            values={"state": "unsubscribed", "unsubscribed_at": now},
-        )
+    if row["state"] != "unsubscribed" and claims.claim(
+        conn,
+        t.status_subscribers,
+        row["id"],
+        s.state == row["state"],
+        values={"state": "unsubscribed", "unsubscribed_at": now},
+    ):
+        _withdraw_queued(conn, row["id"])
     return True
+
+
+def _withdraw_queued(conn: Connection, subscriber_id: int) -> int:
+    """Cancel the subscriber's notices still waiting in the outbox: "no more notices" means
+    none, not none after those queued (a large fan-out may wait a while behind the pages)."""
+    o = t.outbox.c
+    done = conn.execute(
+        update(t.outbox)
+        .where(
+            o.status == "pending",
+            o.kind == "status_notice",
+            o.idempotency_key.like(f"status:n%:s{subscriber_id}"),
+        )
+        .values(status="cancelled", claimed_until=None, last_error="unsubscribed")
+    )
+    return int(done.rowcount or 0)
 
 
 def add_webhook(conn: Connection, settings: Settings, url: str, now: float) -> dict[str, Any]:
@@ -249,6 +265,7 @@ def remove(conn: Connection, subscriber_id: int, now: float) -> None:
         raise StatusPageError(
             f"there is no active subscriber {subscriber_id}", "subscriber", kind="not_found"
         )
+    _withdraw_queued(conn, subscriber_id)
 
 
 def counts(conn: Connection) -> dict[str, dict[str, int]]:
