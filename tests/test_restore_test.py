@@ -305,3 +305,27 @@ def test_a_scheduled_test_claimed_by_a_process_that_died_is_claimed_again(
     clock.advance(restoretest.CLAIM_LEASE + 60)
     with sqlite_store.begin() as conn:
         assert not restoretest.claim_due(conn, settings, clock.now())  # done for the period
+
+
+def test_an_older_backup_that_restores_does_not_resolve_the_newest_ones_alert(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Fault: the newest backup is corrupt; someone tests an older, good one by name."""
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    with_incident(sqlite_store, settings, clock.now())
+    good = backup(sqlite_store, settings, clock.now())
+    clock.advance(DAY)
+    bad = backup(sqlite_store, settings, clock.now())
+    flip_byte(bad.path / "nachtwacht.db")
+    assert not restoretest.run(settings, sqlite_store, clock, trigger="scheduled")["ok"]
+    clock.advance(60)
+    assert restoretest.run(settings, sqlite_store, clock, good.name)["ok"]
+    firing = alert(sqlite_store)
+    assert firing is not None and firing["status"] == "firing"  # the newest still does not
+    clock.advance(60)
+    assert restoretest.run(settings, sqlite_store, clock, bad.name)["ok"] is False
+    backup(sqlite_store, settings, clock.now() + 60)
+    clock.advance(120)
+    assert restoretest.run(settings, sqlite_store, clock)["ok"]
+    assert alert(sqlite_store) is None  # the newest restores again
