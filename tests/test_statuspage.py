@@ -494,3 +494,34 @@ def test_unsubscribing_withdraws_the_notices_still_queued(
         assert subscribers.unsubscribe(conn, tokens[0], now + 60)
     states = {m["address"]: m["status"] for m in outbox_of(sqlite_store, "status_notice")}
     assert states == {"leaves@example.org": "cancelled", "stays@example.org": "pending"}
+
+
+def test_a_reminder_nobody_can_receive_says_so_on_the_timeline(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: no channel reaches anyone (the config lost its channels). The timeline must not
+    say the commander is being reminded."""
+    from nachtwacht.incidents import service as incidents
+
+    settings = status_site(sqlite_store)
+    t0 = clock.now()
+    incident_id = fire_db(sqlite_store, settings, t0)
+    make_commander(sqlite_store, incident_id, "tina", t0)
+    with sqlite_store.begin() as conn:
+        draft = notices.draft(conn, settings, incident_id, "tina", t0)
+        notices.approve(conn, settings, draft["id"], "tina", "responder", t0)
+    mute = settings.model_copy(
+        update={"notify": settings.notify.model_copy(update={"channels": {}})}
+    )
+    with sqlite_store.begin() as conn:
+        assert notices.tick(conn, mute, t0 + HOUR) == 0
+        said = [
+            e["message"]
+            for e in incidents.timeline(conn, incident_id)
+            if e["kind"] == "status_page" and "public update due" in e["message"]
+        ]
+    assert len(said) == 1 and said[0].endswith("nobody was reminded")
+    with sqlite_store.begin() as conn:
+        assert notices.tick(conn, settings, t0 + 2 * HOUR) == 2
+        said = [e["message"] for e in incidents.timeline(conn, incident_id)]
+    assert "reminder queued for Tina" in said[-1] and "via chat, mail" in said[-1]
