@@ -201,3 +201,25 @@ def test_a_responder_ends_a_drill_from_its_page(
     again = client.post("/drills/1/end", data={"csrf_token": csrf}, follow_redirects=False)
     assert again.status_code == 303
     assert client.get("/api/v1/drills/1", headers=viewer).json()["ended_at"] == drill_ended
+
+
+def test_a_drill_whose_runbook_cannot_be_attached_still_answers_that_it_started(
+    client: TestClient, sqlite_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the store is locked when the runbook is attached, after the drill (and its pages)
+    committed. An error answer would have the caller start it again: a second page."""
+    from nachtwacht.runbooks.runner import Runner
+    from nachtwacht.store.db import StoreError
+
+    async def locked(*_args: object, **_kwargs: object) -> int:
+        raise StoreError("store sqlite: database is locked")
+
+    monkeypatch.setattr(Runner, "start", locked)
+    responder = _auth(sqlite_store, clock, "responder")
+    started = client.post(
+        "/api/v1/drills", json={"scenario": "service-outage", "severity": 2}, headers=responder
+    )
+    assert started.status_code == 201, started.text
+    assert started.json()["runbook_run"] is None
+    with sqlite_store.connect() as conn:
+        assert len(conn.execute(select(t.drills)).all()) == 1

@@ -285,3 +285,22 @@ def test_without_a_bench_the_presets_activity_log_source_gives_the_database(site
     assert ended.users == {"bob@example.org": 1}
     assert ended.cache_error == "no Redis cache is known for the site (give --redis-url)"
     assert "b1" * 20 in site.cached()
+
+
+def test_a_process_killed_between_the_commit_and_the_cache_leaves_no_session_working(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the rows are committed gone, then the process dies before the cache is cleared;
+    a second run finds no row to clear the cache for."""
+    real = fs.clear_cache
+
+    def dies_once_rows_are_gone(found: fs.FrappeSite, sids: list[str]) -> int:
+        if "a1" * 20 not in site.sids():
+            raise KeyboardInterrupt  # kill -9 stands in: nothing after this runs
+        return real(found, sids)
+
+    monkeypatch.setattr(fs, "clear_cache", dies_once_rows_are_gone)
+    with pytest.raises(KeyboardInterrupt):
+        fs.end_sessions(resolved(site), user="alice@example.org")
+    assert "a1" * 20 not in site.sids()
+    assert site.cached() == {"b1" * 20, "ad" * 20}  # alice's sessions no longer work

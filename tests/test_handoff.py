@@ -126,3 +126,28 @@ async def test_the_engine_module_crosses_a_handoff_with_the_fake_clock(
     assert await runtime.engine.tick_once("handoff")
     assert [(m["kind"], m["contact"]) for m in outbox(sqlite_store)] == [("handoff", "bob")]
     await runtime.stop()
+
+
+def test_a_handoff_to_someone_no_channel_reaches_is_not_used_up(sqlite_store: Store) -> None:
+    """Fault: the incoming engineer has no address when the handoff comes; it is added (a
+    config reload) half an hour later. The summary must go then, not count as done."""
+    settings = config(sqlite_store)
+    bare = settings.model_copy(
+        update={
+            "people": settings.people.model_copy(
+                update={
+                    "contacts": [
+                        c.model_copy(update={"email": None}) if c.id == "bob" else c
+                        for c in settings.people.contacts
+                    ]
+                }
+            )
+        }
+    )
+    clock = FakeClock(at("2027-01-10 08:00"))
+    tick(sqlite_store, settings, clock.now())  # the watermark
+    clock.set(at("2027-01-10 09:00:30"))  # the handoff to bob, who has no address
+    assert tick(sqlite_store, bare, clock.now()) == 0
+    clock.set(at("2027-01-10 09:30"))
+    assert tick(sqlite_store, settings, clock.now()) == 1
+    assert [m["contact"] for m in outbox(sqlite_store)] == ["bob"]

@@ -237,3 +237,95 @@ def test_a_backup_of_every_backend_restores_into_the_scratch_store(
     assert result["incidents"] == 1
     with store.connect() as conn:
         assert open_alert(conn, restoretest.fingerprint(store)) is None
+
+
+def test_a_full_disk_during_the_restore_fails_the_test_and_raises_the_alert(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the scratch store's disk fills up mid-restore (SQLite's own SQLITE_FULL)."""
+    from sqlalchemy import event
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    with_incident(sqlite_store, settings, clock.now())
+    backup(sqlite_store, settings, clock.now())
+    real = restoretest.restore_backup
+
+    def on_a_full_disk(path: Path, scratch: Store) -> object:
+        def tiny(dbapi: object, _record: object) -> None:
+            dbapi.execute("PRAGMA max_page_count = 40")  # type: ignore[attr-defined]
+
+        event.listen(scratch.engine, "connect", tiny)
+        return real(path, scratch)
+
+    monkeypatch.setattr(restoretest, "restore_backup", on_a_full_disk)
+    result = restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    assert not result["ok"] and "full" in result["problems"][0], result["problems"]
+    firing = alert(sqlite_store)
+    assert firing is not None and firing["status"] == "firing"
+    assert list(settings.data_dir.glob(".restore-test-*")) == []
+
+
+def test_no_room_for_the_scratch_store_fails_the_test_and_raises_the_alert(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    backup(sqlite_store, settings, clock.now())
+
+    def no_space(*_args: object, **_kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restoretest.tempfile, "mkdtemp", no_space)
+    result = restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    assert not result["ok"] and "No space left" in result["problems"][0]
+    assert alert(sqlite_store) is not None
+
+
+def test_a_scheduled_test_claimed_by_a_process_that_died_is_claimed_again(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Fault: the engine claims the period's test, commits, and is killed before the test."""
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    backup(sqlite_store, settings, clock.now())
+    with sqlite_store.begin() as conn:
+        assert restoretest.claim_due(conn, settings, clock.now())
+    # ... killed here: no test recorded
+    clock.advance(3600.0)
+    with sqlite_store.begin() as conn:
+        assert not restoretest.claim_due(conn, settings, clock.now())  # may still be running
+    clock.advance(restoretest.CLAIM_LEASE)
+    with sqlite_store.begin() as conn:
+        assert restoretest.claim_due(conn, settings, clock.now())  # taken again
+        assert not restoretest.claim_due(conn, settings, clock.now())  # by one engine only
+    restoretest.run(settings, sqlite_store, clock, trigger="scheduled")
+    clock.advance(restoretest.CLAIM_LEASE + 60)
+    with sqlite_store.begin() as conn:
+        assert not restoretest.claim_due(conn, settings, clock.now())  # done for the period
+
+
+def test_an_older_backup_that_restores_does_not_resolve_the_newest_ones_alert(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Fault: the newest backup is corrupt; someone tests an older, good one by name."""
+    clock = FakeClock()
+    settings = config(sqlite_store, tmp_path)
+    with_incident(sqlite_store, settings, clock.now())
+    good = backup(sqlite_store, settings, clock.now())
+    clock.advance(DAY)
+    bad = backup(sqlite_store, settings, clock.now())
+    flip_byte(bad.path / "nachtwacht.db")
+    assert not restoretest.run(settings, sqlite_store, clock, trigger="scheduled")["ok"]
+    clock.advance(60)
+    assert restoretest.run(settings, sqlite_store, clock, good.name)["ok"]
+    firing = alert(sqlite_store)
+    assert firing is not None and firing["status"] == "firing"  # the newest still does not
+    clock.advance(60)
+    assert restoretest.run(settings, sqlite_store, clock, bad.name)["ok"] is False
+    backup(sqlite_store, settings, clock.now() + 60)
+    clock.advance(120)
+    assert restoretest.run(settings, sqlite_store, clock)["ok"]
+    assert alert(sqlite_store) is None  # the newest restores again

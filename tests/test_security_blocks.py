@@ -532,3 +532,38 @@ def test_cli_incident_option_empty_is_none_and_unknown_is_refused(
     assert listed.exit_code == 0, listed.output
     table = runner.invoke(security_cli.security_app, ["blocks", *cfg]).output
     assert table.startswith("lockdown on: TCP ports 80 until ")
+
+
+def test_a_new_block_waits_while_the_old_blocks_removal_of_its_address_fails(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: nft refuses the removal of a lifted block, and the address is blocked again."""
+
+    class StuckRemoval(FakeFirewall):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refuse_removal = True
+
+        def remove(self, kind: Kind, element: str) -> None:
+            if self.refuse_removal:
+                self.calls.append(("remove-refused", kind, element))
+                raise FirewallError("nft delete element: Error: Resource busy")
+            super().remove(kind, element)
+
+    settings = site(sqlite_store, RESPOND)
+    fw = StuckRemoval()
+    applier = applier_mod.Applier(sqlite_store, fw, clock)
+    old = do_block(sqlite_store, settings, clock.now(), "203.0.113.7")
+    applier.run()
+    clock.advance(10)
+    with sqlite_store.begin() as conn:
+        blocks.unblock(conn, "203.0.113.7", "bob", clock.now())
+    new = do_block(sqlite_store, settings, clock.now(), "203.0.113.7", duration=7200.0)
+    first = applier.run()
+    assert first.removed == [] and first.applied == [] and first.errors
+    fw.refuse_removal = False
+    clock.advance(10)
+    second = applier.run()
+    assert (second.removed, second.applied) == ([old], [new])
+    assert fw.sets["block"] == {"203.0.113.7": 7190.0}  # the new block, with its time left
+    assert [r["state"] for r in rows(sqlite_store)] == ["removed", "active"]

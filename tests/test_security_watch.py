@@ -207,3 +207,37 @@ def test_sshd_classic_times_are_read_in_the_sources_timezone(
         ("failed_login_account", T0, T0 + 4),
     ]
     watch.close()
+
+
+def test_findings_of_a_poll_whose_commit_failed_are_recorded_by_the_next(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the store is locked when a brute force's finding is committed. The next poll
+    rereads the lines from the stored position, but the detector already counts the address
+    as firing: its dedup must not swallow the alert that never reached the store."""
+    from sqlalchemy.exc import OperationalError
+
+    from nachtwacht.security import service as security_service
+    from nachtwacht.store.db import StoreError
+
+    auth = tmp_path / "auth.log"
+    auth.touch()
+    clock = FakeClock(T0)
+    settings = site(sqlite_store)
+    watch = Watch(sqlite_store, settings, clock, [Source(name="ssh", kind="sshd", path=str(auth))])
+    watch.poll()
+    brute = "203.0.113.66"
+    append(auth, *(failed(T0 + i, addr=brute, user=f"u{i}") for i in range(5)))
+    real = security_service.record
+
+    def locked(*args: object, **kwargs: object) -> object:
+        raise OperationalError("INSERT INTO alerts", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(security_service, "record", locked)
+    with pytest.raises(StoreError):
+        watch.poll()
+    assert alerts(sqlite_store) == []
+    monkeypatch.setattr(security_service, "record", real)
+    clock.set(T0 + 10)
+    watch.poll()
+    assert alerts(sqlite_store) == [(f"security:failed_login:{brute}", 2, "firing")]

@@ -408,3 +408,120 @@ async def test_the_engine_module_drafts_at_the_4_hour_step(
     plain = Runtime.build(site(sqlite_store), sqlite_store, clock)
     assert "statuspage" not in plain.engine.modules  # off by default
     await plain.stop()
+
+
+def test_strangers_requests_lapse_and_do_not_close_subscribing_for_good(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: `pending_max` junk requests (addresses nobody confirms) arrive at once."""
+    settings = status_site(sqlite_store, "  pending_max: 2\n")
+    now = clock.now()
+    with sqlite_store.begin() as conn:
+        subscribers.subscribe_email(conn, settings, "known@example.org", now)
+        row = conn.execute(
+            t.status_subscribers.select().where(
+                t.status_subscribers.c.address == "known@example.org"
+            )
+        ).one()
+        assert subscribers.confirm(conn, row.token, now)
+        for n in range(2):
+            subscribers.subscribe_email(conn, settings, f"junk{n}@example.org", now)
+        # full: the known address and a new one get the same refusal (no enumeration)
+        for asker in ("known@example.org", "new@example.org"):
+            with pytest.raises(StatusPageError) as full:
+                subscribers.subscribe_email(conn, settings, asker, now)
+            assert full.value.kind == "conflict"
+        junk = conn.execute(
+            t.status_subscribers.select().where(
+                t.status_subscribers.c.address == "junk0@example.org"
+            )
+        ).one()
+    later = now + subscribers.PENDING_FOR + 1
+    with sqlite_store.begin() as conn:
+        # the lapsed request's link confirms nothing, and the queue is open again
+        assert not subscribers.confirm(conn, junk.token, later)
+        assert (
+            subscribers.subscribe_email(conn, settings, "new@example.org", later)
+            == "confirm mail queued"
+        )
+        # asking again for a lapsed address starts over with a new link
+        assert (
+            subscribers.subscribe_email(conn, settings, "junk1@example.org", later)
+            == "confirm mail queued"
+        )
+        notices.tick(conn, settings, later)
+        left = {r.address: r.state for r in conn.execute(t.status_subscribers.select()).all()}
+    assert left == {
+        "known@example.org": "confirmed",
+        "new@example.org": "pending",
+        "junk1@example.org": "pending",
+    }
+
+
+def test_the_limiter_counts_an_ipv6_clients_whole_prefix() -> None:
+    """Fault: one IPv6 client asks from a new address of its /64 each time."""
+    limiter = subscribers.SubscribeLimiter(per_hour=2)
+    answers = [limiter.allow(f"2001:db8:1:2::{n:x}", 0.0) for n in range(1, 4)]
+    assert answers == [True, True, False]
+    assert limiter.allow("2001:db8:1:3::1", 0.0)  # another line
+    assert [limiter.allow("::ffff:192.0.2.7", 0.0) for _ in range(2)] == [True, True]
+    assert not limiter.allow("192.0.2.7", 0.0)  # the same IPv4 client, written either way
+
+
+def test_unsubscribing_withdraws_the_notices_still_queued(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: the sender is slow (a fan-out waits behind pages) and the subscriber leaves."""
+    settings = status_site(sqlite_store)
+    now = clock.now()
+    incident_id = fire_db(sqlite_store, settings, now)
+    with sqlite_store.begin() as conn:
+        tokens = []
+        for address in ("leaves@example.org", "stays@example.org"):
+            subscribers.subscribe_email(conn, settings, address, now)
+            token = (
+                conn.execute(
+                    t.status_subscribers.select().where(t.status_subscribers.c.address == address)
+                )
+                .one()
+                .token
+            )
+            assert subscribers.confirm(conn, token, now)
+            tokens.append(token)
+        draft = notices.draft(conn, settings, incident_id, "olga", now)
+        notices.approve(conn, settings, draft["id"], "root", "admin", now)
+    with sqlite_store.begin() as conn:
+        assert subscribers.unsubscribe(conn, tokens[0], now + 60)
+    states = {m["address"]: m["status"] for m in outbox_of(sqlite_store, "status_notice")}
+    assert states == {"leaves@example.org": "cancelled", "stays@example.org": "pending"}
+
+
+def test_a_reminder_nobody_can_receive_says_so_on_the_timeline(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Fault: no channel reaches anyone (the config lost its channels). The timeline must not
+    say the commander is being reminded."""
+    from nachtwacht.incidents import service as incidents
+
+    settings = status_site(sqlite_store)
+    t0 = clock.now()
+    incident_id = fire_db(sqlite_store, settings, t0)
+    make_commander(sqlite_store, incident_id, "tina", t0)
+    with sqlite_store.begin() as conn:
+        draft = notices.draft(conn, settings, incident_id, "tina", t0)
+        notices.approve(conn, settings, draft["id"], "tina", "responder", t0)
+    mute = settings.model_copy(
+        update={"notify": settings.notify.model_copy(update={"channels": {}})}
+    )
+    with sqlite_store.begin() as conn:
+        assert notices.tick(conn, mute, t0 + HOUR) == 0
+        said = [
+            e["message"]
+            for e in incidents.timeline(conn, incident_id)
+            if e["kind"] == "status_page" and "public update due" in e["message"]
+        ]
+    assert len(said) == 1 and said[0].endswith("nobody was reminded")
+    with sqlite_store.begin() as conn:
+        assert notices.tick(conn, settings, t0 + 2 * HOUR) == 2
+        said = [e["message"] for e in incidents.timeline(conn, incident_id)]
+    assert "reminder queued for Tina" in said[-1] and "via chat, mail" in said[-1]

@@ -37,9 +37,11 @@ from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
-from nachtwacht.store.obligations import once
+from nachtwacht.store.obligations import once_leased
 
 COMPONENT = "nachtwacht"
+# longer than any restore test runs: a claim this old with no result was a process that died
+CLAIM_LEASE = 6 * 3600.0
 r = t.restore_tests.c
 
 
@@ -110,7 +112,11 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     rows = 0
     sampled = events = 0
     manifest = None
-    scratch_dir = scratch_directory(settings)
+    try:
+        scratch_dir = scratch_directory(settings)
+    except OSError as exc:
+        # no room (or no right) for the scratch store is a failed test: its alert must fire
+        return _failed(path.name, f"no scratch store in {settings.data_dir}: {exc}")
     scratch = Store(f"sqlite:///{scratch_dir / 'scratch.db'}")
     try:
         try:
@@ -137,6 +143,8 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
             problems += [
                 f"integrity {c.name}: {c.detail}" for c in integrity.checks if c.status == "failed"
             ]
+    except Exception as exc:  # noqa: BLE001 - whatever stops the test fails it: the alert fires
+        problems.append(f"the restore test stopped: {type(exc).__name__}: {exc}")
     finally:
         scratch.dispose()
         shutil.rmtree(scratch_dir, ignore_errors=True)
@@ -159,6 +167,20 @@ def check_restore(settings: Settings, path: Path) -> dict[str, Any]:
     }
 
 
+def _failed(backup: str | None, problem: str) -> dict[str, Any]:
+    """The result of a test that could not restore anything."""
+    return {
+        "backup": backup,
+        "backup_created_at": None,
+        "ok": False,
+        "rows": 0,
+        "incidents": 0,
+        "events": 0,
+        "problems": [problem],
+        "summary": f"restore test FAILED: {problem}",
+    }
+
+
 def run(
     settings: Settings,
     store: Store,
@@ -174,23 +196,27 @@ def run(
     except BackupError as exc:
         path, missing = None, str(exc)
     if path is None:
-        result: dict[str, Any] = {
-            "backup": name,
-            "backup_created_at": None,
-            "ok": False,
-            "rows": 0,
-            "incidents": 0,
-            "events": 0,
-            "problems": [missing or "no backup"],
-            "summary": f"restore test FAILED: {missing}",
-        }
+        result: dict[str, Any] = _failed(name, missing or "no backup")
     else:
         result = check_restore(settings, path)
+    # a pass proves the backup it restored: only the newest one's pass says the alert's
+    # "the newest backup restores" (an older one named by hand restoring says nothing of it)
+    newest = path is None or name is None or _is_newest(settings, path, directory)
     finished = clock.now()
     with store.begin() as conn:
-        result["id"] = record(conn, settings, store, result, started, finished, trigger)
+        result["id"] = record(
+            conn, settings, store, result, started, finished, trigger, resolve=newest
+        )
     result.update(started_at=started, finished_at=finished, trigger=trigger)
     return result
+
+
+def _is_newest(settings: Settings, path: Path, directory: Path | None) -> bool:
+    try:
+        newest, _ = _pick(settings, None, directory)
+    except BackupError:
+        return False
+    return newest is not None and newest.resolve() == path.resolve()
 
 
 def record(
@@ -201,6 +227,8 @@ def record(
     started: float,
     finished: float,
     trigger: str,
+    *,
+    resolve: bool = True,
 ) -> int:
     from nachtwacht.store.db import inserted_id
 
@@ -233,7 +261,8 @@ def record(
         + ("" if result["ok"] else ". Run `nachtwacht backup test-restore` after fixing it."),
         expected="the newest backup restores into a scratch store with every row",
     )
-    alerts.process(conn, settings, signal, finished)
+    if resolve or not result["ok"]:
+        alerts.process(conn, settings, signal, finished)
     return row_id
 
 
@@ -290,4 +319,13 @@ def claim_due(conn: Connection, settings: Settings, now: float) -> bool:
         return False
     if not list_backups(backup_dir(settings)):
         return False  # nothing to test yet; the backup heartbeat says why
-    return once(conn, f"restore-test:{int(now // every)}", "restore_test", now)
+    # the test runs after this claim commits: a process killed mid-test must not use up the
+    # period, so a claim with no recorded test after it is taken again after CLAIM_LEASE
+    return once_leased(
+        conn,
+        f"restore-test:{int(now // every)}",
+        "restore_test",
+        now,
+        CLAIM_LEASE,
+        None if last is None else float(last),
+    )

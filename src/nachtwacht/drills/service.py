@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from sqlalchemy import Connection, func, or_, select, update
@@ -34,7 +35,9 @@ from nachtwacht.runbooks.record import RunError, Who
 from nachtwacht.runbooks.runner import Runner
 from nachtwacht.store import paging
 from nachtwacht.store import tables as t
-from nachtwacht.store.db import Store, inserted_id
+from nachtwacht.store.db import Store, StoreError, inserted_id
+
+log = logging.getLogger(__name__)
 
 
 class DrillError(Problem):
@@ -151,8 +154,8 @@ async def attach_runbook(
 ) -> int | None:
     """Put the scenario's runbook on the drill's incident as a dry run: every step listed as
     planned on the incident's runbook panel, none executed. Called after the drill committed;
-    the run's id, or None when there is no runbook (or it cannot be planned: said on the
-    timeline)."""
+    the run's id, or None when there is no runbook (or it cannot be planned or started: said
+    on the timeline). Never raises: the drill has started whatever becomes of its runbook."""
     scenario = scenarios.get(drill["scenario"])
     if scenario is None or scenario.runbook is None or drill["incident_id"] is None:
         return None
@@ -163,14 +166,20 @@ async def attach_runbook(
             incident_id=drill["incident_id"],
             dry_run=True,
         )
-    except RunError as exc:
+    except Exception as exc:  # noqa: BLE001 - the drill and its pages are committed: an error
+        # answer now would have the caller start the drill again, paging everyone twice
         text = f"DRILL #{drill['id']}: runbook {scenario.runbook} not attached: {exc}"
+        if not isinstance(exc, RunError):
+            log.warning("%s", text)
 
         def note() -> None:
             with store.begin() as conn:
                 incidents.add_event(conn, drill["incident_id"], clock.now(), "note", actor, text)
 
-        await asyncio.to_thread(note)
+        try:
+            await asyncio.to_thread(note)
+        except StoreError as again:
+            log.warning("drill %s: could not note it on the timeline: %s", drill["id"], again)
         return None
 
 

@@ -135,13 +135,18 @@ def tick(conn: Connection, settings: Settings, now: float) -> int:
         incoming = oncall.on_call(conn, settings, rotation.name, now)
         if incoming is None:
             continue
+        routes = verify.routes(settings, incoming)
+        if not routes:
+            # not claimed: a summary that reaches nobody is not done; once a channel reaches
+            # them (a config reload), it goes, within LATE (doctor names the contact meanwhile)
+            continue
         if not once(conn, key, "handoff", now, {"contact": incoming.id}):
             continue
         until, _next = oncall.next_handoff(conn, settings, rotation.name, now)
         content = summary(conn, settings, now, until)
         subject, body, short = render(settings, rotation.name, incoming.name, start, until, content)
         messages = []
-        for route in verify.routes(settings, incoming):
+        for route in routes:
             text = body
             if route.kind == "sms":
                 text = fit(short, None, settings.notify.channels[route.channel].max_length)  # type: ignore[union-attr]

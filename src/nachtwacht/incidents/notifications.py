@@ -263,7 +263,7 @@ def send_custom(
         now,
         "notification_queued",
         actor,
-        f"{label(kind)} edited and sent to {words} via {', '.join(routes)}",
+        f"{label(kind)} edited and queued for {words} via {', '.join(routes)}",
         {
             "kind": kind,
             "key": key,

@@ -78,7 +78,7 @@ class Applier:
         wanted = set(only) if only is not None else None
         with self.store.connect() as conn:
             due = conn.execute(
-                select(c.id, c.rule, c.state, c.expires_at, c.claimed_until)
+                select(c.id, c.rule, c.address, c.state, c.expires_at, c.claimed_until)
                 .where(c.state.in_(LIVE))
                 .order_by(c.id)
             ).all()
@@ -98,6 +98,17 @@ class Applier:
         # must leave before a new block of the same address goes in
         for row_id in removals:
             self.remove_one(row_id, done)
+        # an element whose removal failed (or is another applier's, in flight) is not added
+        # for a new block now: nft keeps the element it has, and the removal's retry would
+        # then take out the new block's element too, leaving it `active` in the store only
+        leaving = {
+            (kind_of(r.rule), element_of(r.rule, r.address))
+            for r in due
+            if r.id in removals and r.id not in done.removed
+        }
+        pending = [
+            r for r in pending if (kind_of(r.rule), element_of(r.rule, r.address)) not in leaving
+        ]
         if pending and not self._ensure(done):
             return done
         for r in pending:

@@ -5,7 +5,9 @@ user, lastupdate, device, the session data as a Python dict literal) and, for sp
 `<db_name>|session` in the bench's Redis cache (field: the sid), next to
 `<db_name>|last_db_session_update`. Its own `delete_session` deletes the row, commits, and
 then deletes both hash fields (frappe/sessions.py); a session left in the cache would keep
-working until the cache forgets it, so ending one here does the same. Frappe also writes an
+working until the cache forgets it, so ending one here does the same, and clears the cache
+before the delete as well: a process that dies between the commit and the cache would leave
+sessions working that a second run can no longer find (their rows are gone). Frappe also writes an
 Activity Log "logged out" entry; that is its ORM's work and is not done here: Nachtwacht's
 audit log and the incident's timeline record the end instead.
 
@@ -224,7 +226,8 @@ def end_sessions(
 ) -> Ended:
     """Delete one user's sessions, or everyone's but Administrator's, then their cache entries.
 
-    The rows go in one transaction; the cache after the commit, as Frappe does. A cache that
+    The cache is cleared of the sessions first; the rows go in one transaction; the cache
+    again after the commit, as Frappe does. A cache that
     cannot be reached leaves `cache_error` set: those sessions work until the cache forgets
     them (or `bench --site SITE clear-cache`), so the caller must say so.
     """
@@ -235,16 +238,33 @@ def end_sessions(
     scope = f"user:{user}" if user is not None else f"all-but-{ADMINISTRATOR}"
     ended = Ended(site.name, scope)
     engine = _engine(site)
+    q = _quote(engine, "tabSessions")
+    u, sid = _quote(engine, "user"), _quote(engine, "sid")
+    where = f"{u} = :user" if user is not None else f"({u} IS NULL OR {u} <> :user)"
+    who = {"user": user if user is not None else ADMINISTRATOR}
+    early = 0
     try:
+        if site.redis_url:
+            # first the cache, outside the transaction (no row lock waits on Redis): a kill
+            # after the commit below then leaves no ended session working from the cache
+            with engine.connect() as conn:
+                _present(conn)
+                seen = [
+                    str(x)
+                    for x in conn.execute(
+                        text(f"SELECT {sid} FROM {q} WHERE {where}"), who
+                    ).scalars()
+                    if x is not None
+                ]
+            try:
+                early = clear_cache(site, seen) if seen else 0
+            except Exception:  # noqa: BLE001 - the clear after the commit reports the failure
+                early = 0
         with engine.begin() as conn:
             _present(conn)
-            q = _quote(engine, "tabSessions")
-            u, sid = _quote(engine, "user"), _quote(engine, "sid")
-            where = f"{u} = :user" if user is not None else f"({u} IS NULL OR {u} <> :user)"
             # FOR UPDATE: a session that logs in meanwhile is either ended too or not seen
             rows = conn.execute(
-                text(f"SELECT {sid}, {u} FROM {q} WHERE {where} FOR UPDATE"),
-                {"user": user if user is not None else ADMINISTRATOR},
+                text(f"SELECT {sid}, {u} FROM {q} WHERE {where} FOR UPDATE"), who
             ).all()
             sids = [str(r[0]) for r in rows if r[0] is not None]
             delete = text(f"DELETE FROM {q} WHERE {sid} IN :sids").bindparams(
@@ -261,7 +281,8 @@ def end_sessions(
         ended.cache_error = "no Redis cache is known for the site (give --redis-url)"
     elif sids:
         try:
-            ended.cache_fields = clear_cache(site, sids)
+            # again after the commit: a request may have cached a session meanwhile
+            ended.cache_fields = early + clear_cache(site, sids)
         except Exception as exc:  # noqa: BLE001 - the rows are gone: report, do not raise
             ended.cache_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ended

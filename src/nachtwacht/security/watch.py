@@ -13,8 +13,10 @@ Decisions:
   position (`engine_meta`, key `security.<name>`: a file's position, an Activity Log
   cursor or a journal cursor), so an alert or a count is not lost between a line being read
   and it being recorded. A failed commit closes the tailers: the next poll rereads from the stored
-  positions (the detector may count those lines twice; its dedup keeps that to one alert;
-  the tallies of the failed poll were never written).
+  positions (the detector may count those lines twice; the tallies of the failed poll were
+  never written). The failed poll's findings are carried into the next poll: the detector
+  already holds their keys as firing (or cleared), so the reread lines would not make them
+  again, and the alert (or its resolution) would be lost.
 - A poll that could not read everything there is (`Polled.behind`: bytes or rows left for
   the next poll) says so; the engine module shows it in /healthz rather than skip lines.
 - The detector's windows are in memory: after a restart they start empty, so a burst that
@@ -193,6 +195,8 @@ class Watch:
         self._tables: dict[str, ActivityLog | Journal] = {}
         self._committed: dict[str, dict[str, Any]] = {}  # the positions in the store
         self._tallies = tallies.Writer()
+        # findings of a poll whose commit failed: the detector will not make them again
+        self._unrecorded: list[Finding] = []
 
     def close(self) -> None:
         for tailer in (self._tailers or {}).values():
@@ -249,6 +253,7 @@ class Watch:
         if self._tailers is None:
             self._tailers = self._open()
         polled = Polled()
+        polled.findings = list(self._unrecorded)
         feed = self.detector.feed
         for source in self.sources:
             if source.kind in CURSOR_KINDS:
@@ -294,7 +299,9 @@ class Watch:
                         self.store.set_meta(conn, meta_key(PREFIX, name), position, now)
         except BaseException:
             self._tallies.forget()
+            self._unrecorded = polled.findings
             self.close()  # the next poll rereads from what was committed
             raise
+        self._unrecorded = []
         self._committed = positions
         return polled

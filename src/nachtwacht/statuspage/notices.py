@@ -307,6 +307,7 @@ def tick(conn: Connection, settings: Settings, now: float) -> int:
     """Drafts due (4-hour step, resolution) and reminders due; return messages queued."""
     _draft_at_four_hours(conn, settings, now)
     _draft_resolved(conn, settings, now)
+    subscribers.purge_lapsed(conn, now)
     return reminders.remind(conn, settings, now)
 
 

@@ -19,6 +19,8 @@ from nachtwacht.incidents import service as incidents
 from nachtwacht.incidents.notifications import contacts_for, context_for
 from nachtwacht.notify.compose import compose
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
+from nachtwacht.notify.reach import reached
+from nachtwacht.oncall.models import Contact
 from nachtwacht.store import claims
 from nachtwacht.store import tables as t
 
@@ -45,17 +47,25 @@ def remind(conn: Connection, settings: Settings, now: float) -> int:
             values={"remind_at": now + cadence},
         ):
             continue
+        messages, contacts = _reminder(conn, settings, inc, row, due, now)
+        ids = enqueue(conn, messages, now)
+        # what was queued, and for whom: the sender's own entries say what was delivered
+        names = ", ".join(c.name for c in reached(contacts, messages)) or "nobody"
+        said = (
+            f"reminder queued for {names} via {', '.join(sorted({m.channel for m in messages}))}"
+            if ids
+            else "no channel reaches the commander or the on-call engineer: nobody was reminded"
+        )
         incidents.add_event(
             conn,
             inc["id"],
             now,
             "status_page",
             "nachtwacht",
-            f"public update due (last published {_local(settings, row['published_at'])}); "
-            "reminding the commander",
-            {"notice": row["id"], "due": due},
+            f"public update due (last published {_local(settings, row['published_at'])}); {said}",
+            {"notice": row["id"], "due": due, "outbox_ids": ids},
         )
-        queued += len(enqueue(conn, _reminder(conn, settings, inc, row, due, now), now))
+        queued += len(ids)
     return queued
 
 
@@ -66,7 +76,7 @@ def _reminder(
     row: dict[str, Any],
     due: float,
     now: float,
-) -> list[OutboundMessage]:
+) -> tuple[list[OutboundMessage], list[Contact]]:
     found = settings.people.contact(inc["commander"]) if inc["commander"] else None
     contacts = [found] if found else contacts_for(conn, settings, ["oncall"], now)[0]
     subject = f"[{settings.site}] #{inc['id']}: a public status update is due"
@@ -95,7 +105,7 @@ def _reminder(
             payload={**m.payload, "kind": "status_reminder"},
         )
         for m in composed
-    ]
+    ], contacts
 
 
 def _local(settings: Settings, ts: float | None) -> str:

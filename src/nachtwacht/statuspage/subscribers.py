@@ -5,6 +5,10 @@
   links), and pressing it confirms. The same token unsubscribes, from a link in every mail.
 - Asking reveals nothing: the answer is the same whether the address is new, pending,
   confirmed or unsubscribed, and a pending address is sent one confirm mail per hour at most.
+  When `pending_max` requests wait, every asker is refused alike, known address or not.
+- A request not confirmed within `PENDING_FOR` lapses: its link confirms nothing, it no longer
+  counts against `pending_max` (strangers' requests would otherwise close subscribing for
+  good), and the engine deletes it (it was never a subscriber; nothing was sent to it).
 - A webhook is added by an admin, never anonymously: an anonymous URL would make this server
   POST wherever a stranger likes (its own network included).
 - Every message is an outbox row (kind `status_confirm` or `status_notice`), queued in the
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import threading
@@ -22,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
 from nachtwacht.config.schema import Settings
 from nachtwacht.notify.outbox import OutboundMessage, enqueue
@@ -34,6 +39,7 @@ from nachtwacht.store.db import inserted_id
 s = t.status_subscribers.c
 EMAIL = re.compile(r"[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
 RESEND_AFTER = 3600.0
+PENDING_FOR = 2 * 86400.0
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -70,6 +76,18 @@ def subscribe_email(conn: Connection, settings: Settings, address: str, now: flo
             "e-mail subscriptions are not available here", "email", kind="conflict"
         )
     key = address.lower()
+    # refused before the address is looked at: a full queue must not tell known from unknown
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(t.status_subscribers)
+        .where(s.state == "pending", s.confirm_sent_at > now - PENDING_FOR)
+    ).scalar_one()
+    if waiting >= settings.status_page.pending_max:
+        raise StatusPageError(
+            "too many subscriptions wait for confirmation; try again later",
+            "email",
+            kind="conflict",
+        )
     row = (
         conn.execute(select(t.status_subscribers).where(s.kind == "email", s.address == key))
         .mappings()
@@ -77,22 +95,14 @@ def subscribe_email(conn: Connection, settings: Settings, address: str, now: flo
     )
     if row is not None and row["state"] == "confirmed":
         return "already confirmed"
+    lapsed = row is not None and row["state"] == "pending" and _lapsed(row, now)
     if (
         row is not None
         and row["state"] == "pending"
+        and not lapsed
         and (row["confirm_sent_at"] or 0) > now - RESEND_AFTER
     ):
         return "confirm mail sent recently"
-    if row is None or row["state"] == "unsubscribed":
-        pending = conn.execute(
-            select(func.count()).select_from(t.status_subscribers).where(s.state == "pending")
-        ).scalar_one()
-        if pending >= settings.status_page.pending_max:
-            raise StatusPageError(
-                "too many subscriptions wait for confirmation; try again later",
-                "email",
-                kind="conflict",
-            )
     token = _token()
     if row is None:
         sub_id = inserted_id(
@@ -109,7 +119,7 @@ def subscribe_email(conn: Connection, settings: Settings, address: str, now: flo
         )
     else:
         sub_id = row["id"]
-        if row["state"] == "pending":
+        if row["state"] == "pending" and not lapsed:
             token = row["token"]  # the link of the first mail keeps working
         won = claims.claim(
             conn,
@@ -145,6 +155,20 @@ def subscribe_email(conn: Connection, settings: Settings, address: str, now: flo
     return "confirm mail queued"
 
 
+def _lapsed(row: Any, now: float) -> bool:
+    return (row["confirm_sent_at"] or 0) <= now - PENDING_FOR
+
+
+def purge_lapsed(conn: Connection, now: float) -> int:
+    """Delete requests never confirmed within PENDING_FOR: nobody ever subscribed there."""
+    done = conn.execute(
+        delete(t.status_subscribers).where(
+            s.state == "pending", s.confirm_sent_at <= now - PENDING_FOR
+        )
+    )
+    return int(done.rowcount or 0)
+
+
 def by_token(conn: Connection, token: str) -> dict[str, Any] | None:
     if not valid_token(token):
         return None
@@ -159,11 +183,13 @@ def confirm(conn: Connection, token: str, now: float) -> bool:
         return False
     if row["state"] == "confirmed":
         return True
+    if row["state"] == "pending" and _lapsed(row, now):
+        return False  # its place in the queue was given up; asking again sends a new link
     return claims.claim(
         conn,
         t.status_subscribers,
         row["id"],
-        s.state == "pending",
+        (s.state == "pending") & (s.confirm_sent_at > now - PENDING_FOR),
         values={"state": "confirmed", "confirmed_at": now},
     )
 
@@ -172,15 +198,31 @@ def unsubscribe(conn: Connection, token: str, now: float) -> bool:
     row = by_token(conn, token)
     if row is None:
         return False
-    if row["state"] != "unsubscribed":
-        claims.claim(
-            conn,
-            t.status_subscribers,
-            row["id"],
-            s.state == row["state"],
-            values={"state": "unsubscribed", "unsubscribed_at": now},
-        )
+    if row["state"] != "unsubscribed" and claims.claim(
+        conn,
+        t.status_subscribers,
+        row["id"],
+        s.state == row["state"],
+        values={"state": "unsubscribed", "unsubscribed_at": now},
+    ):
+        _withdraw_queued(conn, row["id"])
     return True
+
+
+def _withdraw_queued(conn: Connection, subscriber_id: int) -> int:
+    """Cancel the subscriber's notices still waiting in the outbox: "no more notices" means
+    none, not none after those queued (a large fan-out may wait a while behind the pages)."""
+    o = t.outbox.c
+    done = conn.execute(
+        update(t.outbox)
+        .where(
+            o.status == "pending",
+            o.kind == "status_notice",
+            o.idempotency_key.like(f"status:n%:s{subscriber_id}"),
+        )
+        .values(status="cancelled", claimed_until=None, last_error="unsubscribed")
+    )
+    return int(done.rowcount or 0)
 
 
 def add_webhook(conn: Connection, settings: Settings, url: str, now: float) -> dict[str, Any]:
@@ -223,6 +265,7 @@ def remove(conn: Connection, subscriber_id: int, now: float) -> None:
         raise StatusPageError(
             f"there is no active subscriber {subscriber_id}", "subscriber", kind="not_found"
         )
+    _withdraw_queued(conn, subscriber_id)
 
 
 def counts(conn: Connection) -> dict[str, dict[str, int]]:
@@ -292,8 +335,22 @@ def fanout(conn: Connection, settings: Settings, notice: dict[str, Any], now: fl
             return queued
 
 
+def client_key(address: str) -> str:
+    """What the limiter counts: an IPv4 address, or an IPv6 address's /64, which one
+    customer line gets whole (counting each address would give one client 2**64 of them)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if ip.version == 6 and mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(mapped or ip)
+
+
 class SubscribeLimiter:
-    """At most `per_hour` subscription requests per client address, counted in memory.
+    """At most `per_hour` subscription requests per client address (IPv6: per /64), counted
+    in memory.
 
     In memory on purpose: refusing must cost less than the request, and a restart that
     forgets the counts lets a few more requests through, whose mails the resend bound and
@@ -308,6 +365,7 @@ class SubscribeLimiter:
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
+        client = client_key(client)
         with self._lock:
             times = [x for x in self._seen.pop(client, []) if x > now - 3600.0]
             ok = len(times) < self.per_hour

@@ -4,6 +4,10 @@
 inserts it first) and claims it with a conditional update of `done_at`, in the caller's
 transaction: the messages it queues commit with the claim, or neither does. Two engines on one
 database both reach the claim; only one of them changes the row (store/claims.py).
+
+Work that cannot share the claim's transaction (a restore test runs for minutes, after the
+claim committed) uses `once_leased`: a claim whose work left no proof within its lease is
+taken again, so a process killed mid-work does not leave the obligation done-but-undone.
 """
 
 from __future__ import annotations
@@ -44,6 +48,27 @@ def once(
         return False
     return claims.claim(
         conn, t.readiness_obligations, found.id, o.done_at.is_(None), values={"done_at": now}
+    )
+
+
+def once_leased(
+    conn: Connection, key: str, kind: str, now: float, lease: float, proof_after: float | None
+) -> bool:
+    """`once`, for work done after the claim's commit (outside its transaction).
+
+    A claim older than `lease` whose work left no proof after it (`proof_after`: when the
+    work last finished, None: never) was taken by a process that died: it is claimed again,
+    by a conditional update on the old claim's time, so of two engines only one retakes it.
+    """
+    if once(conn, key, kind, now):
+        return True
+    found = conn.execute(select(o.id, o.done_at).where(o.key == key)).first()
+    if found is None or found.done_at is None or found.done_at > now - lease:
+        return False
+    if proof_after is not None and proof_after >= found.done_at:
+        return False  # done
+    return claims.claim(
+        conn, t.readiness_obligations, found.id, o.done_at == found.done_at, values={"done_at": now}
     )
 
 
