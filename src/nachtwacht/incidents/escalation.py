@@ -384,7 +384,8 @@ def _remind(conn: Connection, settings: Settings, inc: dict[str, Any], now: floa
         now,
         "update_overdue",
         "nachtwacht",
-        f"status update overdue (due {_clock(settings, due)}); reminding the commander",
+        # who is reminded is the queued reminder's own entry: the commander, or on call
+        f"status update overdue (due {_clock(settings, due)})",
         {"due": due},
     )
     commander = settings.people.contact(inc["commander"]) if inc["commander"] else None
