@@ -152,10 +152,14 @@ def test_the_report_counts_findings_addresses_paths_logins_blocks_and_audit(
     assert "(other)" not in {a.address for a in rep.top_addresses}
     paths = {p.path: (p.n, sorted(p.kinds)) for p in rep.top_paths}
     assert paths == {
-        "/wp-login.php": (16, ["not_found", "probe_path"]),
+        # 8 requests, each tallied as a probe path and as a 404: 8, not 16
+        "/wp-login.php": (8, ["not_found", "probe_path"]),
         "/.env": (12, ["probe_path"]),
     }
-    assert rep.top_paths[0].path == "/wp-login.php"
+    assert rep.top_paths[0].path == "/.env"
+    now_counts = {d.name: d.now for d in rep.changes.deltas}
+    # the scanner's 120 404s are tallied under its address too: counted once, by path
+    assert (now_counts["not found (404)"], now_counts["probe paths"]) == (8, 20)
 
     lg = rep.logins
     # per day the larger of the address rows and the account rows (which count them again)

@@ -58,12 +58,15 @@ def test_the_watch_tallies_each_kind_per_day_on_every_backend(store: Store, tmp_
         syslog(T0 + 12, f"Accepted password for deploy from {a} port 2 ssh2"),
     )
     polled = watch.poll()
-    assert polled.tallied == 10
+    assert polled.tallied == 12  # rows: (day, kind, key)
     expected = {
         (DAY, "refused", a): (2, T0 + 1),
         (DAY, "not_found", "/nope"): (1, T0 + 2),
         (DAY, "not_found", "/.env"): (1, T0 + 3),
         (DAY, "probe_path", "/.env"): (1, T0 + 3),
+        # and under the address, for the report's events per address
+        (DAY, "not_found", b): (2, T0 + 3),
+        (DAY, "probe_path", b): (1, T0 + 3),
         (DAY, "rate_limited", b): (1, T0 + 4),
         (DAY, "failed_login", a): (1, T0 + 5),
         (DAY, "failed_login", b): (2, T0 + 11),
