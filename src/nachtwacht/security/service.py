@@ -36,7 +36,8 @@ def fingerprint(rule: str, key: str) -> str:
     return f"{PREFIX}{rule}:{short_key(key)}"
 
 
-def signal_for(finding: Finding) -> Signal:
+def signal_for(finding: Finding, now: float | None = None) -> Signal:
+    """The finding as an alert; `now` (when the watch read it) is its detection time."""
     who = short_key(finding.key)
     span = max(0.0, finding.ts - finding.first_ts)
     message = (
@@ -52,7 +53,10 @@ def signal_for(finding: Finding) -> Signal:
         severity=finding.severity,
         firing=finding.firing,
         started_at=finding.first_ts,
-        detected_at=finding.ts,
+        # detected when read, as an external alert is when it arrives: a backlog (a first
+        # read from_start, a restart, a watch behind its log) must not open an incident
+        # whose response target passed before anyone could know, paging up the matrix at once
+        detected_at=finding.ts if now is None else now,
         message=message,
         labels={"rule": finding.rule, "key": who},
     )
@@ -62,4 +66,4 @@ def record(
     conn: Connection, settings: Settings, findings: Iterable[Finding], now: float
 ) -> list[Outcome]:
     """Every finding through the pipeline in the caller's transaction (one for the batch)."""
-    return [pipeline.process(conn, settings, signal_for(f), now) for f in findings]
+    return [pipeline.process(conn, settings, signal_for(f, now), now) for f in findings]
