@@ -238,7 +238,8 @@ class Detector:
             found += self._add(RATE_LIMIT, e.addr, e.ts)
         if path.lower().startswith(self._probe_paths):
             self._count(PROBE_PATH, fit(path.split("?", 1)[0]), e.ts)
-            self._count(PROBE_PATH, fit(e.addr), e.ts)
+            if status not in (401, 403, 404, 429):  # else the address has it counted above
+                self._count(PROBE_PATH, fit(e.addr), e.ts)
             found += self._add(PROBE_PATHS, e.addr, e.ts)
         return found
 
