@@ -172,3 +172,38 @@ def test_a_compromise_joining_a_scanners_incident_names_it(
         kind == "severity" and "named after it" in message
         for kind, _, message in incident_events(sqlite_store, incident_id)
     )
+
+
+def test_one_poll_with_a_scanner_and_a_compromise_pages_the_s1_first(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The scanner's lines come first in the log; the first page still says S1 and why."""
+    access = tmp_path / "access.log"
+    access.touch()
+    clock = FakeClock(T0)
+    settings = site(sqlite_store)
+    watch = Watch(sqlite_store, settings, clock, [Source(name="web", kind="nginx", path=str(access))])
+    watch.poll()
+    scanner, brute = "198.51.100.77", "203.0.113.66"
+    login = "/api/method/login"
+    append(
+        access,
+        *(nginx(T0 + i, scanner, p, 404) for i, p in enumerate(PROBES)),
+        *(nginx(T0 + 10 + i, brute, login, 401, "POST") for i in range(6)),
+        nginx(T0 + 20, brute, login, 200, "POST"),
+    )
+    clock.set(T0 + 25)
+    polled = watch.poll()
+    watch.close()
+    # the outcomes stay in the findings' order (the watch pairs them)
+    assert [f.rule for f in polled.findings][0] == "probe_paths"
+    [incident_id] = {o.incident_id for o in polled.outcomes}
+    with sqlite_store.connect() as conn:
+        pages = conn.execute(
+            select(t.outbox.c.subject).where(
+                t.outbox.c.incident_id == incident_id, t.outbox.c.kind == "emergency_alert"
+            )
+        ).scalars().all()
+    assert pages and all("S1 Critical" in s and "likely compromise" in s for s in pages)
+    first = incident_events(sqlite_store, incident_id)[0]
+    assert first[0] == "detected" and first[2].startswith("S1 incident opened: security: likely")

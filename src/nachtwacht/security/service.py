@@ -65,5 +65,17 @@ def signal_for(finding: Finding, now: float | None = None) -> Signal:
 def record(
     conn: Connection, settings: Settings, findings: Iterable[Finding], now: float
 ) -> list[Outcome]:
-    """Every finding through the pipeline in the caller's transaction (one for the batch)."""
-    return [pipeline.process(conn, settings, signal_for(f, now), now) for f in findings]
+    """Every finding through the pipeline in the caller's transaction (one for the batch);
+    the outcomes in the findings' order.
+
+    The worst first: a poll that holds a scanner's S3 and a likely compromise opens the
+    incident as the S1 it is, and its first page says so (opened by the S3 and raised in the
+    same transaction, the page already queued would say "S3 Medium", named after the
+    scanner). The sort is stable, so one key's cleared and firing findings keep their order.
+    """
+    batch = list(findings)
+    order = sorted(range(len(batch)), key=lambda i: batch[i].severity)
+    outcomes: dict[int, Outcome] = {}
+    for i in order:
+        outcomes[i] = pipeline.process(conn, settings, signal_for(batch[i], now), now)
+    return [outcomes[i] for i in range(len(batch))]
