@@ -101,6 +101,14 @@ def seed(conn: Connection, now: float) -> None:
     finding(conn, "unauthorized", OLD, now - 3 * DAY, 3)
     finding(conn, "rate_limit", OLD, now - 10 * DAY, 3)  # the week before
     finding(conn, "db-port", "db-port", now - 3600, 2, source="probe")  # not a security alert
+    # the security-incident drill's synthetic finding: not a finding either
+    conn.execute(
+        insert(t.alerts).values(
+            fingerprint="drill:1:0", source="security", title="DRILL brute force then login",
+            component="security", severity=1, status="firing", started_at=now - 600,
+            fired_at=now - 600, last_seen=now - 600, drill_id=1,
+        )
+    )  # fmt: skip
     tally(conn, now - 3600, "failed_login", BRUTE, 30)
     tally(conn, now - 3600, "failed_login", "user:admin", 25)
     tally(conn, now - 3600, "failed_login", "user:root", 5)

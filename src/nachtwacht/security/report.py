@@ -87,7 +87,9 @@ def _findings(conn: Connection, w: Window) -> tuple[list[Hit], list[FindingRow]]
     query = (
         select(a.id, a.fingerprint, a.severity, a.fired_at, a.title, a.status)
         .add_columns(a.resolved_at, a.incident_id, a.muted_by)
-        .where(a.source == SOURCE, a.fired_at >= w.since, a.fired_at <= w.until)
+        # a drill's alert is not a finding: drills stay out of every real statistic
+        .where(a.source == SOURCE, a.drill_id.is_(None))
+        .where(a.fired_at >= w.since, a.fired_at <= w.until)
         .order_by(a.fired_at.desc(), a.id.desc())
     )
     hits: list[Hit] = []
