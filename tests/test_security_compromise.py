@@ -21,7 +21,6 @@ from tests.incident_fixtures import site
 from tests.test_security_detectors import T0, failed, nginx, syslog
 from tests.test_security_watch import append
 
-
 PROBES = ("/.env", "/wp-login.php", "/.git/config")
 
 
@@ -147,9 +146,7 @@ def test_a_compromise_joining_a_scanners_incident_names_it(
     incident_id = opened.incident_id
     inc = t.incidents.c
     with sqlite_store.connect() as conn:
-        before = conn.execute(
-            select(inc.severity, inc.title).where(inc.id == incident_id)
-        ).one()
+        before = conn.execute(select(inc.severity, inc.title).where(inc.id == incident_id)).one()
     assert before.severity == 3 and scanner in before.title
 
     append(
@@ -182,7 +179,9 @@ def test_one_poll_with_a_scanner_and_a_compromise_pages_the_s1_first(
     access.touch()
     clock = FakeClock(T0)
     settings = site(sqlite_store)
-    watch = Watch(sqlite_store, settings, clock, [Source(name="web", kind="nginx", path=str(access))])
+    watch = Watch(
+        sqlite_store, settings, clock, [Source(name="web", kind="nginx", path=str(access))]
+    )
     watch.poll()
     scanner, brute = "198.51.100.77", "203.0.113.66"
     login = "/api/method/login"
@@ -199,11 +198,15 @@ def test_one_poll_with_a_scanner_and_a_compromise_pages_the_s1_first(
     assert [f.rule for f in polled.findings][0] == "probe_paths"
     [incident_id] = {o.incident_id for o in polled.outcomes}
     with sqlite_store.connect() as conn:
-        pages = conn.execute(
-            select(t.outbox.c.subject).where(
-                t.outbox.c.incident_id == incident_id, t.outbox.c.kind == "emergency_alert"
+        pages = (
+            conn.execute(
+                select(t.outbox.c.subject).where(
+                    t.outbox.c.incident_id == incident_id, t.outbox.c.kind == "emergency_alert"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert pages and all("S1 Critical" in s and "likely compromise" in s for s in pages)
     first = incident_events(sqlite_store, incident_id)[0]
     assert first[0] == "detected" and first[2].startswith("S1 incident opened: security: likely")

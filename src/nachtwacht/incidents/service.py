@@ -415,9 +415,7 @@ def set_status(
     return require(conn, incident_id)
 
 
-def retitle(
-    conn: Connection, incident_id: int, title: str, impact: str | None, now: float
-) -> None:
+def retitle(conn: Connection, incident_id: int, title: str, impact: str | None, now: float) -> None:
     """Name an alert's incident after a worse alert that joined it (cut as at opening)."""
     _touch(
         conn,
