@@ -361,6 +361,12 @@ def test_the_detector_health_says_behind_when_its_last_good_tick_is_old(
         UTC_ZONE,
     )
     assert "**failing**" in text and "gone" in text
+    # a log missing from the first tick on: no good tick ever, yet it ticks: failing
+    with sqlite_store.begin() as conn:
+        conn.execute(t.module_health.update().values(last_ok=None, last_tick=now + 60))
+    with sqlite_store.connect() as conn:
+        assert security_report.health(conn, settings, now + 65).state == "failing"
+        assert security_report.health(conn, settings, now + 100).state == "behind"  # stopped
 
 
 def _empty(store: Store, now: float) -> security_report.Report:
