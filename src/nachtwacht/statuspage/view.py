@@ -152,11 +152,8 @@ def _incidents(conn: Connection, settings: Settings, now: float) -> tuple[list, 
     past: list[dict[str, Any]] = []
     for updates in by_incident.values():
         latest = updates[0]
-        # the incident's public name is its (latest) notice's title; an update's or a
-        # resolution's own title ("Update: Website") names that message, not the incident
-        named = next((u for u in updates if u["kind"] == "notice"), updates[-1])
         item = {
-            "title": named["title"],
+            "title": latest["title"],
             "status": latest["public_status"],
             "components": latest["components"],
             "started_at": updates[-1]["published_at"],
