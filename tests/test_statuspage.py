@@ -187,6 +187,8 @@ def test_the_commander_is_reminded_when_a_public_update_is_due(
     with sqlite_store.begin() as conn:
         update = notices.draft(conn, settings, incident_id, "tina", t0 + 1.5 * HOUR)
         assert update["kind"] == "update"
+        # the page heads the incident with the newest title: by default the one it has
+        assert update["title"] == "Service disruption: Member database"
         notices.approve(conn, settings, update["id"], "tina", "responder", t0 + 1.5 * HOUR)
     assert run(t0 + 2 * HOUR) == 0
     assert run(t0 + 2.5 * HOUR) == 2
@@ -216,6 +218,8 @@ def test_a_resolution_inside_drafts_the_public_resolution(
         assert notices.tick(conn, settings, t0 + 10 * HOUR) == 0  # nothing more is due
     assert page["incidents"] == []
     assert page["past"][0]["status"] == "resolved"
+    # named as customers know it, not "Resolved: Member database"
+    assert page["past"][0]["title"] == "Resolved: Service disruption: Member database"
 
 
 def test_bad_notice_input_is_refused_and_changes_nothing(
