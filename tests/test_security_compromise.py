@@ -120,6 +120,10 @@ def test_a_compromise_for_an_account_carries_the_address_of_its_login(
     assert (found.key, found.addr) == ("user:admin", "192.0.2.77")
     with sqlite_store.connect() as conn:
         [run] = runbooks.list_runs(conn)
+        impact = conn.execute(select(t.incidents.c.impact)).scalar_one()
+    assert impact == (
+        "a login of admin from 192.0.2.77 after 5 or more failed logins of that account within 9 s"
+    )
     assert run["inputs"] == {"suspicious_ip": "192.0.2.77"}
     watch.close()
 
@@ -164,7 +168,9 @@ def test_a_compromise_joining_a_scanners_incident_names_it(
         ).one()
     assert after.severity == 1
     assert after.title == f"security: likely compromise: login after failures: {brute}"
-    assert after.impact is not None and brute in after.impact and scanner not in after.impact
+    assert after.impact == (
+        f"a login from {brute} after 5 or more failed logins from that address within 60 s"
+    )
     assert any(
         kind == "severity" and "named after it" in message
         for kind, _, message in incident_events(sqlite_store, incident_id)

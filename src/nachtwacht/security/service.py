@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from nachtwacht.alerts import service as pipeline
 from nachtwacht.alerts.service import Outcome, Signal
 from nachtwacht.config.schema import Settings
-from nachtwacht.security.models import Finding
+from nachtwacht.security.models import BRUTE_FORCE_SUCCESS, Finding
 
 SOURCE = "security"
 COMPONENT = "security"
@@ -45,6 +45,15 @@ def signal_for(finding: Finding, now: float | None = None) -> Signal:
         if finding.firing
         else f"no more events from {who}"
     )
+    if finding.firing and finding.rule == BRUTE_FORCE_SUCCESS:
+        # the page's Impact line: say what happened (the window keeps the threshold's last
+        # failures, so the count is a floor, not the attack's size)
+        after = f"after {finding.count} or more failed logins"
+        if who.startswith("user:"):
+            at = f" from {short_key(finding.addr)}" if finding.addr else ""
+            message = f"a login of {who[5:]}{at} {after} of that account within {span:.0f} s"
+        else:
+            message = f"a login from {who} {after} from that address within {span:.0f} s"
     return Signal(
         fingerprint=fingerprint(finding.rule, finding.key),
         source=SOURCE,
