@@ -32,8 +32,11 @@ DAY = 86400.0
 LINK = re.compile(r"https://nw\.example\.org/verify/([A-Za-z0-9_-]+)")
 
 
-def config(store: Store, port: int, public_url: bool = True) -> Settings:
-    url = "  public_url: https://nw.example.org\n" if public_url else ""
+def config(store: Store, port: int, public_url: bool | str = True) -> Settings:
+    if isinstance(public_url, str):
+        url = f"  public_url: {public_url}\n"
+    else:
+        url = "  public_url: https://nw.example.org\n" if public_url else ""
     return parse_config(
         f"store: {{url: '{store.url}'}}\n"
         "incidents:\n" + url + "notify:\n  channels:\n"
@@ -155,8 +158,15 @@ def test_a_newer_link_replaces_the_older_one(sqlite_store: Store, clock: FakeClo
 
 def test_links_need_a_public_url_people_can_open(sqlite_store: Store, clock: FakeClock) -> None:
     settings = config(sqlite_store, 1, public_url=False)
-    with sqlite_store.begin() as conn, pytest.raises(verify.VerifyError, match="public_url"):
+    with sqlite_store.begin() as conn, pytest.raises(verify.VerifyError, match="not set"):
         verify.send(conn, settings, clock.now())
+    # set, but to loopback: the error says what it is, not that it is missing
+    loopback = config(sqlite_store, 1, public_url="http://127.0.0.1:8080")
+    with sqlite_store.begin() as conn, pytest.raises(verify.VerifyError) as refused:
+        verify.send(conn, loopback, clock.now())
+    assert "public_url is http://127.0.0.1:8080, which only this machine opens" in str(
+        refused.value
+    )
     with sqlite_store.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.outbox)).scalar_one() == 0
 

@@ -120,6 +120,17 @@ async def test_email_with_auth_arrives_with_subject_body_and_stable_message_id(
     assert f"Acknowledge: {ACK}" in mail.get_content()
 
 
+def test_a_long_unsubscribe_link_is_a_plain_header_not_encoded_words() -> None:
+    """Mail clients read List-Unsubscribe's <URL> as is (RFC 2369): no RFC 2047 encoding."""
+    from nachtwacht.notify.channels.email import build
+
+    off = "https://status.vereniging.example/status-page/unsubscribe/" + "7lEn9XLDiBHsw" * 4
+    cfg = channel(kind="email", host="127.0.0.1", port=25, sender="status@vereniging.example")
+    raw = build(cfg, message(payload={"unsubscribe": off})).as_bytes()
+    assert f"\nList-Unsubscribe: <{off}>\n".encode() in raw
+    assert b"=?utf-8?" not in raw.split(b"\n\n", 1)[0]  # no header is encoded
+
+
 def test_message_id_is_the_same_for_a_retry_and_differs_per_key() -> None:
     a = message_id("inc7:page0:mail:alice", "nw@example.org")
     assert a == message_id("inc7:page0:mail:alice", "nw@example.org")

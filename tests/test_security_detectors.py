@@ -390,6 +390,33 @@ def test_findings_become_deduplicated_alerts_and_a_compromise_opens_an_s1(
     assert resolved.action == "resolved"
 
 
+def test_a_backlog_read_late_is_detected_when_read_not_when_written(
+    sqlite_store: Store,
+) -> None:
+    """A compromise 40 minutes back in the log (a first read, a restart): the S1's response
+    target runs from the reading, so it is not breached, nor management paged, at once."""
+    settings = site(sqlite_store)
+    a = "203.0.113.77"
+    old = Finding(BRUTE_FORCE_SUCCESS, a, True, T0 + 60, T0, 5, 1, "likely compromise")
+    read_at = T0 + 40 * 60
+    with sqlite_store.begin() as conn:
+        [opened] = record(conn, settings, [old], read_at)
+        inc = (
+            conn.execute(select(t.incidents).where(t.incidents.c.id == opened.incident_id))
+            .mappings()
+            .one()
+        )
+        breaches = conn.execute(
+            select(t.incident_events.c.id).where(
+                t.incident_events.c.incident_id == inc["id"],
+                t.incident_events.c.kind == "breach",
+            )
+        ).all()
+    assert (inc["started_at"], inc["detected_at"]) == (T0, read_at)
+    assert inc["response_due_at"] == read_at + 15 * 60
+    assert breaches == []
+
+
 def test_a_long_key_makes_a_fingerprint_that_fits_and_stays_distinct() -> None:
     one, two = "user:" + "a" * 500, "user:" + "a" * 499 + "b"
     assert len(fingerprint(BRUTE_FORCE_SUCCESS, one)) <= 200

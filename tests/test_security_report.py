@@ -101,6 +101,14 @@ def seed(conn: Connection, now: float) -> None:
     finding(conn, "unauthorized", OLD, now - 3 * DAY, 3)
     finding(conn, "rate_limit", OLD, now - 10 * DAY, 3)  # the week before
     finding(conn, "db-port", "db-port", now - 3600, 2, source="probe")  # not a security alert
+    # the security-incident drill's synthetic finding: not a finding either
+    conn.execute(
+        insert(t.alerts).values(
+            fingerprint="drill:1:0", source="security", title="DRILL brute force then login",
+            component="security", severity=1, status="firing", started_at=now - 600,
+            fired_at=now - 600, last_seen=now - 600, drill_id=1,
+        )
+    )  # fmt: skip
     tally(conn, now - 3600, "failed_login", BRUTE, 30)
     tally(conn, now - 3600, "failed_login", "user:admin", 25)
     tally(conn, now - 3600, "failed_login", "user:root", 5)
@@ -152,10 +160,14 @@ def test_the_report_counts_findings_addresses_paths_logins_blocks_and_audit(
     assert "(other)" not in {a.address for a in rep.top_addresses}
     paths = {p.path: (p.n, sorted(p.kinds)) for p in rep.top_paths}
     assert paths == {
-        "/wp-login.php": (16, ["not_found", "probe_path"]),
+        # 8 requests, each tallied as a probe path and as a 404: 8, not 16
+        "/wp-login.php": (8, ["not_found", "probe_path"]),
         "/.env": (12, ["probe_path"]),
     }
-    assert rep.top_paths[0].path == "/wp-login.php"
+    assert rep.top_paths[0].path == "/.env"
+    now_counts = {d.name: d.now for d in rep.changes.deltas}
+    # the scanner's 120 404s are tallied under its address too: counted once, by path
+    assert (now_counts["not found (404)"], now_counts["probe paths"]) == (8, 20)
 
     lg = rep.logins
     # per day the larger of the address rows and the account rows (which count them again)
@@ -349,6 +361,12 @@ def test_the_detector_health_says_behind_when_its_last_good_tick_is_old(
         UTC_ZONE,
     )
     assert "**failing**" in text and "gone" in text
+    # a log missing from the first tick on: no good tick ever, yet it ticks: failing
+    with sqlite_store.begin() as conn:
+        conn.execute(t.module_health.update().values(last_ok=None, last_tick=now + 60))
+    with sqlite_store.connect() as conn:
+        assert security_report.health(conn, settings, now + 65).state == "failing"
+        assert security_report.health(conn, settings, now + 100).state == "behind"  # stopped
 
 
 def _empty(store: Store, now: float) -> security_report.Report:

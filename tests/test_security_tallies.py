@@ -50,6 +50,7 @@ def test_the_watch_tallies_each_kind_per_day_on_every_backend(store: Store, tmp_
         nginx(T0 + 4, b, "/api/x", 429),
         nginx(T0 + 5, a, "/api/method/login", 401, "POST"),  # a failed login, not a refusal
         nginx(T0 + 6, a, "/app", 200),  # normal traffic: nothing
+        nginx(T0 + 7, b, "/.git/config", 200),  # a probe path answered: counted once
     )
     append(
         auth,
@@ -58,12 +59,17 @@ def test_the_watch_tallies_each_kind_per_day_on_every_backend(store: Store, tmp_
         syslog(T0 + 12, f"Accepted password for deploy from {a} port 2 ssh2"),
     )
     polled = watch.poll()
-    assert polled.tallied == 10
+    assert polled.tallied == 13  # rows: (day, kind, key)
     expected = {
         (DAY, "refused", a): (2, T0 + 1),
         (DAY, "not_found", "/nope"): (1, T0 + 2),
         (DAY, "not_found", "/.env"): (1, T0 + 3),
         (DAY, "probe_path", "/.env"): (1, T0 + 3),
+        # and under the address, for the report's events per address (the /.env request
+        # once: as a 404, not again as a probe path)
+        (DAY, "not_found", b): (2, T0 + 3),
+        (DAY, "probe_path", "/.git/config"): (1, T0 + 7),
+        (DAY, "probe_path", b): (1, T0 + 7),
         (DAY, "rate_limited", b): (1, T0 + 4),
         (DAY, "failed_login", a): (1, T0 + 5),
         (DAY, "failed_login", b): (2, T0 + 11),

@@ -104,6 +104,29 @@ def test_an_admin_approves_an_incident_without_commander(
     assert row["state"] == "published"
 
 
+def test_the_headline_does_not_say_all_is_well_beside_a_published_incident(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    """Every public component operational, yet a notice is out: the headline says so."""
+    settings = status_site(sqlite_store)
+    now = clock.now()
+    incident_id = fire_db(sqlite_store, settings, now)
+    with sqlite_store.connect() as conn:
+        before = view.build(conn, settings, now)
+    assert (before["overall"], before["overall_label"]) == (
+        "operational",
+        "All systems operational",
+    )  # no probe result yet: every component is operational, no notice is out
+    with sqlite_store.begin() as conn:
+        draft = notices.draft(conn, settings, incident_id, "root", now)
+        assert view.build(conn, settings, now)["overall"] == "operational"  # a draft is not out
+        notices.approve(conn, settings, draft["id"], "root", "admin", now)
+        page = view.build(conn, settings, now)
+    assert len(page["incidents"]) == 1
+    assert page["overall"] == "incident"
+    assert "operational" not in page["overall_label"].lower()
+
+
 def test_a_published_notice_is_queued_for_confirmed_subscribers_only(
     store: Store, clock: FakeClock
 ) -> None:
@@ -164,6 +187,8 @@ def test_the_commander_is_reminded_when_a_public_update_is_due(
     with sqlite_store.begin() as conn:
         update = notices.draft(conn, settings, incident_id, "tina", t0 + 1.5 * HOUR)
         assert update["kind"] == "update"
+        # the page heads the incident with the newest title: by default the one it has
+        assert update["title"] == "Service disruption: Member database"
         notices.approve(conn, settings, update["id"], "tina", "responder", t0 + 1.5 * HOUR)
     assert run(t0 + 2 * HOUR) == 0
     assert run(t0 + 2.5 * HOUR) == 2
@@ -193,6 +218,8 @@ def test_a_resolution_inside_drafts_the_public_resolution(
         assert notices.tick(conn, settings, t0 + 10 * HOUR) == 0  # nothing more is due
     assert page["incidents"] == []
     assert page["past"][0]["status"] == "resolved"
+    # named as customers know it, not "Resolved: Member database"
+    assert page["past"][0]["title"] == "Resolved: Service disruption: Member database"
 
 
 def test_bad_notice_input_is_refused_and_changes_nothing(

@@ -184,9 +184,22 @@ def _fire(conn: Connection, settings: Settings, sig: Signal, now: float) -> Outc
                 update(t.incidents).where(t.incidents.c.id == incident_id).values(muted=False)
             )
         if sig.severity < incident["severity"]:
+            retitle = incident["origin"] == "alert" and incident["component"] == sig.component
             incidents.set_severity(
-                conn, settings, incident_id, sig.severity, "nachtwacht", now, f"{sig.title} joined"
+                conn,
+                settings,
+                incident_id,
+                sig.severity,
+                "nachtwacht",
+                now,
+                f"{sig.title} joined" + ("; the incident is named after it now" if retitle else ""),
             )
+            if retitle:
+                # an S1 page must say what made it S1 (a likely compromise, not the scanner
+                # whose S3 alert opened the incident); a person's declared title is kept
+                incidents.retitle(
+                    conn, incident_id, f"{sig.component}: {sig.title}", _impact(sig), now
+                )
     conn.execute(update(t.alerts).where(t.alerts.c.id == alert_id).values(incident_id=incident_id))
     note = f"alert: {_with_message(sig.title, sig.message)}"
     if muted_by:

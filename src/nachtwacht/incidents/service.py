@@ -415,6 +415,17 @@ def set_status(
     return require(conn, incident_id)
 
 
+def retitle(conn: Connection, incident_id: int, title: str, impact: str | None, now: float) -> None:
+    """Name an alert's incident after a worse alert that joined it (cut as at opening)."""
+    _touch(
+        conn,
+        incident_id,
+        now,
+        title=title[:300],
+        impact=impact[: limits.TEXT] if impact is not None else None,
+    )
+
+
 def set_severity(
     conn: Connection,
     settings: Settings,

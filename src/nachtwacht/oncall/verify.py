@@ -103,9 +103,14 @@ def base_url(settings: Settings) -> str:
     host = (urlsplit(url).hostname or "").lower()
     explicit = "public_url" in settings.incidents.model_fields_set
     if not explicit or host == "localhost" or host.startswith("127.") or host == "::1":
+        said = (
+            f"incidents.public_url is {url}, which only this machine opens"
+            if explicit
+            else "incidents.public_url is not set"
+        )
         raise VerifyError(
-            "incidents.public_url is not set to an address people can open: confirm links "
-            f"would point at {url}; set incidents.public_url in nachtwacht.yaml "
+            f"{said}: confirm links would point at {url}; set incidents.public_url in "
+            "nachtwacht.yaml to the address people open from their phones "
             "(docs/people.md#verified-contacts)",
             "public_url",
         )

@@ -231,12 +231,15 @@ class Detector:
             found += self._add(UNAUTHORIZED, e.addr, e.ts)
         elif status == 404:
             self._count(NOT_FOUND, fit(path.split("?", 1)[0]), e.ts)
+            self._count(NOT_FOUND, fit(e.addr), e.ts)  # the report's events per address
             found += self._add(SCANNER_404, e.addr, e.ts)
         elif status == 429:
             self._count(RATE_LIMITED, fit(e.addr), e.ts)
             found += self._add(RATE_LIMIT, e.addr, e.ts)
         if path.lower().startswith(self._probe_paths):
             self._count(PROBE_PATH, fit(path.split("?", 1)[0]), e.ts)
+            if status not in (401, 403, 404, 429):  # else the address has it counted above
+                self._count(PROBE_PATH, fit(e.addr), e.ts)
             found += self._add(PROBE_PATHS, e.addr, e.ts)
         return found
 

@@ -59,6 +59,7 @@ ACTION = "security.report"
 OTHER = "(other)"
 EVENT_KINDS = ("failed_login", "refused", "not_found", "rate_limited", "csrf", "probe_path")
 LOGIN_KINDS = ("failed_login", "login")
+PER_PATH = ("not_found", "probe_path")  # tallied under the path and under the address
 IN_FORCE = ("pending", "active", "expiring")
 
 
@@ -86,7 +87,9 @@ def _findings(conn: Connection, w: Window) -> tuple[list[Hit], list[FindingRow]]
     query = (
         select(a.id, a.fingerprint, a.severity, a.fired_at, a.title, a.status)
         .add_columns(a.resolved_at, a.incident_id, a.muted_by)
-        .where(a.source == SOURCE, a.fired_at >= w.since, a.fired_at <= w.until)
+        # a drill's alert is not a finding: drills stay out of every real statistic
+        .where(a.source == SOURCE, a.drill_id.is_(None))
+        .where(a.fired_at >= w.since, a.fired_at <= w.until)
         .order_by(a.fired_at.desc(), a.id.desc())
     )
     hits: list[Hit] = []
@@ -247,7 +250,9 @@ def _paths(tallies: Tallies) -> list[PathRow]:
     for (kind, key), (n, _) in tallies.items():
         if key.startswith("/") and kind != "login":
             row = paths.setdefault(key, PathRow(key, 0, []))
-            row.n += n
+            # one request may be tallied under two kinds (a probe path answered 404): the
+            # largest kind is a count of requests that never counts one twice
+            row.n = max(row.n, n)
             if kind not in row.kinds:
                 row.kinds.append(kind)
     return sorted(paths.values(), key=lambda p: (-p.n, p.path))[:TOP]
@@ -266,7 +271,9 @@ def _totals(
 ) -> dict[str, int]:
     kinds: Counter[str] = Counter()
     for (kind, key), (n, _) in tallies.items():
-        if not key.startswith("user:"):
+        # a 404 and a probe path are tallied under the path and under the address: count
+        # the paths (and their overflow), like a login's address and not its account
+        if not key.startswith("user:") and not (kind in PER_PATH and is_address(key)):
             kinds[kind] += n
     addresses = {f.key for f in findings if is_address(f.key)}
     return {

@@ -60,8 +60,13 @@ def health(conn: Connection, settings: SecuritySettings, now: float) -> Health:
     if row is None:
         state = "waiting" if settings.sources else "off"
         return Health(state, interval, None, None, None, None, 0, _lag(conn, settings))
-    stale = row["last_ok"] is None or now - row["last_ok"] > max(3 * interval, 30.0)
-    state = "behind" if stale else ("failing" if row["consecutive_errors"] else "ok")
+    limit = max(3 * interval, 30.0)
+    stale = row["last_ok"] is None or now - row["last_ok"] > limit
+    ticking = row["last_tick"] is not None and now - row["last_tick"] <= limit
+    # ticks that raise (a missing log) are "failing" even when no tick was ever good: "behind"
+    # would send the reader looking for a slow watch; a module that stopped ticking is behind
+    errors = bool(row["consecutive_errors"])
+    state = "failing" if errors and (ticking or not stale) else ("behind" if stale else "ok")
     return Health(
         state=state,
         interval=interval,

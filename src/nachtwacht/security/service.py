@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from nachtwacht.alerts import service as pipeline
 from nachtwacht.alerts.service import Outcome, Signal
 from nachtwacht.config.schema import Settings
-from nachtwacht.security.models import Finding
+from nachtwacht.security.models import BRUTE_FORCE_SUCCESS, Finding
 
 SOURCE = "security"
 COMPONENT = "security"
@@ -36,7 +36,8 @@ def fingerprint(rule: str, key: str) -> str:
     return f"{PREFIX}{rule}:{short_key(key)}"
 
 
-def signal_for(finding: Finding) -> Signal:
+def signal_for(finding: Finding, now: float | None = None) -> Signal:
+    """The finding as an alert; `now` (when the watch read it) is its detection time."""
     who = short_key(finding.key)
     span = max(0.0, finding.ts - finding.first_ts)
     message = (
@@ -44,6 +45,15 @@ def signal_for(finding: Finding) -> Signal:
         if finding.firing
         else f"no more events from {who}"
     )
+    if finding.firing and finding.rule == BRUTE_FORCE_SUCCESS:
+        # the page's Impact line: say what happened (the window keeps the threshold's last
+        # failures, so the count is a floor, not the attack's size)
+        after = f"after {finding.count} or more failed logins"
+        if who.startswith("user:"):
+            at = f" from {short_key(finding.addr)}" if finding.addr else ""
+            message = f"a login of {who[5:]}{at} {after} of that account within {span:.0f} s"
+        else:
+            message = f"a login from {who} {after} from that address within {span:.0f} s"
     return Signal(
         fingerprint=fingerprint(finding.rule, finding.key),
         source=SOURCE,
@@ -52,7 +62,10 @@ def signal_for(finding: Finding) -> Signal:
         severity=finding.severity,
         firing=finding.firing,
         started_at=finding.first_ts,
-        detected_at=finding.ts,
+        # detected when read, as an external alert is when it arrives: a backlog (a first
+        # read from_start, a restart, a watch behind its log) must not open an incident
+        # whose response target passed before anyone could know, paging up the matrix at once
+        detected_at=finding.ts if now is None else now,
         message=message,
         labels={"rule": finding.rule, "key": who},
     )
@@ -61,5 +74,17 @@ def signal_for(finding: Finding) -> Signal:
 def record(
     conn: Connection, settings: Settings, findings: Iterable[Finding], now: float
 ) -> list[Outcome]:
-    """Every finding through the pipeline in the caller's transaction (one for the batch)."""
-    return [pipeline.process(conn, settings, signal_for(f), now) for f in findings]
+    """Every finding through the pipeline in the caller's transaction (one for the batch);
+    the outcomes in the findings' order.
+
+    The worst first: a poll that holds a scanner's S3 and a likely compromise opens the
+    incident as the S1 it is, and its first page says so (opened by the S3 and raised in the
+    same transaction, the page already queued would say "S3 Medium", named after the
+    scanner). The sort is stable, so one key's cleared and firing findings keep their order.
+    """
+    batch = list(findings)
+    order = sorted(range(len(batch)), key=lambda i: batch[i].severity)
+    outcomes: dict[int, Outcome] = {}
+    for i in order:
+        outcomes[i] = pipeline.process(conn, settings, signal_for(batch[i], now), now)
+    return [outcomes[i] for i in range(len(batch))]

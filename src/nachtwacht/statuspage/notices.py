@@ -159,6 +159,11 @@ def draft(
         )
     components = check_components(settings, components)
     default_title, default_body = template(settings, kind, status, components, inc["severity"])
+    if published and kind != "notice":
+        # the page heads the incident with its newest notice's title: an update keeps the
+        # name customers know it by ("Login problems"), not "Update: Website"
+        known = str(published[-1]["title"]).removeprefix("Resolved: ")
+        default_title = (f"Resolved: {known}" if kind == "resolved" else known)[:TITLE_MAX]
     title = check_text(title if title is not None else default_title, "title", TITLE_MAX)
     body = check_text(body if body is not None else default_body, "body", BODY_MAX)
     notice_id = inserted_id(

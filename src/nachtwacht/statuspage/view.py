@@ -30,6 +30,8 @@ from nachtwacht.statuspage.service import notice_view, title
 from nachtwacht.store import tables as t
 
 # worst first: the order a component's probes are folded in
+ALL_OK = "All systems operational"
+INCIDENT_LABEL = "Ongoing incident: see below"
 RANK = {"major_outage": 4, "partial_outage": 3, "degraded": 2, "maintenance": 1, "operational": 0}
 LABELS = {
     "operational": "Operational",
@@ -205,11 +207,16 @@ def build(conn: Connection, settings: Settings, now: float, days: Any = None) ->
     current, past = _incidents(conn, settings, now)
     states: list[str] = [c["state"] for c in components]
     worst = max(states, key=RANK.__getitem__, default="operational")
+    label = LABELS[worst]
+    if worst == "operational":
+        # a published, unresolved notice says something is wrong (often with a component no
+        # probe decides, or "all services"): the headline must not contradict it
+        worst, label = ("incident", INCIDENT_LABEL) if current else (worst, ALL_OK)
     return {
         "title": title(settings),
         "contact": page.contact,
         "overall": worst,
-        "overall_label": "All systems operational" if worst == "operational" else LABELS[worst],
+        "overall_label": label,
         "components": components,
         "incidents": current,
         "past": past,

@@ -11,6 +11,7 @@ Certificates are checked against the system's CA store; for a private CA point t
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import hashlib
 import smtplib
 import ssl
@@ -31,8 +32,15 @@ def message_id(key: str, sender: str) -> str:
     return f"<{digest}.nachtwacht@{domain}>"
 
 
+# RFC 5322's hard limit: a List-Unsubscribe URL is one token that cannot be folded, and at
+# the default 78 Python would write it as RFC 2047 encoded-words, which mail clients do not
+# read as a link (RFC 2369 allows none there)
+LONG_LINES = email.policy.default.clone(max_line_length=998)
+
+
 def build(cfg: EmailChannel, message: dict[str, Any]) -> EmailMessage:
-    msg = EmailMessage()
+    unsubscribe = (message.get("payload") or {}).get("unsubscribe")
+    msg = EmailMessage(policy=LONG_LINES) if unsubscribe else EmailMessage()
     msg["From"] = cfg.sender
     msg["To"] = formataddr((message.get("contact_name") or "", message["address"]))
     msg["Subject"] = message["subject"]
@@ -41,7 +49,6 @@ def build(cfg: EmailChannel, message: dict[str, Any]) -> EmailMessage:
     msg["X-Nachtwacht-Key"] = str(message["key"])
     # an autoresponder must not answer a page (RFC 3834)
     msg["Auto-Submitted"] = "auto-generated"
-    unsubscribe = (message.get("payload") or {}).get("unsubscribe")
     if unsubscribe:
         # a status-page subscriber's mail: mail clients offer the one-click unsubscribe (RFC
         # 8058), which POSTs to the link; the page's own link does the same after a button
