@@ -255,3 +255,16 @@ def test_doctor_checks_the_firewall_when_responses_are_on(net: Net, sqlite_store
     broken = site(sqlite_store, _config(net) + "    nft: /nonexistent/nft\n")
     check = check_firewall(broken)
     assert check.level == "fail" and "nft" in check.message
+
+
+def test_with_a_netns_the_namespace_addresses_are_its_own(net: Net, sqlite_store: Store) -> None:
+    """The firewall is in the namespace: its addresses are the ones a block must not cut off,
+    and the host's own (outside it) may be blocked there."""
+    respond = site(sqlite_store, _config(net)).security.respond
+    assert SERVER in blocks.own_addresses(net.fw)
+    with pytest.raises(blocks.BlockError, match="an address of this host"):
+        blocks.check_address(SERVER, respond)
+    outside = sorted(a for a in blocks.own_addresses() if a not in ("127.0.0.1", "::1"))
+    for addr in outside[:1]:  # the host's own address, none of the namespace's
+        if ":" not in addr and not addr.startswith("169.254."):
+            assert blocks.check_address(addr, respond) == addr

@@ -21,8 +21,10 @@ each half would import the other's private checks.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
+import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -72,9 +74,25 @@ def enabled(respond: RespondSettings) -> None:
         )
 
 
-def own_addresses() -> set[str]:
-    """This host's addresses, on every interface: blocking one cuts the host off itself."""
+def own_addresses(netns: str | None = None) -> set[str]:
+    """The firewall host's addresses, on every interface: blocking one cuts the host off
+    itself. With `security.respond.netns`, the namespace's (the firewall is there), not ours."""
     found: set[str] = set()
+    if netns:
+        try:
+            done = subprocess.run(
+                ["ip", "-j", "-n", netns, "addr", "show"],
+                capture_output=True,
+                timeout=10,
+                check=True,
+            )
+            for link in json.loads(done.stdout or b"[]"):
+                for a in link.get("addr_info", []):
+                    if a.get("local"):
+                        found.add(str(a["local"]).split("%", 1)[0])
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass  # nft will fail in a namespace `ip` cannot see; that error is the clear one
+        return found
     try:
         for addrs in psutil.net_if_addrs().values():
             for a in addrs:
@@ -130,7 +148,7 @@ def check_address(
         isinstance(network, ipaddress.IPv6Network) and network.overlaps(ipaddress.ip_network("::1"))
     ):
         raise BlockError(f"{field}: {shown} is loopback (use --force to block it anyway)", field)
-    for addr in own_addresses() if own is None else own:
+    for addr in own_addresses(respond.netns) if own is None else own:
         if _covers(network, addr):
             raise BlockError(
                 f"{field}: {shown} holds {addr}, an address of this host "
