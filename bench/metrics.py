@@ -5,20 +5,22 @@ empty) with N tcp probes and a `probe_state` row each (most ok, a few warning, c
 pending: bench/dashboard.py's bad day), no history: /metrics reads the probes' state from the
 scheduler, which loads it at start. Then it serves the real app (`create_app` under uvicorn
 with uvloop, engine off, start-up objects frozen out of the collector as `serve` does: the
-child of bench/dashboard.py) and scrapes it with httpx and a `metrics`-role API token:
+child of bench/dashboard.py; `--engine` runs the probes too, against bench/target.py) and
+scrapes it with httpx and a `metrics`-role API token:
 
-- `cold`: the first scrape after the start;
-- `render`: a scrape `--gap` seconds after the one before (longer than /metrics keeps a
-  rendered scrape), so the per-probe series are rendered again;
-- `cached`: a second scrape right after it, as a second Prometheus replica would send;
-- `gzip`: a third one with `Accept-Encoding: gzip`, as Prometheus sends it.
+- `cold`: the first scrape after the start (no `Accept-Encoding`);
+- `render_gzip`: a scrape `--gap` seconds after the one before (longer than /metrics keeps a
+  rendered scrape, so the per-probe series are rendered again) with `Accept-Encoding: gzip`,
+  as Prometheus sends it: what every scrape of a Prometheus costs;
+- `cached_gzip`: the same right after it, as a second Prometheus replica would send it;
+- `render` and `cached`: the same two without gzip (`Accept-Encoding: identity`).
 
 Each gets the median over `--scrapes` rounds of wall seconds (httpx included), server CPU
 seconds (psutil, every thread) and bytes on the wire; `body_bytes` is the uncompressed
 exposition. Prints one JSON object on stdout; progress goes to stderr.
 
     .venv/bin/python bench/metrics.py
-    .venv/bin/python bench/metrics.py --sizes 10000 --scrapes 3
+    .venv/bin/python bench/metrics.py --sizes 10000 --scrapes 3 --engine
     .venv/bin/python bench/metrics.py --profile /tmp/metrics-prof   # cProfile of the server
 """
 
@@ -90,7 +92,12 @@ def scrape(
     encoding = response.headers.get("content-encoding", "identity")
     if gzip and encoding != "gzip":
         log("note: /metrics did not gzip for a scraper that accepts it")
-    return {"seconds": took, "server_cpu_seconds": cpu, "bytes": len(raw), "gzip": encoding == "gzip"}
+    return {
+        "seconds": took,
+        "server_cpu_seconds": cpu,
+        "bytes": len(raw),
+        "gzip": encoding == "gzip",
+    }
 
 
 def median(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -112,18 +119,18 @@ def measure(base: str, token: str, server: psutil.Process, scrapes: int, gap: fl
         body = client.get("/metrics", headers={"Accept-Encoding": "identity"}).text
         rounds = []
         for _ in range(scrapes):
+            one: dict[str, Any] = {}
             time.sleep(gap)
-            rounds.append(
-                {
-                    "render": scrape(client, server),
-                    "cached": scrape(client, server),
-                    "gzip": scrape(client, server, gzip=True),
-                }
-            )
+            one["render_gzip"] = scrape(client, server, gzip=True)
+            one["cached_gzip"] = scrape(client, server, gzip=True)
+            time.sleep(gap)
+            one["render"] = scrape(client, server)
+            one["cached"] = scrape(client, server)
+            rounds.append(one)
     lines = body.count("\n")
     return {
         "cold": {k: round(v, 3) if isinstance(v, float) else v for k, v in cold.items()},
-        **{key: median(rounds, key) for key in ("render", "cached", "gzip")},
+        **{key: median(rounds, key) for key in ("render_gzip", "cached_gzip", "render", "cached")},
         "body_bytes": len(body.encode()),
         "lines": lines,
         "sample_lines": sum(1 for line in body.splitlines() if line and line[0] != "#"),
@@ -133,12 +140,17 @@ def measure(base: str, token: str, server: psutil.Process, scrapes: int, gap: fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--scrapes", type=int, default=5, help="rounds of scrapes per size")
+    parser.add_argument("--scrapes", type=int, default=5, help="rounds of 4 scrapes per size")
     parser.add_argument(
         "--gap", type=float, default=6.0, help="seconds between rounds (> the scrape cache's 5 s)"
     )
     parser.add_argument(
         "--store", help="store URL (an empty database); default SQLite in a tmp dir"
+    )
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="run the probe engine too (tcp probes every 60 s against bench/target.py)",
     )
     parser.add_argument("--profile", help="directory for a cProfile of the server per size")
     parser.add_argument("--seed", type=int, default=1)
@@ -152,6 +164,7 @@ def main() -> None:
     dashboard.require_empty(store)
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
+    target, target_port = dashboard.start_target() if args.engine else (None, 9)
     now = time.time()
     with store.begin() as conn:
         token = create_token(conn, "metrics-bench", "metrics", now, actor="bench")["token"]
@@ -159,13 +172,17 @@ def main() -> None:
     try:
         for n in sorted(args.sizes):
             config = workdir / f"nachtwacht-{n}.yaml"
-            config.write_text(dashboard.config_yaml(url, n, 9), encoding="utf-8")
+            config.write_text(dashboard.config_yaml(url, n, target_port), encoding="utf-8")
             log(f"filling the store up to {n} probes")
             added = fill(store, config, now, args.seed + n)
             port = dashboard._free_port()
             profile = str(Path(args.profile) / f"server-{n}.prof") if args.profile else None
-            proc = dashboard.start_server(config, port, False, profile)
+            proc = dashboard.start_server(config, port, args.engine, profile)
             try:
+                if args.engine:
+                    # every probe's first check lands within its 60 s interval
+                    log(f"engine on: waiting {dashboard.INTERVAL} s for the first checks")
+                    time.sleep(dashboard.INTERVAL)
                 log(f"scraping {n} probes")
                 result = measure(
                     f"http://127.0.0.1:{port}",
@@ -178,12 +195,15 @@ def main() -> None:
                 dashboard.stop_process(proc)
             runs.append({"probes": n, "probes_added": added, **result})
     finally:
+        if target is not None:
+            dashboard.stop_process(target)
         store.dispose()
     print(
         json.dumps(
             {
                 "bench": "metrics",
                 "store": store.dialect,
+                "engine": "on" if args.engine else "off",
                 "scrapes": args.scrapes,
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),

@@ -313,9 +313,7 @@ def create_app(
         # when not kept from a scrape < 5 s ago), which must not hold up the checks; the
         # collectors copy what they iterate. Prometheus asks for gzip: ~15x less to send
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
-        body, zipped = await asyncio.to_thread(
-            exposition, state.metrics, state.probe_series, gzip
-        )
+        body, zipped = await asyncio.to_thread(exposition, state.metrics, state.probe_series, gzip)
         headers = {"Vary": "Accept-Encoding"}
         if zipped:
             headers["Content-Encoding"] = "gzip"

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
-
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -96,7 +95,11 @@ class ProbeCollector(Collector):
 
 # the per-probe families, in the order they are written: (name, type, help)
 PROBE_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("nachtwacht_probe_status", "gauge", "Last check status: 0 ok, 1 warning, 2 critical, 3 unknown"),
+    (
+        "nachtwacht_probe_status",
+        "gauge",
+        "Last check status: 0 ok, 1 warning, 2 critical, 3 unknown",
+    ),
     ("nachtwacht_probe_up", "gauge", "1 when the probe's state is ok, else 0"),
     (
         "nachtwacht_probe_state",
@@ -111,7 +114,7 @@ PROBE_FAMILIES: tuple[tuple[str, str, str], ...] = (
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _number(value: float) -> str:
