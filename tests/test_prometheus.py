@@ -35,6 +35,7 @@ from nachtwacht.probes import service as probe_service
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
+from nachtwacht.web.metrics import accepts_gzip
 from tests.browser_fixtures import serving
 from tests.conftest import IN_CI, closed_port, free_port
 from tests.helpers import settings_for, until_sync
@@ -336,6 +337,22 @@ def test_the_exposition_at_500_probes_parses_and_has_every_probe(
     assert "nachtwacht_engine_module_healthy" in families
     linted = _promtool("check", "metrics", stdin=plain.text)
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),  # what Prometheus sends
+        ("deflate, gzip;q=0.5", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("br, GZIP ;q=0.0", False),
+    ],
+)
+def test_gzip_only_when_the_scraper_accepts_it(header: str, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
 
 
 def test_per_probe_series_are_kept_5_seconds_and_the_rest_is_read_each_scrape(

@@ -73,7 +73,7 @@ from nachtwacht.web import errors, overview
 from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
-from nachtwacht.web.metrics import exposition
+from nachtwacht.web.metrics import accepts_gzip, exposition
 from nachtwacht.web.ping import router as ping_router
 from nachtwacht.web.state import AppState, app_state, install, runtime_of
 from nachtwacht.web.status import ResponseStatus
@@ -312,7 +312,7 @@ def create_app(
         # in a thread: at 10,000 probes the per-probe series are 70,000 lines (~0.1 s of CPU
         # when not kept from a scrape < 5 s ago), which must not hold up the checks; the
         # collectors copy what they iterate. Prometheus asks for gzip: ~15x less to send
-        gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
         body, zipped = await asyncio.to_thread(exposition, state.metrics, state.probe_series, gzip)
         headers = {"Vary": "Accept-Encoding"}
         if zipped:
