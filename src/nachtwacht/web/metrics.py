@@ -8,8 +8,10 @@ lock for a metric. What only the store knows (open incidents, the outbox's oldes
 message) is read by `StoreGauges` with one cheap query each, at most every few seconds.
 
 Cardinality, and why (docs/decisions/0023-metrics-and-their-cardinality.md): the per-probe
-series (7 gauges and a counter) are the ones that existed before and scale with the number of
-probes; everything added since is labelled by bounded sets only: probe kind, result status,
+series (6 gauges and a counter, one series each per probe: the state only as its current
+value) are the ones that existed before and scale with the number of probes; `ProbeSeries`
+writes them as text, not as metric families, and keeps them 5 s (at 10,000 probes that is
+70,000 lines). Everything added since is labelled by bounded sets only: probe kind, result status,
 alert source, severity, channel name, engine module, spool record kind and fixed reasons.
 Check durations are a histogram per kind, not per probe: 13 series per kind against 130,000
 for 10,000 probes.
