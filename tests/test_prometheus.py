@@ -21,6 +21,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import bindparam, update
 from typer.testing import CliRunner
 
 from nachtwacht.auth import tokens, users
@@ -30,8 +31,11 @@ from nachtwacht.cli.main import app as main_app
 from nachtwacht.clock import FakeClock
 from nachtwacht.errors import projects
 from nachtwacht.meter import Histogram
+from nachtwacht.probes import service as probe_service
+from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from nachtwacht.web.app import create_app
+from nachtwacht.web.metrics import accepts_gzip
 from tests.browser_fixtures import serving
 from tests.conftest import IN_CI, closed_port, free_port
 from tests.helpers import settings_for, until_sync
@@ -248,6 +252,127 @@ def test_error_events_are_counted_accepted_refused_by_reason_and_stored(
 
 def _admin(store: Store) -> dict[str, str]:
     return _token(store, "admin", 1_800_000_000.0)
+
+
+# -- the per-probe series at scale -----------------------------------------------------------
+
+
+def _many_probes(store: Store, clock: FakeClock, n: int) -> Any:
+    """`n` tcp probes, and a committed state for all but the first (never checked yet)."""
+    port = closed_port()
+    lines = "\n".join(
+        f"  - {{name: p{i:03d}, kind: tcp, host: 127.0.0.1, port: {port}, component: c{i % 7}}}"
+        for i in range(n)
+    )
+    settings = settings_for(f"site: many\nprobes:\n{lines}\n", store.url)
+    states = ("ok", "warning", "critical", "pending", "unknown")
+    with store.begin() as conn:
+        ids = probe_service.sync_probes(conn, settings.probes, clock.now())
+        rows = [
+            {
+                "pid": ids[f"p{i:03d}"],
+                "s_state": states[i % len(states)],
+                "s_last_check": clock.now() - i,
+                "s_last_status": min(i % len(states), 3),
+                "s_last_value": i + 0.5,
+                "s_last_latency_ms": float(i),
+            }
+            for i in range(1, n)
+        ]
+        conn.execute(
+            update(t.probe_state)
+            .where(t.probe_state.c.probe_id == bindparam("pid"))
+            .values(
+                state=bindparam("s_state"),
+                last_check=bindparam("s_last_check"),
+                last_status=bindparam("s_last_status"),
+                last_value=bindparam("s_last_value"),
+                last_latency_ms=bindparam("s_last_latency_ms"),
+            ),
+            rows,
+        )
+    return settings
+
+
+def test_the_exposition_at_500_probes_parses_and_has_every_probe(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    n = 500
+    settings = _many_probes(sqlite_store, clock, n)
+    scrape = _token(sqlite_store, "metrics", clock.now())
+    with TestClient(create_app(settings, sqlite_store, clock, start_engine=False)) as client:
+        zipped = client.get("/metrics", headers={**scrape, "Accept-Encoding": "gzip"})
+        plain = client.get("/metrics", headers={**scrape, "Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    assert zipped.text == plain.text  # the same scrape, kept: one render for both
+    families = {f.name: f for f in text_string_to_metric_families(plain.text)}
+
+    def by_probe(name: str) -> dict[str, Any]:
+        return {s.labels["probe"]: s for s in families[name].samples}
+
+    up, state = by_probe("nachtwacht_probe_up"), by_probe("nachtwacht_probe_state")
+    checks = by_probe("nachtwacht_probe_checks")
+    names = {f"p{i:03d}" for i in range(n)}
+    assert set(up) == set(state) == set(checks) == names
+    # one state series per probe, the current one, with its kind and component
+    assert len(families["nachtwacht_probe_state"].samples) == n
+    assert state["p000"].labels == {"probe": "p000", "kind": "tcp", "component": "c0",
+                                     "state": "new"}  # fmt: skip
+    assert state["p002"].labels["state"] == "critical" and state["p002"].value == 1
+    assert up["p005"].value == 1 and up["p001"].value == 0 and up["p000"].value == 0
+    # what the last check said, for every probe that had one
+    checked = names - {"p000"}
+    status = by_probe("nachtwacht_probe_status")
+    latency = by_probe("nachtwacht_probe_latency_seconds")
+    value = by_probe("nachtwacht_probe_value")
+    last = by_probe("nachtwacht_probe_last_check_timestamp_seconds")
+    assert set(status) == set(latency) == set(value) == set(last) == checked
+    assert status["p003"].value == 3 and status["p004"].value == 3
+    assert latency["p250"].value == pytest.approx(0.25)
+    assert value["p250"].value == 250.5
+    assert last["p250"].value == pytest.approx(clock.now() - 250)
+    # the rest of the scrape is still there
+    assert "nachtwacht_probe_check_results" in families
+    assert "nachtwacht_engine_module_healthy" in families
+    linted = _promtool("check", "metrics", stdin=plain.text)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),  # what Prometheus sends
+        ("deflate, gzip;q=0.5", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("br, GZIP ;q=0.0", False),
+    ],
+)
+def test_gzip_only_when_the_scraper_accepts_it(header: str, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
+
+
+def test_per_probe_series_are_kept_5_seconds_and_the_rest_is_read_each_scrape(
+    app_client: TestClient, sqlite_store: Store, clock: FakeClock
+) -> None:
+    scrape = _token(sqlite_store, "metrics", clock.now())
+    before = app_client.get("/metrics", headers=scrape).text
+    assert app_client.post("/api/v1/probes/down/check", headers=_admin(sqlite_store)).is_success
+    kept = app_client.get("/metrics", headers=scrape).text
+    clock.advance(5)
+    after = app_client.get("/metrics", headers=scrape).text
+
+    probe = {"component": "database", "kind": "tcp", "probe": "down"}
+    results = "nachtwacht_probe_check_results_total"
+    assert _value(kept, results, kind="tcp", status="critical") == 1  # read at each scrape
+    assert _value(kept, "nachtwacht_probe_checks_total", **probe) == _value(
+        before, "nachtwacht_probe_checks_total", **probe
+    )
+    assert _value(after, "nachtwacht_probe_checks_total", **probe) == 1
+    assert _value(after, "nachtwacht_probe_status", **probe) == 2
 
 
 # -- the rules -------------------------------------------------------------------------------

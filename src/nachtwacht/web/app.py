@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.staticfiles import StaticFiles
 
 from nachtwacht import __version__
@@ -73,6 +73,7 @@ from nachtwacht.web import errors, overview
 from nachtwacht.web.bodies import BodyLimits
 from nachtwacht.web.errors import ApiError
 from nachtwacht.web.headers import SecurityHeaders
+from nachtwacht.web.metrics import accepts_gzip, exposition
 from nachtwacht.web.ping import router as ping_router
 from nachtwacht.web.state import AppState, app_state, install, runtime_of
 from nachtwacht.web.status import ResponseStatus
@@ -308,9 +309,14 @@ def create_app(
         # a token of the metrics role reads this and nothing else (docs/api.md#metrics)
         state = app_state(request)
         await state.store_gauges.refresh()
-        # in a thread: at 10,000 probes rendering takes seconds of CPU (120,000 per-probe
-        # series), which must not hold up the checks; the collectors copy what they iterate
-        body = await asyncio.to_thread(generate_latest, state.metrics)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # in a thread: at 10,000 probes the per-probe series are 70,000 lines (~0.1 s of CPU
+        # when not kept from a scrape < 5 s ago), which must not hold up the checks; the
+        # collectors copy what they iterate. Prometheus asks for gzip: ~15x less to send
+        gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body, zipped = await asyncio.to_thread(exposition, state.metrics, state.probe_series, gzip)
+        headers = {"Vary": "Accept-Encoding"}
+        if zipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
 
     return app

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from nachtwacht.engine.runtime import Runtime
     from nachtwacht.probes.uptime import UptimeCache
     from nachtwacht.store.db import Store
-    from nachtwacht.web.metrics import StoreGauges
+    from nachtwacht.web.metrics import ProbeSeries, StoreGauges
     from nachtwacht.web.refused import Refusals
 
 
@@ -37,6 +37,8 @@ class AppState:
     metrics: CollectorRegistry
     # its series read from the store, refreshed before a scrape is rendered
     store_gauges: StoreGauges
+    # the per-probe series, rendered as text apart from the registry (web/metrics.py)
+    probe_series: ProbeSeries
     # the tokens of the configured `heartbeat` probes: a ping for any other is refused
     heartbeat_tokens: frozenset[str] = frozenset()
 
@@ -56,7 +58,7 @@ class AppState:
     @classmethod
     def of(cls, runtime: Runtime, heartbeat_tokens: Iterable[str] = ()) -> AppState:
         # imported here: the metrics import the engine, which imports the doors, which import this
-        from nachtwacht.web.metrics import StoreGauges, registry_for
+        from nachtwacht.web.metrics import ProbeSeries, StoreGauges, registry_for
         from nachtwacht.web.refused import Refusals
 
         refusals = Refusals(runtime.clock)
@@ -66,6 +68,7 @@ class AppState:
             refusals,
             registry_for(runtime, refusals, [gauges]),
             gauges,
+            ProbeSeries(runtime),
             frozenset(heartbeat_tokens),
         )
 
