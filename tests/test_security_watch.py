@@ -169,7 +169,10 @@ def test_the_examples_in_security_monitoring_md_are_valid(sqlite_store: Store) -
     doc = Path(__file__).resolve().parent.parent / "docs" / "security-monitoring.md"
     # the journal's example is tests/test_security_journal.py's
     blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
-    files, rules, sources = [b for b in blocks if "kind: journal" not in b]
+    # the auto_block example is tests/test_security_autoblock.py's
+    files, rules, sources = [
+        b for b in blocks if "kind: journal" not in b and "auto_block" not in b
+    ]
     settings = settings_for(files, sqlite_store.url)
     assert [s.kind for s in settings.security.sources] == ["nginx", "nginx_json", "sshd"]
     assert settings.security.sources[2].timezone == "Europe/Amsterdam"

@@ -267,6 +267,31 @@ def _network(value: str) -> str:
         ) from None
 
 
+class AutoBlock(BaseModel):
+    """`security.respond.auto_block`: the rules whose findings block their address by
+    themselves (none by default), for how long, and at most how many an hour."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[str] = Field(default_factory=list, max_length=20)
+    duration: Duration = 3600.0
+    max_per_hour: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("rules")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in DEFAULT_RULES:
+                raise ValueError(
+                    f"unknown rule '{name[:60]}'; the rules are: {', '.join(DEFAULT_RULES)}"
+                )
+            if name in (FAILED_LOGIN_ACCOUNT, NEW_NETWORK):
+                raise ValueError(
+                    f"rule '{name}' is keyed by an account, not an address: it cannot block"
+                )
+        return value
+
+
 class RespondSettings(BaseModel):
     """`security.respond`: blocking addresses and the HTTP lockdown in nftables (decision 26).
 
@@ -286,6 +311,8 @@ class RespondSettings(BaseModel):
     allow: list[str] = Field(default_factory=list, max_length=100)
     interval: Duration = 5.0  # how often pending blocks are applied and expired ones removed
     reconcile_interval: Duration = 60.0  # how often the firewall is compared with the store
+    # findings that block their address by themselves (security/autoblock.py); none by default
+    auto_block: AutoBlock = Field(default_factory=AutoBlock)
 
     @field_validator("allow")
     @classmethod
@@ -300,6 +327,8 @@ class RespondSettings(BaseModel):
             raise ValueError("default_duration may not be longer than max_duration")
         if self.interval <= 0:
             raise ValueError("interval must be positive")
+        if self.auto_block.rules and not 0 < self.auto_block.duration <= self.max_duration:
+            raise ValueError("auto_block.duration must be positive and at most max_duration")
         return self
 
 

@@ -42,7 +42,7 @@ from nachtwacht.alerts.service import Outcome
 from nachtwacht.analytics.security import log_path as own_log
 from nachtwacht.clock import Clock
 from nachtwacht.config.schema import Settings
-from nachtwacht.security import compromise, service, tallies
+from nachtwacht.security import autoblock, compromise, service, tallies
 from nachtwacht.security.detectors import Detector
 from nachtwacht.security.journal import Journal
 from nachtwacht.security.models import NEW_NETWORK, Event, Finding, Source, Thresholds
@@ -85,6 +85,7 @@ class Polled:
     behind: dict[str, str] = field(default_factory=dict)  # source → what is left unread
     tallied: int = 0  # tally rows written
     runbooks: list[int] = field(default_factory=list)  # runbook runs attached to incidents
+    blocks: list[int] = field(default_factory=list)  # pending blocks findings asked for
 
     @property
     def queued(self) -> int:
@@ -291,6 +292,9 @@ class Watch:
             with self.store.begin() as conn:
                 polled.outcomes = service.record(conn, self.settings, polled.findings, now)
                 polled.runbooks = compromise.attach_runbooks(
+                    conn, self.settings, polled.findings, polled.outcomes, now
+                )
+                polled.blocks = autoblock.request_blocks(
                     conn, self.settings, polled.findings, polled.outcomes, now
                 )
                 polled.tallied = self._tallies.write(conn, counts)
