@@ -3,6 +3,10 @@
 Events come from log lines (`security.parsers`), findings from the detectors
 (`security.detectors`); a finding becomes an alert signal in `security.service`.
 Times are UTC epoch seconds taken from the log line, not from when the line was read.
+
+Why one module: it is the `security:` section's whole schema (sources, rules, responses)
+and the events and findings the detectors pass around; the import contract lets a `models`
+module import only other `models` modules, and config composes this one into its schema.
 """
 
 from __future__ import annotations

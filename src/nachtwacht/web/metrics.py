@@ -15,6 +15,9 @@ writes them as text, not as metric families, and keeps them 5 s (at 10,000 probe
 alert source, severity, channel name, engine module, spool record kind and fixed reasons.
 Check durations are a histogram per kind, not per probe: 13 series per kind against 130,000
 for 10,000 probes.
+
+Why one module: every family /metrics serves is written here, so what one scrape costs and
+how many series it makes can be read, and bounded, in one place (decision 23).
 """
 
 from __future__ import annotations
