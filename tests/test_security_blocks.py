@@ -75,6 +75,13 @@ def audits(store: Store) -> list[tuple[str, str, str | None]]:
     return [tuple(r) for r in found]  # type: ignore[misc]
 
 
+def alerts_of(store: Store) -> list[tuple[str, str, int, str]]:
+    a = t.alerts.c
+    with store.connect() as conn:
+        found = conn.execute(select(a.fingerprint, a.status, a.severity, a.title)).all()
+    return [tuple(r) for r in found]  # type: ignore[misc]
+
+
 def declare(store: Store, settings: Any, now: float) -> int:
     with store.begin() as conn:
         return incidents.open_incident(
@@ -499,10 +506,19 @@ def test_a_refused_block_keeps_the_module_unhealthy_until_unblocked(
             clock.advance(5)
             assert not await rt.engine.tick_once(respond_engine.MODULE)  # still, by level
             assert "block #1 of 203.0.113.9 failed" in (module.health.last_error or "")
+            # and an alert, once however many ticks: the responder must hear the address is
+            # not blocked, not only /healthz
+            assert alerts_of(sqlite_store) == [
+                ("security:block_failed:1", "firing", 2, "the firewall refused the block of "
+                 "203.0.113.9"),
+            ]  # fmt: skip
             with sqlite_store.begin() as conn:
                 assert blocks.unblock(conn, "203.0.113.9", "bob", clock.now()) == [1]
             assert await rt.engine.tick_once(respond_engine.MODULE)
             assert rows(sqlite_store)[0]["state"] == "removed"
+            assert [a[:2] for a in alerts_of(sqlite_store)] == [
+                ("security:block_failed:1", "resolved")
+            ]
         finally:
             await rt.stop()
 

@@ -46,7 +46,7 @@ from nachtwacht.security.report_models import (
     Window,
     cut,
 )
-from nachtwacht.security.service import PREFIX, SOURCE
+from nachtwacht.security.service import BLOCK_FAILED, PREFIX, SOURCE
 from nachtwacht.store import tables as t
 
 __all__ = ["Report", "build", "health", "last_report_at", "record"]
@@ -89,6 +89,8 @@ def _findings(conn: Connection, w: Window) -> tuple[list[Hit], list[FindingRow]]
         .add_columns(a.resolved_at, a.incident_id, a.muted_by)
         # a drill's alert is not a finding: drills stay out of every real statistic
         .where(a.source == SOURCE, a.drill_id.is_(None))
+        # a refused block is about our firewall, not a finding about an attacker
+        .where(~a.fingerprint.startswith(BLOCK_FAILED, autoescape=True))
         .where(a.fired_at >= w.since, a.fired_at <= w.until)
         .order_by(a.fired_at.desc(), a.id.desc())
     )

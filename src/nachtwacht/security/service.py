@@ -22,6 +22,8 @@ from nachtwacht.security.models import BRUTE_FORCE_SUCCESS, Finding
 SOURCE = "security"
 COMPONENT = "security"
 PREFIX = "security:"
+# a block the firewall refused (security/respond_engine.py): an alert, but not a finding
+BLOCK_FAILED = f"{PREFIX}block_failed:"
 MAX_KEY = 120  # of the fingerprint's key part (the column holds 200); keys come from log lines
 
 
