@@ -35,9 +35,16 @@ RUNS = {
     "kill9_soak": ["--help"],
     "cli_import": ["--runs", "1", "--top", "3"],
     "security": ["--lines", "2000", "--runs", "1", "--addresses", "1000"],
+    "metrics": ["--sizes", "20", "--scrapes", "1", "--gap", "0"],
     # starts real serve processes on PostgreSQL for minutes: imports and arguments only
     "cluster": ["--help"],
 }
+
+
+def test_every_bench_script_is_run_here() -> None:
+    # target.py is no benchmark: the others start it as a probe target
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} - {"target"}
+    assert scripts == set(RUNS)
 
 
 @pytest.mark.parametrize("script", sorted(RUNS))
