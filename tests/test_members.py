@@ -459,3 +459,7 @@ def test_status_and_the_overview_show_the_members(sqlite_store: Store, tmp_path:
     assert page.status_code == 200
     assert 'data-member="host-1:1"' in page.text and 'data-member="host-2:2"' in page.text
     assert "silent" in page.text
+    # the section once, in the page, not also inside <title>
+    assert page.text.count('id="members"') == 1
+    title = page.text.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "<section" not in title and title.startswith("Overview")
