@@ -13,7 +13,6 @@ the wall time because the detectors read times from the log's lines.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from nachtwacht.security.report_render import render
 from nachtwacht.store import tables as t
 from nachtwacht.store.db import Store
 from tests.incident_fixtures import SITE
-from tests.test_security_firewall_netns import _can_run, sh
+from tests.netns_fixtures import namespaces
 
 pytestmark = pytest.mark.serial  # namespaces and nft: one at a time
 
@@ -106,41 +105,11 @@ class Site:
 
 @pytest.fixture
 def login_site(tmp_path: Path) -> Iterator[Site]:
-    why = _can_run()
-    if why:
-        pytest.skip(why)
-    tag = f"{os.getpid() % 100000}"
-    s = Site(fw=f"nwe2f{tag}", cl=f"nwe2c{tag}", log=tmp_path / "access.log")
-    s.log.touch()
-    created: list[str] = []
-    page: subprocess.Popen[str] | None = None
-    try:
-        for ns in (s.fw, s.cl):
-            try:
-                sh("ip", "netns", "add", ns)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"ip netns add refused: {exc.stderr.decode().strip()}")
-            created.append(ns)
-        sh("ip", "-n", s.fw, "link", "add", "vfw", "type", "veth", "peer", "name", "vcl")
-        sh("ip", "-n", s.fw, "link", "set", "vcl", "netns", s.cl)
-        for ns, dev, addr in ((s.fw, "vfw", SERVER), (s.cl, "vcl", ATTACKER)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        page = subprocess.Popen(
-            ["ip", "netns", "exec", s.fw, sys.executable, "-c", LOGIN_PAGE]
-            + [SERVER, str(PORT), str(s.log)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert page.stdout is not None and page.stdout.readline().strip() == "ready"
-        yield s
-    finally:
-        if page is not None:
-            page.kill()
-            page.wait(timeout=30)
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    log = tmp_path / "access.log"
+    log.touch()
+    serve = ["-c", LOGIN_PAGE, SERVER, str(PORT), str(log)]
+    with namespaces("nwe2", SERVER, ATTACKER, serve) as (fw, cl):
+        yield Site(fw=fw, cl=cl, log=log)
 
 
 def _config(store: Store, s: Site) -> str:

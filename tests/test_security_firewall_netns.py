@@ -10,8 +10,6 @@ netns` or `nft` cannot run (not root, no nftables: `make system-deps` installs i
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from nachtwacht.security import blocks, respond_engine
 from nachtwacht.security.firewall import Nftables
 from nachtwacht.store.db import Store
 from tests.incident_fixtures import site
+from tests.netns_fixtures import namespaces, sh
 
 pytestmark = pytest.mark.serial  # creates namespaces and runs nft: one at a time
 
@@ -53,15 +52,6 @@ except OSError:
 """
 
 
-def _can_run() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for ip netns and nft"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (make system-deps installs nftables)"
-    return None
-
-
 @dataclass
 class Net:
     fw: str
@@ -78,53 +68,11 @@ class Net:
         return done.returncode == 0
 
 
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def net() -> Iterator[Net]:
-    why = _can_run()
-    if why:
-        pytest.skip(why)
-    tag = f"{os.getpid() % 100000}"
-    n = Net(fw=f"nwfw{tag}", cl=f"nwcl{tag}")
-    created: list[str] = []
-    listener: subprocess.Popen[str] | None = None
-    try:
-        for ns in (n.fw, n.cl):
-            try:
-                sh("ip", "netns", "add", ns)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"ip netns add refused: {exc.stderr.decode().strip()}")
-            created.append(ns)
-        try:
-            subprocess.run(
-                ["ip", "netns", "exec", n.fw, "nft", "list", "ruleset"],
-                check=True, capture_output=True, timeout=30,
-            )  # fmt: skip
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"nft cannot run in a namespace: {exc.stderr.decode().strip()}")
-        # the veth pair is made inside `fw`, so it never exists in the host's namespace
-        sh("ip", "-n", n.fw, "link", "add", "vfw", "type", "veth", "peer", "name", "vcl")
-        sh("ip", "-n", n.fw, "link", "set", "vcl", "netns", n.cl)
-        for ns, dev, addr in ((n.fw, "vfw", SERVER), (n.cl, "vcl", CLIENT)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", n.fw, sys.executable, "-c", LISTENER, SERVER, str(PORT)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        yield n
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait(timeout=30)
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    serve = ["-c", LISTENER, SERVER, str(PORT)]
+    with namespaces("nwfw", SERVER, CLIENT, serve) as (fw, cl):
+        yield Net(fw=fw, cl=cl)
 
 
 def _config(net: Net) -> str:
